@@ -1,0 +1,355 @@
+//! kiln's job queue: one contract ([`JobQueue`]), two backends.
+//!
+//! - [`postgres::PgQueue`] for production: several composers may share it; dequeue
+//!   uses `FOR UPDATE SKIP LOCKED` and waiting dequeuers are woken by
+//!   `LISTEN/NOTIFY` (a trigger notifies every job state change).
+//! - [`sqlite::SqliteQueue`], the embedded single-host default: one process owns
+//!   the database file; writes go through one connection, and waiters are woken
+//!   in-process.
+//!
+//! A job belongs to a compose (the job graph of one image request set) or stands
+//! alone. It becomes `queued` when all its dependencies succeeded; a failed or
+//! canceled dependency fails it with a reason that names the dependency.
+//! A running job is held under a lease token: the worker heart-beats with it and
+//! finishes with it. A lease whose heartbeats stop is taken back by
+//! [`JobQueue::requeue_stale`], up to a retry limit.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+mod graph;
+pub mod postgres;
+pub mod sqlite;
+mod wait;
+
+pub use graph::validate_graph;
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Some dependency has not finished yet.
+    Waiting,
+    /// Ready to be handed to a worker.
+    Queued,
+    /// Leased by a worker.
+    Running,
+    Success,
+    Failed,
+    Canceled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Success => "success",
+            JobState::Failed => "failed",
+            JobState::Canceled => "canceled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Success | JobState::Failed | JobState::Canceled
+        )
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = QueueError;
+    fn from_str(s: &str) -> std::result::Result<Self, QueueError> {
+        Ok(match s {
+            "waiting" => JobState::Waiting,
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "success" => JobState::Success,
+            "failed" => JobState::Failed,
+            "canceled" => JobState::Canceled,
+            other => return Err(QueueError::Corrupt(format!("unknown job state {other:?}"))),
+        })
+    }
+}
+
+/// A job to enqueue. Its id is chosen by the caller so that a graph can be
+/// built before it is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub job_type: String,
+    pub arch: String,
+    pub channel: String,
+    pub args: Value,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Jobs that must succeed before this one is queued: earlier jobs of the same
+    /// batch, or jobs already stored.
+    pub dependencies: Vec<Uuid>,
+}
+
+impl NewJob {
+    pub fn new(job_type: &str, arch: &str, channel: &str, args: Value) -> NewJob {
+        NewJob {
+            id: Uuid::new_v4(),
+            job_type: job_type.to_owned(),
+            arch: arch.to_owned(),
+            channel: channel.to_owned(),
+            args,
+            priority: 0,
+            dependencies: Vec::new(),
+        }
+    }
+
+    pub fn depends_on(mut self, ids: &[Uuid]) -> NewJob {
+        self.dependencies.extend_from_slice(ids);
+        self
+    }
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Uuid,
+    pub compose_id: Option<Uuid>,
+    pub job_type: String,
+    pub arch: String,
+    pub channel: String,
+    pub args: Value,
+    pub priority: i32,
+    pub dependencies: Vec<Uuid>,
+    pub state: JobState,
+    pub result: Option<Value>,
+    /// Why the job failed or was canceled, or why it was requeued.
+    pub reason: Option<String>,
+    pub worker: Option<String>,
+    /// How many times the job was taken back from a silent worker.
+    pub retries: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A compose: the owner of a job graph, with the request that made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComposeRecord {
+    pub id: Uuid,
+    pub channel: String,
+    pub request: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which jobs a dequeuer takes. Empty `arches` or `channels` means any.
+#[derive(Debug, Clone, Default)]
+pub struct DequeueFilter {
+    pub job_types: Vec<String>,
+    pub arches: Vec<String>,
+    pub channels: Vec<String>,
+}
+
+impl DequeueFilter {
+    pub fn types(types: &[&str]) -> DequeueFilter {
+        DequeueFilter {
+            job_types: types.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A job handed to a worker, with the token that proves the lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub token: Uuid,
+    pub job: Job,
+}
+
+/// What a heartbeat learns about the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Still the worker's job; keep going.
+    Alive,
+    /// The job was canceled: stop the work.
+    Canceled,
+    /// The lease is gone (taken back after missed heartbeats, or finished).
+    Lost,
+}
+
+/// How a worker ends its job.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success(Value),
+    Failure {
+        reason: String,
+        result: Option<Value>,
+    },
+}
+
+/// Result of deleting a compose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// Some job of it has not finished: cancel it first.
+    Unfinished,
+}
+
+/// What [`JobQueue::requeue_stale`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    pub requeued: Vec<Uuid>,
+    pub failed: Vec<Uuid>,
+}
+
+/// A change of a job's state, as every subscriber sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job: Uuid,
+    pub compose: Option<Uuid>,
+    pub state: JobState,
+    pub job_type: String,
+    pub arch: String,
+    pub channel: String,
+}
+
+/// Counts of stored rows, for checks that nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCounts {
+    pub composes: i64,
+    pub jobs: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("job {job} depends on unknown job {dependency}")]
+    UnknownDependency { job: Uuid, dependency: Uuid },
+    #[error("job {0} is listed twice")]
+    DuplicateJob(Uuid),
+    #[error("compose {0} already exists")]
+    ComposeExists(Uuid),
+    #[error("no job is leased under this token")]
+    LeaseLost,
+    #[error("job {0} was canceled")]
+    Canceled(Uuid),
+    #[error("stored data is not what kiln wrote: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use postgres://… or sqlite:…")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, QueueError>;
+
+/// The queue contract, the same on every backend.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Stores a compose and its job graph atomically: all of it or nothing.
+    async fn create_compose(&self, compose: &ComposeRecord, jobs: &[NewJob]) -> Result<()>;
+
+    /// Enqueues jobs that belong to no compose (atomically).
+    async fn enqueue(&self, jobs: &[NewJob]) -> Result<()>;
+
+    /// Takes the most urgent queued job that matches `filter`, waiting up to
+    /// `wait` for one to be queued. `None` when none came in time.
+    async fn dequeue(
+        &self,
+        filter: &DequeueFilter,
+        worker: &str,
+        wait: Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Renews a lease and tells the worker whether to go on.
+    async fn heartbeat(&self, token: Uuid) -> Result<LeaseStatus>;
+
+    /// Ends a leased job. Fails with [`QueueError::Canceled`] when the job was
+    /// canceled meanwhile and [`QueueError::LeaseLost`] when the lease is gone.
+    async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job>;
+
+    /// Cancels a job that has not finished, and fails its dependants.
+    /// Returns false when the job was already finished or does not exist.
+    async fn cancel_job(&self, id: Uuid) -> Result<bool>;
+
+    /// Cancels every unfinished job of a compose. `None` when there is no such
+    /// compose; otherwise how many jobs were canceled.
+    async fn cancel_compose(&self, id: Uuid) -> Result<Option<u64>>;
+
+    /// Takes back running jobs whose last heartbeat is older than `timeout`:
+    /// queued again while they were requeued fewer than `max_retries` times,
+    /// failed otherwise.
+    async fn requeue_stale(&self, timeout: Duration, max_retries: u32) -> Result<ReapReport>;
+
+    /// Deletes composes (and their jobs) and lone jobs that finished longer
+    /// than `max_age` ago. Returns the number of composes deleted.
+    async fn expire(&self, max_age: Duration) -> Result<u64>;
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>>;
+    async fn compose(&self, id: Uuid) -> Result<Option<ComposeRecord>>;
+    /// The jobs of a compose in creation order.
+    async fn compose_jobs(&self, id: Uuid) -> Result<Vec<Job>>;
+    /// Composes of a channel (all channels with `None`), newest first, and the total.
+    async fn list_composes(
+        &self,
+        channel: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ComposeRecord>, i64)>;
+    async fn delete_compose(&self, id: Uuid) -> Result<DeleteOutcome>;
+    async fn row_counts(&self) -> Result<RowCounts>;
+
+    /// Every job state change from now on, from any process sharing the database.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<JobEvent>;
+}
+
+/// Opens the queue named by a database URL (`postgres://…` or `sqlite:…`) and
+/// applies the schema migrations.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn JobQueue>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgQueue::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteQueue::connect(url).await?,
+        ))
+    } else {
+        Err(QueueError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// The reason given to the dependants of a job that did not succeed.
+pub(crate) fn dependency_reason(
+    dep_type: &str,
+    dep_id: Uuid,
+    state: JobState,
+    reason: Option<&str>,
+) -> String {
+    let what = if state == JobState::Canceled {
+        "was canceled"
+    } else {
+        "failed"
+    };
+    match reason {
+        Some(r) if !r.is_empty() => format!("dependency {dep_type} job {dep_id} {what}: {r}"),
+        _ => format!("dependency {dep_type} job {dep_id} {what}"),
+    }
+}
+
+pub(crate) fn stale_reason(max_retries: u32) -> String {
+    format!(
+        "worker stopped heart-beating; the job was already requeued {max_retries} time(s), the limit"
+    )
+}
+
+pub(crate) fn requeue_reason(worker: Option<&str>, attempt: i32) -> String {
+    format!(
+        "requeued (attempt {attempt}): worker {} stopped heart-beating",
+        worker.unwrap_or("?")
+    )
+}

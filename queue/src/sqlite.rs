@@ -1,0 +1,716 @@
+//! The SQLite backend: the embedded single-host default.
+//!
+//! One process owns the database. Every write goes through one connection
+//! behind a mutex (SQLite has one writer anyway, and this avoids lock-upgrade
+//! deadlocks between transactions); reads use a pool and proceed in parallel
+//! thanks to WAL. Events are sent in-process after each commit.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{broadcast, watch, Mutex};
+use uuid::Uuid;
+
+use crate::graph::{self, StoredDependency};
+use crate::wait::wait_for_job;
+use crate::{
+    dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
+    Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
+    Result, RowCounts,
+};
+
+const JOB_COLUMNS: &str =
+    "id, compose_id, job_type, arch, channel, args, priority, state, result, \
+    reason, worker, retries, created_at, started_at, finished_at, \
+    (SELECT json_group_array(depends_on) FROM job_deps d WHERE d.job_id = jobs.id) AS deps";
+
+/// Columns that make a [`JobEvent`].
+const EVENT_COLUMNS: &str = "id, compose_id, state, job_type, arch, channel";
+
+pub struct SqliteQueue {
+    writer: Mutex<SqliteConnection>,
+    readers: SqlitePool,
+    events: broadcast::Sender<JobEvent>,
+    wake: watch::Sender<u64>,
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn time(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| QueueError::Corrupt(format!("time {us} out of range")))
+}
+
+fn uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| QueueError::Corrupt(format!("id {s:?}: {e}")))
+}
+
+fn json(s: &str) -> Result<Value> {
+    serde_json::from_str(s).map_err(|e| QueueError::Corrupt(format!("JSON column: {e}")))
+}
+
+fn event_from_row(r: &SqliteRow) -> Result<JobEvent> {
+    let compose: Option<String> = r.try_get("compose_id")?;
+    let state: String = r.try_get("state")?;
+    Ok(JobEvent {
+        job: uuid(r.try_get("id")?)?,
+        compose: compose.as_deref().map(uuid).transpose()?,
+        state: state.parse()?,
+        job_type: r.try_get("job_type")?,
+        arch: r.try_get("arch")?,
+        channel: r.try_get("channel")?,
+    })
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<Job> {
+    let compose: Option<String> = r.try_get("compose_id")?;
+    let state: String = r.try_get("state")?;
+    let result: Option<String> = r.try_get("result")?;
+    let deps: String = r.try_get("deps")?;
+    let deps: Vec<String> = serde_json::from_str(&deps)
+        .map_err(|e| QueueError::Corrupt(format!("dependency list: {e}")))?;
+    let mut dependencies = deps.iter().map(|d| uuid(d)).collect::<Result<Vec<_>>>()?;
+    dependencies.sort();
+    Ok(Job {
+        id: uuid(r.try_get("id")?)?,
+        compose_id: compose.as_deref().map(uuid).transpose()?,
+        job_type: r.try_get("job_type")?,
+        arch: r.try_get("arch")?,
+        channel: r.try_get("channel")?,
+        args: json(r.try_get("args")?)?,
+        priority: r.try_get("priority")?,
+        dependencies,
+        state: state.parse()?,
+        result: result.as_deref().map(json).transpose()?,
+        reason: r.try_get("reason")?,
+        worker: r.try_get("worker")?,
+        retries: r.try_get("retries")?,
+        created_at: time(r.try_get("created_at")?)?,
+        started_at: r
+            .try_get::<Option<i64>, _>("started_at")?
+            .map(time)
+            .transpose()?,
+        finished_at: r
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(time)
+            .transpose()?,
+    })
+}
+
+fn compose_from_row(r: &SqliteRow) -> Result<ComposeRecord> {
+    Ok(ComposeRecord {
+        id: uuid(r.try_get("id")?)?,
+        channel: r.try_get("channel")?,
+        request: json(r.try_get("request")?)?,
+        created_at: time(r.try_get("created_at")?)?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+impl SqliteQueue {
+    /// Opens (creating if needed) the database named by a `sqlite:` URL and
+    /// applies migrations.
+    pub async fn connect(url: &str) -> Result<SqliteQueue> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let mut writer = SqliteConnection::connect_with(&opts).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts.read_only(true))
+            .await?;
+        let (events, _) = broadcast::channel(4096);
+        let (wake, _) = watch::channel(0u64);
+        Ok(SqliteQueue {
+            writer: Mutex::new(writer),
+            readers,
+            events,
+            wake,
+        })
+    }
+
+    /// Sends the events of a committed write.
+    fn publish(&self, events: Vec<JobEvent>) {
+        if events.iter().any(|e| e.state == JobState::Queued) {
+            self.wake.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        for e in events {
+            let _ = self.events.send(e);
+        }
+    }
+
+    async fn insert_jobs(
+        conn: &mut SqliteConnection,
+        compose: Option<Uuid>,
+        jobs: &[NewJob],
+        events: &mut Vec<JobEvent>,
+    ) -> Result<()> {
+        let external = graph::validate_graph(jobs)?;
+        let mut stored = HashMap::new();
+        for dep in external {
+            let row = sqlx::query("SELECT state, job_type, reason FROM jobs WHERE id = ?1")
+                .bind(dep.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(r) = row {
+                let state: String = r.try_get("state")?;
+                stored.insert(
+                    dep,
+                    StoredDependency {
+                        state: state.parse()?,
+                        job_type: r.try_get("job_type")?,
+                        reason: r.try_get("reason")?,
+                    },
+                );
+            }
+        }
+        let planned = graph::plan(jobs, &stored)?;
+        let now = now_us();
+        for (job, p) in jobs.iter().zip(planned) {
+            sqlx::query(
+                "INSERT INTO jobs (id, compose_id, job_type, arch, channel, args, priority, state, \
+                 pending_deps, reason, created_at, queued_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                 CASE WHEN ?8 = 'queued' THEN ?11 END, CASE WHEN ?8 = 'failed' THEN ?11 END)",
+            )
+            .bind(job.id.to_string())
+            .bind(compose.map(|c| c.to_string()))
+            .bind(&job.job_type)
+            .bind(&job.arch)
+            .bind(&job.channel)
+            .bind(job.args.to_string())
+            .bind(job.priority)
+            .bind(p.state.as_str())
+            .bind(p.pending)
+            .bind(&p.reason)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    QueueError::DuplicateJob(job.id)
+                } else {
+                    e.into()
+                }
+            })?;
+            for dep in &job.dependencies {
+                sqlx::query("INSERT OR IGNORE INTO job_deps (job_id, depends_on) VALUES (?1, ?2)")
+                    .bind(job.id.to_string())
+                    .bind(dep.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            events.push(JobEvent {
+                job: job.id,
+                compose,
+                state: p.state,
+                job_type: job.job_type.clone(),
+                arch: job.arch.clone(),
+                channel: job.channel.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn try_dequeue(&self, filter: &DequeueFilter, worker: &str) -> Result<Option<Lease>> {
+        let token = Uuid::new_v4();
+        let mut conn = self.writer.lock().await;
+        let id: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'running', token = ?1, worker = ?2, started_at = ?3, heartbeat_at = ?3 \
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' \
+                 AND job_type IN (SELECT value FROM json_each(?4)) \
+                 AND (json_array_length(?5) = 0 OR arch IN (SELECT value FROM json_each(?5))) \
+                 AND (json_array_length(?6) = 0 OR channel IN (SELECT value FROM json_each(?6))) \
+                 ORDER BY priority DESC, seq LIMIT 1) \
+             RETURNING id",
+        )
+        .bind(token.to_string())
+        .bind(worker)
+        .bind(now_us())
+        .bind(list(&filter.job_types))
+        .bind(list(&filter.arches))
+        .bind(list(&filter.channels))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(id) = id else { return Ok(None) };
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+            .bind(&id)
+            .fetch_one(&mut *conn)
+            .await?;
+        drop(conn);
+        let job = job_from_row(&row)?;
+        let _ = self.events.send(JobEvent {
+            job: job.id,
+            compose: job.compose_id,
+            state: JobState::Running,
+            job_type: job.job_type.clone(),
+            arch: job.arch.clone(),
+            channel: job.channel.clone(),
+        });
+        Ok(Some(Lease { token, job }))
+    }
+
+    async fn fail_dependants(
+        conn: &mut SqliteConnection,
+        id: Uuid,
+        job_type: &str,
+        state: JobState,
+        reason: Option<&str>,
+        events: &mut Vec<JobEvent>,
+    ) -> Result<()> {
+        let rows = sqlx::query(&format!(
+            "WITH RECURSIVE down(id) AS ( \
+                SELECT job_id FROM job_deps WHERE depends_on = ?1 \
+                UNION SELECT d.job_id FROM job_deps d JOIN down ON d.depends_on = down.id) \
+             UPDATE jobs SET state = 'failed', reason = ?2, finished_at = ?3, token = NULL \
+             WHERE id IN (SELECT id FROM down) AND state IN ('waiting', 'queued') RETURNING {EVENT_COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(dependency_reason(job_type, id, state, reason))
+        .bind(now_us())
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &rows {
+            events.push(event_from_row(r)?);
+        }
+        Ok(())
+    }
+
+    async fn lease_error(conn: &mut SqliteConnection, token: Uuid) -> Result<QueueError> {
+        let row = sqlx::query("SELECT id, state FROM jobs WHERE token = ?1")
+            .bind(token.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(match row {
+            Some(r) if r.try_get::<String, _>("state")? == "canceled" => {
+                QueueError::Canceled(uuid(r.try_get("id")?)?)
+            }
+            _ => QueueError::LeaseLost,
+        })
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteQueue {
+    async fn create_compose(&self, compose: &ComposeRecord, jobs: &[NewJob]) -> Result<()> {
+        let mut events = Vec::new();
+        {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            sqlx::query(
+                "INSERT INTO composes (id, channel, request, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(compose.id.to_string())
+            .bind(&compose.channel)
+            .bind(compose.request.to_string())
+            .bind(compose.created_at.timestamp_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    QueueError::ComposeExists(compose.id)
+                } else {
+                    e.into()
+                }
+            })?;
+            Self::insert_jobs(&mut tx, Some(compose.id), jobs, &mut events).await?;
+            tx.commit().await?;
+        }
+        self.publish(events);
+        Ok(())
+    }
+
+    async fn enqueue(&self, jobs: &[NewJob]) -> Result<()> {
+        let mut events = Vec::new();
+        {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            Self::insert_jobs(&mut tx, None, jobs, &mut events).await?;
+            tx.commit().await?;
+        }
+        self.publish(events);
+        Ok(())
+    }
+
+    async fn dequeue(
+        &self,
+        filter: &DequeueFilter,
+        worker: &str,
+        wait: Duration,
+    ) -> Result<Option<Lease>> {
+        wait_for_job(&self.wake, wait, || self.try_dequeue(filter, worker)).await
+    }
+
+    async fn heartbeat(&self, token: Uuid) -> Result<LeaseStatus> {
+        let mut conn = self.writer.lock().await;
+        let state: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET heartbeat_at = ?2 WHERE token = ?1 RETURNING state",
+        )
+        .bind(token.to_string())
+        .bind(now_us())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(match state.as_deref() {
+            Some("running") => LeaseStatus::Alive,
+            Some("canceled") => LeaseStatus::Canceled,
+            _ => LeaseStatus::Lost,
+        })
+    }
+
+    async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
+        let mut events = Vec::new();
+        let job = {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let now = now_us();
+            let (state, reason, result) = match &outcome {
+                Outcome::Success(r) => ("success", None, Some(r.to_string())),
+                Outcome::Failure { reason, result } => (
+                    "failed",
+                    Some(reason.as_str()),
+                    result.as_ref().map(|r| r.to_string()),
+                ),
+            };
+            let id: Option<String> = sqlx::query_scalar(
+                "UPDATE jobs SET state = ?2, reason = ?3, result = ?4, finished_at = ?5, token = NULL \
+                 WHERE token = ?1 AND state = 'running' RETURNING id",
+            )
+            .bind(token.to_string())
+            .bind(state)
+            .bind(reason)
+            .bind(result)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(id) = id else {
+                return Err(Self::lease_error(&mut tx, token).await?);
+            };
+            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let job = job_from_row(&row)?;
+            events.push(JobEvent {
+                job: job.id,
+                compose: job.compose_id,
+                state: job.state,
+                job_type: job.job_type.clone(),
+                arch: job.arch.clone(),
+                channel: job.channel.clone(),
+            });
+            if job.state == JobState::Success {
+                let promoted = sqlx::query(&format!(
+                    "UPDATE jobs SET pending_deps = pending_deps - 1, \
+                        state = CASE WHEN pending_deps = 1 THEN 'queued' ELSE state END, \
+                        queued_at = CASE WHEN pending_deps = 1 THEN ?2 ELSE queued_at END \
+                     WHERE state = 'waiting' AND id IN (SELECT job_id FROM job_deps WHERE depends_on = ?1) \
+                     RETURNING {EVENT_COLUMNS}"
+                ))
+                .bind(&id)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                for r in &promoted {
+                    let ev = event_from_row(r)?;
+                    if ev.state == JobState::Queued {
+                        events.push(ev);
+                    }
+                }
+            } else {
+                Self::fail_dependants(
+                    &mut tx,
+                    job.id,
+                    &job.job_type,
+                    JobState::Failed,
+                    reason,
+                    &mut events,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            job
+        };
+        self.publish(events);
+        Ok(job)
+    }
+
+    async fn cancel_job(&self, id: Uuid) -> Result<bool> {
+        let mut events = Vec::new();
+        {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let row = sqlx::query(&format!(
+                "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?2 \
+                 WHERE id = ?1 AND state IN ('waiting', 'queued', 'running') RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind(id.to_string())
+            .bind(now_us())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(false) };
+            let ev = event_from_row(&row)?;
+            let job_type = ev.job_type.clone();
+            events.push(ev);
+            Self::fail_dependants(
+                &mut tx,
+                id,
+                &job_type,
+                JobState::Canceled,
+                None,
+                &mut events,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        self.publish(events);
+        Ok(true)
+    }
+
+    async fn cancel_compose(&self, id: Uuid) -> Result<Option<u64>> {
+        let mut events = Vec::new();
+        let count = {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT id FROM composes WHERE id = ?1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let rows = sqlx::query(&format!(
+                "UPDATE jobs SET state = 'canceled', reason = 'compose canceled', finished_at = ?2 \
+                 WHERE compose_id = ?1 AND state IN ('waiting', 'queued', 'running') RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind(id.to_string())
+            .bind(now_us())
+            .fetch_all(&mut *tx)
+            .await?;
+            let canceled = rows
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            for ev in &canceled {
+                Self::fail_dependants(
+                    &mut tx,
+                    ev.job,
+                    &ev.job_type,
+                    JobState::Canceled,
+                    Some("compose canceled"),
+                    &mut events,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            let n = canceled.len() as u64;
+            events.splice(0..0, canceled);
+            n
+        };
+        self.publish(events);
+        Ok(Some(count))
+    }
+
+    async fn requeue_stale(&self, timeout: Duration, max_retries: u32) -> Result<ReapReport> {
+        let mut events = Vec::new();
+        let mut report = ReapReport::default();
+        {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let now = now_us();
+            let stale = sqlx::query(
+                "SELECT id, job_type, worker, retries FROM jobs WHERE state = 'running' AND heartbeat_at < ?1 ORDER BY seq",
+            )
+            .bind(now - micros(timeout))
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in stale {
+                let id: String = r.try_get("id")?;
+                let retries: i32 = r.try_get("retries")?;
+                let worker: Option<String> = r.try_get("worker")?;
+                let job_type: String = r.try_get("job_type")?;
+                if retries < max_retries as i32 {
+                    let row = sqlx::query(&format!(
+                        "UPDATE jobs SET state = 'queued', retries = retries + 1, token = NULL, worker = NULL, \
+                         started_at = NULL, heartbeat_at = NULL, queued_at = ?2, reason = ?3 WHERE id = ?1 \
+                         RETURNING {EVENT_COLUMNS}"
+                    ))
+                    .bind(&id)
+                    .bind(now)
+                    .bind(requeue_reason(worker.as_deref(), retries + 1))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    events.push(event_from_row(&row)?);
+                    report.requeued.push(uuid(&id)?);
+                } else {
+                    let reason = stale_reason(max_retries);
+                    let row = sqlx::query(&format!(
+                        "UPDATE jobs SET state = 'failed', token = NULL, finished_at = ?2, reason = ?3 WHERE id = ?1 \
+                         RETURNING {EVENT_COLUMNS}"
+                    ))
+                    .bind(&id)
+                    .bind(now)
+                    .bind(&reason)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    events.push(event_from_row(&row)?);
+                    let uid = uuid(&id)?;
+                    Self::fail_dependants(
+                        &mut tx,
+                        uid,
+                        &job_type,
+                        JobState::Failed,
+                        Some(&reason),
+                        &mut events,
+                    )
+                    .await?;
+                    report.failed.push(uid);
+                }
+            }
+            tx.commit().await?;
+        }
+        self.publish(events);
+        Ok(report)
+    }
+
+    async fn expire(&self, max_age: Duration) -> Result<u64> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
+        let cutoff = now_us() - micros(max_age);
+        let deleted = sqlx::query(
+            "DELETE FROM composes WHERE created_at < ?1 AND NOT EXISTS (SELECT 1 FROM jobs j \
+             WHERE j.compose_id = composes.id AND (j.state IN ('waiting', 'queued', 'running') OR j.finished_at >= ?1))",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM jobs WHERE compose_id IS NULL AND finished_at < ?1 AND state IN ('success', 'failed', 'canceled')",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    async fn compose(&self, id: Uuid) -> Result<Option<ComposeRecord>> {
+        let row =
+            sqlx::query("SELECT id, channel, request, created_at FROM composes WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(&self.readers)
+                .await?;
+        row.map(|r| compose_from_row(&r)).transpose()
+    }
+
+    async fn compose_jobs(&self, id: Uuid) -> Result<Vec<Job>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE compose_id = ?1 ORDER BY seq"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn list_composes(
+        &self,
+        channel: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ComposeRecord>, i64)> {
+        let rows = sqlx::query(
+            "SELECT id, channel, request, created_at FROM composes WHERE (?1 IS NULL OR channel = ?1) \
+             ORDER BY created_at DESC, id LIMIT ?2 OFFSET ?3",
+        )
+        .bind(channel)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.readers)
+        .await?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM composes WHERE (?1 IS NULL OR channel = ?1)")
+                .bind(channel)
+                .fetch_one(&self.readers)
+                .await?;
+        Ok((
+            rows.iter().map(compose_from_row).collect::<Result<_>>()?,
+            total,
+        ))
+    }
+
+    async fn delete_compose(&self, id: Uuid) -> Result<DeleteOutcome> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM composes WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(DeleteOutcome::NotFound);
+        }
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE compose_id = ?1 AND state IN ('waiting', 'queued', 'running')",
+        )
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if unfinished > 0 {
+            return Ok(DeleteOutcome::Unfinished);
+        }
+        sqlx::query("DELETE FROM composes WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    async fn row_counts(&self) -> Result<RowCounts> {
+        let (composes, jobs): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT count(*) FROM composes), (SELECT count(*) FROM jobs)")
+                .fetch_one(&self.readers)
+                .await?;
+        Ok(RowCounts { composes, jobs })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+}

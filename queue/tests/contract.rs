@@ -1,0 +1,623 @@
+//! The queue contract, run against both backends: a real SQLite file and a real
+//! PostgreSQL cluster started for this test binary.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kiln_queue::{
+    ComposeRecord, DeleteOutcome, DequeueFilter, JobQueue, JobState, LeaseStatus, NewJob, Outcome,
+    QueueError,
+};
+use kiln_testsupport::PgCluster;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A queue on a fresh database, and what keeps that database alive.
+struct Fixture {
+    queue: Arc<dyn JobQueue>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("kiln.db").display());
+    Fixture {
+        queue: kiln_queue::connect(&url).await.unwrap(),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Fixture {
+    let url = PgCluster::shared().unwrap().create_database().unwrap();
+    Fixture {
+        queue: kiln_queue::connect(&url).await.unwrap(),
+        _dir: None,
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let f = super::sqlite().await;
+                super::$name(f.queue.clone()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let f = super::postgres().await;
+                super::$name(f.queue.clone()).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    chain_runs_in_dependency_order,
+    failed_dependency_fails_dependants_with_chained_reason,
+    cancel_reaches_queued_running_and_dependants,
+    silent_worker_is_requeued_then_failed,
+    racing_dequeuers_never_share_a_job,
+    waiting_dequeuer_is_woken_by_enqueue,
+    dequeue_honours_types_arches_channels_and_priority,
+    expired_composes_are_deleted_with_their_jobs,
+    delete_refuses_unfinished_composes,
+    events_follow_every_state_change,
+    rejected_graph_writes_nothing,
+    compose_listing_pages_by_channel,
+);
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn job(t: &str) -> NewJob {
+    NewJob::new(t, "x86_64", "default", json!({"t": t}))
+}
+
+fn compose(channel: &str) -> ComposeRecord {
+    ComposeRecord {
+        id: Uuid::new_v4(),
+        channel: channel.into(),
+        request: json!({"distribution": "debian-12"}),
+        created_at: Utc::now(),
+    }
+}
+
+async fn state(q: &Arc<dyn JobQueue>, id: Uuid) -> JobState {
+    q.job(id).await.unwrap().unwrap().state
+}
+
+async fn chain_runs_in_dependency_order(q: Arc<dyn JobQueue>) {
+    let a = job("depsolve");
+    let b = job("manifest").depends_on(&[a.id]);
+    let c = job("build").depends_on(&[b.id]);
+    let d = job("build").depends_on(&[a.id, b.id]);
+    let c_rec = compose("default");
+    q.create_compose(&c_rec, &[a.clone(), b.clone(), c.clone(), d.clone()])
+        .await
+        .unwrap();
+    let any = DequeueFilter::types(&["depsolve", "manifest", "build"]);
+
+    let l = q.dequeue(&any, "w1", WAIT).await.unwrap().unwrap();
+    assert_eq!(l.job.id, a.id);
+    assert_eq!(l.job.state, JobState::Running);
+    assert_eq!(l.job.worker.as_deref(), Some("w1"));
+    // Nothing else is ready while `a` runs.
+    assert!(q
+        .dequeue(&any, "w1", Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none());
+    let done = q
+        .finish(l.token, Outcome::Success(json!({"packages": 3})))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Success);
+    assert_eq!(done.result, Some(json!({"packages": 3})));
+    assert_eq!(state(&q, b.id).await, JobState::Queued);
+    // `d` still waits for `b`.
+    assert_eq!(state(&q, d.id).await, JobState::Waiting);
+
+    let l = q.dequeue(&any, "w1", WAIT).await.unwrap().unwrap();
+    assert_eq!(l.job.id, b.id);
+    assert_eq!(l.job.dependencies, vec![a.id]);
+    q.finish(l.token, Outcome::Success(json!(null)))
+        .await
+        .unwrap();
+    let mut rest: Vec<Uuid> = Vec::new();
+    for _ in 0..2 {
+        let l = q.dequeue(&any, "w1", WAIT).await.unwrap().unwrap();
+        rest.push(l.job.id);
+        q.finish(l.token, Outcome::Success(json!(null)))
+            .await
+            .unwrap();
+    }
+    rest.sort();
+    let mut want = vec![c.id, d.id];
+    want.sort();
+    assert_eq!(rest, want);
+    // A second finish with a used token is refused.
+    let jobs = q.compose_jobs(c_rec.id).await.unwrap();
+    assert_eq!(jobs.len(), 4);
+    assert!(jobs.iter().all(|j| j.state == JobState::Success));
+    assert_eq!(
+        jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![a.id, b.id, c.id, d.id]
+    );
+}
+
+async fn failed_dependency_fails_dependants_with_chained_reason(q: Arc<dyn JobQueue>) {
+    let a = job("depsolve");
+    let b = job("manifest").depends_on(&[a.id]);
+    let c = job("build").depends_on(&[b.id]);
+    let other = job("depsolve");
+    q.create_compose(
+        &compose("default"),
+        &[a.clone(), b.clone(), c.clone(), other.clone()],
+    )
+    .await
+    .unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["depsolve"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.job.id, a.id);
+    let token = l.token;
+    let failed = q
+        .finish(
+            token,
+            Outcome::Failure {
+                reason: "package foo not found".into(),
+                result: Some(json!({"error": 1})),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(matches!(
+        q.finish(token, Outcome::Success(json!(null))).await,
+        Err(QueueError::LeaseLost)
+    ));
+    for id in [b.id, c.id] {
+        let j = q.job(id).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::Failed);
+        assert_eq!(
+            j.reason.as_deref(),
+            Some(
+                format!(
+                    "dependency depsolve job {} failed: package foo not found",
+                    a.id
+                )
+                .as_str()
+            )
+        );
+        assert!(j.finished_at.is_some());
+    }
+    // An unrelated job is untouched.
+    assert_eq!(state(&q, other.id).await, JobState::Queued);
+    // A job enqueued later on the failed one starts failed.
+    let late = job("build").depends_on(&[a.id]);
+    q.enqueue(&[late.clone()]).await.unwrap();
+    let late = q.job(late.id).await.unwrap().unwrap();
+    assert_eq!(late.state, JobState::Failed);
+    assert!(late.reason.unwrap().contains(&a.id.to_string()));
+}
+
+async fn cancel_reaches_queued_running_and_dependants(q: Arc<dyn JobQueue>) {
+    // A running job and its dependant.
+    let a = job("build");
+    let b = job("upload").depends_on(&[a.id]);
+    let c = compose("default");
+    q.create_compose(&c, &[a.clone(), b.clone()]).await.unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["build"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q.heartbeat(l.token).await.unwrap(), LeaseStatus::Alive);
+    assert!(q.cancel_job(a.id).await.unwrap());
+    assert_eq!(q.heartbeat(l.token).await.unwrap(), LeaseStatus::Canceled);
+    assert!(
+        matches!(q.finish(l.token, Outcome::Success(json!(null))).await, Err(QueueError::Canceled(id)) if id == a.id)
+    );
+    assert_eq!(state(&q, a.id).await, JobState::Canceled);
+    let bj = q.job(b.id).await.unwrap().unwrap();
+    assert_eq!(bj.state, JobState::Failed);
+    assert_eq!(
+        bj.reason.unwrap(),
+        format!("dependency build job {} was canceled", a.id)
+    );
+    // Canceling a finished job is a no-op.
+    assert!(!q.cancel_job(a.id).await.unwrap());
+
+    // Canceling a whole compose reaches queued and waiting jobs.
+    let x = job("depsolve");
+    let y = job("manifest").depends_on(&[x.id]);
+    let c2 = compose("default");
+    q.create_compose(&c2, &[x.clone(), y.clone()])
+        .await
+        .unwrap();
+    assert_eq!(q.cancel_compose(c2.id).await.unwrap(), Some(2));
+    assert_eq!(state(&q, x.id).await, JobState::Canceled);
+    assert_eq!(state(&q, y.id).await, JobState::Canceled);
+    assert_eq!(q.cancel_compose(c2.id).await.unwrap(), Some(0));
+    assert_eq!(q.cancel_compose(Uuid::new_v4()).await.unwrap(), None);
+    // Nothing of it can be dequeued any more.
+    assert!(q
+        .dequeue(
+            &DequeueFilter::types(&["depsolve", "manifest"]),
+            "w",
+            Duration::ZERO
+        )
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn silent_worker_is_requeued_then_failed(q: Arc<dyn JobQueue>) {
+    let a = job("build");
+    let b = job("upload").depends_on(&[a.id]);
+    q.create_compose(&compose("default"), &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let f = DequeueFilter::types(&["build"]);
+    let timeout = Duration::from_millis(300);
+    let max_retries = 2;
+
+    // A worker that heart-beats keeps its job.
+    let l = q.dequeue(&f, "alive", WAIT).await.unwrap().unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(q.heartbeat(l.token).await.unwrap(), LeaseStatus::Alive);
+        assert!(q
+            .requeue_stale(timeout, max_retries)
+            .await
+            .unwrap()
+            .requeued
+            .is_empty());
+    }
+    let mut token = l.token;
+    // Then it goes silent, max_retries times over, on different workers.
+    for attempt in 1..=max_retries {
+        tokio::time::sleep(timeout + Duration::from_millis(100)).await;
+        let report = q.requeue_stale(timeout, max_retries).await.unwrap();
+        assert_eq!(report.requeued, vec![a.id]);
+        assert_eq!(q.heartbeat(token).await.unwrap(), LeaseStatus::Lost);
+        assert!(matches!(
+            q.finish(token, Outcome::Success(json!(null))).await,
+            Err(QueueError::LeaseLost)
+        ));
+        let j = q.job(a.id).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::Queued);
+        assert_eq!(j.retries, attempt as i32);
+        assert!(j.reason.unwrap().contains("stopped heart-beating"));
+        let l = q
+            .dequeue(&f, &format!("w{attempt}"), WAIT)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.job.id, a.id);
+        token = l.token;
+    }
+    tokio::time::sleep(timeout + Duration::from_millis(100)).await;
+    let report = q.requeue_stale(timeout, max_retries).await.unwrap();
+    assert_eq!(report.failed, vec![a.id]);
+    let j = q.job(a.id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(
+        j.reason.as_deref(),
+        Some("worker stopped heart-beating; the job was already requeued 2 time(s), the limit")
+    );
+    let bj = q.job(b.id).await.unwrap().unwrap();
+    assert_eq!(bj.state, JobState::Failed);
+    assert!(bj.reason.unwrap().contains("stopped heart-beating"));
+}
+
+async fn racing_dequeuers_never_share_a_job(q: Arc<dyn JobQueue>) {
+    const N: usize = 10_000;
+    let jobs: Vec<NewJob> = (0..N).map(|_| job("build")).collect();
+    for chunk in jobs.chunks(1000) {
+        q.enqueue(chunk).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for w in 0..2 {
+        let q = q.clone();
+        handles.push(tokio::spawn(async move {
+            let f = DequeueFilter::types(&["build"]);
+            let mut got = Vec::new();
+            while let Some(l) = q
+                .dequeue(&f, &format!("racer{w}"), Duration::ZERO)
+                .await
+                .unwrap()
+            {
+                got.push(l.job.id);
+                q.finish(l.token, Outcome::Success(json!(null)))
+                    .await
+                    .unwrap();
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut per_worker = Vec::new();
+    for h in handles {
+        let got = h.await.unwrap();
+        per_worker.push(got.len());
+        for id in got {
+            assert!(seen.insert(id), "job {id} was handed out twice");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        N,
+        "every job handed out once (per worker: {per_worker:?})"
+    );
+    let want: HashSet<Uuid> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(seen, want);
+}
+
+async fn waiting_dequeuer_is_woken_by_enqueue(q: Arc<dyn JobQueue>) {
+    // Without a wake-up the dequeuer would sleep the whole minute and get
+    // nothing: the assertion below then fails.
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            q.dequeue(
+                &DequeueFilter::types(&["build"]),
+                "waiter",
+                Duration::from_secs(60),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A job the waiter does not take must not satisfy it.
+    q.enqueue(&[job("depsolve")]).await.unwrap();
+    let j = job("build");
+    q.enqueue(&[j.clone()]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiting dequeuer was not woken")
+        .unwrap()
+        .unwrap()
+        .expect("woken without a job");
+    assert_eq!(got.job.id, j.id);
+}
+
+async fn dequeue_honours_types_arches_channels_and_priority(q: Arc<dyn JobQueue>) {
+    let mut arm = NewJob::new("build", "aarch64", "team-a", json!({}));
+    arm.priority = 0;
+    let x86_low = NewJob::new("build", "x86_64", "team-a", json!({}));
+    let mut x86_high = NewJob::new("build", "x86_64", "team-a", json!({}));
+    x86_high.priority = 10;
+    let other_team = NewJob::new("build", "x86_64", "team-b", json!({}));
+    q.enqueue(&[
+        arm.clone(),
+        x86_low.clone(),
+        x86_high.clone(),
+        other_team.clone(),
+    ])
+    .await
+    .unwrap();
+
+    let f = DequeueFilter {
+        job_types: vec!["build".into()],
+        arches: vec!["x86_64".into()],
+        channels: vec!["team-a".into()],
+    };
+    let first = q.dequeue(&f, "w", WAIT).await.unwrap().unwrap();
+    assert_eq!(first.job.id, x86_high.id, "higher priority first");
+    let second = q.dequeue(&f, "w", WAIT).await.unwrap().unwrap();
+    assert_eq!(second.job.id, x86_low.id);
+    assert!(q.dequeue(&f, "w", Duration::ZERO).await.unwrap().is_none());
+    assert!(q
+        .dequeue(&DequeueFilter::types(&["upload"]), "w", Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none());
+    let arm_f = DequeueFilter {
+        arches: vec!["aarch64".into()],
+        ..DequeueFilter::types(&["build"])
+    };
+    assert_eq!(
+        q.dequeue(&arm_f, "w", WAIT).await.unwrap().unwrap().job.id,
+        arm.id
+    );
+    // Empty arches and channels take anything.
+    let any = DequeueFilter::types(&["build"]);
+    assert_eq!(
+        q.dequeue(&any, "w", WAIT).await.unwrap().unwrap().job.id,
+        other_team.id
+    );
+}
+
+async fn expired_composes_are_deleted_with_their_jobs(q: Arc<dyn JobQueue>) {
+    let finished = compose("default");
+    let a = job("build");
+    q.create_compose(&finished, &[a.clone()]).await.unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["build"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    q.finish(l.token, Outcome::Success(json!(null)))
+        .await
+        .unwrap();
+    let running = compose("default");
+    q.create_compose(&running, &[job("depsolve")])
+        .await
+        .unwrap();
+    let lone = job("cleanup");
+    q.enqueue(&[lone.clone()]).await.unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["cleanup"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    q.finish(l.token, Outcome::Success(json!(null)))
+        .await
+        .unwrap();
+
+    // Nothing is old enough yet.
+    assert_eq!(q.expire(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert!(q.compose(finished.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.expire(Duration::from_millis(200)).await.unwrap(), 1);
+    assert!(q.compose(finished.id).await.unwrap().is_none());
+    assert!(q.job(a.id).await.unwrap().is_none());
+    assert!(q.job(lone.id).await.unwrap().is_none());
+    // A compose with unfinished work stays, however old.
+    assert!(q.compose(running.id).await.unwrap().is_some());
+    assert_eq!(q.row_counts().await.unwrap().jobs, 1);
+}
+
+async fn delete_refuses_unfinished_composes(q: Arc<dyn JobQueue>) {
+    let c = compose("default");
+    q.create_compose(&c, &[job("depsolve")]).await.unwrap();
+    assert_eq!(
+        q.delete_compose(c.id).await.unwrap(),
+        DeleteOutcome::Unfinished
+    );
+    q.cancel_compose(c.id).await.unwrap();
+    assert_eq!(
+        q.delete_compose(c.id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert_eq!(
+        q.delete_compose(c.id).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    let counts = q.row_counts().await.unwrap();
+    assert_eq!((counts.composes, counts.jobs), (0, 0));
+}
+
+async fn events_follow_every_state_change(q: Arc<dyn JobQueue>) {
+    let mut rx = q.subscribe();
+    let c = compose("default");
+    let a = job("depsolve");
+    let b = job("manifest").depends_on(&[a.id]);
+    q.create_compose(&c, &[a.clone(), b.clone()]).await.unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["depsolve"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    q.finish(l.token, Outcome::Success(json!(null)))
+        .await
+        .unwrap();
+    q.cancel_compose(c.id).await.unwrap();
+    let want = [
+        (a.id, JobState::Queued),
+        (b.id, JobState::Waiting),
+        (a.id, JobState::Running),
+        (a.id, JobState::Success),
+        (b.id, JobState::Queued),
+        (b.id, JobState::Canceled),
+    ];
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        assert_eq!(ev.compose, Some(c.id));
+        got.push((ev.job, ev.state));
+    }
+    // Creation events may come in either order; the rest in order.
+    let mut first: Vec<_> = got[..2].to_vec();
+    first.sort_by_key(|(_, s)| s.as_str());
+    let mut first_want: Vec<_> = want[..2].to_vec();
+    first_want.sort_by_key(|(_, s)| s.as_str());
+    assert_eq!(first, first_want);
+    assert_eq!(&got[2..], &want[2..]);
+}
+
+async fn rejected_graph_writes_nothing(q: Arc<dyn JobQueue>) {
+    let a = job("depsolve");
+    let b = job("manifest").depends_on(&[Uuid::new_v4()]);
+    let err = q
+        .create_compose(&compose("default"), &[a, b])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::UnknownDependency { .. }), "{err}");
+    let dup = job("x");
+    assert!(matches!(
+        q.enqueue(&[dup.clone(), dup]).await,
+        Err(QueueError::DuplicateJob(_))
+    ));
+    let c = compose("default");
+    q.create_compose(&c, &[job("a")]).await.unwrap();
+    assert!(matches!(
+        q.create_compose(&c, &[job("b")]).await,
+        Err(QueueError::ComposeExists(_))
+    ));
+    let counts = q.row_counts().await.unwrap();
+    assert_eq!((counts.composes, counts.jobs), (1, 1));
+}
+
+async fn compose_listing_pages_by_channel(q: Arc<dyn JobQueue>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut c = compose(if i % 2 == 0 { "a" } else { "b" });
+        c.created_at = Utc::now() + chrono::Duration::seconds(i);
+        q.create_compose(&c, &[job("depsolve")]).await.unwrap();
+        ids.push(c.id);
+    }
+    let (all, total) = q.list_composes(None, 0, 100).await.unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        all.iter().map(|c| c.id).collect::<Vec<_>>(),
+        ids.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let (page, total) = q.list_composes(Some("a"), 1, 1).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, ids[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_migrations_are_safe_from_several_composers_at_once() {
+    let url = PgCluster::shared().unwrap().create_database().unwrap();
+    let opens = (0..4).map(|_| kiln_queue::connect(&url));
+    let queues = futures::future::join_all(opens).await;
+    for q in &queues {
+        assert!(q.is_ok(), "{:?}", q.as_ref().err().map(|e| e.to_string()));
+    }
+    // Every composer sees the others' writes and events.
+    let qs: Vec<_> = queues.into_iter().map(Result::unwrap).collect();
+    let mut rx = qs[1].subscribe();
+    let j = job("build");
+    qs[0].enqueue(&[j.clone()]).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((ev.job, ev.state), (j.id, JobState::Queued));
+    let got = qs[2]
+        .dequeue(&DequeueFilter::types(&["build"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.job.id, j.id);
+}
+
+#[tokio::test]
+async fn sqlite_database_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("kiln.db").display());
+    let j = job("build");
+    {
+        let q = kiln_queue::connect(&url).await.unwrap();
+        q.enqueue(&[j.clone()]).await.unwrap();
+    }
+    let q = kiln_queue::connect(&url).await.unwrap();
+    assert_eq!(q.job(j.id).await.unwrap().unwrap().state, JobState::Queued);
+}
+
+#[tokio::test]
+async fn unknown_database_url_is_refused() {
+    let err = kiln_queue::connect("mysql://x").await.err().unwrap();
+    assert!(err.to_string().contains("mysql://x"));
+}
