@@ -1,0 +1,229 @@
+//! The one error shape of the compose API, and the catalog of its errors.
+//!
+//! As in the reference, an error is an object reference (`id`, `kind`, `href`)
+//! with a `code`, a human `reason` and the `operation_id` of the request; kiln
+//! puts the offending field in `details.field` and names it in `reason` too.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::API_PREFIX;
+
+/// A kind of error: a stable id, an HTTP status and a title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidJson,
+    UnknownField,
+    InvalidField,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    UnknownDistribution,
+    UnknownArchitecture,
+    UnknownImageType,
+    InvalidCustomization,
+    InvalidRepository,
+    InvalidUploadTarget,
+    InvalidComposeId,
+    ComposeNotFound,
+    ComposeUnfinished,
+    InvalidChannel,
+    DistributionNotFound,
+    ErrorNotFound,
+    ResourceNotFound,
+    MethodNotAllowed,
+    InvalidQuery,
+    Internal,
+}
+
+impl ErrorKind {
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::InvalidJson,
+        ErrorKind::UnknownField,
+        ErrorKind::InvalidField,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::UnknownDistribution,
+        ErrorKind::UnknownArchitecture,
+        ErrorKind::UnknownImageType,
+        ErrorKind::InvalidCustomization,
+        ErrorKind::InvalidRepository,
+        ErrorKind::InvalidUploadTarget,
+        ErrorKind::InvalidComposeId,
+        ErrorKind::ComposeNotFound,
+        ErrorKind::ComposeUnfinished,
+        ErrorKind::InvalidChannel,
+        ErrorKind::DistributionNotFound,
+        ErrorKind::ErrorNotFound,
+        ErrorKind::ResourceNotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::InvalidQuery,
+        ErrorKind::Internal,
+    ];
+
+    /// The stable numeric id (never reused).
+    pub fn id(self) -> u32 {
+        match self {
+            ErrorKind::InvalidJson => 1,
+            ErrorKind::UnknownField => 2,
+            ErrorKind::InvalidField => 3,
+            ErrorKind::BodyTooLarge => 4,
+            ErrorKind::UnsupportedMediaType => 5,
+            ErrorKind::UnknownDistribution => 6,
+            ErrorKind::UnknownArchitecture => 7,
+            ErrorKind::UnknownImageType => 8,
+            ErrorKind::InvalidCustomization => 9,
+            ErrorKind::InvalidRepository => 10,
+            ErrorKind::InvalidUploadTarget => 11,
+            ErrorKind::InvalidComposeId => 12,
+            ErrorKind::ComposeNotFound => 13,
+            ErrorKind::ComposeUnfinished => 14,
+            ErrorKind::InvalidChannel => 15,
+            ErrorKind::DistributionNotFound => 16,
+            ErrorKind::ErrorNotFound => 17,
+            ErrorKind::ResourceNotFound => 18,
+            ErrorKind::MethodNotAllowed => 19,
+            ErrorKind::InvalidQuery => 20,
+            ErrorKind::Internal => 1000,
+        }
+    }
+
+    pub fn from_id(id: u32) -> Option<ErrorKind> {
+        ErrorKind::ALL.iter().copied().find(|k| k.id() == id)
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BodyTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::ComposeNotFound
+            | ErrorKind::DistributionNotFound
+            | ErrorKind::ErrorNotFound
+            | ErrorKind::ResourceNotFound => 404,
+            ErrorKind::ComposeUnfinished => 409,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Internal => 500,
+            _ => 400,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidJson => "Request body is not valid JSON",
+            ErrorKind::UnknownField => "Request has a field kiln does not know",
+            ErrorKind::InvalidField => "Request field is missing or has the wrong type",
+            ErrorKind::BodyTooLarge => "Request body is too large",
+            ErrorKind::UnsupportedMediaType => "Request body must be application/json",
+            ErrorKind::UnknownDistribution => "Unknown distribution",
+            ErrorKind::UnknownArchitecture => "Architecture not supported by the distribution",
+            ErrorKind::UnknownImageType => {
+                "Image type not supported for the distribution and architecture"
+            }
+            ErrorKind::InvalidCustomization => "Invalid customization",
+            ErrorKind::InvalidRepository => "Invalid repository",
+            ErrorKind::InvalidUploadTarget => "Invalid upload target",
+            ErrorKind::InvalidComposeId => "Compose id is not a UUID",
+            ErrorKind::ComposeNotFound => "Compose not found",
+            ErrorKind::ComposeUnfinished => "Compose has not finished: cancel it first",
+            ErrorKind::InvalidChannel => "Invalid channel",
+            ErrorKind::DistributionNotFound => "Distribution not found",
+            ErrorKind::ErrorNotFound => "Error id not found",
+            ErrorKind::ResourceNotFound => "Resource not found",
+            ErrorKind::MethodNotAllowed => "Method not allowed",
+            ErrorKind::InvalidQuery => "Invalid query parameter",
+            ErrorKind::Internal => "Internal server error",
+        }
+    }
+
+    pub fn code(self) -> String {
+        format!("IMAGE-BUILDER-COMPOSER-{}", self.id())
+    }
+
+    pub fn href(self) -> String {
+        format!("{API_PREFIX}/errors/{}", self.id())
+    }
+}
+
+/// The error object of every failed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Error {
+    pub id: String,
+    pub kind: String,
+    pub href: String,
+    pub code: String,
+    pub reason: String,
+    pub operation_id: String,
+    /// `{"field": "<json path>"}` when a field of the request was at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, reason: impl Into<String>, operation_id: &str) -> Error {
+        Error {
+            id: kind.id().to_string(),
+            kind: "Error".into(),
+            href: kind.href(),
+            code: kind.code(),
+            reason: reason.into(),
+            operation_id: operation_id.into(),
+            details: None,
+        }
+    }
+
+    /// The catalog entry, as `GET /errors/{id}` returns it.
+    pub fn catalog(kind: ErrorKind) -> Error {
+        Error::new(kind, kind.title(), "")
+    }
+}
+
+/// `GET /errors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorList {
+    pub kind: String,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+    pub items: Vec<Error>,
+}
+
+/// A problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub kind: ErrorKind,
+    /// JSON path of the field, e.g. `customizations.users[0].name`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(
+        kind: ErrorKind,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> FieldError {
+        FieldError {
+            kind,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The reason sentence: the field first, then what is wrong with it.
+    pub fn reason(&self) -> String {
+        if self.field.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason())
+    }
+}
+
+impl std::error::Error for FieldError {}

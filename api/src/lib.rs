@@ -1,0 +1,18 @@
+//! The types that cross kiln's wire, in one place so that the composer, the
+//! CLI and the workers cannot drift apart.
+//!
+//! The compose API keeps the shape of osbuild-composer's Cloud API v2
+//! (`/api/image-builder-composer/v2`): field names, nesting and status values
+//! are the reference's. Where kiln goes further (Debian repositories, several
+//! upload targets per image, cancel, events, job graphs) it adds fields and
+//! endpoints and never changes the meaning of the reference's own.
+
+pub mod compose;
+pub mod customizations;
+pub mod distribution;
+pub mod error;
+pub mod status;
+pub mod validate;
+
+/// The prefix of every compose API path.
+pub const API_PREFIX: &str = "/api/image-builder-composer/v2";

@@ -1,0 +1,785 @@
+//! Validation of compose requests: every problem is reported with the JSON
+//! path of the field at fault, so that a person can fix the request.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::compose::{
+    AwsS3UploadOptions, AzureUploadOptions, GcpUploadOptions, LocalUploadOptions, Repository,
+    UploadTarget, UPLOAD_TYPES,
+};
+use crate::customizations::{
+    Blueprint, BlueprintUser, Customizations, Directory, File, Kernel, Locale, Services, Timezone,
+    User,
+};
+use crate::error::{ErrorKind, FieldError};
+
+/// The packaging family of a distribution: it decides package-name rules and
+/// what a repository needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Debian,
+    Rpm,
+}
+
+type Check = Result<(), FieldError>;
+
+fn bad(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError::new(ErrorKind::InvalidCustomization, field, message)
+}
+
+/// Paths an image may not write: the kernel's virtual file systems.
+const FORBIDDEN_ROOTS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// An absolute, normalised path outside `/proc`, `/sys` and `/dev`.
+pub fn check_path(field: &str, path: &str) -> Check {
+    if path.is_empty() {
+        return Err(bad(field, "path is empty"));
+    }
+    if path.len() > 4096 {
+        return Err(bad(field, "path is longer than 4096 bytes"));
+    }
+    if path.chars().any(|c| c == '\0' || c.is_control()) {
+        return Err(bad(field, "path contains control characters"));
+    }
+    if !path.starts_with('/') {
+        return Err(bad(field, format!("path {path:?} is not absolute")));
+    }
+    if path == "/" {
+        return Err(bad(field, "path must name something below /"));
+    }
+    if path.ends_with('/') {
+        return Err(bad(
+            field,
+            format!("path {path:?} is not normalised (trailing /)"),
+        ));
+    }
+    for part in path[1..].split('/') {
+        match part {
+            "" => {
+                return Err(bad(
+                    field,
+                    format!("path {path:?} is not normalised (empty component)"),
+                ))
+            }
+            "." | ".." => {
+                return Err(bad(
+                    field,
+                    format!("path {path:?} is not normalised ({part:?} component)"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    for root in FORBIDDEN_ROOTS {
+        if path == *root || path.starts_with(&format!("{root}/")) {
+            return Err(bad(
+                field,
+                format!("path {path:?} is under {root}, which the image may not contain"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A POSIX-portable user or group name, as useradd accepts by default.
+pub fn check_account_name(field: &str, name: &str) -> Check {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("{name:?} is not a valid name: 1 to 32 of a-z, 0-9, '_', '-', starting with a letter or '_'"),
+        ))
+    }
+}
+
+/// A crypt(3) hash; kiln never takes a plain-text password.
+pub fn check_password_hash(field: &str, hash: &str) -> Check {
+    let known = ["$6$", "$5$", "$y$", "$2b$", "$2y$", "$gy$"];
+    if known.iter().any(|p| hash.starts_with(p))
+        && !hash.chars().any(|c| c.is_whitespace() || c == ':')
+    {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            "password must be a crypt(3) hash ($6$, $5$, $y$ or $2b$); plain-text passwords are not accepted",
+        ))
+    }
+}
+
+pub fn check_ssh_key(field: &str, key: &str) -> Check {
+    let types = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+        "ssh-dss",
+    ];
+    let mut parts = key.split_whitespace();
+    let kind = parts.next().unwrap_or("");
+    let body = parts.next().unwrap_or("");
+    if key.contains('\n') || !types.contains(&kind) || body.is_empty() {
+        return Err(bad(
+            field,
+            "not an SSH public key (one line: type, base64 key, optional comment)",
+        ));
+    }
+    if !body
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=')
+    {
+        return Err(bad(field, "SSH public key data is not base64"));
+    }
+    Ok(())
+}
+
+/// RFC 1123 host name.
+pub fn check_hostname(field: &str, name: &str) -> Check {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("{name:?} is not a valid host name (RFC 1123)"),
+        ))
+    }
+}
+
+/// A systemd unit name, e.g. `sshd`, `sshd.service`, `getty@tty1.service`.
+pub fn check_unit_name(field: &str, name: &str) -> Check {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '@' | '-' | '\\'));
+    if !ok {
+        return Err(bad(field, format!("{name:?} is not a systemd unit name")));
+    }
+    if let Some((_, suffix)) = name.rsplit_once('.') {
+        let known = [
+            "service",
+            "socket",
+            "timer",
+            "target",
+            "mount",
+            "automount",
+            "path",
+            "swap",
+            "slice",
+            "scope",
+            "device",
+        ];
+        if !known.contains(&suffix) {
+            return Err(bad(
+                field,
+                format!("{name:?} has an unknown unit type .{suffix}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_package_name(field: &str, name: &str) -> Check {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '*')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-' | '*' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(field, format!("{name:?} is not a package name")))
+    }
+}
+
+fn check_mode(field: &str, mode: &str) -> Check {
+    let digits = mode
+        .strip_prefix('0')
+        .filter(|m| m.len() >= 3)
+        .unwrap_or(mode);
+    if (3..=4).contains(&digits.len()) && digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("{mode:?} is not an octal file mode such as \"0644\""),
+        ))
+    }
+}
+
+fn check_owner(field: &str, owner: &Value) -> Check {
+    match owner {
+        Value::String(s) => check_account_name(field, s),
+        Value::Number(n) if n.as_u64().is_some_and(|n| n <= u32::MAX as u64) => Ok(()),
+        _ => Err(bad(
+            field,
+            "must be a user or group name, or a non-negative numeric id",
+        )),
+    }
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Check {
+    if s.len() > max {
+        return Err(bad(field, format!("longer than {max} bytes")));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(bad(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn check_timezone(path: &str, tz: &Timezone) -> Check {
+    if let Some(name) = &tz.timezone {
+        let field = format!("{path}.timezone");
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.split('/').all(|p| {
+                !p.is_empty()
+                    && p != "."
+                    && p != ".."
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-'))
+            });
+        if !ok {
+            return Err(bad(
+                &field,
+                format!("{name:?} is not a time zone name such as Europe/Berlin"),
+            ));
+        }
+    }
+    for (i, s) in tz.ntpservers.iter().flatten().enumerate() {
+        let field = format!("{path}.ntpservers[{i}]");
+        if s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        {
+            return Err(bad(&field, format!("{s:?} is not a host name or address")));
+        }
+    }
+    Ok(())
+}
+
+fn check_locale(path: &str, l: &Locale) -> Check {
+    for (i, lang) in l.languages.iter().flatten().enumerate() {
+        let ok = !lang.is_empty()
+            && lang.len() <= 64
+            && lang.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && lang
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'));
+        if !ok {
+            return Err(bad(
+                &format!("{path}.languages[{i}]"),
+                format!("{lang:?} is not a locale such as en_US.UTF-8"),
+            ));
+        }
+    }
+    if let Some(k) = &l.keyboard {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        {
+            return Err(bad(
+                &format!("{path}.keyboard"),
+                format!("{k:?} is not a keyboard layout such as us"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_services(path: &str, s: &Services) -> Check {
+    let lists = [
+        ("enabled", &s.enabled),
+        ("disabled", &s.disabled),
+        ("masked", &s.masked),
+    ];
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (name, list) in lists {
+        for (i, unit) in list.iter().flatten().enumerate() {
+            let field = format!("{path}.{name}[{i}]");
+            check_unit_name(&field, unit)?;
+            if let Some((other, _)) = seen.iter().find(|(_, u)| *u == unit) {
+                return Err(bad(&field, format!("{unit:?} is also listed in {other}")));
+            }
+            seen.push((name, unit));
+        }
+    }
+    Ok(())
+}
+
+fn check_kernel(path: &str, k: &Kernel, family: Family) -> Check {
+    if let Some(n) = &k.name {
+        check_package_name(&format!("{path}.name"), n)?;
+        let _ = family;
+    }
+    if let Some(a) = &k.append {
+        check_text(&format!("{path}.append"), a, 4096)?;
+    }
+    Ok(())
+}
+
+fn check_file(path: &str, f: &File) -> Check {
+    check_path(&format!("{path}.path"), &f.path)?;
+    if let Some(m) = &f.mode {
+        check_mode(&format!("{path}.mode"), m)?;
+    }
+    if let Some(u) = &f.user {
+        check_owner(&format!("{path}.user"), u)?;
+    }
+    if let Some(g) = &f.group {
+        check_owner(&format!("{path}.group"), g)?;
+    }
+    if f.data.as_ref().is_some_and(|d| d.len() > 1 << 20) {
+        return Err(bad(
+            &format!("{path}.data"),
+            "file data is larger than 1 MiB",
+        ));
+    }
+    Ok(())
+}
+
+fn check_directory(path: &str, d: &Directory) -> Check {
+    check_path(&format!("{path}.path"), &d.path)?;
+    if let Some(m) = &d.mode {
+        check_mode(&format!("{path}.mode"), m)?;
+    }
+    if let Some(u) = &d.user {
+        check_owner(&format!("{path}.user"), u)?;
+    }
+    if let Some(g) = &d.group {
+        check_owner(&format!("{path}.group"), g)?;
+    }
+    Ok(())
+}
+
+fn check_datasource(field: &str, ds: &str) -> Check {
+    check_text(field, ds, 1024)?;
+    if ds.is_empty() || ds.chars().any(char::is_whitespace) {
+        return Err(bad(
+            field,
+            "datasource must be one word such as nocloud-net;s=http://server/path/",
+        ));
+    }
+    Ok(())
+}
+
+fn check_user(path: &str, u: &User) -> Check {
+    check_account_name(&format!("{path}.name"), &u.name)?;
+    for (i, g) in u.groups.iter().flatten().enumerate() {
+        check_account_name(&format!("{path}.groups[{i}]"), g)?;
+    }
+    if let Some(k) = &u.key {
+        check_ssh_key(&format!("{path}.key"), k)?;
+    }
+    if let Some(p) = &u.password {
+        check_password_hash(&format!("{path}.password"), p)?;
+    }
+    Ok(())
+}
+
+fn check_blueprint_user(path: &str, u: &BlueprintUser) -> Check {
+    check_account_name(&format!("{path}.name"), &u.name)?;
+    for (i, g) in u.groups.iter().flatten().enumerate() {
+        check_account_name(&format!("{path}.groups[{i}]"), g)?;
+    }
+    if let Some(k) = &u.key {
+        check_ssh_key(&format!("{path}.key"), k)?;
+    }
+    if let Some(p) = &u.password {
+        check_password_hash(&format!("{path}.password"), p)?;
+    }
+    if let Some(h) = &u.home {
+        check_path(&format!("{path}.home"), h)?;
+    }
+    if let Some(s) = &u.shell {
+        check_path(&format!("{path}.shell"), s)?;
+    }
+    if let Some(d) = &u.description {
+        check_text(&format!("{path}.description"), d, 256)?;
+        if d.contains(':') {
+            return Err(bad(&format!("{path}.description"), "must not contain ':'"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the Cloud API `customizations` object found at `path`.
+pub fn validate_customizations(c: &Customizations, path: &str, family: Family) -> Check {
+    for (i, p) in c.packages.iter().flatten().enumerate() {
+        check_package_name(&format!("{path}.packages[{i}]"), p)?;
+    }
+    for (i, u) in c.users.iter().flatten().enumerate() {
+        check_user(&format!("{path}.users[{i}]"), u)?;
+    }
+    for (i, g) in c.groups.iter().flatten().enumerate() {
+        check_account_name(&format!("{path}.groups[{i}].name"), &g.name)?;
+    }
+    if let Some(h) = &c.hostname {
+        check_hostname(&format!("{path}.hostname"), h)?;
+    }
+    if let Some(k) = &c.kernel {
+        check_kernel(&format!("{path}.kernel"), k, family)?;
+    }
+    if let Some(t) = &c.timezone {
+        check_timezone(&format!("{path}.timezone"), t)?;
+    }
+    if let Some(l) = &c.locale {
+        check_locale(&format!("{path}.locale"), l)?;
+    }
+    if let Some(s) = &c.services {
+        check_services(&format!("{path}.services"), s)?;
+    }
+    for (i, f) in c.files.iter().flatten().enumerate() {
+        check_file(&format!("{path}.files[{i}]"), f)?;
+    }
+    for (i, d) in c.directories.iter().flatten().enumerate() {
+        check_directory(&format!("{path}.directories[{i}]"), d)?;
+    }
+    for (i, r) in c.payload_repositories.iter().flatten().enumerate() {
+        validate_repository(r, &format!("{path}.payload_repositories[{i}]"), family)?;
+    }
+    for (i, fs) in c.filesystem.iter().flatten().enumerate() {
+        check_mountpoint(
+            &format!("{path}.filesystem[{i}].mountpoint"),
+            &fs.mountpoint,
+        )?;
+    }
+    if let Some(ci) = &c.cloud_init {
+        check_datasource(&format!("{path}.cloud_init.datasource"), &ci.datasource)?;
+    }
+    Ok(())
+}
+
+fn check_mountpoint(field: &str, mp: &str) -> Check {
+    if mp == "/" {
+        return Ok(());
+    }
+    check_path(field, mp)
+}
+
+/// Checks a blueprint found at `path`.
+pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
+    check_text(&format!("{path}.name"), &b.name, 256)?;
+    if b.name.is_empty() {
+        return Err(bad(&format!("{path}.name"), "blueprint name is empty"));
+    }
+    for (list, name) in [(&b.packages, "packages"), (&b.modules, "modules")] {
+        for (i, p) in list.iter().flatten().enumerate() {
+            check_package_name(&format!("{path}.{name}[{i}].name"), &p.name)?;
+            if let Some(v) = &p.version {
+                check_text(&format!("{path}.{name}[{i}].version"), v, 256)?;
+            }
+        }
+    }
+    if family == Family::Debian && b.groups.as_ref().is_some_and(|g| !g.is_empty()) {
+        return Err(bad(
+            &format!("{path}.groups"),
+            "package groups do not exist in Debian distributions",
+        ));
+    }
+    let Some(c) = &b.customizations else {
+        return Ok(());
+    };
+    let path = format!("{path}.customizations");
+    if let Some(h) = &c.hostname {
+        check_hostname(&format!("{path}.hostname"), h)?;
+    }
+    if let Some(k) = &c.kernel {
+        check_kernel(&format!("{path}.kernel"), k, family)?;
+    }
+    for (i, k) in c.sshkey.iter().flatten().enumerate() {
+        check_account_name(&format!("{path}.sshkey[{i}].user"), &k.user)?;
+        check_ssh_key(&format!("{path}.sshkey[{i}].key"), &k.key)?;
+    }
+    for (i, u) in c.user.iter().flatten().enumerate() {
+        check_blueprint_user(&format!("{path}.user[{i}]"), u)?;
+    }
+    for (i, g) in c.group.iter().flatten().enumerate() {
+        check_account_name(&format!("{path}.group[{i}].name"), &g.name)?;
+    }
+    if let Some(t) = &c.timezone {
+        check_timezone(&format!("{path}.timezone"), t)?;
+    }
+    if let Some(l) = &c.locale {
+        check_locale(&format!("{path}.locale"), l)?;
+    }
+    if let Some(s) = &c.services {
+        check_services(&format!("{path}.services"), s)?;
+    }
+    for (i, fs) in c.filesystem.iter().flatten().enumerate() {
+        check_mountpoint(
+            &format!("{path}.filesystem[{i}].mountpoint"),
+            &fs.mountpoint,
+        )?;
+        parse_size(&fs.minsize).map_err(|m| bad(&format!("{path}.filesystem[{i}].minsize"), m))?;
+    }
+    for (i, f) in c.files.iter().flatten().enumerate() {
+        check_file(&format!("{path}.files[{i}]"), f)?;
+    }
+    for (i, d) in c.directories.iter().flatten().enumerate() {
+        check_directory(&format!("{path}.directories[{i}]"), d)?;
+    }
+    if let Some(ci) = &c.cloud_init {
+        check_datasource(&format!("{path}.cloud_init.datasource"), &ci.datasource)?;
+    }
+    Ok(())
+}
+
+/// A size: a byte count, or a string with a unit (`"2 GiB"`, `"500MB"`).
+pub fn parse_size(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{n} is not a size in bytes")),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("{s:?} is not a size such as \"2 GiB\""))?;
+            let mult: u64 =
+                match unit.trim() {
+                    "" | "B" => 1,
+                    "kB" | "KB" => 1000,
+                    "KiB" => 1 << 10,
+                    "MB" => 1000_000,
+                    "MiB" => 1 << 20,
+                    "GB" => 1000_000_000,
+                    "GiB" => 1 << 30,
+                    "TB" => 1000_000_000_000,
+                    "TiB" => 1 << 40,
+                    other => return Err(format!(
+                        "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+                    )),
+                };
+            n.checked_mul(mult)
+                .ok_or_else(|| format!("{s:?} is too large"))
+        }
+        _ => Err("must be a number of bytes or a string such as \"2 GiB\"".into()),
+    }
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), FieldError> {
+    let ok = ["http://", "https://", "file:///"]
+        .iter()
+        .any(|p| url.starts_with(p))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            ErrorKind::InvalidRepository,
+            field,
+            format!("{url:?} is not an http://, https:// or file:/// URL"),
+        ))
+    }
+}
+
+/// Checks a repository found at `path`.
+pub fn validate_repository(r: &Repository, path: &str, family: Family) -> Check {
+    let repo_err = |f: &str, m: String| {
+        FieldError::new(ErrorKind::InvalidRepository, format!("{path}.{f}"), m)
+    };
+    if r.mirrorlist.is_some() {
+        return Err(repo_err(
+            "mirrorlist",
+            "mirror lists are not supported; give baseurl".into(),
+        ));
+    }
+    if r.metalink.is_some() {
+        return Err(repo_err(
+            "metalink",
+            "metalinks are not supported; give baseurl".into(),
+        ));
+    }
+    if r.rhsm == Some(true) {
+        return Err(repo_err(
+            "rhsm",
+            "subscription-managed repositories are not supported".into(),
+        ));
+    }
+    let Some(url) = &r.baseurl else {
+        return Err(repo_err("baseurl", "a repository needs a baseurl".into()));
+    };
+    check_url(&format!("{path}.baseurl"), url)?;
+    match family {
+        Family::Debian => {
+            let Some(suite) = &r.suite else {
+                return Err(repo_err(
+                    "suite",
+                    "a Debian repository needs a suite (e.g. bookworm)".into(),
+                ));
+            };
+            if suite.is_empty()
+                || !suite
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+                || suite.contains("..")
+            {
+                return Err(repo_err("suite", format!("{suite:?} is not a suite name")));
+            }
+            let comps = r.components.as_deref().unwrap_or_default();
+            if comps.is_empty() {
+                return Err(repo_err(
+                    "components",
+                    "a Debian repository needs components (e.g. [\"main\"])".into(),
+                ));
+            }
+            for (i, c) in comps.iter().enumerate() {
+                if c.is_empty()
+                    || !c
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+                    || c.contains("..")
+                {
+                    return Err(repo_err(
+                        &format!("components[{i}]"),
+                        format!("{c:?} is not a component name"),
+                    ));
+                }
+            }
+        }
+        Family::Rpm => {
+            if r.suite.is_some() {
+                return Err(repo_err(
+                    "suite",
+                    "suites are for Debian repositories".into(),
+                ));
+            }
+            if r.components.is_some() {
+                return Err(repo_err(
+                    "components",
+                    "components are for Debian repositories".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn options<T: DeserializeOwned>(field: &str, v: &Value) -> Check {
+    T::deserialize(v)
+        .map(|_| ())
+        .map_err(|e| FieldError::new(ErrorKind::InvalidUploadTarget, field, e.to_string()))
+}
+
+/// Checks an upload target found at `path`.
+pub fn validate_upload_target(t: &UploadTarget, path: &str) -> Check {
+    let field = format!("{path}.upload_options");
+    match t.target_type.as_str() {
+        "local" => options::<LocalUploadOptions>(&field, &t.upload_options),
+        "aws.s3" => options::<AwsS3UploadOptions>(&field, &t.upload_options),
+        "gcp" => options::<GcpUploadOptions>(&field, &t.upload_options),
+        "azure" => options::<AzureUploadOptions>(&field, &t.upload_options),
+        other => Err(FieldError::new(
+            ErrorKind::InvalidUploadTarget,
+            format!("{path}.type"),
+            format!(
+                "unknown upload target type {other:?}; known: {}",
+                UPLOAD_TYPES.join(", ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths() {
+        for ok in ["/etc/motd", "/var/lib/x", "/opt/a.b/c"] {
+            check_path("f", ok).unwrap();
+        }
+        for bad in [
+            "etc/motd",
+            "/",
+            "/etc/../shadow",
+            "/etc//x",
+            "/etc/",
+            "/proc/1",
+            "/sys",
+            "/dev/sda",
+            "/a/./b",
+            "/a\nb",
+            "",
+        ] {
+            assert!(check_path("f", bad).is_err(), "{bad:?} accepted");
+        }
+        // Only the directory itself, not a name that begins alike.
+        check_path("f", "/devices.txt").unwrap();
+    }
+
+    #[test]
+    fn names() {
+        check_account_name("f", "admin").unwrap();
+        check_account_name("f", "_svc-1").unwrap();
+        for bad in [
+            "",
+            "Root",
+            "1abc",
+            "a b",
+            "a:b",
+            "averyveryveryveryveryveryverylongname",
+        ] {
+            assert!(check_account_name("f", bad).is_err(), "{bad:?} accepted");
+        }
+        check_hostname("f", "node-001.cluster").unwrap();
+        assert!(check_hostname("f", "-bad").is_err());
+        assert!(check_hostname("f", "a..b").is_err());
+        check_unit_name("f", "sshd").unwrap();
+        check_unit_name("f", "getty@tty1.service").unwrap();
+        assert!(check_unit_name("f", "../x.service").is_err());
+        assert!(check_unit_name("f", "x.exe").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(&json!(1024)), Ok(1024));
+        assert_eq!(parse_size(&json!("2 GiB")), Ok(2 << 30));
+        assert_eq!(parse_size(&json!("500MB")), Ok(500_000_000));
+        assert!(parse_size(&json!("2 parsecs")).is_err());
+        assert!(parse_size(&json!(-1)).is_err());
+    }
+
+    #[test]
+    fn modes() {
+        check_mode("f", "0644").unwrap();
+        check_mode("f", "755").unwrap();
+        check_mode("f", "01777").unwrap();
+        assert!(check_mode("f", "0999").is_err());
+        assert!(check_mode("f", "rw-r--r--").is_err());
+    }
+}
