@@ -1,0 +1,349 @@
+//! Composes: submit, list, inspect, cancel, delete.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::Utc;
+use kiln_api::compose::{ComposeId, ComposeRequest};
+use kiln_api::error::{Error, ErrorKind};
+use kiln_api::status::{
+    ComposeDeleteStatus, ComposeJobs, ComposeList, ComposeLogs, ComposeManifests, ComposeMetadata,
+    ComposeStatus, PackageMetadata,
+};
+use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobState};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::{parse_json, ApiError};
+use super::with_status;
+use crate::plan::{self, JOB_DEPSOLVE, JOB_MANIFEST};
+use crate::status::{compose_href, compose_status, image_of, job_info};
+use crate::AppState;
+
+/// The header that names the channel (tenant) of a request.
+pub const CHANNEL_HEADER: &str = "x-kiln-channel";
+
+/// The request's channel: the header, or the composer's default.
+pub fn channel(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(v) = headers.get(CHANNEL_HEADER) else {
+        return Ok(state.config.default_channel.clone());
+    };
+    let s = v.to_str().unwrap_or("");
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(ApiError::field(
+            ErrorKind::InvalidChannel,
+            "X-Kiln-Channel",
+            "a channel is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'",
+        ))
+    }
+}
+
+pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::field(
+            ErrorKind::InvalidComposeId,
+            "id",
+            format!("{id:?} is not a UUID"),
+        )
+    })
+}
+
+/// The compose, if it exists in the caller's channel.
+pub async fn load(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(ComposeRecord, Vec<Job>), ApiError> {
+    let id = parse_id(id)?;
+    let channel = channel(state, headers)?;
+    let compose = state
+        .queue
+        .compose(id)
+        .await?
+        .filter(|c| c.channel == channel)
+        .ok_or_else(|| ApiError::new(ErrorKind::ComposeNotFound, format!("no compose {id}")))?;
+    let jobs = state.queue.compose_jobs(id).await?;
+    Ok((compose, jobs))
+}
+
+/// `page` and `size` of a list query.
+pub fn paging(query: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let (mut page, mut size) = (0i64, 100i64);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let n = || {
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::field(
+                    ErrorKind::InvalidQuery,
+                    k.to_string(),
+                    format!("{v:?} is not a non-negative number"),
+                )
+            })
+        };
+        match k.as_ref() {
+            "page" => page = n()?,
+            "size" => size = n()?.clamp(1, 1000),
+            other => {
+                return Err(ApiError::field(
+                    ErrorKind::InvalidQuery,
+                    other,
+                    "unknown query parameter",
+                ));
+            }
+        }
+    }
+    Ok((page, size))
+}
+
+/// Create a compose.
+///
+/// Validates the request against the distribution catalog, then stores the
+/// compose and its job graph in one transaction. A rejected request writes nothing.
+#[utoipa::path(post, path = "/compose", tag = "compose", operation_id = "postCompose",
+    request_body = ComposeRequest,
+    params(("X-Kiln-Channel" = Option<String>, Header, description = "Channel (tenant); default from the configuration")),
+    responses(
+        (status = 201, description = "Compose accepted", body = ComposeId),
+        (status = 400, description = "Invalid request; details.field names the field", body = Error),
+        (status = 413, description = "Body too large", body = Error),
+        (status = 415, description = "Not JSON", body = Error),
+    ))]
+pub async fn post_compose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let channel = channel(&state, &headers)?;
+    let req: ComposeRequest = parse_json(&headers, body)?;
+    let distro = plan::validate(&req, &state.catalog)?;
+    let jobs = plan::jobs(&req, distro, &channel);
+    let compose = ComposeRecord {
+        id: Uuid::new_v4(),
+        channel,
+        request: serde_json::to_value(&req).map_err(ApiError::internal)?,
+        created_at: Utc::now(),
+    };
+    state.queue.create_compose(&compose, &jobs).await?;
+    tracing::info!(compose = %compose.id, distribution = %req.distribution, images = jobs.len() / 3, "compose accepted");
+    Ok(with_status(
+        StatusCode::CREATED,
+        ComposeId {
+            id: compose.id,
+            kind: "ComposeId".into(),
+            href: compose_href(compose.id),
+        },
+    ))
+}
+
+/// List composes of the caller's channel, newest first.
+#[utoipa::path(get, path = "/composes/", tag = "compose", operation_id = "getComposeList",
+    params(("page" = Option<String>, Query, description = "Page index, from 0"),
+           ("size" = Option<String>, Query, description = "Items per page (at most 1000)")),
+    responses((status = 200, body = ComposeList), (status = 400, body = Error)))]
+pub async fn list_composes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<ComposeList>, ApiError> {
+    let (page, size) = paging(q.as_deref())?;
+    let channel = channel(&state, &headers)?;
+    let (composes, total) = state
+        .queue
+        .list_composes(Some(&channel), page.saturating_mul(size), size)
+        .await?;
+    let mut items = Vec::with_capacity(composes.len());
+    for c in &composes {
+        let jobs = state.queue.compose_jobs(c.id).await?;
+        items.push(compose_status(c, &jobs));
+    }
+    Ok(Json(ComposeList {
+        kind: "ComposeList".into(),
+        page,
+        size: items.len() as i64,
+        total,
+        items,
+    }))
+}
+
+/// The status of a compose and of each of its images.
+#[utoipa::path(get, path = "/composes/{id}", tag = "compose", operation_id = "getComposeStatus",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeStatus), (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn get_compose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeStatus>, ApiError> {
+    let (compose, jobs) = load(&state, &headers, &id).await?;
+    Ok(Json(compose_status(&compose, &jobs)))
+}
+
+/// Delete a finished compose and its jobs. An unfinished compose must be canceled first.
+#[utoipa::path(delete, path = "/composes/{id}", tag = "compose", operation_id = "deleteCompose",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeDeleteStatus), (status = 400, body = Error),
+              (status = 404, body = Error), (status = 409, description = "Not finished", body = Error)))]
+pub async fn delete_compose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeDeleteStatus>, ApiError> {
+    let (compose, _) = load(&state, &headers, &id).await?;
+    match state.queue.delete_compose(compose.id).await? {
+        DeleteOutcome::Deleted => Ok(Json(ComposeDeleteStatus {
+            id: compose.id,
+            kind: "ComposeDeleteStatus".into(),
+            href: compose_href(compose.id),
+        })),
+        DeleteOutcome::NotFound => Err(ApiError::new(
+            ErrorKind::ComposeNotFound,
+            format!("no compose {}", compose.id),
+        )),
+        DeleteOutcome::Unfinished => Err(ApiError::new(
+            ErrorKind::ComposeUnfinished,
+            format!("compose {} has not finished; cancel it first", compose.id),
+        )),
+    }
+}
+
+/// Cancel a compose in any phase: queued and running jobs stop, and the
+/// compose ends as a failure marked `canceled`. Canceling a finished compose changes nothing.
+#[utoipa::path(post, path = "/composes/{id}/cancel", tag = "compose", operation_id = "cancelCompose",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, description = "Status after the cancel", body = ComposeStatus),
+              (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn cancel_compose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeStatus>, ApiError> {
+    let (compose, _) = load(&state, &headers, &id).await?;
+    let n = state.queue.cancel_compose(compose.id).await?;
+    tracing::info!(compose = %compose.id, jobs = n.unwrap_or(0), "compose canceled");
+    let jobs = state.queue.compose_jobs(compose.id).await?;
+    Ok(Json(compose_status(&compose, &jobs)))
+}
+
+fn job_summary(j: &Job) -> Value {
+    json!({
+        "id": j.id,
+        "type": j.job_type,
+        "state": j.state.as_str(),
+        "reason": j.reason,
+        "result": j.result,
+    })
+}
+
+/// The logs of a compose: per image, each job's state, reason and result.
+#[utoipa::path(get, path = "/composes/{id}/logs", tag = "compose", operation_id = "getComposeLogs",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeLogs), (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn get_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeLogs>, ApiError> {
+    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let images = jobs.iter().map(|j| image_of(j) + 1).max().unwrap_or(0);
+    let image_builds = (0..images)
+        .map(|i| {
+            json!({
+                "image": i,
+                "jobs": jobs.iter().filter(|j| image_of(j) == i).map(job_summary).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(ComposeLogs {
+        id: compose.id,
+        kind: "ComposeLogs".into(),
+        href: format!("{}/logs", compose_href(compose.id)),
+        image_builds,
+    }))
+}
+
+/// The osbuild manifests of a compose, one per image whose manifest is ready.
+#[utoipa::path(get, path = "/composes/{id}/manifests", tag = "compose", operation_id = "getComposeManifests",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeManifests), (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn get_manifests(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeManifests>, ApiError> {
+    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let manifests = jobs
+        .iter()
+        .filter(|j| j.job_type == JOB_MANIFEST && j.state == JobState::Success)
+        .filter_map(|j| j.result.as_ref()?.get("manifest").cloned())
+        .collect();
+    Ok(Json(ComposeManifests {
+        id: compose.id,
+        kind: "ComposeManifests".into(),
+        href: format!("{}/manifests", compose_href(compose.id)),
+        manifests,
+    }))
+}
+
+/// The request of a compose and, once depsolved, its package list.
+#[utoipa::path(get, path = "/composes/{id}/metadata", tag = "compose", operation_id = "getComposeMetadata",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeMetadata), (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn get_metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeMetadata>, ApiError> {
+    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let request: ComposeRequest =
+        serde_json::from_value(compose.request.clone()).map_err(ApiError::internal)?;
+    let solved: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.job_type == JOB_DEPSOLVE && j.state == JobState::Success)
+        .collect();
+    let packages = if solved.is_empty() {
+        None
+    } else {
+        let mut all = Vec::new();
+        for j in solved {
+            if let Some(p) = j.result.as_ref().and_then(|r| r.get("packages")) {
+                let list: Vec<PackageMetadata> =
+                    serde_json::from_value(p.clone()).map_err(ApiError::internal)?;
+                all.extend(list);
+            }
+        }
+        Some(all)
+    };
+    Ok(Json(ComposeMetadata {
+        id: compose.id,
+        kind: "ComposeMetadata".into(),
+        href: format!("{}/metadata", compose_href(compose.id)),
+        packages,
+        request,
+    }))
+}
+
+/// The job graph of a compose. kiln extension.
+#[utoipa::path(get, path = "/composes/{id}/jobs", tag = "compose", operation_id = "getComposeJobs",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeJobs), (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn get_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComposeJobs>, ApiError> {
+    let (compose, jobs) = load(&state, &headers, &id).await?;
+    Ok(Json(ComposeJobs {
+        id: compose.id,
+        kind: "ComposeJobs".into(),
+        href: format!("{}/jobs", compose_href(compose.id)),
+        jobs: jobs.iter().map(job_info).collect(),
+    }))
+}

@@ -1,0 +1,161 @@
+//! Every failure of the compose API leaves as the one JSON error shape.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_api::error::{Error, ErrorKind, FieldError};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub reason: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            reason: reason.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(
+        kind: ErrorKind,
+        field: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> ApiError {
+        let field = field.into();
+        ApiError {
+            kind,
+            reason: if field.is_empty() {
+                message.to_string()
+            } else {
+                format!("{field}: {message}")
+            },
+            field: Some(field),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(ErrorKind::Internal, format!("internal error: {e}"))
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
+        ApiError::field(e.kind, e.field, e.message)
+    }
+}
+
+impl From<kiln_queue::QueueError> for ApiError {
+    fn from(e: kiln_queue::QueueError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let operation_id = uuid::Uuid::new_v4().to_string();
+        let status = StatusCode::from_u16(self.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(operation_id, reason = %self.reason, "request failed");
+        } else {
+            tracing::debug!(operation_id, reason = %self.reason, "request refused");
+        }
+        let mut body = Error::new(self.kind, self.reason, &operation_id);
+        if let Some(f) = self.field {
+            body.details = Some(json!({ "field": f }));
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Reads a JSON request body into `T`, naming the field at fault when it
+/// does not fit: unknown fields, missing fields, wrong types, bad JSON,
+/// oversized bodies and other media types each get their own error.
+pub fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("request body must be application/json, not {content_type:?}"),
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorKind::BodyTooLarge,
+                "request body is larger than the composer accepts (max_body_bytes)",
+            )
+        } else {
+            ApiError::new(
+                ErrorKind::InvalidJson,
+                format!("reading the request body: {rejection}"),
+            )
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidJson,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(value)
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::new(
+            ErrorKind::InvalidJson,
+            format!("request body is not valid JSON: {inner}"),
+        );
+    }
+    let message = inner.to_string();
+    let base = if path == "." { String::new() } else { path };
+    let join = |name: &str| {
+        // For unknown fields the path already ends with the field's name.
+        if base.is_empty() {
+            name.to_owned()
+        } else if base == name || base.ends_with(&format!(".{name}")) {
+            base.clone()
+        } else {
+            format!("{base}.{name}")
+        }
+    };
+    // serde names the field inside backquotes: "unknown field `x`, expected …".
+    let quoted = message.split('`').nth(1).unwrap_or("").to_owned();
+    let clean = strip_position(&message);
+    if message.starts_with("unknown field") {
+        ApiError::field(ErrorKind::UnknownField, join(&quoted), clean)
+    } else if message.starts_with("missing field") {
+        ApiError::field(ErrorKind::InvalidField, join(&quoted), clean)
+    } else {
+        ApiError::field(ErrorKind::InvalidField, base, clean)
+    }
+}
+
+/// serde_json appends " at line L column C"; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

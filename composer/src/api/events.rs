@@ -1,0 +1,112 @@
+//! `GET /composes/{id}/events`: a Server-Sent Events stream of a compose.
+//!
+//! Events: `status` (a ComposeStatus) first and after every change, and `job`
+//! (job id, type, new state) for every job state change. The stream ends after
+//! the `status` event of a finished compose.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream};
+use kiln_api::status::{ComposeStatus, JobEventData};
+use kiln_queue::{Job, JobState};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::composes::load;
+use super::error::ApiError;
+use crate::status::{compose_status, is_finished};
+use crate::AppState;
+
+fn job_event(j: &Job) -> Event {
+    let data = JobEventData {
+        job: j.id,
+        job_type: j.job_type.clone(),
+        state: j.state.as_str().into(),
+    };
+    Event::default()
+        .event("job")
+        .json_data(&data)
+        .unwrap_or_default()
+}
+
+fn status_event(s: &ComposeStatus) -> Event {
+    Event::default()
+        .event("status")
+        .json_data(s)
+        .unwrap_or_else(|_| Event::default().event("status"))
+}
+
+/// Live status of a compose, as Server-Sent Events. kiln extension.
+#[utoipa::path(get, path = "/composes/{id}/events", tag = "compose", operation_id = "getComposeEvents",
+    params(("id" = String, Path, description = "Compose id")),
+    responses(
+        (status = 200, description = "text/event-stream of `status` (ComposeStatus) and `job` (JobEventData) events", content_type = "text/event-stream", body = String),
+        (status = 400, body = kiln_api::error::Error),
+        (status = 404, body = kiln_api::error::Error)))]
+pub async fn get_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Subscribe before reading the status, so no change falls between the two.
+    let mut rx = state.queue.subscribe();
+    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let (mut tx, out) = mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(async move {
+        // The state each job was last reported in. Events come from the
+        // queue's broadcast, and the database has the last word: a change the
+        // broadcast did not deliver (lag, or a whole transaction read at once)
+        // is still reported, from the database, before the status.
+        let mut known: HashMap<Uuid, JobState> = jobs.iter().map(|j| (j.id, j.state)).collect();
+        let mut finished = is_finished(&jobs);
+        if tx
+            .send(Ok(status_event(&compose_status(&compose, &jobs))))
+            .await
+            .is_err()
+            || finished
+        {
+            return;
+        }
+        while !finished {
+            match rx.recv().await {
+                Ok(ev) if ev.compose == Some(compose.id) => {
+                    if known.get(&ev.job) == Some(&ev.state) {
+                        continue;
+                    }
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+            let jobs = match state.queue.compose_jobs(compose.id).await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(error = %e, compose = %compose.id, "event stream: reading jobs");
+                    return;
+                }
+            };
+            for j in &jobs {
+                if known.insert(j.id, j.state) != Some(j.state)
+                    && tx.send(Ok(job_event(j))).await.is_err()
+                {
+                    return;
+                }
+            }
+            finished = is_finished(&jobs);
+            if tx
+                .send(Ok(status_event(&compose_status(&compose, &jobs))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(Sse::new(out).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

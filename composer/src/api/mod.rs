@@ -1,0 +1,121 @@
+//! The compose API under `/api/image-builder-composer/v2`, and its OpenAPI
+//! document, generated from these handlers and the kiln-api types.
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{extract::DefaultBodyLimit, Json, Router};
+use kiln_api::error::ErrorKind;
+use kiln_api::API_PREFIX;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::AppState;
+
+pub mod composes;
+pub mod distributions;
+pub mod error;
+pub mod events;
+pub mod meta;
+
+use error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kiln compose API",
+        description = "Image builds as a service. The shape of osbuild-composer's Cloud API v2, \
+            with kiln's extensions: Debian repositories, several upload targets per image, \
+            cancel, job graphs and a live event stream.",
+        license(name = "Apache-2.0")
+    ),
+    servers((url = "/api/image-builder-composer/v2", description = "current domain")),
+    paths(
+        composes::post_compose,
+        composes::list_composes,
+        composes::get_compose,
+        composes::delete_compose,
+        composes::cancel_compose,
+        composes::get_logs,
+        composes::get_manifests,
+        composes::get_metadata,
+        composes::get_jobs,
+        events::get_events,
+        distributions::list_distributions,
+        distributions::get_distribution,
+        meta::get_openapi,
+        meta::list_errors,
+        meta::get_error,
+    ),
+    components(schemas(
+        kiln_api::compose::ComposeRequest,
+        kiln_api::compose::ImageRequest,
+        kiln_api::compose::Repository,
+        kiln_api::compose::UploadTarget,
+        kiln_api::compose::LocalUploadOptions,
+        kiln_api::compose::AwsS3UploadOptions,
+        kiln_api::compose::GcpUploadOptions,
+        kiln_api::compose::AzureUploadOptions,
+        kiln_api::compose::ComposeId,
+        kiln_api::status::ComposeStatus,
+        kiln_api::status::ComposeList,
+        kiln_api::status::JobEventData,
+        kiln_api::error::Error,
+        kiln_api::error::ErrorList,
+    )),
+    tags((name = "compose", description = "Image requests and their status"))
+)]
+pub struct ApiDoc;
+
+/// The whole HTTP surface of the composer.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let api = Router::new()
+        .route("/compose", post(composes::post_compose))
+        .route("/composes", get(composes::list_composes))
+        .route("/composes/", get(composes::list_composes))
+        .route(
+            "/composes/{id}",
+            get(composes::get_compose).delete(composes::delete_compose),
+        )
+        .route("/composes/{id}/cancel", post(composes::cancel_compose))
+        .route("/composes/{id}/logs", get(composes::get_logs))
+        .route("/composes/{id}/manifests", get(composes::get_manifests))
+        .route("/composes/{id}/metadata", get(composes::get_metadata))
+        .route("/composes/{id}/jobs", get(composes::get_jobs))
+        .route("/composes/{id}/events", get(events::get_events))
+        .route("/distributions", get(distributions::list_distributions))
+        .route(
+            "/distributions/{distro}",
+            get(distributions::get_distribution),
+        )
+        .route("/openapi", get(meta::get_openapi))
+        .route("/errors", get(meta::list_errors))
+        .route("/errors/{id}", get(meta::get_error))
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .nest(API_PREFIX, api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::ResourceNotFound,
+        format!("no resource at {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A JSON answer with a status other than 200.
+pub fn with_status<T: serde::Serialize>(status: StatusCode, body: T) -> axum::response::Response {
+    (status, Json(body)).into_response()
+}

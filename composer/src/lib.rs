@@ -1,0 +1,140 @@
+//! kiln's composer: the compose API, job graphs, and the queue's housekeeping
+//! (taking back jobs from silent workers, expiring old composes).
+//! `main.rs` is a thin shell around [`serve`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_distro::Catalog;
+use kiln_queue::JobQueue;
+
+pub mod api;
+pub mod config;
+pub mod plan;
+pub mod status;
+
+pub use config::ComposerConfig;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Arc<dyn JobQueue>,
+    pub catalog: Arc<Catalog>,
+    pub config: Arc<ComposerConfig>,
+}
+
+impl AppState {
+    /// Opens the queue (applying migrations) and reads the catalog.
+    pub async fn open(config: ComposerConfig) -> anyhow::Result<AppState> {
+        let catalog = match &config.distributions_dir {
+            Some(dir) => Catalog::from_dir(dir)?,
+            None => Catalog::embedded()?,
+        };
+        let url = config.database_url();
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "creating the data directory {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
+        let queue = kiln_queue::connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the queue at {}: {e}", redact(&url)))?;
+        Ok(AppState {
+            queue,
+            catalog: Arc::new(catalog),
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Background housekeeping: requeue jobs of silent workers, expire old composes.
+pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let q = state.queue.clone();
+    let cfg = state.config.queue.clone();
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(cfg.reap_interval_secs.max(1)));
+        loop {
+            tick.tick().await;
+            match q
+                .requeue_stale(
+                    Duration::from_secs(cfg.heartbeat_timeout_secs),
+                    cfg.max_retries,
+                )
+                .await
+            {
+                Ok(r) if !r.requeued.is_empty() || !r.failed.is_empty() => {
+                    tracing::warn!(requeued = ?r.requeued, failed = ?r.failed, "took jobs back from silent workers")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "requeueing stale jobs"),
+            }
+        }
+    });
+    let q = state.queue.clone();
+    let ret = state.config.retention.clone();
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(ret.interval_secs.max(1)));
+        loop {
+            tick.tick().await;
+            match q.expire(Duration::from_secs(ret.max_age_secs)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(composes = n, "expired finished composes"),
+                Err(e) => tracing::error!(error = %e, "expiring composes"),
+            }
+        }
+    });
+    vec![reaper, retention]
+}
+
+/// Serves the compose API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tasks = spawn_housekeeping(&state);
+    let app = api::router(state);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    for t in tasks {
+        t.abort();
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_kept_out_of_messages() {
+        assert_eq!(
+            super::redact("postgres://kiln:s3cret@db:5432/kiln"),
+            "postgres://kiln:***@db:5432/kiln"
+        );
+        assert_eq!(
+            super::redact("postgres://kiln@db/kiln"),
+            "postgres://kiln@db/kiln"
+        );
+        assert_eq!(
+            super::redact("sqlite:/var/lib/kiln/kiln.db"),
+            "sqlite:/var/lib/kiln/kiln.db"
+        );
+    }
+}

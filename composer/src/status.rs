@@ -1,0 +1,162 @@
+//! A compose's status, derived from its request and the states of its jobs.
+//! Nothing is stored twice: the queue is the one source of truth.
+
+use kiln_api::compose::ComposeRequest;
+use kiln_api::status::{
+    ComposeStatus, ComposeStatusError, ComposeStatusValue, ImageStatus, ImageStatusValue, JobInfo,
+    UploadStatus, UploadStatusValue,
+};
+use kiln_api::API_PREFIX;
+use kiln_queue::{ComposeRecord, Job, JobState};
+use serde_json::{json, Value};
+
+use crate::plan::{self, JOB_BUILD};
+
+/// Error ids in `image_status.error.id`.
+pub const IMAGE_ERROR_CANCELED: u32 = 100;
+pub const IMAGE_ERROR_JOB_FAILED: u32 = 101;
+
+pub fn compose_href(id: uuid::Uuid) -> String {
+    format!("{API_PREFIX}/composes/{id}")
+}
+
+/// Which image (in request order) a job works for.
+pub fn image_of(job: &Job) -> usize {
+    job.args.get("image").and_then(Value::as_u64).unwrap_or(0) as usize
+}
+
+pub fn job_info(job: &Job) -> JobInfo {
+    JobInfo {
+        id: job.id,
+        job_type: job.job_type.clone(),
+        arch: job.arch.clone(),
+        state: job.state.as_str().into(),
+        image: image_of(job),
+        dependencies: job.dependencies.clone(),
+        reason: job.reason.clone(),
+        retries: job.retries,
+        worker: job.worker.clone(),
+        created_at: job.created_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+    }
+}
+
+fn upload_statuses(
+    image: Option<&kiln_api::compose::ImageRequest>,
+    build: Option<&Job>,
+) -> Vec<UploadStatus> {
+    // A finished build reports each upload; before that every target waits.
+    if let Some(reported) = build
+        .and_then(|b| b.result.as_ref())
+        .and_then(|r| r.get("uploads"))
+        .and_then(|u| serde_json::from_value::<Vec<UploadStatus>>(u.clone()).ok())
+    {
+        return reported;
+    }
+    let failed = build.is_some_and(|b| matches!(b.state, JobState::Failed | JobState::Canceled));
+    image
+        .map(plan::targets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| UploadStatus {
+            status: if failed {
+                UploadStatusValue::Failure
+            } else {
+                UploadStatusValue::Pending
+            },
+            target_type: t["type"].as_str().unwrap_or_default().to_owned(),
+            options: json!({}),
+        })
+        .collect()
+}
+
+fn image_status(image: Option<&kiln_api::compose::ImageRequest>, jobs: &[&Job]) -> ImageStatus {
+    let build = jobs.iter().copied().find(|j| j.job_type == JOB_BUILD);
+    let canceled = jobs.iter().find(|j| j.state == JobState::Canceled);
+    let failed = jobs.iter().find(|j| j.state == JobState::Failed);
+    let (status, error) = if let Some(j) = canceled {
+        (
+            ImageStatusValue::Failure,
+            Some(ComposeStatusError {
+                id: IMAGE_ERROR_CANCELED,
+                reason: j.reason.clone().unwrap_or_else(|| "canceled".into()),
+                details: Some(json!({"job": j.id, "type": j.job_type})),
+            }),
+        )
+    } else if let Some(j) = failed {
+        (
+            ImageStatusValue::Failure,
+            Some(ComposeStatusError {
+                id: IMAGE_ERROR_JOB_FAILED,
+                reason: format!(
+                    "{} job failed: {}",
+                    j.job_type,
+                    j.reason.clone().unwrap_or_default()
+                ),
+                details: Some(json!({"job": j.id, "type": j.job_type})),
+            }),
+        )
+    } else if !jobs.is_empty() && jobs.iter().all(|j| j.state == JobState::Success) {
+        (ImageStatusValue::Success, None)
+    } else if build.is_some_and(|b| b.state == JobState::Running) {
+        (ImageStatusValue::Building, None)
+    } else {
+        (ImageStatusValue::Pending, None)
+    };
+    let uploads = upload_statuses(image, build);
+    ImageStatus {
+        status,
+        progress: None,
+        upload_status: uploads.first().cloned(),
+        upload_statuses: if uploads.is_empty() {
+            None
+        } else {
+            Some(uploads)
+        },
+        error,
+    }
+}
+
+/// The status of a compose from its record and jobs.
+pub fn compose_status(compose: &ComposeRecord, jobs: &[Job]) -> ComposeStatus {
+    let request: Option<ComposeRequest> = serde_json::from_value(compose.request.clone()).ok();
+    let images: Vec<_> = request.as_ref().map(|r| r.images()).unwrap_or_default();
+    let count = images
+        .len()
+        .max(jobs.iter().map(|j| image_of(j) + 1).max().unwrap_or(0))
+        .max(1);
+    let image_statuses: Vec<ImageStatus> = (0..count)
+        .map(|i| {
+            let mine: Vec<&Job> = jobs.iter().filter(|j| image_of(j) == i).collect();
+            image_status(images.get(i).map(|(_, r)| *r), &mine)
+        })
+        .collect();
+    let status = if image_statuses
+        .iter()
+        .any(|s| s.status == ImageStatusValue::Failure)
+    {
+        ComposeStatusValue::Failure
+    } else if image_statuses
+        .iter()
+        .all(|s| s.status == ImageStatusValue::Success)
+    {
+        ComposeStatusValue::Success
+    } else {
+        ComposeStatusValue::Pending
+    };
+    ComposeStatus {
+        id: compose.id,
+        kind: "ComposeStatus".into(),
+        href: compose_href(compose.id),
+        status,
+        image_status: image_statuses[0].clone(),
+        image_statuses,
+        canceled: jobs.iter().any(|j| j.state == JobState::Canceled),
+    }
+}
+
+/// A compose is over once every job of it has finished.
+pub fn is_finished(jobs: &[Job]) -> bool {
+    jobs.iter().all(|j| j.state.is_finished())
+}

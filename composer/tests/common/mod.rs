@@ -1,0 +1,101 @@
+//! A composer on a loopback port, over SQLite in a temp dir or a fresh
+//! database on the throwaway PostgreSQL cluster.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use kiln_composer::{AppState, ComposerConfig};
+use kiln_queue::JobQueue;
+use kiln_testsupport::PgCluster;
+use serde_json::Value;
+
+pub struct TestComposer {
+    pub base: String,
+    pub queue: Arc<dyn JobQueue>,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub async fn start(backend: Backend) -> TestComposer {
+    start_with(backend, |_| {}).await
+}
+
+pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ComposerConfig)) -> TestComposer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ComposerConfig {
+        data_dir: dir.path().to_owned(),
+        max_body_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    if let Backend::Postgres = backend {
+        config.database_url = Some(PgCluster::shared().unwrap().create_database().unwrap());
+    }
+    tweak(&mut config);
+    let state = AppState::open(config).await.unwrap();
+    let queue = state.queue.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        kiln_composer::serve(state, listener, std::future::pending())
+            .await
+            .unwrap();
+    });
+    TestComposer {
+        base: format!("http://{addr}/api/image-builder-composer/v2"),
+        queue,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        _server: server,
+    }
+}
+
+impl TestComposer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.http.delete(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A small valid request.
+pub fn pxe_request() -> Value {
+    serde_json::json!({
+        "distribution": "debian-12",
+        "image_request": {
+            "architecture": "x86_64",
+            "image_type": "pxe",
+            "upload_targets": [{"type": "local", "upload_options": {}}]
+        },
+        "customizations": {"hostname": "node-001", "packages": ["chrony"]}
+    })
+}

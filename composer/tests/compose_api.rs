@@ -1,0 +1,360 @@
+//! The compose API end to end over HTTP, on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{pxe_request, start, start_with, Backend};
+use futures::StreamExt;
+use kiln_queue::{DequeueFilter, JobState, Outcome};
+use serde_json::{json, Value};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(super::Backend::Postgres).await }
+        }
+    )*};
+}
+
+on_both_backends!(
+    compose_is_listed_has_a_job_graph_and_cancels_with_an_sse_event,
+    several_images_and_targets_make_one_chain_each,
+    delete_needs_a_finished_compose,
+    channels_keep_composes_apart,
+    silent_worker_fails_the_compose_with_the_reason,
+    finished_composes_expire,
+    failed_job_shows_its_reason_in_the_status,
+);
+
+async fn compose_is_listed_has_a_job_graph_and_cancels_with_an_sse_event(b: Backend) {
+    let c = start(b).await;
+    let (status, body) = c.post("/compose", &pxe_request()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["kind"], "ComposeId");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body["href"],
+        format!("/api/image-builder-composer/v2/composes/{id}")
+    );
+
+    // Listed, pending.
+    let (status, list) = c.get("/composes/").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert_eq!(list["items"][0]["status"], "pending");
+    let (_, st) = c.get(&format!("/composes/{id}")).await;
+    assert_eq!(st["status"], "pending");
+    assert_eq!(st["image_status"]["status"], "pending");
+    assert_eq!(st["image_status"]["upload_statuses"][0]["type"], "local");
+    assert!(
+        st["image_status"].get("progress").is_none(),
+        "no progress before a worker reports any"
+    );
+
+    // The job graph: depsolve -> manifest -> build, only depsolve queued.
+    let (status, graph) = c.get(&format!("/composes/{id}/jobs")).await;
+    assert_eq!(status, 200);
+    let jobs = graph["jobs"].as_array().unwrap();
+    let types: Vec<&str> = jobs.iter().map(|j| j["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["depsolve", "manifest", "build"]);
+    let states: Vec<&str> = jobs.iter().map(|j| j["state"].as_str().unwrap()).collect();
+    assert_eq!(states, vec!["queued", "waiting", "waiting"]);
+    assert_eq!(jobs[1]["dependencies"], json!([jobs[0]["id"]]));
+    assert_eq!(jobs[2]["dependencies"], json!([jobs[1]["id"]]));
+    let depsolve = c
+        .queue
+        .job(jobs[0]["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let pkgs: Vec<String> = serde_json::from_value(depsolve.args["packages"].clone()).unwrap();
+    assert!(
+        pkgs.contains(&"linux-image-amd64".to_string()) && pkgs.contains(&"chrony".to_string()),
+        "{pkgs:?}"
+    );
+
+    // Metadata has the request and no packages yet; no manifests yet.
+    let (_, meta) = c.get(&format!("/composes/{id}/metadata")).await;
+    assert_eq!(meta["request"], pxe_request());
+    assert!(meta.get("packages").is_none());
+    let (_, manifests) = c.get(&format!("/composes/{id}/manifests")).await;
+    assert_eq!(manifests["manifests"], json!([]));
+
+    // Follow the event stream, then cancel.
+    let resp = c
+        .http
+        .get(c.url(&format!("/composes/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let first = read_until(&mut stream, &mut text, "\n\n").await;
+    assert!(
+        first.contains("event: status") && first.contains("\"pending\""),
+        "{first}"
+    );
+
+    let (status, after) = c.post(&format!("/composes/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(after["status"], "failure");
+    assert_eq!(after["canceled"], true);
+    assert_eq!(after["image_status"]["error"]["reason"], "compose canceled");
+
+    // The stream reports each canceled job, then the final status, then ends.
+    let rest = read_to_end(&mut stream, &mut text).await;
+    assert_eq!(rest.matches("event: job").count(), 3, "{rest}");
+    assert!(rest.contains("\"state\":\"canceled\""), "{rest}");
+    let last = rest.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.contains("event: status") && last.contains("\"canceled\":true"),
+        "{last}"
+    );
+
+    // Canceling again changes nothing; logs tell each job's end.
+    let (status, again) = c.post(&format!("/composes/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["status"], "failure");
+    let (_, logs) = c.get(&format!("/composes/{id}/logs")).await;
+    let log_jobs = logs["image_builds"][0]["jobs"].as_array().unwrap();
+    assert!(log_jobs.iter().all(|j| j["state"] == "canceled"), "{logs}");
+}
+
+async fn read_until(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buf: &mut String,
+    end: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !buf.contains(end) {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("event in time");
+        buf.push_str(&String::from_utf8_lossy(
+            &chunk.expect("stream open").unwrap(),
+        ));
+    }
+    let i = buf.find(end).unwrap() + end.len();
+    let head = buf[..i].to_owned();
+    buf.drain(..i);
+    head
+}
+
+async fn read_to_end(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buf: &mut String,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("stream ended in time")
+        {
+            Some(chunk) => buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            None => return std::mem::take(buf),
+        }
+    }
+}
+
+async fn several_images_and_targets_make_one_chain_each(b: Backend) {
+    let c = start(b).await;
+    let req = json!({
+        "distribution": "debian-12",
+        "image_requests": [
+            {"architecture": "x86_64", "image_type": "tar",
+             "upload_targets": [{"type": "local", "upload_options": {}},
+                                {"type": "aws.s3", "upload_options": {"region": "local"}}]},
+            {"architecture": "aarch64", "image_type": "oci",
+             "upload_targets": [{"type": "gcp", "upload_options": {"region": "eu", "bucket": "images"}}]}
+        ]
+    });
+    let (status, body) = c.post("/compose", &req).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let (_, graph) = c.get(&format!("/composes/{id}/jobs")).await;
+    let jobs = graph["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 6);
+    assert_eq!(jobs.iter().filter(|j| j["image"] == 1).count(), 3);
+    assert!(jobs
+        .iter()
+        .filter(|j| j["image"] == 1)
+        .all(|j| j["arch"] == "aarch64"));
+    let (_, st) = c.get(&format!("/composes/{id}")).await;
+    assert_eq!(st["image_statuses"].as_array().unwrap().len(), 2);
+    let t0: Vec<&str> = st["image_statuses"][0]["upload_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(t0, vec!["local", "aws.s3"]);
+    assert_eq!(st["image_statuses"][1]["upload_statuses"][0]["type"], "gcp");
+}
+
+async fn delete_needs_a_finished_compose(b: Backend) {
+    let c = start(b).await;
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let id = body["id"].as_str().unwrap();
+    let (status, err) = c.delete(&format!("/composes/{id}")).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["code"], "IMAGE-BUILDER-COMPOSER-14");
+    c.post(&format!("/composes/{id}/cancel"), &json!({})).await;
+    let (status, del) = c.delete(&format!("/composes/{id}")).await;
+    assert_eq!(status, 200, "{del}");
+    assert_eq!(del["kind"], "ComposeDeleteStatus");
+    let (status, _) = c.get(&format!("/composes/{id}")).await;
+    assert_eq!(status, 404);
+    let counts = c.queue.row_counts().await.unwrap();
+    assert_eq!((counts.composes, counts.jobs), (0, 0));
+}
+
+async fn channels_keep_composes_apart(b: Backend) {
+    let c = start(b).await;
+    let r = c
+        .http
+        .post(c.url("/compose"))
+        .header("X-Kiln-Channel", "team-a")
+        .json(&pxe_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Invisible from the default channel...
+    assert_eq!(c.get(&format!("/composes/{id}")).await.0, 404);
+    assert_eq!(c.get("/composes/").await.1["total"], 0);
+    // ...visible from its own, and its jobs carry the channel.
+    let r = c
+        .http
+        .get(c.url(&format!("/composes/{id}")))
+        .header("X-Kiln-Channel", "team-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let jobs = c.queue.compose_jobs(id.parse().unwrap()).await.unwrap();
+    assert!(jobs.iter().all(|j| j.channel == "team-a"));
+}
+
+async fn silent_worker_fails_the_compose_with_the_reason(b: Backend) {
+    let c = start_with(b, |cfg| {
+        cfg.queue.heartbeat_timeout_secs = 1;
+        cfg.queue.reap_interval_secs = 1;
+        cfg.queue.max_retries = 0;
+    })
+    .await;
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    // A worker takes the depsolve job and goes silent.
+    let lease = c
+        .queue
+        .dequeue(
+            &DequeueFilter::types(&["depsolve"]),
+            "silent-worker",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, st) = c.get(&format!("/composes/{id}")).await;
+        if st["status"] == "failure" {
+            let reason = st["image_status"]["error"]["reason"].as_str().unwrap();
+            assert!(reason.contains("stopped heart-beating"), "{reason}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent worker's job was never failed: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        c.queue.job(lease.job.id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+}
+
+async fn finished_composes_expire(b: Backend) {
+    let c = start_with(b, |cfg| {
+        cfg.retention.max_age_secs = 1;
+        cfg.retention.interval_secs = 1;
+    })
+    .await;
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let done = body["id"].as_str().unwrap().to_owned();
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let open = body["id"].as_str().unwrap().to_owned();
+    c.post(&format!("/composes/{done}/cancel"), &json!({}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c.get(&format!("/composes/{done}")).await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "finished compose never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The unfinished one stays.
+    assert_eq!(c.get(&format!("/composes/{open}")).await.0, 200);
+}
+
+async fn failed_job_shows_its_reason_in_the_status(b: Backend) {
+    let c = start(b).await;
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let lease = c
+        .queue
+        .dequeue(
+            &DequeueFilter::types(&["depsolve"]),
+            "w",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    c.queue
+        .finish(
+            lease.token,
+            Outcome::Failure {
+                reason: "package nosuch not found".into(),
+                result: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (_, st) = c.get(&format!("/composes/{id}")).await;
+    assert_eq!(st["status"], "failure");
+    assert_eq!(
+        st["image_status"]["error"]["reason"],
+        "depsolve job failed: package nosuch not found"
+    );
+    assert_eq!(
+        st["image_status"]["upload_statuses"][0]["status"],
+        "failure"
+    );
+    let (_, graph) = c.get(&format!("/composes/{id}/jobs")).await;
+    let reason = graph["jobs"][2]["reason"].as_str().unwrap();
+    // The chained reason names the root cause, whatever the depth.
+    assert_eq!(
+        reason,
+        format!(
+            "dependency depsolve job {} failed: package nosuch not found",
+            lease.job.id
+        )
+    );
+}
