@@ -568,21 +568,22 @@ pub fn parse_size(v: &Value) -> Result<u64, String> {
             let n: u64 = num
                 .parse()
                 .map_err(|_| format!("{s:?} is not a size such as \"2 GiB\""))?;
-            let mult: u64 =
-                match unit.trim() {
-                    "" | "B" => 1,
-                    "kB" | "KB" => 1000,
-                    "KiB" => 1 << 10,
-                    "MB" => 1000_000,
-                    "MiB" => 1 << 20,
-                    "GB" => 1000_000_000,
-                    "GiB" => 1 << 30,
-                    "TB" => 1000_000_000_000,
-                    "TiB" => 1 << 40,
-                    other => return Err(format!(
+            let mult: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "kB" | "KB" => 1000,
+                "KiB" => 1 << 10,
+                "MB" => 1_000_000,
+                "MiB" => 1 << 20,
+                "GB" => 1_000_000_000,
+                "GiB" => 1 << 30,
+                "TB" => 1_000_000_000_000,
+                "TiB" => 1 << 40,
+                other => {
+                    return Err(format!(
                         "unknown size unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
-                    )),
-                };
+                    ))
+                }
+            };
             n.checked_mul(mult)
                 .ok_or_else(|| format!("{s:?} is too large"))
         }

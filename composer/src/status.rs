@@ -4,13 +4,13 @@
 use kiln_api::compose::ComposeRequest;
 use kiln_api::status::{
     ComposeStatus, ComposeStatusError, ComposeStatusValue, ImageStatus, ImageStatusValue, JobInfo,
-    UploadStatus, UploadStatusValue,
+    UploadStatus,
 };
 use kiln_api::API_PREFIX;
 use kiln_queue::{ComposeRecord, Job, JobState};
 use serde_json::{json, Value};
 
-use crate::plan::{self, JOB_BUILD};
+use crate::plan::JOB_BUILD;
 
 /// Error ids in `image_status.error.id`.
 pub const IMAGE_ERROR_CANCELED: u32 = 100;
@@ -42,36 +42,18 @@ pub fn job_info(job: &Job) -> JobInfo {
     }
 }
 
-fn upload_statuses(
-    image: Option<&kiln_api::compose::ImageRequest>,
-    build: Option<&Job>,
-) -> Vec<UploadStatus> {
-    // A finished build reports each upload; before that every target waits.
-    if let Some(reported) = build
+/// Upload statuses as the build reported them. Before a build reports, there
+/// are none: the reference's upload status needs the target's result (a URL,
+/// a path), which only exists once the upload ran.
+fn upload_statuses(build: Option<&Job>) -> Vec<UploadStatus> {
+    build
         .and_then(|b| b.result.as_ref())
         .and_then(|r| r.get("uploads"))
         .and_then(|u| serde_json::from_value::<Vec<UploadStatus>>(u.clone()).ok())
-    {
-        return reported;
-    }
-    let failed = build.is_some_and(|b| matches!(b.state, JobState::Failed | JobState::Canceled));
-    image
-        .map(plan::targets)
         .unwrap_or_default()
-        .into_iter()
-        .map(|t| UploadStatus {
-            status: if failed {
-                UploadStatusValue::Failure
-            } else {
-                UploadStatusValue::Pending
-            },
-            target_type: t["type"].as_str().unwrap_or_default().to_owned(),
-            options: json!({}),
-        })
-        .collect()
 }
 
-fn image_status(image: Option<&kiln_api::compose::ImageRequest>, jobs: &[&Job]) -> ImageStatus {
+fn image_status(jobs: &[&Job]) -> ImageStatus {
     let build = jobs.iter().copied().find(|j| j.job_type == JOB_BUILD);
     let canceled = jobs.iter().find(|j| j.state == JobState::Canceled);
     let failed = jobs.iter().find(|j| j.state == JobState::Failed);
@@ -104,7 +86,7 @@ fn image_status(image: Option<&kiln_api::compose::ImageRequest>, jobs: &[&Job]) 
     } else {
         (ImageStatusValue::Pending, None)
     };
-    let uploads = upload_statuses(image, build);
+    let uploads = upload_statuses(build);
     ImageStatus {
         status,
         progress: None,
@@ -129,7 +111,7 @@ pub fn compose_status(compose: &ComposeRecord, jobs: &[Job]) -> ComposeStatus {
     let image_statuses: Vec<ImageStatus> = (0..count)
         .map(|i| {
             let mine: Vec<&Job> = jobs.iter().filter(|j| image_of(j) == i).collect();
-            image_status(images.get(i).map(|(_, r)| *r), &mine)
+            image_status(&mine)
         })
         .collect();
     let status = if image_statuses

@@ -199,7 +199,7 @@ async fn failed_dependency_fails_dependants_with_chained_reason(q: Arc<dyn JobQu
     assert_eq!(state(&q, other.id).await, JobState::Queued);
     // A job enqueued later on the failed one starts failed.
     let late = job("build").depends_on(&[a.id]);
-    q.enqueue(&[late.clone()]).await.unwrap();
+    q.enqueue(std::slice::from_ref(&late)).await.unwrap();
     let late = q.job(late.id).await.unwrap().unwrap();
     assert_eq!(late.state, JobState::Failed);
     assert!(late.reason.unwrap().contains(&a.id.to_string()));
@@ -376,7 +376,7 @@ async fn waiting_dequeuer_is_woken_by_enqueue(q: Arc<dyn JobQueue>) {
     // A job the waiter does not take must not satisfy it.
     q.enqueue(&[job("depsolve")]).await.unwrap();
     let j = job("build");
-    q.enqueue(&[j.clone()]).await.unwrap();
+    q.enqueue(std::slice::from_ref(&j)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
         .expect("the waiting dequeuer was not woken")
@@ -436,7 +436,9 @@ async fn dequeue_honours_types_arches_channels_and_priority(q: Arc<dyn JobQueue>
 async fn expired_composes_are_deleted_with_their_jobs(q: Arc<dyn JobQueue>) {
     let finished = compose("default");
     let a = job("build");
-    q.create_compose(&finished, &[a.clone()]).await.unwrap();
+    q.create_compose(&finished, std::slice::from_ref(&a))
+        .await
+        .unwrap();
     let l = q
         .dequeue(&DequeueFilter::types(&["build"]), "w", WAIT)
         .await
@@ -450,7 +452,7 @@ async fn expired_composes_are_deleted_with_their_jobs(q: Arc<dyn JobQueue>) {
         .await
         .unwrap();
     let lone = job("cleanup");
-    q.enqueue(&[lone.clone()]).await.unwrap();
+    q.enqueue(std::slice::from_ref(&lone)).await.unwrap();
     let l = q
         .dequeue(&DequeueFilter::types(&["cleanup"]), "w", WAIT)
         .await
@@ -589,7 +591,7 @@ async fn postgres_migrations_are_safe_from_several_composers_at_once() {
     let qs: Vec<_> = queues.into_iter().map(Result::unwrap).collect();
     let mut rx = qs[1].subscribe();
     let j = job("build");
-    qs[0].enqueue(&[j.clone()]).await.unwrap();
+    qs[0].enqueue(std::slice::from_ref(&j)).await.unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .unwrap()
@@ -610,7 +612,7 @@ async fn sqlite_database_survives_reopening() {
     let j = job("build");
     {
         let q = kiln_queue::connect(&url).await.unwrap();
-        q.enqueue(&[j.clone()]).await.unwrap();
+        q.enqueue(std::slice::from_ref(&j)).await.unwrap();
     }
     let q = kiln_queue::connect(&url).await.unwrap();
     assert_eq!(q.job(j.id).await.unwrap().unwrap().state, JobState::Queued);

@@ -1,0 +1,129 @@
+//! The `kiln-composer` binary as an operator runs it: defaults, a config
+//! file, environment overrides, and a clean stop on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kiln-composer");
+
+#[test]
+fn with_no_configuration_it_runs_on_one_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--print-config")
+        .current_dir(dir.path())
+        .env_remove("KILN_COMPOSER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["listen"], "127.0.0.1:8700");
+    assert_eq!(cfg["data_dir"], "kiln-data");
+    assert_eq!(
+        cfg["database_url"],
+        Value::Null,
+        "SQLite in the data directory by default"
+    );
+}
+
+#[test]
+fn file_then_environment_then_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = kiln_testsupport::free_port().unwrap();
+    let data = dir.path().join("state");
+    std::fs::write(
+        dir.path().join("composer.toml"),
+        format!(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"{}\"\ndefault_channel = \"from-file\"\n[queue]\nmax_retries = 7\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    // The file is found in the working directory; the environment wins over it.
+    let out = Command::new(BIN)
+        .arg("--print-config")
+        .current_dir(dir.path())
+        .env("KILN_COMPOSER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KILN_COMPOSER_QUEUE__MAX_RETRIES", "9")
+        .output()
+        .unwrap();
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["listen"], format!("127.0.0.1:{port}"));
+    assert_eq!(cfg["default_channel"], "from-file");
+    assert_eq!(cfg["queue"]["max_retries"], 9);
+
+    // A key the composer does not know is an error that names it.
+    let out = Command::new(BIN)
+        .arg("--print-config")
+        .current_dir(dir.path())
+        .env("KILN_COMPOSER_LISTN", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listn"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("KILN_COMPOSER_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/image-builder-composer/v2/distributions");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body: Value = loop {
+        if let Ok(r) = reqwest::blocking_get(&url) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "composer did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.get("debian-12").is_some(), "{body}");
+    assert!(
+        data.join("kiln.db").exists(),
+        "SQLite database in the configured data_dir"
+    );
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "composer did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+mod reqwest {
+    /// One GET on a fresh runtime, for a synchronous test.
+    pub fn blocking_get(url: &str) -> Result<serde_json::Value, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let r = ::reqwest::get(url).await.map_err(|e| e.to_string())?;
+            r.json().await.map_err(|e| e.to_string())
+        })
+    }
+}
