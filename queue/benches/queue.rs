@@ -140,6 +140,12 @@ async fn main() {
         .await
         .expect("pg queue");
     all.push(measure("postgres (synchronous_commit=off)", pg, secs).await);
+    let url = fast.create_database().expect("database");
+    let name = url.rsplit('/').next().expect("database name");
+    let pg = kiln_queue::connect(&fast.socket_url(name))
+        .await
+        .expect("pg queue over the socket");
+    all.push(measure("postgres (unix socket, sync. commit off)", pg, secs).await);
     drop(fast);
 
     let durable = PgCluster::start(&[]).expect("postgres cluster");
@@ -157,12 +163,12 @@ async fn main() {
             .unwrap_or(0)
     );
     println!(
-        "{:<36} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "{:<42} {:>12} {:>12} {:>12} {:>12} {:>12}",
         "backend", "1 dequeuer", "4 dequeuers", "16 dequeuers", "wake p50", "wake p99"
     );
     for f in &all {
         println!(
-            "{:<36} {:>12.0} {:>12.0} {:>12.0} {:>12} {:>12}",
+            "{:<42} {:>12.0} {:>12.0} {:>12.0} {:>12} {:>12}",
             f.name,
             f.rates[0],
             f.rates[1],

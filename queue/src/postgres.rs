@@ -1,17 +1,18 @@
 //! The PostgreSQL backend: shared by every composer of a cluster.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::graph::{self, StoredDependency};
-use crate::wait::wait_for_job;
+use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
     Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
@@ -28,7 +29,7 @@ const JOB_COLUMNS: &str =
 pub struct PgQueue {
     pool: PgPool,
     events: broadcast::Sender<JobEvent>,
-    wake: watch::Sender<u64>,
+    waiters: Arc<Waiters>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -49,12 +50,12 @@ impl PgQueue {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
         let (events, _) = broadcast::channel(4096);
-        let (wake, _) = watch::channel(0u64);
-        let listener = tokio::spawn(listen(listener, events.clone(), wake.clone()));
+        let waiters = Arc::new(Waiters::default());
+        let listener = tokio::spawn(listen(listener, events.clone(), waiters.clone()));
         Ok(PgQueue {
             pool,
             events,
-            wake,
+            waiters,
             listener,
         })
     }
@@ -194,14 +195,14 @@ impl Drop for PgQueue {
 async fn listen(
     mut listener: PgListener,
     events: broadcast::Sender<JobEvent>,
-    wake: watch::Sender<u64>,
+    waiters: Arc<Waiters>,
 ) {
     loop {
         match listener.try_recv().await {
             Ok(Some(n)) => match serde_json::from_str::<JobEvent>(n.payload()) {
                 Ok(ev) => {
                     if ev.state == JobState::Queued {
-                        wake.send_modify(|g| *g = g.wrapping_add(1));
+                        waiters.job_queued(&ev.job_type, &ev.arch, &ev.channel);
                     }
                     let _ = events.send(ev);
                 }
@@ -211,11 +212,11 @@ async fn listen(
                 // The connection dropped and notifications may have been
                 // missed: make every waiter look again. The next call reconnects.
                 tracing::warn!("job event listener lost its connection; reconnecting");
-                wake.send_modify(|g| *g = g.wrapping_add(1));
+                waiters.wake_all();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "job event listener failed; retrying");
-                wake.send_modify(|g| *g = g.wrapping_add(1));
+                waiters.wake_all();
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
@@ -303,7 +304,10 @@ impl JobQueue for PgQueue {
         worker: &str,
         wait: Duration,
     ) -> Result<Option<Lease>> {
-        wait_for_job(&self.wake, wait, || self.try_dequeue(filter, worker)).await
+        wait_for_job(&self.waiters, filter, wait, || {
+            self.try_dequeue(filter, worker)
+        })
+        .await
     }
 
     async fn heartbeat(&self, token: Uuid) -> Result<LeaseStatus> {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,11 +17,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
-use tokio::sync::{broadcast, watch, Mutex};
+use tokio::sync::{broadcast, Mutex};
 use uuid::Uuid;
 
 use crate::graph::{self, StoredDependency};
-use crate::wait::wait_for_job;
+use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
     Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
@@ -39,7 +40,7 @@ pub struct SqliteQueue {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
     events: broadcast::Sender<JobEvent>,
-    wake: watch::Sender<u64>,
+    waiters: Arc<Waiters>,
 }
 
 fn now_us() -> i64 {
@@ -147,19 +148,19 @@ impl SqliteQueue {
             .connect_with(opts.read_only(true))
             .await?;
         let (events, _) = broadcast::channel(4096);
-        let (wake, _) = watch::channel(0u64);
+        let waiters = Arc::new(Waiters::default());
         Ok(SqliteQueue {
             writer: Mutex::new(writer),
             readers,
             events,
-            wake,
+            waiters,
         })
     }
 
     /// Sends the events of a committed write.
     fn publish(&self, events: Vec<JobEvent>) {
-        if events.iter().any(|e| e.state == JobState::Queued) {
-            self.wake.send_modify(|g| *g = g.wrapping_add(1));
+        for e in events.iter().filter(|e| e.state == JobState::Queued) {
+            self.waiters.job_queued(&e.job_type, &e.arch, &e.channel);
         }
         for e in events {
             let _ = self.events.send(e);
@@ -365,7 +366,10 @@ impl JobQueue for SqliteQueue {
         worker: &str,
         wait: Duration,
     ) -> Result<Option<Lease>> {
-        wait_for_job(&self.wake, wait, || self.try_dequeue(filter, worker)).await
+        wait_for_job(&self.waiters, filter, wait, || {
+            self.try_dequeue(filter, worker)
+        })
+        .await
     }
 
     async fn heartbeat(&self, token: Uuid) -> Result<LeaseStatus> {

@@ -61,6 +61,7 @@ on_both_backends!(
     silent_worker_is_requeued_then_failed,
     racing_dequeuers_never_share_a_job,
     waiting_dequeuer_is_woken_by_enqueue,
+    every_sleeping_dequeuer_gets_a_job,
     dequeue_honours_types_arches_channels_and_priority,
     expired_composes_are_deleted_with_their_jobs,
     delete_refuses_unfinished_composes,
@@ -384,6 +385,41 @@ async fn waiting_dequeuer_is_woken_by_enqueue(q: Arc<dyn JobQueue>) {
         .unwrap()
         .expect("woken without a job");
     assert_eq!(got.job.id, j.id);
+}
+
+async fn every_sleeping_dequeuer_gets_a_job(q: Arc<dyn JobQueue>) {
+    // Each queued job wakes one sleeper, not all: none may be left asleep
+    // while a job waits, and none may get a job twice.
+    const N: usize = 8;
+    let mut sleepers = Vec::new();
+    for i in 0..N {
+        let q = q.clone();
+        sleepers.push(tokio::spawn(async move {
+            q.dequeue(
+                &DequeueFilter::types(&["build"]),
+                &format!("sleeper{i}"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .map(|l| l.job.id)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let jobs: Vec<NewJob> = (0..N).map(|_| job("build")).collect();
+    for j in &jobs {
+        q.enqueue(std::slice::from_ref(j)).await.unwrap();
+    }
+    let mut got = HashSet::new();
+    for s in sleepers {
+        let id = tokio::time::timeout(Duration::from_secs(30), s)
+            .await
+            .expect("a sleeper was never woken")
+            .unwrap()
+            .expect("woken without a job");
+        assert!(got.insert(id));
+    }
+    assert_eq!(got, jobs.iter().map(|j| j.id).collect::<HashSet<_>>());
 }
 
 async fn dequeue_honours_types_arches_channels_and_priority(q: Arc<dyn JobQueue>) {

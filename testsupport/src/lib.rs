@@ -101,6 +101,15 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// URL of a database over the cluster's unix socket.
+    pub fn socket_url(&self, name: &str) -> String {
+        format!(
+            "postgres://postgres@localhost/{name}?host={}&port={}",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     /// Creates a new empty database and returns its URL.
     pub fn create_database(&self) -> Result<String> {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
