@@ -1,0 +1,139 @@
+//! Requests and solutions: the public face of the resolver.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DepsolveError;
+use crate::index::PackageIndex;
+use crate::resolve::Marker;
+
+/// What to install.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Request {
+    /// Package names, in the order apt would be given them.
+    pub packages: Vec<String>,
+    /// Add every `Essential: yes` and `Priority: required` package (a base image).
+    #[serde(default)]
+    pub essential: bool,
+    /// Follow Recommends (apt's default; off here, as for image builds).
+    #[serde(default)]
+    pub recommends: bool,
+}
+
+/// One package of a solution, ready to become a manifest source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolvedPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The exact package set, sorted by name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Solution {
+    pub packages: Vec<SolvedPackage>,
+}
+
+/// Names of the packages a base image needs: `Essential: yes` or
+/// `Priority: required` in their candidate version, sorted by name.
+pub fn essential_names(index: &PackageIndex) -> Vec<String> {
+    let mut out: Vec<String> = (0..index.name_count() as u32)
+        .filter_map(|i| index.candidate(crate::index::NameId(i)))
+        .map(|c| index.package(c))
+        .filter(|p| p.essential || p.priority == 1)
+        .map(|p| index.name(p.name).to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The full, ordered list of names a request installs: the base set first
+/// (when asked), then the requested names, without repeats.
+pub fn request_names(index: &PackageIndex, req: &Request) -> Vec<String> {
+    let mut names = if req.essential {
+        essential_names(index)
+    } else {
+        Vec::new()
+    };
+    for n in &req.packages {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names
+}
+
+/// Solves a request against an index. CPU-bound and quick (milliseconds);
+/// call it from async code directly or through `spawn_blocking` for big sets.
+pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveError> {
+    let names = request_names(index, req);
+    let mut marker = Marker::new(index, req.recommends);
+    let mut problems = Vec::new();
+    let mut ids = Vec::new();
+    for n in &names {
+        let id = match index.lookup(n) {
+            Some(id) if index.candidate(id).is_some() => id,
+            Some(id) if !index.providers(id).is_empty() => {
+                // A virtual name: apt accepts it only with a single provider.
+                let mut owners: Vec<_> = index
+                    .providers(id)
+                    .iter()
+                    .map(|&(p, _)| index.package(p).name)
+                    .collect();
+                owners.sort();
+                owners.dedup();
+                if owners.len() == 1 {
+                    owners[0]
+                } else {
+                    let list: Vec<&str> = owners.iter().map(|&o| index.name(o)).collect();
+                    problems.push(format!(
+                        "{n} is a virtual package provided by {}; request one of them",
+                        list.join(", ")
+                    ));
+                    continue;
+                }
+            }
+            _ => {
+                problems.push(format!("package {n} is not available in any repository"));
+                continue;
+            }
+        };
+        if marker.request(id) {
+            ids.push(id);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(DepsolveError::Unsolvable { problems });
+    }
+    let mut ok = true;
+    for &id in &ids {
+        ok &= marker.install_requested(id);
+    }
+    let mut problems = marker.check();
+    if !ok || !problems.is_empty() {
+        for f in marker.failures.drain(..) {
+            if !problems.contains(&f) {
+                problems.push(f);
+            }
+        }
+        return Err(DepsolveError::Unsolvable { problems });
+    }
+    let mut packages: Vec<SolvedPackage> = marker
+        .installed()
+        .map(|i| {
+            let p = index.package(i);
+            SolvedPackage {
+                name: index.name(p.name).to_string(),
+                version: p.version.to_string(),
+                arch: p.arch.to_string(),
+                url: index.url(p),
+                sha256: p.sha256.to_string(),
+                size: p.size,
+            }
+        })
+        .collect();
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Solution { packages })
+}
