@@ -7,11 +7,17 @@
 pub mod compression;
 pub mod control;
 pub mod error;
+pub mod fetch;
 pub mod index;
+pub mod release;
+pub mod repo;
 mod resolve;
 pub mod solve;
+pub mod source;
 pub mod version;
 
 pub use error::DepsolveError;
 pub use index::{IndexSource, Package, PackageIndex};
+pub use repo::{RepoConfig, RepoSet};
 pub use solve::{essential_names, request_names, solve, Request, Solution, SolvedPackage};
+pub use source::{Source, SourceKind};

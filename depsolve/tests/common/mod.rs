@@ -130,3 +130,6 @@ pub fn apt_simulate(names: &[String], recommends: bool) -> BTreeMap<String, Stri
         })
         .collect()
 }
+
+pub mod deb_repo;
+pub mod http;
