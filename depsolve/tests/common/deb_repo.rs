@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A real Debian repository built in test setup: packages fetched with
 //! `apt-get download`, indexed with `apt-ftparchive`, signed with a
 //! throwaway key from `gpg --quick-gen-key` in a temporary GNUPGHOME.
