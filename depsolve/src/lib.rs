@@ -21,3 +21,6 @@ pub use index::{IndexSource, Package, PackageIndex};
 pub use repo::{RepoConfig, RepoSet};
 pub use solve::{essential_names, request_names, solve, Request, Solution, SolvedPackage};
 pub use source::{Source, SourceKind};
+
+#[cfg(test)]
+mod resolve_tests;

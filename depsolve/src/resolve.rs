@@ -204,12 +204,7 @@ impl<'a> Marker<'a> {
                 self.dep_satisfied_by_installed(d, None) || !self.candidates_for(d, None).is_empty()
             });
             if !ok {
-                self.failures.push(format!(
-                    "{} ({}) depends on {}, which no available package provides",
-                    self.idx.name(name),
-                    p.version,
-                    self.idx.group_string(group)
-                ));
+                self.failures.push(self.explain_group(name, p, group));
                 let s = self.st_mut(name);
                 if !s.protected {
                     s.candidate = None;

@@ -111,14 +111,27 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
     for &id in &ids {
         ok &= marker.install_requested(id);
     }
-    let mut problems = marker.check();
+    let problems = marker.check();
     if !ok || !problems.is_empty() {
-        for f in marker.failures.drain(..) {
-            if !problems.contains(&f) {
-                problems.push(f);
+        // Reasons collected while marking read top-down (requested package
+        // first); the final check only adds what they do not already say.
+        let mut out: Vec<String> = Vec::new();
+        for f in marker.failures.drain(..).rev() {
+            if !out.contains(&f) {
+                out.push(f);
             }
         }
-        return Err(DepsolveError::Unsolvable { problems });
+        if out.is_empty() {
+            out = problems;
+        } else {
+            out.extend(
+                problems
+                    .into_iter()
+                    .filter(|p| !p.ends_with("which is not satisfied")),
+            );
+            out.dedup();
+        }
+        return Err(DepsolveError::Unsolvable { problems: out });
     }
     let mut packages: Vec<SolvedPackage> = marker
         .installed()
