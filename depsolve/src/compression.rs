@@ -1,4 +1,4 @@
-//! Decompression of repository indexes, chosen by magic bytes so a file
+//! Decompression of repository indexes (xz, gzip, zstd, lz4), chosen by magic bytes so a file
 //! is read correctly whatever it is called (`Packages.xz`, apt's `.lz4`).
 
 use std::io::Read;
@@ -29,6 +29,8 @@ pub fn decompress_to_string(file: &str, data: &[u8]) -> Result<String, DepsolveE
             .read_to_end(&mut out)
             .map_err(|e| err(format!("lz4: {e}")))?;
         out
+    } else if data.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        zstd::stream::decode_all(data).map_err(|e| err(format!("zstd: {e}")))?
     } else {
         data.to_vec()
     };
@@ -52,7 +54,8 @@ mod tests {
         let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
         lz.write_all(text.as_bytes()).unwrap();
         let lz = lz.finish().unwrap();
-        for data in [gz, xz, lz, text.clone().into_bytes()] {
+        let zst = zstd::stream::encode_all(text.as_bytes(), 3).unwrap();
+        for data in [gz, xz, lz, zst, text.clone().into_bytes()] {
             assert_eq!(decompress_to_string("f", &data).unwrap(), text);
         }
     }

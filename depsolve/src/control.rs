@@ -162,6 +162,17 @@ impl Relation {
         }
     }
 
+    /// The same relation in RPM's notation.
+    pub fn as_rpm_str(self) -> &'static str {
+        match self {
+            Relation::Less => "<",
+            Relation::LessEq => "<=",
+            Relation::Eq => "=",
+            Relation::GreaterEq => ">=",
+            Relation::Greater => ">",
+        }
+    }
+
     /// Whether `ordering` (candidate compared to the wanted version) satisfies it.
     pub fn accepts(self, ordering: std::cmp::Ordering) -> bool {
         use std::cmp::Ordering::*;

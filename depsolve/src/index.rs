@@ -40,6 +40,20 @@ pub struct Provide {
     pub version: Option<Box<str>>,
 }
 
+/// A dependency that applies only while another is met (RPM `(A if B)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conditional {
+    pub when: Dependency,
+    pub then: Box<[Dependency]>,
+}
+
+/// Which distribution family's version ordering and rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Deb,
+    Rpm,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MultiArch {
     No,
@@ -66,6 +80,10 @@ pub struct Package {
     pub recommends: Box<[Box<[Dependency]>]>,
     pub conflicts: Box<[Dependency]>,
     pub breaks: Box<[Dependency]>,
+    /// RPM Obsoletes: like Conflicts, but only against package names.
+    pub obsoletes: Box<[Dependency]>,
+    /// RPM `(A if B)` rich dependencies.
+    pub conditional: Box<[Conditional]>,
     pub provides: Box<[Provide]>,
     pub filename: Box<str>,
     pub size: u64,
@@ -86,6 +104,7 @@ pub struct IndexSource {
 /// All packages of a set of repositories for one architecture.
 #[derive(Debug)]
 pub struct PackageIndex {
+    family: Family,
     arch: String,
     names: Vec<Box<str>>,
     name_ids: HashMap<Box<str>, NameId>,
@@ -106,11 +125,7 @@ impl PackageIndex {
             .iter()
             .map(|s| control::parse_stanzas(&s.text))
             .collect();
-        let mut b = Builder {
-            arch,
-            names: Vec::new(),
-            name_ids: HashMap::new(),
-        };
+        let mut b = Builder::new(arch);
         let mut packages = Vec::new();
         let mut seen: HashMap<(NameId, Box<str>), ()> = HashMap::new();
         for (repo, (source, stanzas)) in sources.iter().zip(&parsed).enumerate() {
@@ -136,6 +151,18 @@ impl PackageIndex {
                 packages.push(pkg);
             }
         }
+        let repos = sources.iter().map(|s| s.base_url.clone()).collect();
+        Ok(Self::finish(Family::Deb, arch, b, packages, repos))
+    }
+
+    /// Computes the per-name tables once all packages are known.
+    pub(crate) fn finish(
+        family: Family,
+        arch: &str,
+        b: Builder<'_>,
+        packages: Vec<Package>,
+        repositories: Vec<String>,
+    ) -> Arc<PackageIndex> {
         let n = b.names.len();
         let mut versions = vec![Vec::new(); n];
         let mut providers = vec![Vec::new(); n];
@@ -149,7 +176,8 @@ impl PackageIndex {
             .iter()
             .map(|vs| {
                 vs.iter().copied().reduce(|best, v| {
-                    let ord = version::compare(
+                    let ord = family_compare(
+                        family,
                         &packages[v as usize].version,
                         &packages[best as usize].version,
                     );
@@ -161,7 +189,8 @@ impl PackageIndex {
                 })
             })
             .collect();
-        Ok(Arc::new(PackageIndex {
+        Arc::new(PackageIndex {
+            family,
             arch: arch.to_string(),
             names: b.names,
             name_ids: b.name_ids,
@@ -169,8 +198,17 @@ impl PackageIndex {
             versions,
             providers,
             candidates,
-            repositories: sources.iter().map(|s| s.base_url.clone()).collect(),
-        }))
+            repositories,
+        })
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Orders two versions with the family's rules.
+    pub fn compare_versions(&self, a: &str, b: &str) -> std::cmp::Ordering {
+        family_compare(self.family, a, b)
     }
 
     pub fn arch(&self) -> &str {
@@ -221,20 +259,21 @@ impl PackageIndex {
         }
         match &dep.constraint {
             None => true,
-            Some((rel, v)) => rel.accepts(version::compare(&p.version, v)),
+            Some((rel, v)) => rel.accepts(self.compare_versions(&p.version, v)),
         }
     }
 
     /// Whether provide `pr` of a package satisfies `dep`. Unversioned
-    /// provides never satisfy versioned dependencies (Policy §7.5).
+    /// provides never satisfy versioned dependencies in Debian (Policy
+    /// §7.5); in RPM they satisfy any version.
     pub fn provide_satisfies(&self, pr: &Provide, dep: &Dependency) -> bool {
         if pr.name != dep.name || dep.arch != ArchQualifier::Native {
             return false;
         }
         match (&dep.constraint, &pr.version) {
             (None, _) => true,
-            (Some(_), None) => false,
-            (Some((rel, want)), Some(have)) => rel.accepts(version::compare(have, want)),
+            (Some(_), None) => self.family == Family::Rpm,
+            (Some((rel, want)), Some(have)) => rel.accepts(self.compare_versions(have, want)),
         }
     }
 
@@ -247,7 +286,11 @@ impl PackageIndex {
             ArchQualifier::Native => {}
         }
         if let Some((rel, v)) = &d.constraint {
-            s.push_str(&format!(" ({} {v})", rel.as_str()));
+            let op = match self.family {
+                Family::Deb => rel.as_str(),
+                Family::Rpm => rel.as_rpm_str(),
+            };
+            s.push_str(&format!(" ({op} {v})"));
         }
         s
     }
@@ -260,14 +303,30 @@ impl PackageIndex {
     }
 }
 
-struct Builder<'x> {
-    arch: &'x str,
+pub(crate) fn family_compare(family: Family, a: &str, b: &str) -> std::cmp::Ordering {
+    match family {
+        Family::Deb => version::compare(a, b),
+        Family::Rpm => crate::rpmversion::compare_evr(a, b),
+    }
+}
+
+/// Interns names in first-seen order while packages are added.
+pub(crate) struct Builder<'x> {
+    pub(crate) arch: &'x str,
     names: Vec<Box<str>>,
     name_ids: HashMap<Box<str>, NameId>,
 }
 
-impl Builder<'_> {
-    fn intern(&mut self, name: &str) -> NameId {
+impl<'x> Builder<'x> {
+    pub(crate) fn new(arch: &'x str) -> Self {
+        Builder {
+            arch,
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn intern(&mut self, name: &str) -> NameId {
         if let Some(&id) = self.name_ids.get(name) {
             return id;
         }
@@ -338,6 +397,8 @@ impl Builder<'_> {
             recommends,
             conflicts,
             breaks,
+            obsoletes: Box::new([]),
+            conditional: Box::new([]),
             provides,
             filename: st.filename.into(),
             size,

@@ -12,6 +12,8 @@ pub mod index;
 pub mod release;
 pub mod repo;
 mod resolve;
+pub mod rpm;
+pub mod rpmversion;
 pub mod solve;
 pub mod source;
 pub mod version;

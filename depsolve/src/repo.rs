@@ -10,6 +10,7 @@ use crate::error::DepsolveError;
 use crate::fetch::{sha256_hex, Fetcher};
 use crate::index::{IndexSource, PackageIndex};
 use crate::release::{self, Release};
+use crate::rpm;
 use crate::solve::{self, Request, Solution, SolvedPackage};
 use crate::source::{Source, SourceKind};
 
@@ -150,15 +151,17 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex>, DepsolveError> {
     let mut files = Vec::new();
+    let kind = config.sources.first().map_or(SourceKind::Deb, |s| s.kind);
     for source in &config.sources {
+        if source.kind != kind {
+            return Err(DepsolveError::BadSource {
+                line: source.url.clone(),
+                detail: "deb and rpm sources cannot be mixed in one repository set".into(),
+            });
+        }
         match source.kind {
             SourceKind::Deb => files.extend(fetch_deb(fetcher, source, config).await?),
-            SourceKind::Rpm => {
-                return Err(DepsolveError::BadSource {
-                    line: format!("rpm {}", source.url),
-                    detail: "rpm repositories are not supported yet".into(),
-                })
-            }
+            SourceKind::Rpm => files.push(fetch_rpm(fetcher, source).await?),
         }
     }
     let arch = config.arch.clone();
@@ -174,6 +177,17 @@ async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex
                 })
             })
             .collect::<Result<Vec<_>, DepsolveError>>()?;
+        if kind == SourceKind::Rpm {
+            let sources: Vec<rpm::RpmSource> = sources
+                .into_iter()
+                .map(|s| rpm::RpmSource {
+                    base_url: s.base_url,
+                    label: s.label,
+                    xml: s.text,
+                })
+                .collect();
+            return rpm::build_index(&arch, &sources);
+        }
         PackageIndex::build(&arch, &sources)
     })
     .await
@@ -275,6 +289,60 @@ async fn fetch_deb(
         }
     }
     Ok(out)
+}
+
+/// Fetches `repomd.xml` (verified against `repomd.xml.asc` when the source
+/// has `signed-by=`) and the primary.xml it lists, checksum checked.
+async fn fetch_rpm(fetcher: &Fetcher, source: &Source) -> Result<Downloaded, DepsolveError> {
+    let repomd_url = format!("{}/repodata/repomd.xml", source.url);
+    let data = fetcher
+        .get(&repomd_url)
+        .await?
+        .ok_or_else(|| DepsolveError::Fetch {
+            url: repomd_url.clone(),
+            detail: "not found".into(),
+        })?;
+    if let (Some(keyring), false) = (&source.signed_by, source.trusted) {
+        let sig_url = format!("{repomd_url}.asc");
+        let sig = fetcher
+            .get(&sig_url)
+            .await?
+            .ok_or_else(|| DepsolveError::Signature {
+                file: repomd_url.clone(),
+                detail: format!("{sig_url} is missing"),
+            })?;
+        release::verify_detached(&repomd_url, &data, &sig, keyring).await?;
+    }
+    let text = String::from_utf8_lossy(&data);
+    let primary = rpm::parse_repomd(&repomd_url, &text)?;
+    let url = format!("{}/{}", source.url, primary.href);
+    let data = fetcher
+        .get(&url)
+        .await?
+        .ok_or_else(|| DepsolveError::Fetch {
+            url: url.clone(),
+            detail: "listed in repomd.xml but not found".into(),
+        })?;
+    if let Some(size) = primary.size.filter(|&s| s != data.len() as u64) {
+        return Err(DepsolveError::Size {
+            file: url,
+            expected: size,
+            actual: data.len() as u64,
+        });
+    }
+    let actual = sha256_hex(&data);
+    if actual != primary.sha256 {
+        return Err(DepsolveError::Checksum {
+            file: url,
+            expected: primary.sha256,
+            actual,
+        });
+    }
+    Ok(Downloaded {
+        base_url: source.url.clone(),
+        label: url,
+        data,
+    })
 }
 
 #[cfg(test)]

@@ -248,6 +248,14 @@ impl<'a> Marker<'a> {
                 to_install.push(g);
             }
         }
+        // RPM `(A if B)`: A is needed once B is there.
+        for c in p.conditional.iter() {
+            if self.dep_satisfied_by_installed(&c.when, None)
+                && !self.satisfied_by_installed(&c.then)
+            {
+                to_install.push(&c.then);
+            }
+        }
         for g in recommends.iter() {
             if was_protected || !self.satisfied_by_installed(g) {
                 to_install.push(g);
@@ -258,8 +266,17 @@ impl<'a> Marker<'a> {
         // the other side unless it is protected; against candidates of a
         // protected package it discards those candidates.
         let mut failed = false;
-        for d in p.conflicts.iter().chain(p.breaks.iter()) {
-            for q in self.candidates_for(d, Some(name)) {
+        let negative = p
+            .conflicts
+            .iter()
+            .chain(p.breaks.iter())
+            .map(|d| (d, false));
+        for (d, real_only) in negative.chain(p.obsoletes.iter().map(|d| (d, true))) {
+            let mut matches = self.candidates_for(d, Some(name));
+            if real_only {
+                matches.retain(|&q| self.pkg(q).name == d.name);
+            }
+            for q in matches {
                 let qn = self.pkg(q).name;
                 let qs = *self.st(qn);
                 if qs.install.is_some() {
@@ -385,6 +402,43 @@ impl<'a> Marker<'a> {
         )
     }
 
+    /// Installs what `(A if B)` dependencies need once B was added after
+    /// the package holding them; repeats until nothing changes.
+    pub(crate) fn settle_conditionals(&mut self) {
+        for _ in 0..64 {
+            let mut pending = Vec::new();
+            for s in &self.state {
+                let Some(i) = s.install else { continue };
+                let p = self.pkg(i);
+                for c in p.conditional.iter() {
+                    if self.dep_satisfied_by_installed(&c.when, None)
+                        && !self.satisfied_by_installed(&c.then)
+                    {
+                        pending.push((p.name, &*c.then));
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return;
+            }
+            for (owner, group) in pending {
+                if self.satisfied_by_installed(group) {
+                    continue;
+                }
+                let found = self.solutions(group).into_iter().any(|q| {
+                    let qn = self.pkg(q).name;
+                    self.mark_install(qn, true, false)
+                });
+                if !found {
+                    let p = self.pkg(self.st(owner).install.unwrap_or_default());
+                    let msg = self.explain_group(owner, p, group);
+                    self.failures.push(msg);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Problems of the marked set: unmet dependencies and conflicts.
     pub(crate) fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -399,6 +453,32 @@ impl<'a> Marker<'a> {
                         p.version,
                         self.idx.group_string(g)
                     ));
+                }
+            }
+            for c in p.conditional.iter() {
+                if self.dep_satisfied_by_installed(&c.when, None)
+                    && !self.satisfied_by_installed(&c.then)
+                {
+                    problems.push(format!(
+                        "{pname} ({}) requires {} when {} is installed, which is not satisfied",
+                        p.version,
+                        self.idx.group_string(&c.then),
+                        self.idx.dep_string(&c.when)
+                    ));
+                }
+            }
+            for d in p.obsoletes.iter() {
+                if d.name != p.name {
+                    if let Some(q) = self.st(d.name).install {
+                        if self.idx.satisfies_directly(self.pkg(q), d) {
+                            problems.push(format!(
+                                "{pname} ({}) obsoletes {} ({}), which is also to be installed",
+                                p.version,
+                                self.idx.name(d.name),
+                                self.pkg(q).version
+                            ));
+                        }
+                    }
                 }
             }
             for (kind, list) in [("conflicts with", &p.conflicts), ("breaks", &p.breaks)] {

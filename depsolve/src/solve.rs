@@ -111,6 +111,7 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
     for &id in &ids {
         ok &= marker.install_requested(id);
     }
+    marker.settle_conditionals();
     let problems = marker.check();
     if !ok || !problems.is_empty() {
         // Reasons collected while marking read top-down (requested package

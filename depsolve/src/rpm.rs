@@ -1,0 +1,609 @@
+//! RPM repositories: `repomd.xml` and `primary.xml`, turned into the same
+//! [`PackageIndex`] model as Debian indexes. Rich dependencies are
+//! supported for `and`, `or` and `if` (`A if B` becomes a conditional).
+
+use std::sync::Arc;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use crate::control::Relation;
+use crate::error::DepsolveError;
+use crate::index::{
+    ArchQualifier, Builder, Conditional, Dependency, Family, MultiArch, Package, PackageIndex,
+    Provide,
+};
+use crate::rpmversion::format_evr;
+
+/// RPM's name for a Debian architecture (`amd64` -> `x86_64`).
+pub fn rpm_arch(arch: &str) -> &str {
+    match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "i386" => "i686",
+        "ppc64el" => "ppc64le",
+        other => other,
+    }
+}
+
+/// Location and checksum of `primary.xml` as listed in `repomd.xml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryRef {
+    pub href: String,
+    pub sha256: String,
+    pub size: Option<u64>,
+}
+
+fn xml_err(file: &str, e: impl std::fmt::Display) -> DepsolveError {
+    DepsolveError::BadRelease {
+        file: file.to_string(),
+        detail: format!("XML: {e}"),
+    }
+}
+
+fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
+    e.try_get_attribute(name)
+        .ok()
+        .flatten()
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+/// Reads the primary entry of `repomd.xml`.
+pub fn parse_repomd(file: &str, xml: &str) -> Result<PrimaryRef, DepsolveError> {
+    let mut reader = Reader::from_str(xml);
+    reader.config_mut().trim_text(true);
+    let (mut in_primary, mut in_checksum) = (false, false);
+    let (mut href, mut sha, mut size, mut in_size) = (None, None, None, false);
+    let mut checksum_type = String::new();
+    loop {
+        match reader.read_event().map_err(|e| xml_err(file, e))? {
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"data" => {
+                in_primary = attr(&e, "type").as_deref() == Some("primary");
+            }
+            Event::Start(e) if in_primary && e.name().as_ref() == b"checksum" => {
+                in_checksum = true;
+                checksum_type = attr(&e, "type").unwrap_or_default();
+            }
+            Event::Start(e) if in_primary && e.name().as_ref() == b"size" => in_size = true,
+            Event::Start(e) | Event::Empty(e) if in_primary && e.name().as_ref() == b"location" => {
+                href = attr(&e, "href");
+            }
+            Event::Text(t) if in_checksum || in_size => {
+                let text = t
+                    .unescape()
+                    .map_err(|e| xml_err(file, e))?
+                    .trim()
+                    .to_string();
+                if in_checksum {
+                    sha = Some(text);
+                } else {
+                    size = text.parse().ok();
+                }
+            }
+            Event::End(e) => match e.name().as_ref() {
+                b"checksum" => in_checksum = false,
+                b"size" => in_size = false,
+                b"data" => in_primary = false,
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let bad = |detail: &str| DepsolveError::BadRelease {
+        file: file.to_string(),
+        detail: detail.to_string(),
+    };
+    if !checksum_type.is_empty() && checksum_type != "sha256" {
+        return Err(bad(&format!(
+            "primary checksum is {checksum_type}, only sha256 is accepted"
+        )));
+    }
+    Ok(PrimaryRef {
+        href: href.ok_or_else(|| bad("no primary location"))?,
+        sha256: sha
+            .ok_or_else(|| bad("no primary checksum"))?
+            .to_ascii_lowercase(),
+        size,
+    })
+}
+
+/// A dependency entry (`<rpm:entry name flags epoch ver rel/>`).
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    name: String,
+    flags: Option<String>,
+    epoch: Option<String>,
+    ver: Option<String>,
+    rel: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct RawRpm {
+    name: String,
+    arch: String,
+    epoch: Option<String>,
+    ver: String,
+    rel: Option<String>,
+    sha256: String,
+    size: u64,
+    href: String,
+    provides: Vec<Entry>,
+    requires: Vec<Entry>,
+    conflicts: Vec<Entry>,
+    obsoletes: Vec<Entry>,
+    recommends: Vec<Entry>,
+    files: Vec<String>,
+}
+
+fn parse_primary(file: &str, xml: &str) -> Result<Vec<RawRpm>, DepsolveError> {
+    let mut reader = Reader::from_str(xml);
+    reader.config_mut().trim_text(true);
+    let mut out = Vec::new();
+    let mut cur: Option<RawRpm> = None;
+    let mut text_target: Option<&'static str> = None;
+    let mut list: Option<&'static str> = None;
+    let mut checksum_is_sha256 = false;
+    loop {
+        let ev = reader.read_event().map_err(|e| xml_err(file, e))?;
+        match ev {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = e.name();
+                let Some(p) = cur.as_mut() else {
+                    if name.as_ref() == b"package" {
+                        cur = Some(RawRpm::default());
+                    }
+                    continue;
+                };
+                match name.as_ref() {
+                    b"name" => text_target = Some("name"),
+                    b"arch" => text_target = Some("arch"),
+                    b"file" => text_target = Some("file"),
+                    b"checksum" => {
+                        checksum_is_sha256 = attr(&e, "type").as_deref() == Some("sha256");
+                        text_target = Some("checksum");
+                    }
+                    b"version" => {
+                        p.epoch = attr(&e, "epoch");
+                        p.ver = attr(&e, "ver").unwrap_or_default();
+                        p.rel = attr(&e, "rel");
+                    }
+                    b"size" => {
+                        p.size = attr(&e, "package")
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0)
+                    }
+                    b"location" => p.href = attr(&e, "href").unwrap_or_default(),
+                    b"rpm:provides" => list = Some("provides"),
+                    b"rpm:requires" => list = Some("requires"),
+                    b"rpm:conflicts" => list = Some("conflicts"),
+                    b"rpm:obsoletes" => list = Some("obsoletes"),
+                    b"rpm:recommends" => list = Some("recommends"),
+                    b"rpm:entry" => {
+                        let entry = Entry {
+                            name: attr(&e, "name").unwrap_or_default(),
+                            flags: attr(&e, "flags"),
+                            epoch: attr(&e, "epoch"),
+                            ver: attr(&e, "ver"),
+                            rel: attr(&e, "rel"),
+                        };
+                        match list {
+                            Some("provides") => p.provides.push(entry),
+                            Some("requires") => p.requires.push(entry),
+                            Some("conflicts") => p.conflicts.push(entry),
+                            Some("obsoletes") => p.obsoletes.push(entry),
+                            Some("recommends") => p.recommends.push(entry),
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Text(t) => {
+                if let (Some(target), Some(p)) = (text_target, cur.as_mut()) {
+                    let v = t.unescape().map_err(|e| xml_err(file, e))?.into_owned();
+                    match target {
+                        "name" => p.name = v,
+                        "arch" => p.arch = v,
+                        "file" => p.files.push(v),
+                        "checksum" if checksum_is_sha256 => p.sha256 = v.to_ascii_lowercase(),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(e) => {
+                text_target = None;
+                match e.name().as_ref() {
+                    b"package" => out.extend(cur.take()),
+                    b"rpm:provides" | b"rpm:requires" | b"rpm:conflicts" | b"rpm:obsoletes"
+                    | b"rpm:recommends" => list = None,
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// One parsed `primary.xml` and the repository URL its hrefs are under.
+pub struct RpmSource {
+    pub base_url: String,
+    pub label: String,
+    pub xml: String,
+}
+
+/// Builds an index from primary.xml files (arch: Debian or RPM name).
+pub fn build_index(arch: &str, sources: &[RpmSource]) -> Result<Arc<PackageIndex>, DepsolveError> {
+    let arch = rpm_arch(arch);
+    let mut b = Builder::new(arch);
+    let mut packages = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (repo, src) in sources.iter().enumerate() {
+        for raw in parse_primary(&src.label, &src.xml)? {
+            let name = b.intern(&raw.name);
+            if raw.arch != arch && raw.arch != "noarch" {
+                continue;
+            }
+            let bad = |detail: String| DepsolveError::BadIndex {
+                file: src.label.clone(),
+                package: raw.name.clone(),
+                detail,
+            };
+            let pkg = convert(&mut b, name, &raw, repo as u16).map_err(bad)?;
+            if seen.insert((name, pkg.version.clone())) {
+                packages.push(pkg);
+            }
+        }
+    }
+    let repos = sources.iter().map(|s| s.base_url.clone()).collect();
+    Ok(PackageIndex::finish(Family::Rpm, arch, b, packages, repos))
+}
+
+fn relation(flags: &str) -> Result<Relation, String> {
+    Ok(match flags {
+        "EQ" => Relation::Eq,
+        "LT" => Relation::Less,
+        "LE" => Relation::LessEq,
+        "GT" => Relation::Greater,
+        "GE" => Relation::GreaterEq,
+        other => return Err(format!("unknown flags '{other}'")),
+    })
+}
+
+fn atom(
+    b: &mut Builder<'_>,
+    name: &str,
+    flags: Option<&str>,
+    evr: Option<String>,
+) -> Result<Dependency, String> {
+    let constraint = match (flags, evr) {
+        (Some(f), Some(v)) => Some((relation(f)?, v.into_boxed_str())),
+        _ => None,
+    };
+    Ok(Dependency {
+        name: b.intern(name),
+        arch: ArchQualifier::Native,
+        constraint,
+    })
+}
+
+fn entry_evr(e: &Entry) -> Option<String> {
+    e.ver
+        .as_deref()
+        .map(|v| format_evr(e.epoch.as_deref(), v, e.rel.as_deref()))
+}
+
+type Groups = Vec<Box<[Dependency]>>;
+
+fn convert(
+    b: &mut Builder<'_>,
+    name: crate::index::NameId,
+    raw: &RawRpm,
+    repo: u16,
+) -> Result<Package, String> {
+    let mut depends: Groups = Vec::new();
+    let mut conditional = Vec::new();
+    for e in &raw.requires {
+        // rpmlib() capabilities are provided by rpm itself.
+        if e.name.starts_with("rpmlib(") {
+            continue;
+        }
+        add_requirement(b, e, &mut depends, &mut conditional)?;
+    }
+    let mut recommends: Groups = Vec::new();
+    let mut rec_cond = Vec::new();
+    for e in &raw.recommends {
+        add_requirement(b, e, &mut recommends, &mut rec_cond)?;
+    }
+    let flat = |b: &mut Builder<'_>, list: &[Entry]| -> Result<Box<[Dependency]>, String> {
+        list.iter()
+            .map(|e| atom(b, &e.name, e.flags.as_deref(), entry_evr(e)))
+            .collect()
+    };
+    let conflicts = flat(b, &raw.conflicts)?;
+    let obsoletes = flat(b, &raw.obsoletes)?;
+    let mut provides: Vec<Provide> = raw
+        .provides
+        .iter()
+        .map(|e| Provide {
+            name: b.intern(&e.name),
+            version: match e.flags.as_deref() {
+                Some("EQ") => entry_evr(e).map(String::into_boxed_str),
+                _ => None,
+            },
+        })
+        .collect();
+    provides.extend(raw.files.iter().map(|f| Provide {
+        name: b.intern(f),
+        version: None,
+    }));
+    if raw.ver.is_empty() {
+        return Err("missing version".into());
+    }
+    Ok(Package {
+        name,
+        version: format_evr(raw.epoch.as_deref(), &raw.ver, raw.rel.as_deref()).into(),
+        arch: raw.arch.as_str().into(),
+        multi_arch: MultiArch::No,
+        essential: false,
+        important: false,
+        priority: 0,
+        pre_depends: Box::new([]),
+        depends: depends.into(),
+        recommends: recommends.into(),
+        conflicts,
+        breaks: Box::new([]),
+        obsoletes,
+        conditional: conditional.into(),
+        provides: provides.into(),
+        filename: raw.href.as_str().into(),
+        size: raw.size,
+        sha256: raw.sha256.as_str().into(),
+        repository: repo,
+    })
+}
+
+fn add_requirement(
+    b: &mut Builder<'_>,
+    e: &Entry,
+    groups: &mut Groups,
+    conditional: &mut Vec<Conditional>,
+) -> Result<(), String> {
+    if !e.name.starts_with('(') {
+        groups.push(Box::new([atom(
+            b,
+            &e.name,
+            e.flags.as_deref(),
+            entry_evr(e),
+        )?]));
+        return Ok(());
+    }
+    let tokens = tokenize(&e.name);
+    let mut pos = 0;
+    let expr = parse_rich(&tokens, &mut pos)
+        .ok_or_else(|| format!("cannot parse rich dependency '{}'", e.name))?;
+    if pos != tokens.len() {
+        return Err(format!("trailing text in rich dependency '{}'", e.name));
+    }
+    let (mut g, mut c) = (Vec::new(), Vec::new());
+    if lower(b, &expr, &mut g, &mut c).is_ok() {
+        groups.extend(g);
+        conditional.extend(c);
+    } else {
+        // `with`, `unless`, `else`...: kept as a requirement nothing
+        // provides, so only packages that need it fail, with its text.
+        groups.push(Box::new([atom(b, &e.name, None, None)?]));
+    }
+    Ok(())
+}
+
+/// Rich dependency syntax tree.
+enum Rich {
+    Atom(String, Option<(String, String)>),
+    Op(String, Vec<Rich>),
+}
+
+fn tokenize(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            '(' | ')' => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                out.push(c.to_string());
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+const OPS: &[&str] = &["and", "or", "if", "else", "unless", "with", "without"];
+
+/// `( term (op term)* )` where all ops of one level are the same.
+fn parse_rich(t: &[String], pos: &mut usize) -> Option<Rich> {
+    if t.get(*pos)? != "(" {
+        return None;
+    }
+    *pos += 1;
+    let mut terms = vec![parse_term(t, pos)?];
+    let mut op: Option<String> = None;
+    while t.get(*pos)? != ")" {
+        let o = t.get(*pos)?.clone();
+        if !OPS.contains(&o.as_str()) || op.as_ref().is_some_and(|p| *p != o) {
+            return None;
+        }
+        op = Some(o);
+        *pos += 1;
+        terms.push(parse_term(t, pos)?);
+    }
+    *pos += 1;
+    Some(match op {
+        None => terms.pop()?,
+        Some(o) => Rich::Op(o, terms),
+    })
+}
+
+fn parse_term(t: &[String], pos: &mut usize) -> Option<Rich> {
+    if t.get(*pos)? == "(" {
+        return parse_rich(t, pos);
+    }
+    let name = t.get(*pos)?.clone();
+    *pos += 1;
+    if let Some(cmp) = t
+        .get(*pos)
+        .filter(|c| matches!(c.as_str(), "<" | "<=" | "=" | ">=" | ">"))
+    {
+        let ver = t.get(*pos + 1)?.clone();
+        let cmp = cmp.clone();
+        *pos += 2;
+        return Some(Rich::Atom(name, Some((cmp, ver))));
+    }
+    Some(Rich::Atom(name, None))
+}
+
+fn rich_atom(
+    b: &mut Builder<'_>,
+    name: &str,
+    c: &Option<(String, String)>,
+) -> Result<Dependency, String> {
+    let flags = c.as_ref().map(|(op, _)| match op.as_str() {
+        "<" => "LT",
+        "<=" => "LE",
+        "=" => "EQ",
+        ">=" => "GE",
+        _ => "GT",
+    });
+    atom(b, name, flags, c.as_ref().map(|(_, v)| v.clone()))
+}
+
+/// An or-group from atoms or nested `or`s.
+fn alternatives(b: &mut Builder<'_>, r: &Rich, out: &mut Vec<Dependency>) -> Result<(), String> {
+    match r {
+        Rich::Atom(n, c) => out.push(rich_atom(b, n, c)?),
+        Rich::Op(op, terms) if op == "or" => {
+            for t in terms {
+                alternatives(b, t, out)?;
+            }
+        }
+        _ => return Err(String::new()),
+    }
+    Ok(())
+}
+
+fn lower(
+    b: &mut Builder<'_>,
+    r: &Rich,
+    groups: &mut Groups,
+    cond: &mut Vec<Conditional>,
+) -> Result<(), String> {
+    match r {
+        Rich::Op(op, terms) if op == "and" => {
+            for t in terms {
+                lower(b, t, groups, cond)?;
+            }
+        }
+        Rich::Op(op, terms) if op == "if" && terms.len() == 2 => {
+            let mut then = Vec::new();
+            alternatives(b, &terms[0], &mut then)?;
+            let Rich::Atom(n, c) = &terms[1] else {
+                return Err(String::new());
+            };
+            cond.push(Conditional {
+                when: rich_atom(b, n, c)?,
+                then: then.into(),
+            });
+        }
+        other => {
+            let mut alts = Vec::new();
+            alternatives(b, other, &mut alts)?;
+            groups.push(alts.into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIMARY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="2">
+<package type="rpm"><name>alpha</name><arch>noarch</arch><version epoch="0" ver="1.0" rel="1"/>
+<checksum type="sha256" pkgid="YES">ABCD</checksum><size package="10" installed="3" archive="256"/>
+<location href="alpha-1.0-1.noarch.rpm"/><format>
+<rpm:provides><rpm:entry name="alpha" flags="EQ" epoch="0" ver="1.0" rel="1"/></rpm:provides>
+<rpm:requires><rpm:entry name="(epsilon if zeta)"/><rpm:entry name="(gamma or (delta and eta))"/>
+<rpm:entry name="((gamma or delta) and beta &gt;= 2)"/><rpm:entry name="rpmlib(CompressedFileNames)" flags="LE" epoch="0" ver="3.0.4" rel="1"/></rpm:requires>
+<rpm:obsoletes><rpm:entry name="old" flags="LT" epoch="0" ver="1.0"/></rpm:obsoletes>
+<file>/usr/bin/alpha</file></format></package>
+</metadata>"#;
+
+    #[test]
+    fn parses_repomd_primary_entry() {
+        let xml = r#"<repomd><data type="other"><location href="o.xml.gz"/></data><data type="primary"><checksum type="sha256">AB12</checksum><location href="repodata/p-primary.xml.zst"/><size>42</size></data></repomd>"#;
+        let r = parse_repomd("repomd.xml", xml).unwrap();
+        assert_eq!(r.href, "repodata/p-primary.xml.zst");
+        assert_eq!(r.sha256, "ab12");
+        assert_eq!(r.size, Some(42));
+    }
+
+    #[test]
+    fn unsupported_rich_dependency_stays_unsatisfiable() {
+        let xml = PRIMARY.replace("(gamma or (delta and eta))", "(gamma with delta)");
+        let idx = build_index(
+            "amd64",
+            &[RpmSource {
+                base_url: "file:///r".into(),
+                label: "primary.xml".into(),
+                xml,
+            }],
+        )
+        .unwrap();
+        let p = idx.package(0);
+        assert!(p
+            .depends
+            .iter()
+            .any(|g| idx.group_string(g) == "(gamma with delta)"));
+        let req = crate::Request {
+            packages: vec!["alpha".into()],
+            ..Default::default()
+        };
+        let err = crate::solve(&idx, &req).unwrap_err().to_string();
+        assert!(err.contains("(gamma with delta) is not available"), "{err}");
+    }
+
+    #[test]
+    fn lowers_rich_dependencies() {
+        let idx = build_index(
+            "amd64",
+            &[RpmSource {
+                base_url: "file:///r".into(),
+                label: "primary.xml".into(),
+                xml: PRIMARY.replace("(gamma or (delta and eta))", "(gamma or delta)"),
+            }],
+        )
+        .unwrap();
+        let p = idx.package(0);
+        assert_eq!(&*p.version, "1.0-1");
+        assert_eq!(idx.arch(), "x86_64");
+        let groups: Vec<String> = p.depends.iter().map(|g| idx.group_string(g)).collect();
+        assert_eq!(groups, ["gamma | delta", "gamma | delta", "beta (>= 2)"]);
+        assert_eq!(p.conditional.len(), 1);
+        assert_eq!(idx.name(p.conditional[0].when.name), "zeta");
+        assert_eq!(idx.dep_string(&p.obsoletes[0]), "old (< 1.0)");
+        assert!(idx.lookup("/usr/bin/alpha").is_some());
+    }
+}
