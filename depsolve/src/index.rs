@@ -115,6 +115,8 @@ pub struct PackageIndex {
     providers: Vec<Vec<(u32, u16)>>,
     /// Per name: the package apt would pick (highest version).
     candidates: Vec<Option<u32>>,
+    /// Names whose candidate is Essential or Priority: required, sorted.
+    essential: Vec<NameId>,
     repositories: Vec<String>,
 }
 
@@ -172,7 +174,7 @@ impl PackageIndex {
                 providers[pr.name.0 as usize].push((i as u32, j as u16));
             }
         }
-        let candidates = versions
+        let candidates: Vec<Option<u32>> = versions
             .iter()
             .map(|vs| {
                 vs.iter().copied().reduce(|best, v| {
@@ -189,7 +191,18 @@ impl PackageIndex {
                 })
             })
             .collect();
+        let mut essential: Vec<NameId> = (0..n)
+            .filter(|&i| {
+                candidates[i].is_some_and(|c: u32| {
+                    let p = &packages[c as usize];
+                    p.essential || (family == Family::Deb && p.priority == 1)
+                })
+            })
+            .map(|i| NameId(i as u32))
+            .collect();
+        essential.sort_by(|x, y| b.names[x.0 as usize].cmp(&b.names[y.0 as usize]));
         Arc::new(PackageIndex {
+            essential,
             family,
             arch: arch.to_string(),
             names: b.names,
@@ -229,6 +242,16 @@ impl PackageIndex {
     pub fn name_count(&self) -> usize {
         self.names.len()
     }
+    /// Names a base system needs (Essential or Priority: required), by name.
+    pub fn essential(&self) -> &[NameId] {
+        &self.essential
+    }
+
+    /// Candidates of all names, indexed by name id.
+    pub fn candidates(&self) -> &[Option<u32>] {
+        &self.candidates
+    }
+
     /// The candidate (newest) package of a name, if it has real packages.
     pub fn candidate(&self, id: NameId) -> Option<u32> {
         self.candidates[id.0 as usize]

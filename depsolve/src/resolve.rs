@@ -48,9 +48,11 @@ pub(crate) struct Marker<'a> {
 
 impl<'a> Marker<'a> {
     pub(crate) fn new(idx: &'a PackageIndex, with_recommends: bool) -> Self {
-        let state = (0..idx.name_count())
-            .map(|i| NameState {
-                candidate: idx.candidate(NameId(i as u32)),
+        let state = idx
+            .candidates()
+            .iter()
+            .map(|&candidate| NameState {
+                candidate,
                 install: None,
                 protected: false,
             })

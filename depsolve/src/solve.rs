@@ -39,14 +39,11 @@ pub struct Solution {
 /// Names of the packages a base image needs: `Essential: yes` or
 /// `Priority: required` in their candidate version, sorted by name.
 pub fn essential_names(index: &PackageIndex) -> Vec<String> {
-    let mut out: Vec<String> = (0..index.name_count() as u32)
-        .filter_map(|i| index.candidate(crate::index::NameId(i)))
-        .map(|c| index.package(c))
-        .filter(|p| p.essential || p.priority == 1)
-        .map(|p| index.name(p.name).to_string())
-        .collect();
-    out.sort();
-    out
+    index
+        .essential()
+        .iter()
+        .map(|&n| index.name(n).to_string())
+        .collect()
 }
 
 /// The full, ordered list of names a request installs: the base set first
