@@ -46,7 +46,12 @@ pub fn bookworm_lists() -> Vec<(&'static str, &'static str, PathBuf)> {
 }
 
 pub fn host_bookworm_index() -> Arc<PackageIndex> {
-    let sources: Vec<IndexSource> = bookworm_lists()
+    PackageIndex::build("amd64", &host_bookworm_sources()).unwrap()
+}
+
+/// The three bookworm Packages texts, decompressed, in apt's order.
+pub fn host_bookworm_sources() -> Vec<IndexSource> {
+    bookworm_lists()
         .into_iter()
         .map(|(_, base, path)| {
             let data = std::fs::read(&path).unwrap();
@@ -57,8 +62,7 @@ pub fn host_bookworm_index() -> Arc<PackageIndex> {
                 label,
             }
         })
-        .collect();
-    PackageIndex::build("amd64", &sources).unwrap()
+        .collect()
 }
 
 pub fn hpc_node_set() -> Vec<String> {
