@@ -1,18 +1,58 @@
 //! The in-memory package index: every package of a set of repositories,
 //! with interned names, provider lists and the candidate (newest) version
 //! of each name, built once and shared read-only between requests.
+//!
+//! All records are plain-old-data in a few flat vectors (strings in one
+//! arena, dependencies, groups, provides), which keeps memory low and lets
+//! [`crate::snapshot`] store and load an index as raw bytes.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::control::{self, Relation};
-use crate::error::DepsolveError;
+use bytemuck::{Pod, Zeroable};
+
+use crate::control::Relation;
 use crate::version;
 
 /// Interned package name. Ids follow the order in which apt's cache would
 /// first meet each name, which apt uses as its last tie-breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+#[repr(transparent)]
 pub struct NameId(pub u32);
+
+/// A string in the index's arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct StrRef {
+    off: u32,
+    len: u32,
+}
+
+impl StrRef {
+    /// "No string" (an absent version), distinct from an empty one.
+    pub const NONE: StrRef = StrRef {
+        off: u32::MAX,
+        len: 0,
+    };
+    pub fn is_none(self) -> bool {
+        self.off == u32::MAX
+    }
+}
+
+/// A run of records in one of the index's flat vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Pod, Zeroable)]
+#[repr(C)]
+pub struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
+    }
+}
 
 /// Architecture qualifier on a dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,25 +66,77 @@ pub enum ArchQualifier {
 }
 
 /// One alternative of a dependency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
 pub struct Dependency {
     pub name: NameId,
-    pub arch: ArchQualifier,
-    pub constraint: Option<(Relation, Box<str>)>,
+    arch: u32,
+    relation: u32,
+    version: StrRef,
+}
+
+impl Dependency {
+    pub fn new(name: NameId, arch: ArchQualifier, constraint: Option<(Relation, StrRef)>) -> Self {
+        let arch = match arch {
+            ArchQualifier::Native => 0,
+            ArchQualifier::Any => 1,
+            ArchQualifier::Foreign => 2,
+        };
+        let (relation, version) = match constraint {
+            None => (0, StrRef::NONE),
+            Some((r, v)) => (
+                match r {
+                    Relation::Less => 1,
+                    Relation::LessEq => 2,
+                    Relation::Eq => 3,
+                    Relation::GreaterEq => 4,
+                    Relation::Greater => 5,
+                },
+                v,
+            ),
+        };
+        Dependency {
+            name,
+            arch,
+            relation,
+            version,
+        }
+    }
+    pub fn arch(&self) -> ArchQualifier {
+        match self.arch {
+            0 => ArchQualifier::Native,
+            1 => ArchQualifier::Any,
+            _ => ArchQualifier::Foreign,
+        }
+    }
+    pub fn relation(&self) -> Option<(Relation, StrRef)> {
+        let r = match self.relation {
+            1 => Relation::Less,
+            2 => Relation::LessEq,
+            3 => Relation::Eq,
+            4 => Relation::GreaterEq,
+            5 => Relation::Greater,
+            _ => return None,
+        };
+        Some((r, self.version))
+    }
 }
 
 /// What a package provides (a virtual name, optionally versioned).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
 pub struct Provide {
     pub name: NameId,
-    pub version: Option<Box<str>>,
+    pub version: StrRef,
 }
 
 /// A dependency that applies only while another is met (RPM `(A if B)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
 pub struct Conditional {
     pub when: Dependency,
-    pub then: Box<[Dependency]>,
+    /// Alternatives (into the dependency vector).
+    pub then: Span,
 }
 
 /// Which distribution family's version ordering and rules apply.
@@ -62,176 +154,135 @@ pub enum MultiArch {
     Allowed,
 }
 
+const ESSENTIAL: u32 = 1;
+const IMPORTANT: u32 = 2;
+
 /// One binary package (a name at one version) from one repository.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
 pub struct Package {
     pub name: NameId,
-    pub version: Box<str>,
-    /// The native architecture or `all`.
-    pub arch: Box<str>,
-    pub multi_arch: MultiArch,
-    pub essential: bool,
-    /// `Important: yes` or `Protected: yes`.
-    pub important: bool,
+    pub repository: u32,
+    pub version: StrRef,
+    /// The native architecture, `all` or `noarch`.
+    pub arch: StrRef,
+    pub filename: StrRef,
+    pub sha256: StrRef,
+    size: [u32; 2],
+    flags: u32,
     /// apt's numbering: required 1, important 2, standard 3, optional 4, extra 5.
-    pub priority: u8,
-    pub pre_depends: Box<[Box<[Dependency]>]>,
-    pub depends: Box<[Box<[Dependency]>]>,
-    pub recommends: Box<[Box<[Dependency]>]>,
-    pub conflicts: Box<[Dependency]>,
-    pub breaks: Box<[Dependency]>,
+    priority: u32,
+    multi_arch: u32,
+    pub pre_depends: Span,
+    pub depends: Span,
+    pub recommends: Span,
+    pub conflicts: Span,
+    pub breaks: Span,
     /// RPM Obsoletes: like Conflicts, but only against package names.
-    pub obsoletes: Box<[Dependency]>,
-    /// RPM `(A if B)` rich dependencies.
-    pub conditional: Box<[Conditional]>,
-    pub provides: Box<[Provide]>,
-    pub filename: Box<str>,
-    pub size: u64,
-    pub sha256: Box<str>,
-    /// Index into [`PackageIndex::repositories`].
-    pub repository: u16,
+    pub obsoletes: Span,
+    pub conditional: Span,
+    pub provides: Span,
 }
 
-/// One parsed `Packages` file and where its `Filename`s are relative to.
-pub struct IndexSource {
-    /// Base URL of the archive (`Filename` is relative to it).
-    pub base_url: String,
-    /// Name used in errors (URL of the Packages file).
-    pub label: String,
-    pub text: String,
+impl Package {
+    pub fn essential(&self) -> bool {
+        self.flags & ESSENTIAL != 0
+    }
+    /// `Important: yes` or `Protected: yes`.
+    pub fn important(&self) -> bool {
+        self.flags & IMPORTANT != 0
+    }
+    pub fn priority(&self) -> u8 {
+        self.priority as u8
+    }
+    pub fn size(&self) -> u64 {
+        u64::from(self.size[0]) | (u64::from(self.size[1]) << 32)
+    }
+    pub fn multi_arch(&self) -> MultiArch {
+        match self.multi_arch {
+            1 => MultiArch::Same,
+            2 => MultiArch::Foreign,
+            3 => MultiArch::Allowed,
+            _ => MultiArch::No,
+        }
+    }
+}
+
+/// Plain fields of a package being added to a [`Builder`].
+pub(crate) struct NewPackage<'s> {
+    pub name: NameId,
+    pub version: &'s str,
+    pub arch: &'s str,
+    pub filename: &'s str,
+    pub sha256: &'s str,
+    pub size: u64,
+    pub essential: bool,
+    pub important: bool,
+    pub priority: u8,
+    pub multi_arch: MultiArch,
+    pub repository: u32,
 }
 
 /// All packages of a set of repositories for one architecture.
-#[derive(Debug)]
 pub struct PackageIndex {
-    family: Family,
-    arch: String,
-    names: Vec<Box<str>>,
-    name_ids: HashMap<Box<str>, NameId>,
-    packages: Vec<Package>,
-    /// Per name: indexes into `packages` of the real packages of that name.
-    versions: Vec<Vec<u32>>,
-    /// Per name: (package, provide index) of every package providing it.
-    providers: Vec<Vec<(u32, u16)>>,
-    /// Per name: the package apt would pick (highest version).
-    candidates: Vec<Option<u32>>,
+    pub(crate) family: Family,
+    pub(crate) arch: String,
+    pub(crate) strings: String,
+    pub(crate) names: Vec<StrRef>,
+    /// Name ids sorted by name, for lookups by binary search.
+    pub(crate) sorted_names: Vec<NameId>,
+    pub(crate) packages: Vec<Package>,
+    pub(crate) groups: Vec<Span>,
+    pub(crate) deps: Vec<Dependency>,
+    pub(crate) provides: Vec<Provide>,
+    pub(crate) conditionals: Vec<Conditional>,
+    /// Per name (CSR): the real packages of that name.
+    pub(crate) version_offsets: Vec<u32>,
+    pub(crate) version_list: Vec<u32>,
+    /// Per name (CSR): (package, provide index) of every provider.
+    pub(crate) provider_offsets: Vec<u32>,
+    pub(crate) provider_list: Vec<[u32; 2]>,
+    /// Per name: the package apt would pick (highest version), or u32::MAX.
+    pub(crate) candidates: Vec<u32>,
     /// Names whose candidate is Essential or Priority: required, sorted.
-    essential: Vec<NameId>,
-    repositories: Vec<String>,
+    pub(crate) essential: Vec<NameId>,
+    pub(crate) repositories: Vec<String>,
+}
+
+impl std::fmt::Debug for PackageIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageIndex")
+            .field("family", &self.family)
+            .field("arch", &self.arch)
+            .field("packages", &self.packages.len())
+            .field("names", &self.names.len())
+            .finish()
+    }
 }
 
 impl PackageIndex {
-    /// Builds the index from Packages texts, in apt's source order.
-    pub fn build(arch: &str, sources: &[IndexSource]) -> Result<Arc<PackageIndex>, DepsolveError> {
-        let parsed: Vec<Vec<control::Stanza<'_>>> = sources
-            .iter()
-            .map(|s| control::parse_stanzas(&s.text))
-            .collect();
-        let mut b = Builder::new(arch);
-        let mut packages = Vec::new();
-        let mut seen: HashMap<(NameId, Box<str>), ()> = HashMap::new();
-        for (repo, (source, stanzas)) in sources.iter().zip(&parsed).enumerate() {
-            for st in stanzas {
-                let name = b.intern(st.package);
-                if !st.architecture.is_empty()
-                    && st.architecture != "all"
-                    && st.architecture != arch
-                {
-                    continue;
-                }
-                let pkg =
-                    b.package(name, st, repo as u16)
-                        .map_err(|detail| DepsolveError::BadIndex {
-                            file: source.label.clone(),
-                            package: st.package.to_string(),
-                            detail,
-                        })?;
-                // The same version in two repositories is one version to apt.
-                if seen.insert((name, pkg.version.clone()), ()).is_some() {
-                    continue;
-                }
-                packages.push(pkg);
-            }
-        }
-        let repos = sources.iter().map(|s| s.base_url.clone()).collect();
-        Ok(Self::finish(Family::Deb, arch, b, packages, repos))
-    }
-
-    /// Computes the per-name tables once all packages are known.
-    pub(crate) fn finish(
-        family: Family,
-        arch: &str,
-        b: Builder<'_>,
-        packages: Vec<Package>,
-        repositories: Vec<String>,
-    ) -> Arc<PackageIndex> {
-        let n = b.names.len();
-        let mut versions = vec![Vec::new(); n];
-        let mut providers = vec![Vec::new(); n];
-        for (i, p) in packages.iter().enumerate() {
-            versions[p.name.0 as usize].push(i as u32);
-            for (j, pr) in p.provides.iter().enumerate() {
-                providers[pr.name.0 as usize].push((i as u32, j as u16));
-            }
-        }
-        let candidates: Vec<Option<u32>> = versions
-            .iter()
-            .map(|vs| {
-                vs.iter().copied().reduce(|best, v| {
-                    let ord = family_compare(
-                        family,
-                        &packages[v as usize].version,
-                        &packages[best as usize].version,
-                    );
-                    if ord.is_gt() {
-                        v
-                    } else {
-                        best
-                    }
-                })
-            })
-            .collect();
-        let mut essential: Vec<NameId> = (0..n)
-            .filter(|&i| {
-                candidates[i].is_some_and(|c: u32| {
-                    let p = &packages[c as usize];
-                    p.essential || (family == Family::Deb && p.priority == 1)
-                })
-            })
-            .map(|i| NameId(i as u32))
-            .collect();
-        essential.sort_by(|x, y| b.names[x.0 as usize].cmp(&b.names[y.0 as usize]));
-        Arc::new(PackageIndex {
-            essential,
-            family,
-            arch: arch.to_string(),
-            names: b.names,
-            name_ids: b.name_ids,
-            packages,
-            versions,
-            providers,
-            candidates,
-            repositories,
-        })
-    }
-
     pub fn family(&self) -> Family {
         self.family
     }
-
-    /// Orders two versions with the family's rules.
-    pub fn compare_versions(&self, a: &str, b: &str) -> std::cmp::Ordering {
-        family_compare(self.family, a, b)
-    }
-
     pub fn arch(&self) -> &str {
         &self.arch
     }
+    pub fn str(&self, r: StrRef) -> &str {
+        if r.is_none() {
+            return "";
+        }
+        self.strings
+            .get(r.off as usize..(r.off + r.len) as usize)
+            .unwrap_or("")
+    }
     pub fn name(&self, id: NameId) -> &str {
-        &self.names[id.0 as usize]
+        self.str(self.names[id.0 as usize])
     }
     pub fn lookup(&self, name: &str) -> Option<NameId> {
-        self.name_ids.get(name).copied()
+        self.sorted_names
+            .binary_search_by(|&id| self.name(id).cmp(name))
+            .ok()
+            .map(|i| self.sorted_names[i])
     }
     pub fn package(&self, i: u32) -> &Package {
         &self.packages[i as usize]
@@ -242,32 +293,55 @@ impl PackageIndex {
     pub fn name_count(&self) -> usize {
         self.names.len()
     }
+    pub fn version(&self, p: &Package) -> &str {
+        self.str(p.version)
+    }
+    /// The candidate (newest) package of a name, if it has real packages.
+    pub fn candidate(&self, id: NameId) -> Option<u32> {
+        Some(self.candidates[id.0 as usize]).filter(|&c| c != u32::MAX)
+    }
+    /// Candidates of all names, indexed by name id (u32::MAX: none).
+    pub(crate) fn candidates(&self) -> &[u32] {
+        &self.candidates
+    }
     /// Names a base system needs (Essential or Priority: required), by name.
     pub fn essential(&self) -> &[NameId] {
         &self.essential
     }
-
-    /// Candidates of all names, indexed by name id.
-    pub fn candidates(&self) -> &[Option<u32>] {
-        &self.candidates
-    }
-
-    /// The candidate (newest) package of a name, if it has real packages.
-    pub fn candidate(&self, id: NameId) -> Option<u32> {
-        self.candidates[id.0 as usize]
-    }
     /// All real packages of a name.
     pub fn versions(&self, id: NameId) -> &[u32] {
-        &self.versions[id.0 as usize]
+        let i = id.0 as usize;
+        &self.version_list[self.version_offsets[i] as usize..self.version_offsets[i + 1] as usize]
     }
-    /// (package, provide index) of every package providing `id`.
-    pub fn providers(&self, id: NameId) -> &[(u32, u16)] {
-        &self.providers[id.0 as usize]
+    /// [package, provide index] of every package providing `id`.
+    pub fn providers(&self, id: NameId) -> &[[u32; 2]] {
+        let i = id.0 as usize;
+        &self.provider_list
+            [self.provider_offsets[i] as usize..self.provider_offsets[i + 1] as usize]
+    }
+    /// Or-groups of a Depends-like field.
+    pub fn groups(&self, s: Span) -> impl Iterator<Item = &[Dependency]> + '_ {
+        self.groups[s.range()].iter().map(|g| &self.deps[g.range()])
+    }
+    /// Flat dependency list (Conflicts, Breaks, Obsoletes, a conditional's alternatives).
+    pub fn deps(&self, s: Span) -> &[Dependency] {
+        &self.deps[s.range()]
+    }
+    pub fn provides_of(&self, p: &Package) -> &[Provide] {
+        &self.provides[p.provides.range()]
+    }
+    pub fn conditionals_of(&self, p: &Package) -> &[Conditional] {
+        &self.conditionals[p.conditional.range()]
     }
     /// Download URL of a package.
     pub fn url(&self, p: &Package) -> String {
         let base = &self.repositories[p.repository as usize];
-        format!("{}/{}", base.trim_end_matches('/'), p.filename)
+        format!("{}/{}", base.trim_end_matches('/'), self.str(p.filename))
+    }
+
+    /// Orders two versions with the family's rules.
+    pub fn compare_versions(&self, a: &str, b: &str) -> Ordering {
+        family_compare(self.family, a, b)
     }
 
     /// Whether package `p` satisfies `dep` directly (by name and version).
@@ -275,14 +349,14 @@ impl PackageIndex {
         if p.name != dep.name {
             return false;
         }
-        match dep.arch {
+        match dep.arch() {
             ArchQualifier::Foreign => return false,
-            ArchQualifier::Any if p.multi_arch != MultiArch::Allowed => return false,
+            ArchQualifier::Any if p.multi_arch() != MultiArch::Allowed => return false,
             _ => {}
         }
-        match &dep.constraint {
+        match dep.relation() {
             None => true,
-            Some((rel, v)) => rel.accepts(self.compare_versions(&p.version, v)),
+            Some((rel, v)) => rel.accepts(self.compare_versions(self.str(p.version), self.str(v))),
         }
     }
 
@@ -290,30 +364,32 @@ impl PackageIndex {
     /// provides never satisfy versioned dependencies in Debian (Policy
     /// §7.5); in RPM they satisfy any version.
     pub fn provide_satisfies(&self, pr: &Provide, dep: &Dependency) -> bool {
-        if pr.name != dep.name || dep.arch != ArchQualifier::Native {
+        if pr.name != dep.name || dep.arch() != ArchQualifier::Native {
             return false;
         }
-        match (&dep.constraint, &pr.version) {
-            (None, _) => true,
-            (Some(_), None) => self.family == Family::Rpm,
-            (Some((rel, want)), Some(have)) => rel.accepts(self.compare_versions(have, want)),
+        match dep.relation() {
+            None => true,
+            Some(_) if pr.version.is_none() => self.family == Family::Rpm,
+            Some((rel, want)) => {
+                rel.accepts(self.compare_versions(self.str(pr.version), self.str(want)))
+            }
         }
     }
 
     /// Renders a dependency the way it is written in control files.
     pub fn dep_string(&self, d: &Dependency) -> String {
         let mut s = self.name(d.name).to_string();
-        match d.arch {
+        match d.arch() {
             ArchQualifier::Any => s.push_str(":any"),
             ArchQualifier::Foreign => s.push_str(":<foreign>"),
             ArchQualifier::Native => {}
         }
-        if let Some((rel, v)) = &d.constraint {
+        if let Some((rel, v)) = d.relation() {
             let op = match self.family {
                 Family::Deb => rel.as_str(),
                 Family::Rpm => rel.as_rpm_str(),
             };
-            s.push_str(&format!(" ({op} {v})"));
+            s.push_str(&format!(" ({op} {})", self.str(v)));
         }
         s
     }
@@ -326,26 +402,57 @@ impl PackageIndex {
     }
 }
 
-pub(crate) fn family_compare(family: Family, a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn family_compare(family: Family, a: &str, b: &str) -> Ordering {
     match family {
         Family::Deb => version::compare(a, b),
         Family::Rpm => crate::rpmversion::compare_evr(a, b),
     }
 }
 
-/// Interns names in first-seen order while packages are added.
-pub(crate) struct Builder<'x> {
-    pub(crate) arch: &'x str,
-    names: Vec<Box<str>>,
+/// Accumulates packages into the flat vectors, interning names in
+/// first-seen order.
+pub(crate) struct Builder {
+    pub(crate) arch: String,
+    strings: String,
+    names: Vec<StrRef>,
     name_ids: HashMap<Box<str>, NameId>,
+    packages: Vec<Package>,
+    groups: Vec<Span>,
+    deps: Vec<Dependency>,
+    provides: Vec<Provide>,
+    conditionals: Vec<Conditional>,
+    seen: std::collections::HashSet<(NameId, Box<str>)>,
 }
 
-impl<'x> Builder<'x> {
-    pub(crate) fn new(arch: &'x str) -> Self {
+fn span(start: usize, end: usize) -> Span {
+    Span {
+        start: start as u32,
+        len: (end - start) as u32,
+    }
+}
+
+impl Builder {
+    pub(crate) fn new(arch: &str) -> Self {
         Builder {
-            arch,
+            arch: arch.to_string(),
+            strings: String::new(),
             names: Vec::new(),
             name_ids: HashMap::new(),
+            packages: Vec::new(),
+            groups: Vec::new(),
+            deps: Vec::new(),
+            provides: Vec::new(),
+            conditionals: Vec::new(),
+            seen: Default::default(),
+        }
+    }
+
+    pub(crate) fn string(&mut self, s: &str) -> StrRef {
+        let off = self.strings.len() as u32;
+        self.strings.push_str(s);
+        StrRef {
+            off,
+            len: s.len() as u32,
         }
     }
 
@@ -354,193 +461,162 @@ impl<'x> Builder<'x> {
             return id;
         }
         let id = NameId(self.names.len() as u32);
-        self.names.push(name.into());
+        let r = self.string(name);
+        self.names.push(r);
         self.name_ids.insert(name.into(), id);
         id
     }
 
-    fn package(
-        &mut self,
-        name: NameId,
-        st: &control::Stanza<'_>,
-        repo: u16,
-    ) -> Result<Package, String> {
-        if st.version.is_empty() {
-            return Err("missing Version".into());
+    /// Whether this name and version were already added (the same version
+    /// in two repositories is one version, as in apt).
+    pub(crate) fn is_duplicate(&mut self, name: NameId, version: &str) -> bool {
+        !self.seen.insert((name, version.into()))
+    }
+
+    pub(crate) fn groups(&mut self, groups: Vec<Vec<Dependency>>) -> Span {
+        let start = self.groups.len();
+        for g in groups {
+            let s = self.deps.len();
+            self.deps.extend(g);
+            let e = self.deps.len();
+            self.groups.push(span(s, e));
         }
-        // Fields in the order apt's cache generator reads them, so that
-        // first-seen name ids match apt's package ids.
-        let pre_depends = self.groups(st.pre_depends, "Pre-Depends")?;
-        let depends = self.groups(st.depends, "Depends")?;
-        let conflicts = self.flat(st.conflicts, "Conflicts")?;
-        let breaks = self.flat(st.breaks, "Breaks")?;
-        let recommends = self.groups(st.recommends, "Recommends")?;
-        for (field, text) in [
-            ("Suggests", st.suggests),
-            ("Replaces", st.replaces),
-            ("Enhances", st.enhances),
-        ] {
-            self.groups(text, field)?;
+        span(start, self.groups.len())
+    }
+
+    pub(crate) fn deps(&mut self, deps: Vec<Dependency>) -> Span {
+        let s = self.deps.len();
+        self.deps.extend(deps);
+        span(s, self.deps.len())
+    }
+
+    pub(crate) fn provides(&mut self, provides: Vec<Provide>) -> Span {
+        let s = self.provides.len();
+        self.provides.extend(provides);
+        span(s, self.provides.len())
+    }
+
+    pub(crate) fn conditionals(&mut self, conds: Vec<(Dependency, Vec<Dependency>)>) -> Span {
+        let s = self.conditionals.len();
+        for (when, then) in conds {
+            let then = self.deps(then);
+            self.conditionals.push(Conditional { when, then });
         }
-        let provides = self.provides(st.provides)?;
-        let size = if st.size.is_empty() {
-            0
-        } else {
-            st.size
-                .parse()
-                .map_err(|_| format!("bad Size '{}'", st.size))?
-        };
-        Ok(Package {
-            name,
-            version: st.version.into(),
-            arch: if st.architecture.is_empty() {
-                self.arch
-            } else {
-                st.architecture
-            }
-            .into(),
-            multi_arch: match st.multi_arch {
-                "same" => MultiArch::Same,
-                "foreign" => MultiArch::Foreign,
-                "allowed" => MultiArch::Allowed,
-                _ => MultiArch::No,
-            },
-            essential: st.essential,
-            important: st.important,
-            priority: match st.priority {
-                "required" => 1,
-                "important" => 2,
-                "standard" => 3,
-                "optional" => 4,
-                "extra" => 5,
-                _ => 0,
+        span(s, self.conditionals.len())
+    }
+
+    /// Adds a package whose relation fields were already pushed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push(&mut self, p: NewPackage<'_>, rel: [Span; 8]) {
+        let version = self.string(p.version);
+        let arch = self.string(p.arch);
+        let filename = self.string(p.filename);
+        let sha256 = self.string(p.sha256);
+        let [pre_depends, depends, recommends, conflicts, breaks, obsoletes, conditional, provides] =
+            rel;
+        self.packages.push(Package {
+            name: p.name,
+            repository: p.repository,
+            version,
+            arch,
+            filename,
+            sha256,
+            size: [p.size as u32, (p.size >> 32) as u32],
+            flags: (u32::from(p.essential) * ESSENTIAL) | (u32::from(p.important) * IMPORTANT),
+            priority: u32::from(p.priority),
+            multi_arch: match p.multi_arch {
+                MultiArch::No => 0,
+                MultiArch::Same => 1,
+                MultiArch::Foreign => 2,
+                MultiArch::Allowed => 3,
             },
             pre_depends,
             depends,
             recommends,
             conflicts,
             breaks,
-            obsoletes: Box::new([]),
-            conditional: Box::new([]),
+            obsoletes,
+            conditional,
             provides,
-            filename: st.filename.into(),
-            size,
-            sha256: st.sha256.into(),
-            repository: repo,
-        })
+        });
     }
 
-    fn dep(&mut self, raw: &control::RawDep<'_>) -> Dependency {
-        let arch = match raw.arch {
-            None | Some("native") => ArchQualifier::Native,
-            Some("any") => ArchQualifier::Any,
-            Some(a) if a == self.arch || a == "all" => ArchQualifier::Native,
-            Some(_) => ArchQualifier::Foreign,
+    /// Computes the per-name tables once all packages are known.
+    pub(crate) fn finish(self, family: Family, repositories: Vec<String>) -> Arc<PackageIndex> {
+        let n = self.names.len();
+        let mut index = PackageIndex {
+            family,
+            arch: self.arch,
+            strings: self.strings,
+            names: self.names,
+            sorted_names: Vec::new(),
+            packages: self.packages,
+            groups: self.groups,
+            deps: self.deps,
+            provides: self.provides,
+            conditionals: self.conditionals,
+            version_offsets: Vec::new(),
+            version_list: Vec::new(),
+            provider_offsets: Vec::new(),
+            provider_list: Vec::new(),
+            candidates: Vec::new(),
+            essential: Vec::new(),
+            repositories,
         };
-        Dependency {
-            name: self.intern(raw.name),
-            arch,
-            constraint: raw.constraint.map(|(r, v)| (r, v.into())),
+        let mut versions = vec![Vec::new(); n];
+        let mut providers = vec![Vec::new(); n];
+        for (i, p) in index.packages.iter().enumerate() {
+            versions[p.name.0 as usize].push(i as u32);
+            for (j, pr) in index.provides[p.provides.range()].iter().enumerate() {
+                providers[pr.name.0 as usize].push([i as u32, j as u32]);
+            }
         }
-    }
-
-    fn groups(&mut self, text: &str, field: &str) -> Result<Box<[Box<[Dependency]>]>, String> {
-        if text.is_empty() {
-            return Ok(Box::new([]));
-        }
-        let raw = control::parse_relations(text).map_err(|e| format!("{field}: {}", e.0))?;
-        Ok(raw
+        index.candidates = versions
             .iter()
-            .map(|g| g.iter().map(|d| self.dep(d)).collect())
-            .collect())
-    }
-
-    fn flat(&mut self, text: &str, field: &str) -> Result<Box<[Dependency]>, String> {
-        Ok(self
-            .groups(text, field)?
-            .iter()
-            .flat_map(|g| g.iter().cloned())
-            .collect())
-    }
-
-    fn provides(&mut self, text: &str) -> Result<Box<[Provide]>, String> {
-        Ok(self
-            .groups(text, "Provides")?
-            .iter()
-            .flat_map(|g| g.iter())
-            .map(|d| Provide {
-                name: d.name,
-                version: match &d.constraint {
-                    Some((Relation::Eq, v)) => Some(v.clone()),
-                    _ => None,
-                },
+            .map(|vs| {
+                vs.iter()
+                    .copied()
+                    .reduce(|best, v| {
+                        let (a, b) = (&index.packages[v as usize], &index.packages[best as usize]);
+                        if index
+                            .compare_versions(index.str(a.version), index.str(b.version))
+                            .is_gt()
+                        {
+                            v
+                        } else {
+                            best
+                        }
+                    })
+                    .unwrap_or(u32::MAX)
             })
-            .collect())
+            .collect();
+        (index.version_offsets, index.version_list) = csr(versions);
+        (index.provider_offsets, index.provider_list) = csr(providers);
+        let mut sorted: Vec<NameId> = (0..n as u32).map(NameId).collect();
+        sorted.sort_by(|&a, &b| index.name(a).cmp(index.name(b)));
+        index.sorted_names = sorted;
+        index.essential = index
+            .sorted_names
+            .iter()
+            .copied()
+            .filter(|&id| {
+                index.candidate(id).is_some_and(|c| {
+                    let p = index.package(c);
+                    p.essential() || (family == Family::Deb && p.priority() == 1)
+                })
+            })
+            .collect();
+        Arc::new(index)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn idx(text: &str) -> Arc<PackageIndex> {
-        PackageIndex::build(
-            "amd64",
-            &[IndexSource {
-                base_url: "file:///repo".into(),
-                label: "test".into(),
-                text: text.into(),
-            }],
-        )
-        .unwrap()
+fn csr<T: Clone>(lists: Vec<Vec<T>>) -> (Vec<u32>, Vec<T>) {
+    let mut offsets = Vec::with_capacity(lists.len() + 1);
+    let mut flat = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+    offsets.push(0);
+    for l in lists {
+        flat.extend(l);
+        offsets.push(flat.len() as u32);
     }
-
-    #[test]
-    fn candidate_is_newest_and_foreign_arch_is_dropped() {
-        let i = idx("Package: a\nVersion: 1.0\nArchitecture: amd64\n\nPackage: a\nVersion: 1.0+b1\nArchitecture: amd64\n\nPackage: a\nVersion: 9\nArchitecture: arm64\n");
-        let a = i.lookup("a").unwrap();
-        let c = i.candidate(a).unwrap();
-        assert_eq!(&*i.package(c).version, "1.0+b1");
-        assert_eq!(i.versions(a).len(), 2);
-    }
-
-    #[test]
-    fn provides_and_urls() {
-        let i = idx("Package: mta\nVersion: 2\nArchitecture: all\nProvides: mail-transport-agent, foo (= 3)\nFilename: pool/m/mta.deb\n");
-        let v = i.lookup("foo").unwrap();
-        assert_eq!(i.providers(v).len(), 1);
-        let p = i.package(0);
-        assert_eq!(i.url(p), "file:///repo/pool/m/mta.deb");
-        let dep = Dependency {
-            name: v,
-            arch: ArchQualifier::Native,
-            constraint: Some((Relation::GreaterEq, "2".into())),
-        };
-        assert!(i.provide_satisfies(&p.provides[1], &dep));
-        let m = i.lookup("mail-transport-agent").unwrap();
-        let vdep = Dependency {
-            name: m,
-            arch: ArchQualifier::Native,
-            constraint: Some((Relation::GreaterEq, "1".into())),
-        };
-        assert!(!i.provide_satisfies(&p.provides[0], &vdep));
-    }
-
-    #[test]
-    fn bad_field_names_file_and_package() {
-        let err = PackageIndex::build(
-            "amd64",
-            &[IndexSource {
-                base_url: "x".into(),
-                label: "dists/x/Packages".into(),
-                text: "Package: broken\nVersion: 1\nDepends: a (>= )\n".into(),
-            }],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("dists/x/Packages") && err.contains("broken"),
-            "{err}"
-        );
-    }
+    (offsets, flat)
 }

@@ -6,6 +6,7 @@
 
 pub mod compression;
 pub mod control;
+pub mod debindex;
 pub mod error;
 pub mod fetch;
 pub mod index;
@@ -18,8 +19,9 @@ pub mod solve;
 pub mod source;
 pub mod version;
 
+pub use debindex::IndexSource;
 pub use error::DepsolveError;
-pub use index::{IndexSource, Package, PackageIndex};
+pub use index::{Package, PackageIndex};
 pub use repo::{RepoConfig, RepoSet};
 pub use solve::{essential_names, request_names, solve, Request, Solution, SolvedPackage};
 pub use source::{Source, SourceKind};

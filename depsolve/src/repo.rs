@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::compression::decompress_to_string;
+use crate::debindex::IndexSource;
 use crate::error::DepsolveError;
 use crate::fetch::{sha256_hex, Fetcher};
-use crate::index::{IndexSource, PackageIndex};
+use crate::index::PackageIndex;
 use crate::release::{self, Release};
 use crate::rpm;
 use crate::solve::{self, Request, Solution, SolvedPackage};
@@ -110,17 +111,7 @@ pub fn search(index: &PackageIndex, patterns: &[String]) -> Vec<SolvedPackage> {
         .map(crate::index::NameId)
         .filter(|&id| patterns.iter().any(|p| glob_match(p, index.name(id))))
         .filter_map(|id| index.candidate(id))
-        .map(|c| {
-            let p = index.package(c);
-            SolvedPackage {
-                name: index.name(p.name).to_string(),
-                version: p.version.to_string(),
-                arch: p.arch.to_string(),
-                url: index.url(p),
-                sha256: p.sha256.to_string(),
-                size: p.size,
-            }
-        })
+        .map(|c| SolvedPackage::new(index, index.package(c)))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

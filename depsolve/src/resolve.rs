@@ -51,8 +51,8 @@ impl<'a> Marker<'a> {
         let state = idx
             .candidates()
             .iter()
-            .map(|&candidate| NameState {
-                candidate,
+            .map(|&c| NameState {
+                candidate: Some(c).filter(|&c| c != u32::MAX),
                 install: None,
                 protected: false,
             })
@@ -93,6 +93,12 @@ impl<'a> Marker<'a> {
         self.mark_install(name, true, true)
     }
 
+    /// Pre-Depends then Depends, apt's order.
+    fn critical_groups(&self, p: &'a Package) -> impl Iterator<Item = &'a [Dependency]> + 'a {
+        let idx = self.idx;
+        idx.groups(p.pre_depends).chain(idx.groups(p.depends))
+    }
+
     pub(crate) fn installed(&self) -> impl Iterator<Item = u32> + '_ {
         self.state.iter().filter_map(|s| s.install)
     }
@@ -112,11 +118,13 @@ impl<'a> Marker<'a> {
                 }
             }
         }
-        self.idx.providers(d.name).iter().any(|&(p, j)| {
+        self.idx.providers(d.name).iter().any(|&[p, j]| {
             let owner = self.pkg(p);
             Some(owner.name) != except
                 && self.st(owner.name).install == Some(p)
-                && self.idx.provide_satisfies(&owner.provides[j as usize], d)
+                && self
+                    .idx
+                    .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)
         })
     }
 
@@ -131,11 +139,13 @@ impl<'a> Marker<'a> {
                 }
             }
         }
-        for &(p, j) in self.idx.providers(d.name) {
+        for &[p, j] in self.idx.providers(d.name) {
             let owner = self.pkg(p);
             if Some(owner.name) != except
                 && self.st(owner.name).candidate == Some(p)
-                && self.idx.provide_satisfies(&owner.provides[j as usize], d)
+                && self
+                    .idx
+                    .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)
                 && !out.contains(&p)
             {
                 out.push(p);
@@ -162,22 +172,22 @@ impl<'a> Marker<'a> {
                 return Ordering::Greater;
             }
         }
-        if pa.essential != pb.essential {
-            return if pa.essential {
+        if pa.essential() != pb.essential() {
+            return if pa.essential() {
                 Ordering::Less
             } else {
                 Ordering::Greater
             };
         }
-        if pa.important != pb.important {
-            return if pa.important {
+        if pa.important() != pb.important() {
+            return if pa.important() {
                 Ordering::Less
             } else {
                 Ordering::Greater
             };
         }
-        if pa.priority != pb.priority {
-            return pa.priority.cmp(&pb.priority);
+        if pa.priority() != pb.priority() {
+            return pa.priority().cmp(&pb.priority());
         }
         pb.name.cmp(&pa.name)
     }
@@ -201,7 +211,7 @@ impl<'a> Marker<'a> {
     /// apt's IsInstallOkDependenciesSatisfiableByCandidates.
     fn dependencies_satisfiable(&mut self, name: NameId, cand: u32) -> bool {
         let p = self.pkg(cand);
-        for group in p.pre_depends.iter().chain(p.depends.iter()) {
+        for group in self.critical_groups(p) {
             let ok = group.iter().any(|d| {
                 self.dep_satisfied_by_installed(d, None) || !self.candidates_for(d, None).is_empty()
             });
@@ -238,29 +248,28 @@ impl<'a> Marker<'a> {
             return true;
         }
 
-        // Collect or-groups that still need work, in apt's field order.
-        let mut to_install: Vec<&'a [Dependency]> = Vec::new();
-        let recommends: &'a [Box<[Dependency]>] = if self.with_recommends {
-            &p.recommends
-        } else {
-            &[]
-        };
-        for g in p.pre_depends.iter().chain(p.depends.iter()) {
+        // Collect or-groups that still need work, in apt's field order,
+        // each with whether it is critical (not a Recommends).
+        let idx = self.idx;
+        let mut to_install: Vec<(&'a [Dependency], bool)> = Vec::new();
+        for g in self.critical_groups(p) {
             if was_protected || !self.satisfied_by_installed(g) {
-                to_install.push(g);
+                to_install.push((g, true));
             }
         }
         // RPM `(A if B)`: A is needed once B is there.
-        for c in p.conditional.iter() {
-            if self.dep_satisfied_by_installed(&c.when, None)
-                && !self.satisfied_by_installed(&c.then)
+        for c in idx.conditionals_of(p) {
+            let then = idx.deps(c.then);
+            if self.dep_satisfied_by_installed(&c.when, None) && !self.satisfied_by_installed(then)
             {
-                to_install.push(&c.then);
+                to_install.push((then, true));
             }
         }
-        for g in recommends.iter() {
-            if was_protected || !self.satisfied_by_installed(g) {
-                to_install.push(g);
+        if self.with_recommends {
+            for g in idx.groups(p.recommends) {
+                if was_protected || !self.satisfied_by_installed(g) {
+                    to_install.push((g, false));
+                }
             }
         }
 
@@ -268,12 +277,12 @@ impl<'a> Marker<'a> {
         // the other side unless it is protected; against candidates of a
         // protected package it discards those candidates.
         let mut failed = false;
-        let negative = p
-            .conflicts
+        let negative = idx
+            .deps(p.conflicts)
             .iter()
-            .chain(p.breaks.iter())
+            .chain(idx.deps(p.breaks))
             .map(|d| (d, false));
-        for (d, real_only) in negative.chain(p.obsoletes.iter().map(|d| (d, true))) {
+        for (d, real_only) in negative.chain(idx.deps(p.obsoletes).iter().map(|d| (d, true))) {
             let mut matches = self.candidates_for(d, Some(name));
             if real_only {
                 matches.retain(|&q| self.pkg(q).name == d.name);
@@ -286,9 +295,9 @@ impl<'a> Marker<'a> {
                         self.failures.push(format!(
                             "{} ({}) conflicts with {} ({}), which is also to be installed",
                             self.idx.name(name),
-                            p.version,
+                            self.idx.version(p),
                             self.idx.name(qn),
-                            self.pkg(q).version
+                            self.idx.version(self.pkg(q))
                         ));
                         failed = true;
                     } else {
@@ -308,8 +317,7 @@ impl<'a> Marker<'a> {
         self.st_mut(name).install = Some(cand);
         self.st_mut(name).protected = true;
 
-        for group in to_install {
-            let critical = !recommends.iter().any(|r| std::ptr::eq(&**r, group));
+        for (group, critical) in to_install {
             if self.satisfied_by_installed(group) {
                 if !was_protected || !critical {
                     continue;
@@ -388,7 +396,7 @@ impl<'a> Marker<'a> {
                 (Some(c), Some(_)) if !self.idx.satisfies_directly(self.pkg(c), d) => {
                     format!(
                         "{n} {} is available, which does not match",
-                        self.pkg(c).version
+                        self.idx.version(self.pkg(c))
                     )
                 }
                 (Some(_), _) => format!("{n} cannot be installed"),
@@ -398,7 +406,7 @@ impl<'a> Marker<'a> {
         format!(
             "{} ({}) depends on {}, but {}",
             self.idx.name(name),
-            p.version,
+            self.idx.version(p),
             self.idx.group_string(group),
             why.join("; ")
         )
@@ -412,11 +420,11 @@ impl<'a> Marker<'a> {
             for s in &self.state {
                 let Some(i) = s.install else { continue };
                 let p = self.pkg(i);
-                for c in p.conditional.iter() {
+                for c in self.idx.conditionals_of(p) {
                     if self.dep_satisfied_by_installed(&c.when, None)
-                        && !self.satisfied_by_installed(&c.then)
+                        && !self.satisfied_by_installed(self.idx.deps(c.then))
                     {
-                        pending.push((p.name, &*c.then));
+                        pending.push((p.name, self.idx.deps(c.then)));
                     }
                 }
             }
@@ -448,47 +456,47 @@ impl<'a> Marker<'a> {
             let Some(i) = s.install else { continue };
             let p = self.pkg(i);
             let pname = self.idx.name(p.name);
-            for g in p.pre_depends.iter().chain(p.depends.iter()) {
+            for g in self.critical_groups(p) {
                 if !self.satisfied_by_installed(g) {
                     problems.push(format!(
                         "{pname} ({}) depends on {}, which is not satisfied",
-                        p.version,
+                        self.idx.version(p),
                         self.idx.group_string(g)
                     ));
                 }
             }
-            for c in p.conditional.iter() {
+            for c in self.idx.conditionals_of(p) {
                 if self.dep_satisfied_by_installed(&c.when, None)
-                    && !self.satisfied_by_installed(&c.then)
+                    && !self.satisfied_by_installed(self.idx.deps(c.then))
                 {
                     problems.push(format!(
                         "{pname} ({}) requires {} when {} is installed, which is not satisfied",
-                        p.version,
-                        self.idx.group_string(&c.then),
+                        self.idx.version(p),
+                        self.idx.group_string(self.idx.deps(c.then)),
                         self.idx.dep_string(&c.when)
                     ));
                 }
             }
-            for d in p.obsoletes.iter() {
+            for d in self.idx.deps(p.obsoletes) {
                 if d.name != p.name {
                     if let Some(q) = self.st(d.name).install {
                         if self.idx.satisfies_directly(self.pkg(q), d) {
                             problems.push(format!(
                                 "{pname} ({}) obsoletes {} ({}), which is also to be installed",
-                                p.version,
+                                self.idx.version(p),
                                 self.idx.name(d.name),
-                                self.pkg(q).version
+                                self.idx.version(self.pkg(q))
                             ));
                         }
                     }
                 }
             }
-            for (kind, list) in [("conflicts with", &p.conflicts), ("breaks", &p.breaks)] {
-                for d in list.iter() {
+            for (kind, list) in [("conflicts with", p.conflicts), ("breaks", p.breaks)] {
+                for d in self.idx.deps(list) {
                     if self.dep_satisfied_by_installed(d, Some(p.name)) {
                         problems.push(format!(
                             "{pname} ({}) {kind} {}, which is also to be installed",
-                            p.version,
+                            self.idx.version(p),
                             self.idx.dep_string(d)
                         ));
                     }

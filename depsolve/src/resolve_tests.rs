@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::debindex::IndexSource;
 use crate::error::DepsolveError;
-use crate::index::{IndexSource, PackageIndex};
+use crate::index::PackageIndex;
 use crate::solve::{solve, Request};
 
 fn index(stanzas: &str) -> Arc<PackageIndex> {

@@ -10,8 +10,8 @@ use quick_xml::Reader;
 use crate::control::Relation;
 use crate::error::DepsolveError;
 use crate::index::{
-    ArchQualifier, Builder, Conditional, Dependency, Family, MultiArch, Package, PackageIndex,
-    Provide,
+    ArchQualifier, Builder, Dependency, Family, MultiArch, NewPackage, PackageIndex, Provide, Span,
+    StrRef,
 };
 use crate::rpmversion::format_evr;
 
@@ -238,27 +238,21 @@ pub struct RpmSource {
 pub fn build_index(arch: &str, sources: &[RpmSource]) -> Result<Arc<PackageIndex>, DepsolveError> {
     let arch = rpm_arch(arch);
     let mut b = Builder::new(arch);
-    let mut packages = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for (repo, src) in sources.iter().enumerate() {
         for raw in parse_primary(&src.label, &src.xml)? {
             let name = b.intern(&raw.name);
             if raw.arch != arch && raw.arch != "noarch" {
                 continue;
             }
-            let bad = |detail: String| DepsolveError::BadIndex {
+            convert(&mut b, name, &raw, repo as u32).map_err(|detail| DepsolveError::BadIndex {
                 file: src.label.clone(),
                 package: raw.name.clone(),
                 detail,
-            };
-            let pkg = convert(&mut b, name, &raw, repo as u16).map_err(bad)?;
-            if seen.insert((name, pkg.version.clone())) {
-                packages.push(pkg);
-            }
+            })?;
         }
     }
     let repos = sources.iter().map(|s| s.base_url.clone()).collect();
-    Ok(PackageIndex::finish(Family::Rpm, arch, b, packages, repos))
+    Ok(b.finish(Family::Rpm, repos))
 }
 
 fn relation(flags: &str) -> Result<Relation, String> {
@@ -273,20 +267,17 @@ fn relation(flags: &str) -> Result<Relation, String> {
 }
 
 fn atom(
-    b: &mut Builder<'_>,
+    b: &mut Builder,
     name: &str,
     flags: Option<&str>,
     evr: Option<String>,
 ) -> Result<Dependency, String> {
     let constraint = match (flags, evr) {
-        (Some(f), Some(v)) => Some((relation(f)?, v.into_boxed_str())),
+        (Some(f), Some(v)) => Some((relation(f)?, b.string(&v))),
         _ => None,
     };
-    Ok(Dependency {
-        name: b.intern(name),
-        arch: ArchQualifier::Native,
-        constraint,
-    })
+    let name = b.intern(name);
+    Ok(Dependency::new(name, ArchQualifier::Native, constraint))
 }
 
 fn entry_evr(e: &Entry) -> Option<String> {
@@ -295,14 +286,18 @@ fn entry_evr(e: &Entry) -> Option<String> {
         .map(|v| format_evr(e.epoch.as_deref(), v, e.rel.as_deref()))
 }
 
-type Groups = Vec<Box<[Dependency]>>;
+type Groups = Vec<Vec<Dependency>>;
+type Conditionals = Vec<(Dependency, Vec<Dependency>)>;
 
 fn convert(
-    b: &mut Builder<'_>,
+    b: &mut Builder,
     name: crate::index::NameId,
     raw: &RawRpm,
-    repo: u16,
-) -> Result<Package, String> {
+    repo: u32,
+) -> Result<(), String> {
+    if raw.ver.is_empty() {
+        return Err("missing version".into());
+    }
     let mut depends: Groups = Vec::new();
     let mut conditional = Vec::new();
     for e in &raw.requires {
@@ -317,67 +312,75 @@ fn convert(
     for e in &raw.recommends {
         add_requirement(b, e, &mut recommends, &mut rec_cond)?;
     }
-    let flat = |b: &mut Builder<'_>, list: &[Entry]| -> Result<Box<[Dependency]>, String> {
+    let flat = |b: &mut Builder, list: &[Entry]| -> Result<Vec<Dependency>, String> {
         list.iter()
             .map(|e| atom(b, &e.name, e.flags.as_deref(), entry_evr(e)))
             .collect()
     };
     let conflicts = flat(b, &raw.conflicts)?;
     let obsoletes = flat(b, &raw.obsoletes)?;
-    let mut provides: Vec<Provide> = raw
-        .provides
-        .iter()
-        .map(|e| Provide {
-            name: b.intern(&e.name),
-            version: match e.flags.as_deref() {
-                Some("EQ") => entry_evr(e).map(String::into_boxed_str),
-                _ => None,
-            },
-        })
-        .collect();
-    provides.extend(raw.files.iter().map(|f| Provide {
-        name: b.intern(f),
-        version: None,
-    }));
-    if raw.ver.is_empty() {
-        return Err("missing version".into());
+    let mut provides = Vec::with_capacity(raw.provides.len() + raw.files.len());
+    for e in &raw.provides {
+        let name = b.intern(&e.name);
+        let version = match (e.flags.as_deref(), entry_evr(e)) {
+            (Some("EQ"), Some(v)) => b.string(&v),
+            _ => StrRef::NONE,
+        };
+        provides.push(Provide { name, version });
     }
-    Ok(Package {
-        name,
-        version: format_evr(raw.epoch.as_deref(), &raw.ver, raw.rel.as_deref()).into(),
-        arch: raw.arch.as_str().into(),
-        multi_arch: MultiArch::No,
-        essential: false,
-        important: false,
-        priority: 0,
-        pre_depends: Box::new([]),
-        depends: depends.into(),
-        recommends: recommends.into(),
-        conflicts,
-        breaks: Box::new([]),
-        obsoletes,
-        conditional: conditional.into(),
-        provides: provides.into(),
-        filename: raw.href.as_str().into(),
-        size: raw.size,
-        sha256: raw.sha256.as_str().into(),
-        repository: repo,
-    })
+    for f in &raw.files {
+        let name = b.intern(f);
+        provides.push(Provide {
+            name,
+            version: StrRef::NONE,
+        });
+    }
+    let version = format_evr(raw.epoch.as_deref(), &raw.ver, raw.rel.as_deref());
+    if b.is_duplicate(name, &version) {
+        return Ok(());
+    }
+    let depends = b.groups(depends);
+    let recommends = b.groups(recommends);
+    let conflicts = b.deps(conflicts);
+    let obsoletes = b.deps(obsoletes);
+    let conditional = b.conditionals(conditional);
+    let provides = b.provides(provides);
+    b.push(
+        NewPackage {
+            name,
+            version: &version,
+            arch: &raw.arch,
+            filename: &raw.href,
+            sha256: &raw.sha256,
+            size: raw.size,
+            essential: false,
+            important: false,
+            priority: 0,
+            multi_arch: MultiArch::No,
+            repository: repo,
+        },
+        [
+            Span::default(),
+            depends,
+            recommends,
+            conflicts,
+            Span::default(),
+            obsoletes,
+            conditional,
+            provides,
+        ],
+    );
+    Ok(())
 }
 
 fn add_requirement(
-    b: &mut Builder<'_>,
+    b: &mut Builder,
     e: &Entry,
     groups: &mut Groups,
-    conditional: &mut Vec<Conditional>,
+    conditional: &mut Conditionals,
 ) -> Result<(), String> {
     if !e.name.starts_with('(') {
-        groups.push(Box::new([atom(
-            b,
-            &e.name,
-            e.flags.as_deref(),
-            entry_evr(e),
-        )?]));
+        groups.push(vec![atom(b, &e.name, e.flags.as_deref(), entry_evr(e))?]);
         return Ok(());
     }
     let tokens = tokenize(&e.name);
@@ -394,7 +397,7 @@ fn add_requirement(
     } else {
         // `with`, `unless`, `else`...: kept as a requirement nothing
         // provides, so only packages that need it fail, with its text.
-        groups.push(Box::new([atom(b, &e.name, None, None)?]));
+        groups.push(vec![atom(b, &e.name, None, None)?]);
     }
     Ok(())
 }
@@ -475,7 +478,7 @@ fn parse_term(t: &[String], pos: &mut usize) -> Option<Rich> {
 }
 
 fn rich_atom(
-    b: &mut Builder<'_>,
+    b: &mut Builder,
     name: &str,
     c: &Option<(String, String)>,
 ) -> Result<Dependency, String> {
@@ -490,7 +493,7 @@ fn rich_atom(
 }
 
 /// An or-group from atoms or nested `or`s.
-fn alternatives(b: &mut Builder<'_>, r: &Rich, out: &mut Vec<Dependency>) -> Result<(), String> {
+fn alternatives(b: &mut Builder, r: &Rich, out: &mut Vec<Dependency>) -> Result<(), String> {
     match r {
         Rich::Atom(n, c) => out.push(rich_atom(b, n, c)?),
         Rich::Op(op, terms) if op == "or" => {
@@ -504,10 +507,10 @@ fn alternatives(b: &mut Builder<'_>, r: &Rich, out: &mut Vec<Dependency>) -> Res
 }
 
 fn lower(
-    b: &mut Builder<'_>,
+    b: &mut Builder,
     r: &Rich,
     groups: &mut Groups,
-    cond: &mut Vec<Conditional>,
+    cond: &mut Conditionals,
 ) -> Result<(), String> {
     match r {
         Rich::Op(op, terms) if op == "and" => {
@@ -521,15 +524,12 @@ fn lower(
             let Rich::Atom(n, c) = &terms[1] else {
                 return Err(String::new());
             };
-            cond.push(Conditional {
-                when: rich_atom(b, n, c)?,
-                then: then.into(),
-            });
+            cond.push((rich_atom(b, n, c)?, then));
         }
         other => {
             let mut alts = Vec::new();
             alternatives(b, other, &mut alts)?;
-            groups.push(alts.into());
+            groups.push(alts);
         }
     }
     Ok(())
@@ -573,9 +573,8 @@ mod tests {
         )
         .unwrap();
         let p = idx.package(0);
-        assert!(p
-            .depends
-            .iter()
+        assert!(idx
+            .groups(p.depends)
             .any(|g| idx.group_string(g) == "(gamma with delta)"));
         let req = crate::Request {
             packages: vec!["alpha".into()],
@@ -597,13 +596,13 @@ mod tests {
         )
         .unwrap();
         let p = idx.package(0);
-        assert_eq!(&*p.version, "1.0-1");
+        assert_eq!(idx.version(p), "1.0-1");
         assert_eq!(idx.arch(), "x86_64");
-        let groups: Vec<String> = p.depends.iter().map(|g| idx.group_string(g)).collect();
+        let groups: Vec<String> = idx.groups(p.depends).map(|g| idx.group_string(g)).collect();
         assert_eq!(groups, ["gamma | delta", "gamma | delta", "beta (>= 2)"]);
-        assert_eq!(p.conditional.len(), 1);
-        assert_eq!(idx.name(p.conditional[0].when.name), "zeta");
-        assert_eq!(idx.dep_string(&p.obsoletes[0]), "old (< 1.0)");
+        assert_eq!(idx.conditionals_of(p).len(), 1);
+        assert_eq!(idx.name(idx.conditionals_of(p)[0].when.name), "zeta");
+        assert_eq!(idx.dep_string(&idx.deps(p.obsoletes)[0]), "old (< 1.0)");
         assert!(idx.lookup("/usr/bin/alpha").is_some());
     }
 }

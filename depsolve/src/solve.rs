@@ -30,6 +30,19 @@ pub struct SolvedPackage {
     pub size: u64,
 }
 
+impl SolvedPackage {
+    pub fn new(index: &PackageIndex, p: &crate::index::Package) -> Self {
+        SolvedPackage {
+            name: index.name(p.name).to_string(),
+            version: index.str(p.version).to_string(),
+            arch: index.str(p.arch).to_string(),
+            url: index.url(p),
+            sha256: index.str(p.sha256).to_string(),
+            size: p.size(),
+        }
+    }
+}
+
 /// The exact package set, sorted by name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Solution {
@@ -77,7 +90,7 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
                 let mut owners: Vec<_> = index
                     .providers(id)
                     .iter()
-                    .map(|&(p, _)| index.package(p).name)
+                    .map(|&[p, _]| index.package(p).name)
                     .collect();
                 owners.sort();
                 owners.dedup();
@@ -133,17 +146,7 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
     }
     let mut packages: Vec<SolvedPackage> = marker
         .installed()
-        .map(|i| {
-            let p = index.package(i);
-            SolvedPackage {
-                name: index.name(p.name).to_string(),
-                version: p.version.to_string(),
-                arch: p.arch.to_string(),
-                url: index.url(p),
-                sha256: p.sha256.to_string(),
-                size: p.size,
-            }
-        })
+        .map(|i| SolvedPackage::new(index, index.package(i)))
         .collect();
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Solution { packages })

@@ -23,8 +23,7 @@ fn conflict_is_explained() {
     let version = |n: &str| {
         let id = index.lookup(n).unwrap();
         index
-            .package(index.candidate(id).unwrap())
-            .version
+            .version(index.package(index.candidate(id).unwrap()))
             .to_string()
     };
     // Both provide the `module` command and conflict with each other.
