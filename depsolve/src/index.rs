@@ -38,6 +38,12 @@ impl StrRef {
     pub fn is_none(self) -> bool {
         self.off == u32::MAX
     }
+    pub(crate) fn off(self) -> u32 {
+        self.off
+    }
+    pub(crate) fn end(self) -> usize {
+        self.off as usize + self.len as usize
+    }
 }
 
 /// A run of records in one of the index's flat vectors.
@@ -49,8 +55,11 @@ pub struct Span {
 }
 
 impl Span {
+    pub(crate) fn end(self) -> usize {
+        self.start as usize + self.len as usize
+    }
     fn range(self) -> std::ops::Range<usize> {
-        self.start as usize..(self.start + self.len) as usize
+        self.start as usize..self.end()
     }
 }
 
@@ -198,6 +207,9 @@ impl Package {
     pub fn size(&self) -> u64 {
         u64::from(self.size[0]) | (u64::from(self.size[1]) << 32)
     }
+    pub(crate) fn provides_len(&self) -> u32 {
+        self.provides.len
+    }
     pub fn multi_arch(&self) -> MultiArch {
         match self.multi_arch {
             1 => MultiArch::Same,
@@ -271,9 +283,7 @@ impl PackageIndex {
         if r.is_none() {
             return "";
         }
-        self.strings
-            .get(r.off as usize..(r.off + r.len) as usize)
-            .unwrap_or("")
+        self.strings.get(r.off as usize..r.end()).unwrap_or("")
     }
     pub fn name(&self, id: NameId) -> &str {
         self.str(self.names[id.0 as usize])

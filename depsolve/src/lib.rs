@@ -15,6 +15,7 @@ pub mod repo;
 mod resolve;
 pub mod rpm;
 pub mod rpmversion;
+pub mod snapshot;
 pub mod solve;
 pub mod source;
 pub mod version;

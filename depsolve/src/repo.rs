@@ -12,6 +12,7 @@ use crate::fetch::{sha256_hex, Fetcher};
 use crate::index::PackageIndex;
 use crate::release::{self, Release};
 use crate::rpm;
+use crate::snapshot;
 use crate::solve::{self, Request, Solution, SolvedPackage};
 use crate::source::{Source, SourceKind};
 
@@ -45,6 +46,8 @@ struct Downloaded {
     base_url: String,
     label: String,
     data: Vec<u8>,
+    /// SHA-256 of `data`, already checked against the signed metadata.
+    sha256: String,
 }
 
 impl RepoSet {
@@ -156,7 +159,39 @@ async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex
         }
     }
     let arch = config.arch.clone();
+    // The snapshot of a built index is keyed by exactly what it was built
+    // from: the verified files' hashes, their URLs, the arch and the format.
+    let mut key = format!("{}\n{:?}\n{arch}\n", env!("CARGO_PKG_VERSION"), kind);
+    for f in &files {
+        key.push_str(&format!("{} {} {}\n", f.base_url, f.label, f.sha256));
+    }
+    let snapshot_path = config
+        .cache_dir
+        .join("index")
+        .join(format!("{}.kidx", sha256_hex(key.as_bytes())));
     tokio::task::spawn_blocking(move || {
+        if let Some(index) = snapshot::read(&snapshot_path) {
+            return Ok(index);
+        }
+        let index = build_from(kind, &arch, files)?;
+        if let Err(e) = snapshot::write(&index, &snapshot_path) {
+            tracing::warn!(
+                "cannot write index snapshot {}: {e}",
+                snapshot_path.display()
+            );
+        }
+        Ok(index)
+    })
+    .await
+    .map_err(|e| DepsolveError::Task(e.to_string()))?
+}
+
+fn build_from(
+    kind: SourceKind,
+    arch: &str,
+    files: Vec<Downloaded>,
+) -> Result<Arc<PackageIndex>, DepsolveError> {
+    {
         use rayon::prelude::*;
         let sources = files
             .into_par_iter()
@@ -177,12 +212,10 @@ async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex
                     xml: s.text,
                 })
                 .collect();
-            return rpm::build_index(&arch, &sources);
+            return rpm::build_index(arch, &sources);
         }
-        PackageIndex::build(&arch, &sources)
-    })
-    .await
-    .map_err(|e| DepsolveError::Task(e.to_string()))?
+        PackageIndex::build(arch, &sources)
+    }
 }
 
 /// Fetches and verifies the Release and Packages files of one deb source.
@@ -265,6 +298,7 @@ async fn fetch_deb(
                 base_url: source.url.clone(),
                 label: url,
                 data,
+                sha256: actual,
             });
             found = true;
             break;
@@ -333,6 +367,7 @@ async fn fetch_rpm(fetcher: &Fetcher, source: &Source) -> Result<Downloaded, Dep
         base_url: source.url.clone(),
         label: url,
         data,
+        sha256: actual,
     })
 }
 

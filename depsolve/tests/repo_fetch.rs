@@ -102,6 +102,33 @@ async fn loads_signed_repo_over_file_and_http_with_cache() {
         "{log}"
     );
 
+    // The built index was snapshotted; a new RepoSet loads it and answers
+    // the same. A damaged snapshot is rebuilt, not trusted.
+    let snapshots: Vec<_> = std::fs::read_dir(cache.path().join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kidx"))
+        .collect();
+    assert_eq!(
+        snapshots.len(),
+        3,
+        "one per distinct set of index files: {snapshots:?}"
+    );
+    let again = RepoSet::open(config(&line, &repo.keyring, cache.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&again.solve(&hello()).unwrap()).unwrap(),
+        serde_json::to_string(&set.solve(&hello()).unwrap()).unwrap()
+    );
+    for s in &snapshots {
+        std::fs::write(s, b"KILNIX02 damaged").unwrap();
+    }
+    let rebuilt = RepoSet::open(config(&line, &repo.keyring, cache.path()))
+        .await
+        .unwrap();
+    assert_exact(&repo, &rebuilt, &server.url());
+
     // Concurrent requests share one index.
     let handles: Vec<_> = (0..4)
         .map(|_| {
