@@ -74,3 +74,21 @@ fn set_b_hpc_node_matches_apt() {
         recommends: false,
     });
 }
+
+#[test]
+fn set_a_with_recommends_matches_apt() {
+    compare_with_apt(Request {
+        packages: SET_A.iter().map(|s| s.to_string()).collect(),
+        essential: true,
+        recommends: true,
+    });
+}
+
+#[test]
+fn set_b_with_recommends_matches_apt() {
+    compare_with_apt(Request {
+        packages: common::hpc_node_set(),
+        essential: true,
+        recommends: true,
+    });
+}

@@ -129,6 +129,14 @@ async fn loads_signed_repo_over_file_and_http_with_cache() {
         .unwrap();
     assert_exact(&repo, &rebuilt, &server.url());
 
+    // Search by name and glob returns candidates with their sources.
+    let found: Vec<String> = set
+        .search(&["libgcc*".into(), "hello".into(), "nothing-*".into()])
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(found, ["hello", "libgcc-s1"]);
+
     // Concurrent requests share one index.
     let handles: Vec<_> = (0..4)
         .map(|_| {
