@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
@@ -425,13 +426,14 @@ pub(crate) struct Builder {
     pub(crate) arch: String,
     strings: String,
     names: Vec<StrRef>,
-    name_ids: HashMap<Box<str>, NameId>,
+    name_ids: HashMap<Box<str>, NameId, BuildHasherDefault<NameHasher>>,
     packages: Vec<Package>,
     groups: Vec<Span>,
     deps: Vec<Dependency>,
     provides: Vec<Provide>,
     conditionals: Vec<Conditional>,
-    seen: std::collections::HashSet<(NameId, Box<str>)>,
+    /// Per name, the packages added so far (also the per-name version lists).
+    by_name: Vec<Vec<u32>>,
 }
 
 fn span(start: usize, end: usize) -> Span {
@@ -447,13 +449,13 @@ impl Builder {
             arch: arch.to_string(),
             strings: String::new(),
             names: Vec::new(),
-            name_ids: HashMap::new(),
+            name_ids: HashMap::default(),
             packages: Vec::new(),
             groups: Vec::new(),
             deps: Vec::new(),
             provides: Vec::new(),
             conditionals: Vec::new(),
-            seen: Default::default(),
+            by_name: Vec::new(),
         }
     }
 
@@ -473,6 +475,7 @@ impl Builder {
         let id = NameId(self.names.len() as u32);
         let r = self.string(name);
         self.names.push(r);
+        self.by_name.push(Vec::new());
         self.name_ids.insert(name.into(), id);
         id
     }
@@ -480,7 +483,12 @@ impl Builder {
     /// Whether this name and version were already added (the same version
     /// in two repositories is one version, as in apt).
     pub(crate) fn is_duplicate(&mut self, name: NameId, version: &str) -> bool {
-        !self.seen.insert((name, version.into()))
+        let strings = &self.strings;
+        let packages = &self.packages;
+        self.by_name[name.0 as usize].iter().any(|&p| {
+            let v = packages[p as usize].version;
+            strings.get(v.off as usize..v.end()) == Some(version)
+        })
     }
 
     pub(crate) fn groups(&mut self, groups: Vec<Vec<Dependency>>) -> Span {
@@ -524,6 +532,7 @@ impl Builder {
         let sha256 = self.string(p.sha256);
         let [pre_depends, depends, recommends, conflicts, breaks, obsoletes, conditional, provides] =
             rel;
+        self.by_name[p.name.0 as usize].push(self.packages.len() as u32);
         self.packages.push(Package {
             name: p.name,
             repository: p.repository,
@@ -573,10 +582,9 @@ impl Builder {
             essential: Vec::new(),
             repositories,
         };
-        let mut versions = vec![Vec::new(); n];
+        let versions = self.by_name;
         let mut providers = vec![Vec::new(); n];
         for (i, p) in index.packages.iter().enumerate() {
-            versions[p.name.0 as usize].push(i as u32);
             for (j, pr) in index.provides[p.provides.range()].iter().enumerate() {
                 providers[pr.name.0 as usize].push([i as u32, j as u32]);
             }
@@ -629,4 +637,33 @@ fn csr<T: Clone>(lists: Vec<Vec<T>>) -> (Vec<u32>, Vec<T>) {
         offsets.push(flat.len() as u32);
     }
     (offsets, flat)
+}
+
+/// A small multiply-rotate hasher for interning package names: names are
+/// not attacker-chosen keys here (they come from verified indexes) and
+/// SipHash dominated index building.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.write(&[b]);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
