@@ -102,6 +102,15 @@ impl RepoSet {
         solve::solve(&self.index(), req)
     }
 
+    /// [`RepoSet::solve`] on a blocking thread, for handlers that must not
+    /// hold an async worker even for a millisecond-scale solve.
+    pub async fn solve_async(&self, req: Request) -> Result<Solution, DepsolveError> {
+        let set = self.clone();
+        tokio::task::spawn_blocking(move || set.solve(&req))
+            .await
+            .map_err(|e| DepsolveError::Task(e.to_string()))?
+    }
+
     /// Candidate packages whose names match any of the patterns
     /// (`*` and `?` globs), sorted by name.
     pub fn search(&self, patterns: &[String]) -> Vec<SolvedPackage> {

@@ -141,7 +141,7 @@ async fn loads_signed_repo_over_file_and_http_with_cache() {
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let s = set.clone();
-            tokio::task::spawn_blocking(move || s.solve(&hello()).map(|x| x.packages.len()))
+            tokio::spawn(async move { s.solve_async(hello()).await.map(|x| x.packages.len()) })
         })
         .collect();
     for h in handles {
@@ -252,4 +252,30 @@ async fn host_bookworm_inrelease_verifies_with_debian_keyring() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&file), "{err}");
+}
+
+#[tokio::test]
+async fn reads_gz_and_plain_packages_files() {
+    let repo = DebRepo::build();
+    let cache = tempfile::tempdir().unwrap();
+    for compression in ["gz", "plain"] {
+        deb_repo::index_suite_as(&repo.root, compression, compression);
+        let suite = repo.root.join(format!("dists/{compression}"));
+        deb_repo::sign_suite(&repo.gnupghome, &suite, true, false);
+        let listed = std::fs::read_to_string(suite.join("Release")).unwrap();
+        let want = if compression == "gz" {
+            "main/binary-amd64/Packages.gz"
+        } else {
+            "main/binary-amd64/Packages"
+        };
+        assert!(
+            listed.contains(want) && !listed.contains("Packages.xz"),
+            "{listed}"
+        );
+        let line = format!("deb {} {compression} main", repo.file_url());
+        let set = RepoSet::open(config(&line, &repo.keyring, cache.path()))
+            .await
+            .unwrap();
+        assert_exact(&repo, &set, &repo.file_url());
+    }
 }

@@ -66,15 +66,32 @@ pub fn sign_suite(home: &Path, suite_dir: &Path, inline: bool, detached: bool) {
 
 /// Writes Packages(.xz) and Release for one suite from the pool.
 pub fn index_suite(root: &Path, suite: &str) {
+    index_suite_as(root, suite, "xz");
+}
+
+/// Like [`index_suite`], with `Packages` compressed as `xz`, `gz` or `plain`.
+pub fn index_suite_as(root: &Path, suite: &str, compression: &str) {
     let bin = root.join(format!("dists/{suite}/main/binary-amd64"));
     std::fs::create_dir_all(&bin).unwrap();
     let packages = run(Command::new("apt-ftparchive")
         .current_dir(root)
         .args(["packages", "pool"]));
     std::fs::write(bin.join("Packages"), &packages).unwrap();
-    run(Command::new("xz")
-        .args(["-k", "-f"])
-        .arg(bin.join("Packages")));
+    match compression {
+        "xz" => {
+            run(Command::new("xz")
+                .args(["-k", "-f"])
+                .arg(bin.join("Packages")));
+        }
+        "gz" => {
+            run(Command::new("gzip")
+                .args(["-k", "-f", "-n"])
+                .arg(bin.join("Packages")));
+            // Only the compressed file, so the reader must take it.
+            std::fs::remove_file(bin.join("Packages")).unwrap();
+        }
+        _ => {}
+    }
     let release = run(Command::new("apt-ftparchive")
         .current_dir(root.join(format!("dists/{suite}")))
         .args([
