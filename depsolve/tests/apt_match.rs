@@ -92,3 +92,24 @@ fn set_b_with_recommends_matches_apt() {
         recommends: true,
     });
 }
+
+/// Larger and different sets (desktops, Java, databases, a mail server),
+/// with and without Recommends: every one must equal apt's choice.
+#[test]
+fn other_sets_match_apt() {
+    let sets: &[(&[&str], bool)] = &[
+        (&["gnome-core"], true),
+        (&["kde-plasma-desktop"], false),
+        (&["default-jdk"], true),
+        (&["mariadb-server", "exim4"], false),
+        (&["xfce4", "lightdm"], true),
+        (&["apache2", "libapache2-mod-php", "python3-pip"], false),
+    ];
+    for (packages, recommends) in sets {
+        compare_with_apt(Request {
+            packages: packages.iter().map(|s| s.to_string()).collect(),
+            essential: true,
+            recommends: *recommends,
+        });
+    }
+}
