@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use crate::builder::Builder;
 use crate::control::{self, Relation};
 use crate::error::DepsolveError;
 use crate::index::{
-    ArchQualifier, Builder, Dependency, Family, MultiArch, NewPackage, PackageIndex, Provide, Span,
+    ArchQualifier, Dependency, Family, MultiArch, NewPackage, PackageIndex, Provide, Span,
 };
 
 /// One parsed `Packages` file and where its `Filename`s are relative to.

@@ -4,6 +4,7 @@
 //!
 //! See `README.md` beside this crate for the design decisions.
 
+pub(crate) mod builder;
 pub mod compression;
 pub mod control;
 pub mod debindex;
@@ -14,6 +15,7 @@ pub mod release;
 pub mod repo;
 mod resolve;
 pub mod rpm;
+mod rpm_rich;
 pub mod rpmversion;
 pub mod snapshot;
 pub mod solve;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use crate::builder::Builder;
 use crate::control::Relation;
 use crate::error::DepsolveError;
 use crate::index::{
-    ArchQualifier, Builder, Dependency, Family, MultiArch, NewPackage, PackageIndex, Provide, Span,
-    StrRef,
+    ArchQualifier, Dependency, Family, MultiArch, NewPackage, PackageIndex, Provide, Span, StrRef,
 };
+use crate::rpm_rich::{lower, parse_rich, tokenize};
 use crate::rpmversion::format_evr;
 
 /// RPM's name for a Debian architecture (`amd64` -> `x86_64`).
@@ -266,7 +267,7 @@ fn relation(flags: &str) -> Result<Relation, String> {
     })
 }
 
-fn atom(
+pub(crate) fn atom(
     b: &mut Builder,
     name: &str,
     flags: Option<&str>,
@@ -286,8 +287,8 @@ fn entry_evr(e: &Entry) -> Option<String> {
         .map(|v| format_evr(e.epoch.as_deref(), v, e.rel.as_deref()))
 }
 
-type Groups = Vec<Vec<Dependency>>;
-type Conditionals = Vec<(Dependency, Vec<Dependency>)>;
+pub(crate) type Groups = Vec<Vec<Dependency>>;
+pub(crate) type Conditionals = Vec<(Dependency, Vec<Dependency>)>;
 
 fn convert(
     b: &mut Builder,
@@ -398,139 +399,6 @@ fn add_requirement(
         // `with`, `unless`, `else`...: kept as a requirement nothing
         // provides, so only packages that need it fail, with its text.
         groups.push(vec![atom(b, &e.name, None, None)?]);
-    }
-    Ok(())
-}
-
-/// Rich dependency syntax tree.
-enum Rich {
-    Atom(String, Option<(String, String)>),
-    Op(String, Vec<Rich>),
-}
-
-fn tokenize(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in s.chars() {
-        match c {
-            '(' | ')' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                out.push(c.to_string());
-            }
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-const OPS: &[&str] = &["and", "or", "if", "else", "unless", "with", "without"];
-
-/// `( term (op term)* )` where all ops of one level are the same.
-fn parse_rich(t: &[String], pos: &mut usize) -> Option<Rich> {
-    if t.get(*pos)? != "(" {
-        return None;
-    }
-    *pos += 1;
-    let mut terms = vec![parse_term(t, pos)?];
-    let mut op: Option<String> = None;
-    while t.get(*pos)? != ")" {
-        let o = t.get(*pos)?.clone();
-        if !OPS.contains(&o.as_str()) || op.as_ref().is_some_and(|p| *p != o) {
-            return None;
-        }
-        op = Some(o);
-        *pos += 1;
-        terms.push(parse_term(t, pos)?);
-    }
-    *pos += 1;
-    Some(match op {
-        None => terms.pop()?,
-        Some(o) => Rich::Op(o, terms),
-    })
-}
-
-fn parse_term(t: &[String], pos: &mut usize) -> Option<Rich> {
-    if t.get(*pos)? == "(" {
-        return parse_rich(t, pos);
-    }
-    let name = t.get(*pos)?.clone();
-    *pos += 1;
-    if let Some(cmp) = t
-        .get(*pos)
-        .filter(|c| matches!(c.as_str(), "<" | "<=" | "=" | ">=" | ">"))
-    {
-        let ver = t.get(*pos + 1)?.clone();
-        let cmp = cmp.clone();
-        *pos += 2;
-        return Some(Rich::Atom(name, Some((cmp, ver))));
-    }
-    Some(Rich::Atom(name, None))
-}
-
-fn rich_atom(
-    b: &mut Builder,
-    name: &str,
-    c: &Option<(String, String)>,
-) -> Result<Dependency, String> {
-    let flags = c.as_ref().map(|(op, _)| match op.as_str() {
-        "<" => "LT",
-        "<=" => "LE",
-        "=" => "EQ",
-        ">=" => "GE",
-        _ => "GT",
-    });
-    atom(b, name, flags, c.as_ref().map(|(_, v)| v.clone()))
-}
-
-/// An or-group from atoms or nested `or`s.
-fn alternatives(b: &mut Builder, r: &Rich, out: &mut Vec<Dependency>) -> Result<(), String> {
-    match r {
-        Rich::Atom(n, c) => out.push(rich_atom(b, n, c)?),
-        Rich::Op(op, terms) if op == "or" => {
-            for t in terms {
-                alternatives(b, t, out)?;
-            }
-        }
-        _ => return Err(String::new()),
-    }
-    Ok(())
-}
-
-fn lower(
-    b: &mut Builder,
-    r: &Rich,
-    groups: &mut Groups,
-    cond: &mut Conditionals,
-) -> Result<(), String> {
-    match r {
-        Rich::Op(op, terms) if op == "and" => {
-            for t in terms {
-                lower(b, t, groups, cond)?;
-            }
-        }
-        Rich::Op(op, terms) if op == "if" && terms.len() == 2 => {
-            let mut then = Vec::new();
-            alternatives(b, &terms[0], &mut then)?;
-            let Rich::Atom(n, c) = &terms[1] else {
-                return Err(String::new());
-            };
-            cond.push((rich_atom(b, n, c)?, then));
-        }
-        other => {
-            let mut alts = Vec::new();
-            alternatives(b, other, &mut alts)?;
-            groups.push(alts);
-        }
     }
     Ok(())
 }
