@@ -32,6 +32,9 @@ impl Fetcher {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, DepsolveError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("kiln-depsolve/", env!("CARGO_PKG_VERSION")))
+            // A stalled mirror must fail the request, not hang it.
+            .connect_timeout(std::time::Duration::from_secs(20))
+            .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| DepsolveError::Fetch {
                 url: String::new(),

@@ -11,13 +11,26 @@ use crate::error::DepsolveError;
 #[derive(Debug, Default)]
 pub struct Release {
     pub files: HashMap<String, (u64, String)>,
+    /// `Valid-Until`, if the archive sets one (protects against replays).
+    pub valid_until: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 impl Release {
     pub fn parse(file: &str, text: &str) -> Result<Release, DepsolveError> {
         let mut files = HashMap::new();
         let mut in_sha256 = false;
+        let mut valid_until = None;
         for line in text.lines() {
+            if let Some(v) = line.strip_prefix("Valid-Until:") {
+                // Debian writes "UTC" where RFC 2822 wants "+0000".
+                let v = v.trim().replace(" UTC", " +0000");
+                valid_until = Some(chrono::DateTime::parse_from_rfc2822(&v).map_err(|e| {
+                    DepsolveError::BadRelease {
+                        file: file.to_string(),
+                        detail: format!("bad Valid-Until '{}': {e}", v),
+                    }
+                })?);
+            }
             if !line.starts_with(' ') {
                 in_sha256 = line.trim_end() == "SHA256:";
                 continue;
@@ -44,7 +57,7 @@ impl Release {
                 detail: "no SHA256 checksums".into(),
             });
         }
-        Ok(Release { files })
+        Ok(Release { files, valid_until })
     }
 }
 
@@ -170,6 +183,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dists/x/Release"));
+    }
+
+    #[test]
+    fn reads_valid_until() {
+        let text = "Valid-Until: Sat, 01 Jun 2024 10:00:00 UTC\nSHA256:\n 00 1 main/binary-amd64/Packages\n";
+        let r = Release::parse("R", text).unwrap();
+        assert_eq!(
+            r.valid_until.unwrap().to_rfc3339(),
+            "2024-06-01T10:00:00+00:00"
+        );
+        let bad = text.replace("Sat, 01 Jun", "Someday");
+        assert!(Release::parse("dists/x/InRelease", &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("dists/x/InRelease"));
     }
 
     #[test]

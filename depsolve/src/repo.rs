@@ -276,6 +276,14 @@ async fn fetch_deb(
         }
     };
     let release = Release::parse(&release_url, &release_text)?;
+    if let (Some(until), true) = (release.valid_until, source.check_valid_until) {
+        if until < chrono::Utc::now() {
+            return Err(DepsolveError::BadRelease {
+                file: release_url,
+                detail: format!("expired: Valid-Until {until} has passed (use [check-valid-until=no] for archived snapshots)"),
+            });
+        }
+    }
     let mut out = Vec::new();
     for component in &source.components {
         let mut found = false;

@@ -24,6 +24,9 @@ pub struct Source {
     pub signed_by: Option<PathBuf>,
     /// `trusted=yes`: do not check the signature (checksums still are).
     pub trusted: bool,
+    /// `check-valid-until=no` turns off the Release expiry check (for
+    /// archived snapshots), as in apt.
+    pub check_valid_until: bool,
 }
 
 impl FromStr for Source {
@@ -50,6 +53,7 @@ impl FromStr for Source {
         rest = after.trim_start();
         let mut signed_by = None;
         let mut trusted = false;
+        let mut check_valid_until = true;
         if let Some(opts) = rest.strip_prefix('[') {
             let (opts, after) = opts
                 .split_once(']')
@@ -58,6 +62,7 @@ impl FromStr for Source {
                 match opt.split_once('=') {
                     Some(("signed-by", v)) => signed_by = Some(PathBuf::from(v)),
                     Some(("trusted", v)) => trusted = v == "yes",
+                    Some(("check-valid-until", v)) => check_valid_until = v != "no",
                     Some(("arch", _)) => {}
                     _ => return Err(bad(&format!("unsupported option '{opt}'"))),
                 }
@@ -102,6 +107,7 @@ impl FromStr for Source {
             components,
             signed_by,
             trusted,
+            check_valid_until,
         })
     }
 }

@@ -279,3 +279,35 @@ async fn reads_gz_and_plain_packages_files() {
         assert_exact(&repo, &set, &repo.file_url());
     }
 }
+
+#[tokio::test]
+async fn expired_release_is_refused_unless_asked() {
+    let repo = DebRepo::build();
+    let cache = tempfile::tempdir().unwrap();
+    deb_repo::index_suite(&repo.root, "expired");
+    let suite = repo.root.join("dists/expired");
+    let release = std::fs::read_to_string(suite.join("Release")).unwrap();
+    std::fs::write(
+        suite.join("Release"),
+        format!("Valid-Until: Thu, 01 Jan 2015 00:00:00 UTC\n{release}"),
+    )
+    .unwrap();
+    deb_repo::sign_suite(&repo.gnupghome, &suite, true, false);
+    let line = format!("deb {} expired main", repo.file_url());
+    let err = RepoSet::open(config(&line, &repo.keyring, cache.path()))
+        .await
+        .err()
+        .expect("must be refused");
+    assert!(
+        err.to_string().contains("dists/expired/InRelease") && err.to_string().contains("expired"),
+        "{err}"
+    );
+    let line = format!(
+        "deb [check-valid-until=no] {} expired main",
+        repo.file_url()
+    );
+    let set = RepoSet::open(config(&line, &repo.keyring, cache.path()))
+        .await
+        .unwrap();
+    assert_exact(&repo, &set, &repo.file_url());
+}
