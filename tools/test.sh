@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: PostgreSQL's server binaries for the
-# throwaway clusters.
-packages=(postgresql)
+# throwaway clusters; apt-ftparchive, gpg/gpgv, xz, rpmbuild and createrepo_c
+# to build and sign the test repositories of kiln-depsolve; python3-solv for
+# its benchmark's libsolv column.
+packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -19,6 +21,12 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || as_root=(sudo)
     "${as_root[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# kiln-depsolve compares itself with apt on the machine's real bookworm indexes.
+if ! ls /var/lib/apt/lists/*_dists_bookworm_main_binary-amd64_Packages* >/dev/null 2>&1; then
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
 

@@ -1,0 +1,126 @@
+//! `kiln depsolve`: solve on the command line, as a table or as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Request, Solution, Source};
+
+const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct DepsolveArgs {
+    /// Target architecture (Debian name, e.g. amd64).
+    #[arg(long)]
+    arch: String,
+    /// Repository, like an apt sources line:
+    /// 'deb [signed-by=KEYRING] URL SUITE COMPONENT...' (http, https or file URL).
+    #[arg(long = "source", required = true)]
+    sources: Vec<String>,
+    /// Add Essential: yes and Priority: required packages (a base system).
+    #[arg(long)]
+    essential: bool,
+    /// Follow Recommends too (off by default, like --no-install-recommends).
+    #[arg(long)]
+    recommends: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+    /// Keyring for sources without signed-by=.
+    #[arg(long, default_value = DEBIAN_KEYRING)]
+    keyring: PathBuf,
+    /// Metadata cache directory.
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Packages to install.
+    #[arg(required = true)]
+    packages: Vec<String>,
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("kiln/depsolve")
+}
+
+pub async fn run(args: DepsolveArgs) -> anyhow::Result<ExitCode> {
+    let sources = args
+        .sources
+        .iter()
+        .map(|s| s.parse::<Source>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = RepoConfig {
+        arch: args.arch.clone(),
+        sources,
+        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        keyring: Some(args.keyring.clone()),
+    };
+    let set = RepoSet::open(config)
+        .await
+        .context("loading repositories")?;
+    let request = Request {
+        packages: args.packages.clone(),
+        essential: args.essential,
+        recommends: args.recommends,
+    };
+    match set.solve(&request) {
+        Ok(solution) => {
+            print_solution(&solution, args.output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(DepsolveError::Unsolvable { problems }) => {
+            eprintln!("kiln: cannot install the requested packages:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_solution(solution: &Solution, output: Output) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            serde_json::to_writer(&mut out, solution)?;
+            writeln!(out)?;
+        }
+        Output::Table => {
+            let w = |f: fn(&kiln_depsolve::SolvedPackage) -> usize| {
+                solution.packages.iter().map(f).max().unwrap_or(0)
+            };
+            let (nw, vw) = (w(|p| p.name.len()).max(4), w(|p| p.version.len()).max(7));
+            writeln!(
+                out,
+                "{:nw$}  {:vw$}  {:6}  {:>10}",
+                "NAME", "VERSION", "ARCH", "SIZE"
+            )?;
+            for p in &solution.packages {
+                writeln!(
+                    out,
+                    "{:nw$}  {:vw$}  {:6}  {:>10}",
+                    p.name, p.version, p.arch, p.size
+                )?;
+            }
+            let total: u64 = solution.packages.iter().map(|p| p.size).sum();
+            writeln!(
+                out,
+                "{} packages, {} bytes to download",
+                solution.packages.len(),
+                total
+            )?;
+        }
+    }
+    Ok(())
+}

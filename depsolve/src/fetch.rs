@@ -1,0 +1,154 @@
+//! Fetching repository files over http(s) and file://, with an on-disk
+//! cache keyed by content hash and refreshed with conditional requests
+//! (ETag / Last-Modified), so an unchanged index costs one 304.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::DepsolveError;
+
+/// Downloads files, keeping a content-addressed copy of each.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    cache_dir: PathBuf,
+}
+
+/// What the cache remembers about a URL.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheEntry {
+    sha256: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+impl Fetcher {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, DepsolveError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("kiln-depsolve/", env!("CARGO_PKG_VERSION")))
+            // A stalled mirror must fail the request, not hang it.
+            .connect_timeout(std::time::Duration::from_secs(20))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| DepsolveError::Fetch {
+                url: String::new(),
+                detail: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Fetcher {
+            client,
+            cache_dir: cache_dir.into(),
+        })
+    }
+
+    /// Fetches `url`; `Ok(None)` when the server or disk says it does not exist.
+    pub async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, DepsolveError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            return match tokio::fs::read(path).await {
+                Ok(d) => Ok(Some(d)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(DepsolveError::Io {
+                    path: path.to_string(),
+                    source,
+                }),
+            };
+        }
+        let fetch_err = |detail: String| DepsolveError::Fetch {
+            url: url.to_string(),
+            detail,
+        };
+        let meta_path = self.cache_dir.join("urls").join(sha256_hex(url.as_bytes()));
+        let cached: Option<CacheEntry> = tokio::fs::read(&meta_path)
+            .await
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok());
+        let mut req = self.client.get(url);
+        if let Some(c) = &cached {
+            if let Some(etag) = &c.etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &c.last_modified {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let resp = req.send().await.map_err(|e| fetch_err(e.to_string()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            if let Some(c) = &cached {
+                // A blob that went missing or was altered is fetched again.
+                if let Ok(d) = tokio::fs::read(self.blob_path(&c.sha256)).await {
+                    if sha256_hex(&d) == c.sha256 {
+                        return Ok(Some(d));
+                    }
+                }
+                let _ = tokio::fs::remove_file(&meta_path).await;
+                return Box::pin(self.get(url)).await;
+            }
+        }
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(fetch_err(format!("HTTP status {status}")));
+        }
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(String::from)
+        };
+        let etag = header(reqwest::header::ETAG);
+        let last_modified = header(reqwest::header::LAST_MODIFIED);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| fetch_err(e.to_string()))?
+            .to_vec();
+        let entry = CacheEntry {
+            sha256: sha256_hex(&body),
+            etag,
+            last_modified,
+        };
+        self.store(&meta_path, &entry, &body).await?;
+        Ok(Some(body))
+    }
+
+    fn blob_path(&self, sha: &str) -> PathBuf {
+        self.cache_dir.join("blobs").join(sha)
+    }
+
+    async fn store(
+        &self,
+        meta_path: &Path,
+        entry: &CacheEntry,
+        body: &[u8],
+    ) -> Result<(), DepsolveError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| DepsolveError::Io { path, source }
+        };
+        let blob = self.blob_path(&entry.sha256);
+        for dir in [blob.parent(), meta_path.parent()].into_iter().flatten() {
+            tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+        }
+        write_atomic(&blob, body).await.map_err(io(&blob))?;
+        let meta = serde_json::to_vec(entry).map_err(|e| DepsolveError::Io {
+            path: meta_path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(meta_path, &meta).await.map_err(io(meta_path))
+    }
+}
+
+/// Writes through a temporary file and a rename, so concurrent readers never
+/// see a half-written cache file.
+async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    tokio::fs::write(&tmp, data).await?;
+    tokio::fs::rename(&tmp, path).await
+}
