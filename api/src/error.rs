@@ -33,6 +33,8 @@ pub enum ErrorKind {
     ResourceNotFound,
     MethodNotAllowed,
     InvalidQuery,
+    Unsolvable,
+    RepositoryUnavailable,
     Internal,
 }
 
@@ -58,6 +60,8 @@ impl ErrorKind {
         ErrorKind::ResourceNotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::InvalidQuery,
+        ErrorKind::Unsolvable,
+        ErrorKind::RepositoryUnavailable,
         ErrorKind::Internal,
     ];
 
@@ -84,6 +88,8 @@ impl ErrorKind {
             ErrorKind::ResourceNotFound => 18,
             ErrorKind::MethodNotAllowed => 19,
             ErrorKind::InvalidQuery => 20,
+            ErrorKind::Unsolvable => 21,
+            ErrorKind::RepositoryUnavailable => 22,
             ErrorKind::Internal => 1000,
         }
     }
@@ -102,6 +108,7 @@ impl ErrorKind {
             | ErrorKind::ResourceNotFound => 404,
             ErrorKind::ComposeUnfinished => 409,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RepositoryUnavailable => 502,
             ErrorKind::Internal => 500,
             _ => 400,
         }
@@ -131,6 +138,8 @@ impl ErrorKind {
             ErrorKind::ResourceNotFound => "Resource not found",
             ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::InvalidQuery => "Invalid query parameter",
+            ErrorKind::Unsolvable => "The packages cannot be installed together",
+            ErrorKind::RepositoryUnavailable => "A repository could not be read or verified",
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -9,6 +9,7 @@
 
 pub mod compose;
 pub mod customizations;
+pub mod depsolve;
 pub mod distribution;
 pub mod error;
 pub mod status;

@@ -11,6 +11,7 @@ use kiln_queue::JobQueue;
 pub mod api;
 pub mod config;
 pub mod plan;
+pub mod repos;
 pub mod status;
 
 pub use config::ComposerConfig;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub queue: Arc<dyn JobQueue>,
     pub catalog: Arc<Catalog>,
     pub config: Arc<ComposerConfig>,
+    /// Repositories loaded for depsolving, shared by all requests.
+    pub repos: Arc<repos::RepoCache>,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             queue,
             catalog: Arc::new(catalog),
             config: Arc::new(config),
+            repos: Arc::new(repos::RepoCache::default()),
         })
     }
 }

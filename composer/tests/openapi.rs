@@ -5,44 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{start, Backend};
-use serde_json::{json, Value};
-
-fn reference() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/composer-api/cloudapi-v2.openapi.yml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the reference Cloud API document is absent ({}: {e}); this test compares against it",
-            path.display()
-        )
-    });
-    serde_yaml::from_str(&text).expect("reference YAML")
-}
-
-/// What is wrong with `instance` as `#/components/schemas/<name>` of the reference.
-fn violations(reference: &Value, name: &str, instance: &Value) -> Vec<String> {
-    let schema = json!({
-        "$ref": format!("#/components/schemas/{name}"),
-        "components": reference["components"],
-    });
-    let validator = jsonschema::draft7::new(&schema).expect("reference schema compiles");
-    validator
-        .iter_errors(instance)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
-
-fn check(reference: &Value, name: &str, instance: &Value) {
-    let errors = violations(reference, name, instance);
-    assert!(
-        errors.is_empty(),
-        "{name} does not match the reference:\n{}\n{instance:#}",
-        errors.join("\n")
-    );
-}
+use common::{check, reference, start, violations, Backend};
+use serde_json::json;
 
 #[tokio::test]
 async fn answers_match_the_reference_schemas() {
@@ -139,6 +103,8 @@ async fn openapi_is_generated_and_covers_every_route() {
         ("/composes/{id}/logs", "get"),
         ("/composes/{id}/manifests", "get"),
         ("/composes/{id}/metadata", "get"),
+        ("/depsolve/blueprint", "post"),
+        ("/search/packages", "post"),
         ("/distributions", "get"),
         ("/distributions/{distro}", "get"),
         ("/openapi", "get"),

@@ -13,6 +13,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub mod composes;
+pub mod depsolve;
 pub mod distributions;
 pub mod error;
 pub mod events;
@@ -41,6 +42,8 @@ use error::ApiError;
         composes::get_metadata,
         composes::get_jobs,
         events::get_events,
+        depsolve::post_depsolve,
+        depsolve::post_search,
         distributions::list_distributions,
         distributions::get_distribution,
         meta::get_openapi,
@@ -62,6 +65,10 @@ use error::ApiError;
         kiln_api::status::JobEventData,
         kiln_api::error::Error,
         kiln_api::error::ErrorList,
+        kiln_api::depsolve::DepsolveRequest,
+        kiln_api::depsolve::DepsolveResponse,
+        kiln_api::depsolve::SearchPackagesRequest,
+        kiln_api::depsolve::SearchPackagesResponse,
     )),
     tags((name = "compose", description = "Image requests and their status"))
 )]
@@ -84,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/composes/{id}/metadata", get(composes::get_metadata))
         .route("/composes/{id}/jobs", get(composes::get_jobs))
         .route("/composes/{id}/events", get(events::get_events))
+        .route("/depsolve/blueprint", post(depsolve::post_depsolve))
+        .route("/search/packages", post(depsolve::post_search))
         .route("/distributions", get(distributions::list_distributions))
         .route(
             "/distributions/{distro}",

@@ -3,12 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_composer::{AppState, ComposerConfig};
 use kiln_queue::JobQueue;
 use kiln_testsupport::PgCluster;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub struct TestComposer {
     pub base: String,
@@ -98,4 +99,39 @@ pub fn pxe_request() -> Value {
         },
         "customizations": {"hostname": "node-001", "packages": ["chrony"]}
     })
+}
+
+/// The reference Cloud API document (beside the repository, in shared/).
+pub fn reference() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference/composer-api/cloudapi-v2.openapi.yml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the reference Cloud API document is absent ({}: {e}); this test compares against it",
+            path.display()
+        )
+    });
+    serde_yaml::from_str(&text).expect("reference YAML")
+}
+
+/// What is wrong with `instance` as `#/components/schemas/<name>` of the reference.
+pub fn violations(reference: &Value, name: &str, instance: &Value) -> Vec<String> {
+    let schema = json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": reference["components"],
+    });
+    let validator = jsonschema::draft7::new(&schema).expect("reference schema compiles");
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+pub fn check(reference: &Value, name: &str, instance: &Value) {
+    let errors = violations(reference, name, instance);
+    assert!(
+        errors.is_empty(),
+        "{name} does not match the reference:\n{}\n{instance:#}",
+        errors.join("\n")
+    );
 }

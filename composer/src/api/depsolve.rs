@@ -1,0 +1,199 @@
+//! Depsolving and package search, in the reference's shape.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use kiln_api::depsolve::{
+    split_evr, DepsolveRequest, DepsolveResponse, DepsolvedPackage, PackageDetails,
+    SearchPackagesRequest, SearchPackagesResponse,
+};
+use kiln_api::error::{Error, ErrorKind};
+use kiln_api::validate::{validate_blueprint, Family};
+use kiln_depsolve::{Request, SolvedPackage};
+use kiln_distro::Distribution;
+
+use super::error::{parse_json, ApiError};
+use crate::repos::depsolve_error;
+use crate::AppState;
+
+fn distribution<'a>(state: &'a AppState, name: &str) -> Result<&'a Distribution, ApiError> {
+    state.catalog.get(name).ok_or_else(|| {
+        ApiError::field(
+            ErrorKind::UnknownDistribution,
+            "distribution",
+            format!(
+                "unknown distribution {name:?}; known: {}",
+                state.catalog.names().join(", ")
+            ),
+        )
+    })
+}
+
+fn package_type(family: Family) -> &'static str {
+    match family {
+        Family::Debian => "deb",
+        Family::Rpm => "rpm",
+    }
+}
+
+fn solved(family: Family, p: SolvedPackage) -> DepsolvedPackage {
+    let (epoch, version, release) = split_evr(&p.version);
+    DepsolvedPackage {
+        package_type: package_type(family).into(),
+        name: p.name,
+        version,
+        release,
+        epoch,
+        arch: p.arch,
+        sigmd5: String::new(),
+        checksum: format!("sha256:{}", p.sha256),
+        url: p.url,
+        size: p.size,
+    }
+}
+
+/// Depsolve a blueprint: the exact package set, with where to fetch each package.
+#[utoipa::path(post, path = "/depsolve/blueprint", tag = "compose", operation_id = "postDepsolveBlueprint",
+    request_body = DepsolveRequest,
+    responses(
+        (status = 200, body = DepsolveResponse),
+        (status = 400, description = "Invalid request, or the packages cannot be installed together (the reason explains why)", body = Error),
+        (status = 502, description = "A repository could not be read or verified (the reason names the file)", body = Error)))]
+pub async fn post_depsolve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DepsolveResponse>, ApiError> {
+    let req: DepsolveRequest = parse_json(&headers, body)?;
+    let distro = distribution(&state, &req.distribution)?;
+    validate_blueprint(&req.blueprint, "blueprint", distro.family)?;
+    let mut packages = Vec::new();
+    let mut essential = false;
+    if let Some(t) = &req.image_type {
+        packages = distro.packages(&req.architecture, t).ok_or_else(|| {
+            ApiError::field(
+                ErrorKind::UnknownImageType,
+                "image_type",
+                format!(
+                    "{} has no image type {t:?} for {}",
+                    distro.name, req.architecture
+                ),
+            )
+        })?;
+        essential = distro.family == Family::Debian;
+    }
+    let bp = &req.blueprint;
+    for (list, name) in [(&bp.packages, "packages"), (&bp.modules, "modules")] {
+        for (i, p) in list.iter().flatten().enumerate() {
+            if p.version
+                .as_deref()
+                .is_some_and(|v| !v.is_empty() && v != "*")
+            {
+                return Err(ApiError::field(
+                    ErrorKind::InvalidField,
+                    format!("blueprint.{name}[{i}].version"),
+                    "version pinning is not supported: the repositories' candidate is chosen",
+                ));
+            }
+            packages.push(p.name.clone());
+        }
+    }
+    if let Some(k) = bp
+        .customizations
+        .as_ref()
+        .and_then(|c| c.kernel.as_ref())
+        .and_then(|k| k.name.clone())
+    {
+        packages.push(k);
+    }
+    let repos = state
+        .repos
+        .get(
+            &state.config.data_dir,
+            distro,
+            &req.architecture,
+            &req.repositories,
+            "repositories",
+        )
+        .await?;
+    let solution = repos
+        .solve_async(Request {
+            packages,
+            essential,
+            recommends: false,
+        })
+        .await
+        .map_err(depsolve_error)?;
+    Ok(Json(DepsolveResponse {
+        packages: solution
+            .packages
+            .into_iter()
+            .map(|p| solved(distro.family, p))
+            .collect(),
+    }))
+}
+
+/// Search packages by name (`*` and `?` allowed): the candidate version of each.
+#[utoipa::path(post, path = "/search/packages", tag = "compose", operation_id = "postSearchPackages",
+    request_body = SearchPackagesRequest,
+    responses(
+        (status = 200, body = SearchPackagesResponse),
+        (status = 400, body = Error),
+        (status = 502, description = "A repository could not be read or verified", body = Error)))]
+pub async fn post_search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SearchPackagesResponse>, ApiError> {
+    let req: SearchPackagesRequest = parse_json(&headers, body)?;
+    let distro = distribution(&state, &req.distribution)?;
+    if req.packages.is_empty() {
+        return Err(ApiError::field(
+            ErrorKind::InvalidField,
+            "packages",
+            "empty: name at least one package or pattern",
+        ));
+    }
+    for (i, p) in req.packages.iter().enumerate() {
+        let ok = !p.is_empty()
+            && p.len() <= 255
+            && p.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-' | '*' | '?')
+            });
+        if !ok {
+            return Err(ApiError::field(
+                ErrorKind::InvalidField,
+                format!("packages[{i}]"),
+                format!("{p:?} is not a package name or pattern"),
+            ));
+        }
+    }
+    let repos = state
+        .repos
+        .get(
+            &state.config.data_dir,
+            distro,
+            &req.architecture,
+            &req.repositories,
+            "repositories",
+        )
+        .await?;
+    let packages = repos
+        .search(&req.packages)
+        .into_iter()
+        .map(|p| {
+            let (epoch, version, release) = split_evr(&p.version);
+            PackageDetails {
+                name: p.name,
+                version,
+                release,
+                epoch,
+                arch: p.arch,
+                url: p.url,
+            }
+        })
+        .collect();
+    Ok(Json(SearchPackagesResponse { packages }))
+}

@@ -1,0 +1,177 @@
+//! Loaded repositories, shared by every request that names the same ones.
+//!
+//! A set of repositories is fetched, verified and parsed once (kiln-depsolve
+//! keeps it as one immutable index, cached on disk by content hash); later
+//! requests only pay for their solve. Concurrent first requests for the same
+//! set wait for one load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_api::compose::Repository;
+use kiln_api::error::ErrorKind;
+use kiln_api::validate::{validate_repository, Family};
+use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Source};
+use kiln_distro::Distribution;
+use tokio::sync::OnceCell;
+
+use crate::api::error::ApiError;
+
+type Key = (String, Vec<String>);
+
+#[derive(Default)]
+pub struct RepoCache {
+    sets: Mutex<HashMap<Key, Arc<OnceCell<RepoSet>>>>,
+}
+
+/// An error of a repository or a solve, as the API tells it.
+pub fn depsolve_error(e: DepsolveError) -> ApiError {
+    match e {
+        DepsolveError::Unsolvable { .. } => ApiError::new(ErrorKind::Unsolvable, e.to_string()),
+        DepsolveError::BadSource { .. } => {
+            ApiError::field(ErrorKind::InvalidRepository, "repositories", e)
+        }
+        DepsolveError::Task(_) => ApiError::internal(e),
+        _ => ApiError::new(ErrorKind::RepositoryUnavailable, e.to_string()),
+    }
+}
+
+impl RepoCache {
+    /// The loaded repositories for `arch` of `distro`: `repos`, or the
+    /// distribution's own when empty. `path` names the request field.
+    pub async fn get(
+        &self,
+        data_dir: &Path,
+        distro: &Distribution,
+        arch: &str,
+        repos: &[Repository],
+        path: &str,
+    ) -> Result<RepoSet, ApiError> {
+        let package_arch = distro
+            .architecture(arch)
+            .map(|a| a.package_arch.clone())
+            .ok_or_else(|| {
+                ApiError::field(
+                    ErrorKind::UnknownArchitecture,
+                    "architecture",
+                    format!("{} does not support architecture {arch:?}", distro.name),
+                )
+            })?;
+        let mut lines = Vec::new();
+        if repos.is_empty() {
+            for r in &distro.repositories {
+                lines.push(source_line(
+                    distro.family,
+                    &r.to_request(arch),
+                    r.keyring.as_deref().map(PathBuf::from),
+                )?);
+            }
+        } else {
+            for (i, r) in repos.iter().enumerate() {
+                validate_repository(r, &format!("{path}[{i}]"), distro.family)?;
+                let keyring = match &r.gpgkey {
+                    Some(key) => Some(dearmor(data_dir, key).await?),
+                    None => None,
+                };
+                lines.push(source_line(distro.family, r, keyring)?);
+            }
+        }
+        let key = (package_arch.clone(), lines.clone());
+        let cell = {
+            let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.entry(key).or_default().clone()
+        };
+        let cache_dir = data_dir.join("repo-cache");
+        cell.get_or_try_init(|| async move {
+            let sources = lines
+                .iter()
+                .map(|l| l.parse::<Source>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(depsolve_error)?;
+            RepoSet::open(RepoConfig {
+                arch: package_arch,
+                sources,
+                cache_dir,
+                keyring: None,
+            })
+            .await
+            .map_err(depsolve_error)
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// A repository as a sources line: `deb [options] URL SUITE COMPONENT...`
+/// or `rpm URL`. Without a key, `check_repo_gpg: false` is needed to trust a
+/// repository: checksums are still checked, signatures are not.
+fn source_line(
+    family: Family,
+    r: &Repository,
+    keyring: Option<PathBuf>,
+) -> Result<String, ApiError> {
+    let url = r.baseurl.clone().unwrap_or_default();
+    let url = url.trim_end_matches('/');
+    Ok(match family {
+        Family::Rpm => format!("rpm {url}"),
+        Family::Debian => {
+            let mut opts = Vec::new();
+            match (keyring, r.check_repo_gpg) {
+                (_, Some(false)) => opts.push("trusted=yes".to_string()),
+                (Some(k), _) => opts.push(format!("signed-by={}", k.display())),
+                (None, _) => {
+                    return Err(ApiError::field(
+                        ErrorKind::InvalidRepository,
+                        "repositories",
+                        format!("{url}: give its signing key (gpgkey) or check_repo_gpg: false"),
+                    ))
+                }
+            }
+            format!(
+                "deb [{}] {url} {} {}",
+                opts.join(" "),
+                r.suite.clone().unwrap_or_default(),
+                r.components.clone().unwrap_or_default().join(" ")
+            )
+        }
+    })
+}
+
+/// Stores an ASCII-armoured key as a keyring file gpgv can read, named by
+/// its content.
+async fn dearmor(data_dir: &Path, key: &str) -> Result<PathBuf, ApiError> {
+    use sha2::Digest;
+    let dir = data_dir.join("keys");
+    let name = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let out = dir.join(format!("{name}.gpg"));
+    if out.exists() {
+        return Ok(out);
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(ApiError::internal)?;
+    let armored = dir.join(format!("{name}.asc"));
+    tokio::fs::write(&armored, key)
+        .await
+        .map_err(ApiError::internal)?;
+    let tmp = dir.join(format!("{name}.gpg.tmp"));
+    let status = tokio::process::Command::new("gpg")
+        .args(["--batch", "--yes", "--dearmor", "-o"])
+        .arg(&tmp)
+        .arg(&armored)
+        .status()
+        .await
+        .map_err(ApiError::internal)?;
+    if !status.success() {
+        return Err(ApiError::field(
+            ErrorKind::InvalidRepository,
+            "repositories",
+            "gpgkey is not an ASCII-armoured OpenPGP key",
+        ));
+    }
+    tokio::fs::rename(&tmp, &out)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(out)
+}
