@@ -305,7 +305,10 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn delete_compose(&self, id: Uuid) -> Result<DeleteOutcome>;
     async fn row_counts(&self) -> Result<RowCounts>;
 
-    /// Every job state change from now on, from any process sharing the database.
+    /// From now on, from any process sharing the database: every state change
+    /// of a compose's job, and every job becoming `queued`. (Other changes of
+    /// jobs outside composes are not announced: nobody follows them, and on
+    /// PostgreSQL each announcement costs commit throughput.)
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<JobEvent>;
 }
 
@@ -339,6 +342,11 @@ pub(crate) fn dependency_reason(
         Some(r) if !r.is_empty() => format!("dependency {dep_type} job {dep_id} {what}: {r}"),
         _ => format!("dependency {dep_type} job {dep_id} {what}"),
     }
+}
+
+/// Whether a state change is announced to subscribers (see [`JobQueue::subscribe`]).
+pub(crate) fn announced(e: &JobEvent) -> bool {
+    e.state == JobState::Queued || e.compose.is_some()
 }
 
 pub(crate) fn stale_reason(max_retries: u32) -> String {

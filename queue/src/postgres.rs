@@ -39,6 +39,10 @@ impl PgQueue {
     pub async fn connect(url: &str) -> Result<PgQueue> {
         let pool = PgPoolOptions::new()
             .max_connections(32)
+            // No ping before every query (sqlx's default): it doubles the
+            // round trips; a broken connection still fails its query and is
+            // replaced.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;

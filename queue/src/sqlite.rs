@@ -162,7 +162,7 @@ impl SqliteQueue {
         for e in events.iter().filter(|e| e.state == JobState::Queued) {
             self.waiters.job_queued(&e.job_type, &e.arch, &e.channel);
         }
-        for e in events {
+        for e in events.into_iter().filter(crate::announced) {
             let _ = self.events.send(e);
         }
     }
@@ -267,14 +267,14 @@ impl SqliteQueue {
             .await?;
         drop(conn);
         let job = job_from_row(&row)?;
-        let _ = self.events.send(JobEvent {
+        self.publish(vec![JobEvent {
             job: job.id,
             compose: job.compose_id,
             state: JobState::Running,
             job_type: job.job_type.clone(),
             arch: job.arch.clone(),
             channel: job.channel.clone(),
-        });
+        }]);
         Ok(Some(Lease { token, job }))
     }
 

@@ -66,6 +66,7 @@ on_both_backends!(
     expired_composes_are_deleted_with_their_jobs,
     delete_refuses_unfinished_composes,
     events_follow_every_state_change,
+    lone_jobs_announce_only_becoming_ready,
     rejected_graph_writes_nothing,
     compose_listing_pages_by_channel,
 );
@@ -570,6 +571,37 @@ async fn events_follow_every_state_change(q: Arc<dyn JobQueue>) {
     first_want.sort_by_key(|(_, s)| s.as_str());
     assert_eq!(first, first_want);
     assert_eq!(&got[2..], &want[2..]);
+}
+
+async fn lone_jobs_announce_only_becoming_ready(q: Arc<dyn JobQueue>) {
+    let mut rx = q.subscribe();
+    let lone = job("cleanup");
+    q.enqueue(std::slice::from_ref(&lone)).await.unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["cleanup"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    q.finish(l.token, Outcome::Success(json!(null)))
+        .await
+        .unwrap();
+    // A compose job afterwards: its events arrive, the lone job's running and
+    // success never do.
+    let c = compose("default");
+    let a = job("depsolve");
+    q.create_compose(&c, std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.job, first.state), (lone.id, JobState::Queued));
+    let second = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.job, second.state), (a.id, JobState::Queued));
 }
 
 async fn rejected_graph_writes_nothing(q: Arc<dyn JobQueue>) {
