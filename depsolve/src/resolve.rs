@@ -128,6 +128,31 @@ impl<'a> Marker<'a> {
         })
     }
 
+    /// Marked packages (other than `except`) that satisfy `d`.
+    fn installed_matches(&self, d: &Dependency, except: NameId) -> Vec<u32> {
+        let mut out = Vec::new();
+        if d.name != except {
+            if let Some(p) = self.st(d.name).install {
+                if self.idx.satisfies_directly(self.pkg(p), d) {
+                    out.push(p);
+                }
+            }
+        }
+        for &[p, j] in self.idx.providers(d.name) {
+            let owner = self.pkg(p);
+            if owner.name != except
+                && self.st(owner.name).install == Some(p)
+                && self
+                    .idx
+                    .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// Candidate packages that satisfy one alternative (apt's
     /// `VersionVector::FromDependency` with the CANDIDATE selector).
     fn candidates_for(&self, d: &Dependency, except: Option<NameId>) -> Vec<u32> {
@@ -493,11 +518,13 @@ impl<'a> Marker<'a> {
             }
             for (kind, list) in [("conflicts with", p.conflicts), ("breaks", p.breaks)] {
                 for d in self.idx.deps(list) {
-                    if self.dep_satisfied_by_installed(d, Some(p.name)) {
+                    for q in self.installed_matches(d, p.name) {
+                        let q = self.pkg(q);
                         problems.push(format!(
-                            "{pname} ({}) {kind} {}, which is also to be installed",
+                            "{pname} ({}) {kind} {} ({}), which is also to be installed",
                             self.idx.version(p),
-                            self.idx.dep_string(d)
+                            self.idx.name(q.name),
+                            self.idx.version(q)
                         ));
                     }
                 }

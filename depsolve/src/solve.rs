@@ -135,12 +135,11 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
         if out.is_empty() {
             out = problems;
         } else {
-            out.extend(
-                problems
-                    .into_iter()
-                    .filter(|p| !p.ends_with("which is not satisfied")),
-            );
-            out.dedup();
+            for p in problems {
+                if !p.ends_with("which is not satisfied") && !out.contains(&p) {
+                    out.push(p);
+                }
+            }
         }
         return Err(DepsolveError::Unsolvable { problems: out });
     }
