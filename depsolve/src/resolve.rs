@@ -88,6 +88,11 @@ impl<'a> Marker<'a> {
         }
     }
 
+    /// Uses a chosen version instead of the newest (apt's `name=version`).
+    pub(crate) fn set_candidate(&mut self, name: NameId, package: u32) {
+        self.st_mut(name).candidate = Some(package);
+    }
+
     /// Auto-installs the dependencies of a requested package (phase 2).
     pub(crate) fn install_requested(&mut self, name: NameId) -> bool {
         self.mark_install(name, true, true)
@@ -418,7 +423,7 @@ impl<'a> Marker<'a> {
                     format!("{n} is not available in any repository")
                 }
                 (None, _) => format!("no provider of {n} can be installed"),
-                (Some(c), Some(_)) if !self.idx.satisfies_directly(self.pkg(c), d) => {
+                (Some(_), Some(c)) if !self.idx.satisfies_directly(self.pkg(c), d) => {
                     format!(
                         "{n} {} is available, which does not match",
                         self.idx.version(self.pkg(c))

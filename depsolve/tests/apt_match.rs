@@ -113,3 +113,32 @@ fn other_sets_match_apt() {
         });
     }
 }
+
+/// `name=version` pins an older version, as `apt-get install name=version`.
+#[test]
+fn pinned_older_version_matches_apt() {
+    let index = common::host_bookworm_index();
+    let id = index.lookup("tzdata").unwrap();
+    let oldest = index
+        .versions(id)
+        .iter()
+        .map(|&p| index.version(index.package(p)).to_string())
+        .min_by(|a, b| kiln_depsolve::version::compare(a, b))
+        .unwrap();
+    let newest = index.version(index.package(index.candidate(id).unwrap()));
+    assert_ne!(
+        oldest, newest,
+        "the indexes should carry two tzdata versions"
+    );
+    let req = Request {
+        packages: vec![format!("tzdata={oldest}"), "openssh-client".into()],
+        essential: false,
+        recommends: false,
+    };
+    let sol = solve(&index, &req).unwrap();
+    assert!(sol
+        .packages
+        .iter()
+        .any(|p| p.name == "tzdata" && p.version == oldest));
+    compare_with_apt(req);
+}
