@@ -153,20 +153,26 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex>, DepsolveError> {
-    let mut files = Vec::new();
     let kind = config.sources.first().map_or(SourceKind::Deb, |s| s.kind);
-    for source in &config.sources {
-        if source.kind != kind {
-            return Err(DepsolveError::BadSource {
-                line: source.url.clone(),
-                detail: "deb and rpm sources cannot be mixed in one repository set".into(),
-            });
-        }
-        match source.kind {
-            SourceKind::Deb => files.extend(fetch_deb(fetcher, source, config).await?),
-            SourceKind::Rpm => files.push(fetch_rpm(fetcher, source).await?),
-        }
+    if let Some(other) = config.sources.iter().find(|s| s.kind != kind) {
+        return Err(DepsolveError::BadSource {
+            line: other.url.clone(),
+            detail: "deb and rpm sources cannot be mixed in one repository set".into(),
+        });
     }
+    // Sources are fetched concurrently; results keep the configured order,
+    // which decides between equal versions as in apt.
+    let fetches = config.sources.iter().map(|source| async move {
+        match source.kind {
+            SourceKind::Deb => fetch_deb(fetcher, source, config).await,
+            SourceKind::Rpm => fetch_rpm(fetcher, source).await.map(|d| vec![d]),
+        }
+    });
+    let files: Vec<Downloaded> = futures::future::try_join_all(fetches)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let arch = config.arch.clone();
     // The snapshot of a built index is keyed by exactly what it was built
     // from: the verified files' hashes, their URLs, the arch and the format.
