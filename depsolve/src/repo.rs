@@ -239,7 +239,17 @@ async fn fetch_deb(
     source: &Source,
     config: &RepoConfig,
 ) -> Result<Vec<Downloaded>, DepsolveError> {
-    let dists = format!("{}/dists/{}", source.url, source.suite);
+    // A flat repository (`deb URL dir/`) keeps Release and Packages in
+    // that directory, without components.
+    let flat = source.suite.ends_with('/');
+    let dists = if flat {
+        match source.suite.trim_end_matches('/') {
+            "" | "." => source.url.clone(),
+            dir => format!("{}/{dir}", source.url),
+        }
+    } else {
+        format!("{}/dists/{}", source.url, source.suite)
+    };
     let keyring = source.signed_by.clone().or_else(|| config.keyring.clone());
     let need_keyring = |file: &str| {
         keyring.clone().ok_or_else(|| DepsolveError::Signature {
@@ -291,10 +301,19 @@ async fn fetch_deb(
         }
     }
     let mut out = Vec::new();
-    for component in &source.components {
+    let components: Vec<String> = if flat {
+        vec![String::new()]
+    } else {
+        source
+            .components
+            .iter()
+            .map(|c| format!("{c}/binary-{}/", config.arch))
+            .collect()
+    };
+    for component in &components {
         let mut found = false;
         for name in ["Packages.xz", "Packages.gz", "Packages"] {
-            let path = format!("{component}/binary-{}/{name}", config.arch);
+            let path = format!("{component}{name}");
             let Some((size, sha)) = release.files.get(&path) else {
                 continue;
             };
@@ -329,10 +348,7 @@ async fn fetch_deb(
         if !found {
             return Err(DepsolveError::BadRelease {
                 file: release_url.clone(),
-                detail: format!(
-                    "no Packages index for {component}/binary-{} is listed and available",
-                    config.arch
-                ),
+                detail: format!("no {component}Packages index is listed and available"),
             });
         }
     }
