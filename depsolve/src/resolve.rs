@@ -470,9 +470,10 @@ impl<'a> Marker<'a> {
                     self.mark_install(qn, true, false)
                 });
                 if !found {
-                    let p = self.pkg(self.st(owner).install.unwrap_or_default());
-                    let msg = self.explain_group(owner, p, group);
-                    self.failures.push(msg);
+                    if let Some(i) = self.st(owner).install {
+                        let msg = self.explain_group(owner, self.pkg(i), group);
+                        self.failures.push(msg);
+                    }
                     return;
                 }
             }
