@@ -18,11 +18,12 @@ pub enum Output {
 
 #[derive(Args)]
 pub struct DepsolveArgs {
-    /// Target architecture (Debian name, e.g. amd64).
+    /// Target architecture (Debian name, e.g. amd64; mapped to x86_64 for rpm).
     #[arg(long)]
     arch: String,
     /// Repository, like an apt sources line:
-    /// 'deb [signed-by=KEYRING] URL SUITE COMPONENT...' (http, https or file URL).
+    /// 'deb [signed-by=KEYRING] URL SUITE COMPONENT...' or 'rpm [signed-by=KEYRING] URL'
+    /// (http, https or file URL). Repeat for several repositories.
     #[arg(long = "source", required = true)]
     sources: Vec<String>,
     /// Add Essential: yes and Priority: required packages (a base system).

@@ -69,4 +69,24 @@ fn depsolve_prints_json_table_and_explains_failures() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad source line 'deb ftp://x s main'"));
+
+    // Signed by a key that is not trusted: refused, naming the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["depsolve", "--arch", "amd64", "--cache-dir"])
+        .arg(cache.path())
+        .arg("--source")
+        .arg(format!(
+            "deb [signed-by={}] {} stable main",
+            repo.other_keyring.display(),
+            repo.file_url()
+        ))
+        .arg("hello")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dists/stable/InRelease") && err.contains("signature"),
+        "{err}"
+    );
 }

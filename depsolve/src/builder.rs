@@ -93,6 +93,37 @@ impl Builder {
         span(start, self.groups.len())
     }
 
+    /// Appends one alternative to the group being built.
+    pub(crate) fn push_dep(&mut self, d: Dependency) {
+        self.deps.push(d);
+    }
+    pub(crate) fn dep_count(&self) -> usize {
+        self.deps.len()
+    }
+    pub(crate) fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+    /// Closes a group made of the dependencies pushed since `start`.
+    pub(crate) fn close_group(&mut self, start: usize) {
+        let end = self.deps.len();
+        self.groups.push(span(start, end));
+    }
+    pub(crate) fn groups_since(&self, start: usize) -> Span {
+        span(start, self.groups.len())
+    }
+    pub(crate) fn deps_since(&self, start: usize) -> Span {
+        span(start, self.deps.len())
+    }
+    pub(crate) fn push_provide(&mut self, p: Provide) {
+        self.provides.push(p);
+    }
+    pub(crate) fn provides_since(&self, start: usize) -> Span {
+        span(start, self.provides.len())
+    }
+    pub(crate) fn provide_count(&self) -> usize {
+        self.provides.len()
+    }
+
     pub(crate) fn deps(&mut self, deps: Vec<Dependency>) -> Span {
         let s = self.deps.len();
         self.deps.extend(deps);

@@ -199,6 +199,7 @@ pub(crate) struct RawDep<'a> {
 pub(crate) struct DepSyntaxError(pub String);
 
 /// Parses `a (>= 1) | b:any, c` into groups of alternatives.
+#[cfg(test)]
 pub(crate) fn parse_relations(field: &str) -> Result<Vec<Vec<RawDep<'_>>>, DepSyntaxError> {
     let mut groups = Vec::new();
     for group in field.split(',') {
@@ -214,7 +215,7 @@ pub(crate) fn parse_relations(field: &str) -> Result<Vec<Vec<RawDep<'_>>>, DepSy
     Ok(groups)
 }
 
-fn parse_term(term: &str) -> Result<RawDep<'_>, DepSyntaxError> {
+pub(crate) fn parse_term(term: &str) -> Result<RawDep<'_>, DepSyntaxError> {
     let term = term.trim();
     // Architecture restrictions `[...]` and build profiles `<...>` do not
     // appear in binary indexes; drop them if present.

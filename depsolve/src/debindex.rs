@@ -58,8 +58,14 @@ fn add_package(
     if st.version.is_empty() {
         return Err("missing Version".into());
     }
+    // The same version in two repositories is one version to apt, which
+    // reads the relations of the first only.
+    if b.is_duplicate(name, st.version) {
+        return Ok(());
+    }
     // Fields in the order apt's cache generator reads them, so that
-    // first-seen name ids match apt's package ids.
+    // first-seen name ids match apt's package ids. Relations go straight
+    // into the builder's vectors.
     let pre_depends = groups(b, st.pre_depends, "Pre-Depends")?;
     let depends = groups(b, st.depends, "Depends")?;
     let conflicts = flat(b, st.conflicts, "Conflicts")?;
@@ -70,7 +76,7 @@ fn add_package(
         ("Replaces", st.replaces),
         ("Enhances", st.enhances),
     ] {
-        groups(b, text, field)?;
+        intern_only(b, text, field)?;
     }
     let provides = provides(b, st.provides)?;
     let size = if st.size.is_empty() {
@@ -80,20 +86,11 @@ fn add_package(
             .parse()
             .map_err(|_| format!("bad Size '{}'", st.size))?
     };
-    if b.is_duplicate(name, st.version) {
-        return Ok(());
-    }
     let arch = if st.architecture.is_empty() {
         b.arch.clone()
     } else {
         st.architecture.to_string()
     };
-    let pre_depends = b.groups(pre_depends);
-    let depends = b.groups(depends);
-    let recommends = b.groups(recommends);
-    let conflicts = b.deps(conflicts);
-    let breaks = b.deps(breaks);
-    let provides = b.provides(provides);
     b.push(
         NewPackage {
             name,
@@ -146,33 +143,70 @@ fn dep(b: &mut Builder, raw: &control::RawDep<'_>) -> Dependency {
     Dependency::new(name, arch, constraint)
 }
 
-fn groups(b: &mut Builder, text: &str, field: &str) -> Result<Vec<Vec<Dependency>>, String> {
-    if text.is_empty() {
-        return Ok(Vec::new());
+/// Calls `f` for every term of a relation field, with whether it starts a
+/// new or-group.
+fn each_term<'t>(
+    text: &'t str,
+    field: &str,
+    mut f: impl FnMut(bool, control::RawDep<'t>),
+) -> Result<(), String> {
+    for group in text.split(',') {
+        if group.trim().is_empty() {
+            continue;
+        }
+        for (k, term) in group.split('|').enumerate() {
+            let raw = control::parse_term(term).map_err(|e| format!("{field}: {}", e.0))?;
+            f(k == 0, raw);
+        }
     }
-    let raw = control::parse_relations(text).map_err(|e| format!("{field}: {}", e.0))?;
-    Ok(raw
-        .iter()
-        .map(|g| g.iter().map(|d| dep(b, d)).collect())
-        .collect())
+    Ok(())
 }
 
-fn flat(b: &mut Builder, text: &str, field: &str) -> Result<Vec<Dependency>, String> {
-    Ok(groups(b, text, field)?.into_iter().flatten().collect())
+fn groups(b: &mut Builder, text: &str, field: &str) -> Result<Span, String> {
+    let start = b.group_count();
+    let mut open: Option<usize> = None;
+    each_term(text, field, |first, raw| {
+        if first {
+            if let Some(s) = open.take() {
+                b.close_group(s);
+            }
+            open = Some(b.dep_count());
+        }
+        let d = dep(b, &raw);
+        b.push_dep(d);
+    })?;
+    if let Some(s) = open {
+        b.close_group(s);
+    }
+    Ok(b.groups_since(start))
 }
 
-fn provides(b: &mut Builder, text: &str) -> Result<Vec<Provide>, String> {
-    Ok(groups(b, text, "Provides")?
-        .into_iter()
-        .flatten()
-        .map(|d| Provide {
-            name: d.name,
-            version: match d.relation() {
-                Some((Relation::Eq, v)) => v,
-                _ => crate::index::StrRef::NONE,
-            },
-        })
-        .collect())
+fn flat(b: &mut Builder, text: &str, field: &str) -> Result<Span, String> {
+    let start = b.dep_count();
+    each_term(text, field, |_, raw| {
+        let d = dep(b, &raw);
+        b.push_dep(d);
+    })?;
+    Ok(b.deps_since(start))
+}
+
+fn intern_only(b: &mut Builder, text: &str, field: &str) -> Result<(), String> {
+    each_term(text, field, |_, raw| {
+        b.intern(raw.name);
+    })
+}
+
+fn provides(b: &mut Builder, text: &str) -> Result<Span, String> {
+    let start = b.provide_count();
+    each_term(text, "Provides", |_, raw| {
+        let name = b.intern(raw.name);
+        let version = match raw.constraint {
+            Some((Relation::Eq, v)) => b.string(v),
+            _ => crate::index::StrRef::NONE,
+        };
+        b.push_provide(Provide { name, version });
+    })?;
+    Ok(b.provides_since(start))
 }
 
 #[cfg(test)]

@@ -153,20 +153,26 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex>, DepsolveError> {
-    let mut files = Vec::new();
     let kind = config.sources.first().map_or(SourceKind::Deb, |s| s.kind);
-    for source in &config.sources {
-        if source.kind != kind {
-            return Err(DepsolveError::BadSource {
-                line: source.url.clone(),
-                detail: "deb and rpm sources cannot be mixed in one repository set".into(),
-            });
-        }
-        match source.kind {
-            SourceKind::Deb => files.extend(fetch_deb(fetcher, source, config).await?),
-            SourceKind::Rpm => files.push(fetch_rpm(fetcher, source).await?),
-        }
+    if let Some(other) = config.sources.iter().find(|s| s.kind != kind) {
+        return Err(DepsolveError::BadSource {
+            line: other.url.clone(),
+            detail: "deb and rpm sources cannot be mixed in one repository set".into(),
+        });
     }
+    // Sources are fetched concurrently; results keep the configured order,
+    // which decides between equal versions as in apt.
+    let fetches = config.sources.iter().map(|source| async move {
+        match source.kind {
+            SourceKind::Deb => fetch_deb(fetcher, source, config).await,
+            SourceKind::Rpm => fetch_rpm(fetcher, source).await.map(|d| vec![d]),
+        }
+    });
+    let files: Vec<Downloaded> = futures::future::try_join_all(fetches)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let arch = config.arch.clone();
     // The snapshot of a built index is keyed by exactly what it was built
     // from: the verified files' hashes, their URLs, the arch and the format.
@@ -233,7 +239,17 @@ async fn fetch_deb(
     source: &Source,
     config: &RepoConfig,
 ) -> Result<Vec<Downloaded>, DepsolveError> {
-    let dists = format!("{}/dists/{}", source.url, source.suite);
+    // A flat repository (`deb URL dir/`) keeps Release and Packages in
+    // that directory, without components.
+    let flat = source.suite.ends_with('/');
+    let dists = if flat {
+        match source.suite.trim_end_matches('/') {
+            "" | "." => source.url.clone(),
+            dir => format!("{}/{dir}", source.url),
+        }
+    } else {
+        format!("{}/dists/{}", source.url, source.suite)
+    };
     let keyring = source.signed_by.clone().or_else(|| config.keyring.clone());
     let need_keyring = |file: &str| {
         keyring.clone().ok_or_else(|| DepsolveError::Signature {
@@ -285,10 +301,19 @@ async fn fetch_deb(
         }
     }
     let mut out = Vec::new();
-    for component in &source.components {
+    let components: Vec<String> = if flat {
+        vec![String::new()]
+    } else {
+        source
+            .components
+            .iter()
+            .map(|c| format!("{c}/binary-{}/", config.arch))
+            .collect()
+    };
+    for component in &components {
         let mut found = false;
         for name in ["Packages.xz", "Packages.gz", "Packages"] {
-            let path = format!("{component}/binary-{}/{name}", config.arch);
+            let path = format!("{component}{name}");
             let Some((size, sha)) = release.files.get(&path) else {
                 continue;
             };
@@ -323,10 +348,7 @@ async fn fetch_deb(
         if !found {
             return Err(DepsolveError::BadRelease {
                 file: release_url.clone(),
-                detail: format!(
-                    "no Packages index for {component}/binary-{} is listed and available",
-                    config.arch
-                ),
+                detail: format!("no {component}Packages index is listed and available"),
             });
         }
     }

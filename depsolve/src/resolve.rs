@@ -88,6 +88,11 @@ impl<'a> Marker<'a> {
         }
     }
 
+    /// Uses a chosen version instead of the newest (apt's `name=version`).
+    pub(crate) fn set_candidate(&mut self, name: NameId, package: u32) {
+        self.st_mut(name).candidate = Some(package);
+    }
+
     /// Auto-installs the dependencies of a requested package (phase 2).
     pub(crate) fn install_requested(&mut self, name: NameId) -> bool {
         self.mark_install(name, true, true)
@@ -126,6 +131,31 @@ impl<'a> Marker<'a> {
                     .idx
                     .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)
         })
+    }
+
+    /// Marked packages (other than `except`) that satisfy `d`.
+    fn installed_matches(&self, d: &Dependency, except: NameId) -> Vec<u32> {
+        let mut out = Vec::new();
+        if d.name != except {
+            if let Some(p) = self.st(d.name).install {
+                if self.idx.satisfies_directly(self.pkg(p), d) {
+                    out.push(p);
+                }
+            }
+        }
+        for &[p, j] in self.idx.providers(d.name) {
+            let owner = self.pkg(p);
+            if owner.name != except
+                && self.st(owner.name).install == Some(p)
+                && self
+                    .idx
+                    .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// Candidate packages that satisfy one alternative (apt's
@@ -393,7 +423,7 @@ impl<'a> Marker<'a> {
                     format!("{n} is not available in any repository")
                 }
                 (None, _) => format!("no provider of {n} can be installed"),
-                (Some(c), Some(_)) if !self.idx.satisfies_directly(self.pkg(c), d) => {
+                (Some(_), Some(c)) if !self.idx.satisfies_directly(self.pkg(c), d) => {
                     format!(
                         "{n} {} is available, which does not match",
                         self.idx.version(self.pkg(c))
@@ -440,9 +470,10 @@ impl<'a> Marker<'a> {
                     self.mark_install(qn, true, false)
                 });
                 if !found {
-                    let p = self.pkg(self.st(owner).install.unwrap_or_default());
-                    let msg = self.explain_group(owner, p, group);
-                    self.failures.push(msg);
+                    if let Some(i) = self.st(owner).install {
+                        let msg = self.explain_group(owner, self.pkg(i), group);
+                        self.failures.push(msg);
+                    }
                     return;
                 }
             }
@@ -493,11 +524,13 @@ impl<'a> Marker<'a> {
             }
             for (kind, list) in [("conflicts with", p.conflicts), ("breaks", p.breaks)] {
                 for d in self.idx.deps(list) {
-                    if self.dep_satisfied_by_installed(d, Some(p.name)) {
+                    for q in self.installed_matches(d, p.name) {
+                        let q = self.pkg(q);
                         problems.push(format!(
-                            "{pname} ({}) {kind} {}, which is also to be installed",
+                            "{pname} ({}) {kind} {} ({}), which is also to be installed",
                             self.idx.version(p),
-                            self.idx.dep_string(d)
+                            self.idx.name(q.name),
+                            self.idx.version(q)
                         ));
                     }
                 }

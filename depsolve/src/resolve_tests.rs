@@ -214,3 +214,27 @@ fn essential_adds_essential_and_required() {
         .collect();
     assert_eq!(got, ["a", "base", "req"]);
 }
+
+#[test]
+fn pinned_versions() {
+    let idx = index(
+        &[
+            pkg("a", "1", ""),
+            pkg("a", "2", ""),
+            pkg("b", "1", "Depends: a (>= 2)"),
+        ]
+        .join("\n"),
+    );
+    assert_eq!(names(&idx, &["a=1"]).unwrap(), ["a=1"]);
+    assert_eq!(
+        problems(&idx, &["a=3"]),
+        ["version 3 of a is not available (available: 1, 2)"]
+    );
+    let p = problems(&idx, &["a=1", "b"]);
+    assert!(
+        p.iter()
+            .any(|l| l
+                .contains("b (1) depends on a (>= 2), but a 1 is available, which does not match")),
+        "{p:?}"
+    );
+}

@@ -474,3 +474,55 @@ mod tests {
         assert!(idx.lookup("/usr/bin/alpha").is_some());
     }
 }
+
+#[cfg(test)]
+mod solve_tests {
+    use super::*;
+    use crate::{solve, Request};
+
+    fn pkg(name: &str, requires: &[&str]) -> String {
+        let req: String = requires
+            .iter()
+            .map(|r| format!("<rpm:entry name=\"{}\"/>", r.replace('>', "&gt;")))
+            .collect();
+        format!(
+            "<package type=\"rpm\"><name>{name}</name><arch>noarch</arch><version epoch=\"0\" ver=\"1\" rel=\"1\"/><checksum type=\"sha256\" pkgid=\"YES\">00</checksum><size package=\"1\"/><location href=\"{name}.rpm\"/><format><rpm:provides><rpm:entry name=\"{name}\" flags=\"EQ\" epoch=\"0\" ver=\"1\" rel=\"1\"/></rpm:provides><rpm:requires>{req}</rpm:requires></format></package>"
+        )
+    }
+
+    fn names(packages: &[String], request: &[&str]) -> Vec<String> {
+        let xml = format!("<metadata>{}</metadata>", packages.concat());
+        let idx = build_index(
+            "amd64",
+            &[RpmSource {
+                base_url: "file:///r".into(),
+                label: "primary.xml".into(),
+                xml,
+            }],
+        )
+        .unwrap();
+        let req = Request {
+            packages: request.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        solve(&idx, &req)
+            .unwrap()
+            .packages
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    #[test]
+    fn conditional_applies_when_its_condition_arrives_later() {
+        let repo = [
+            pkg("a", &["(x if y)"]),
+            pkg("b", &["y"]),
+            pkg("x", &[]),
+            pkg("y", &[]),
+        ];
+        assert_eq!(names(&repo, &["a"]), ["a"]);
+        // a is handled before b pulls in y; x must still follow.
+        assert_eq!(names(&repo, &["a", "b"]), ["a", "b", "x", "y"]);
+    }
+}

@@ -9,7 +9,8 @@ use crate::resolve::Marker;
 /// What to install.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Request {
-    /// Package names, in the order apt would be given them.
+    /// Package names, in the order apt would be given them; `name=version`
+    /// pins a version.
     pub packages: Vec<String>,
     /// Add every `Essential: yes` and `Priority: required` package (a base image).
     #[serde(default)]
@@ -68,8 +69,13 @@ pub fn request_names(index: &PackageIndex, req: &Request) -> Vec<String> {
         Vec::new()
     };
     for n in &req.packages {
-        if !names.contains(n) {
-            names.push(n.clone());
+        // A pinned request replaces, in place, the plain name a base set
+        // may already hold.
+        let bare = n.split_once('=').map_or(n.as_str(), |(b, _)| b);
+        match names.iter().position(|m| m == bare) {
+            Some(pos) => names[pos] = n.clone(),
+            None if !names.contains(n) => names.push(n.clone()),
+            None => {}
         }
     }
     names
@@ -82,7 +88,12 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
     let mut marker = Marker::new(index, req.recommends);
     let mut problems = Vec::new();
     let mut ids = Vec::new();
-    for n in &names {
+    for request in &names {
+        // `name=version` pins a version, as with apt-get.
+        let (n, pinned) = match request.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (request.as_str(), None),
+        };
         let id = match index.lookup(n) {
             Some(id) if index.candidate(id).is_some() => id,
             Some(id) if !index.providers(id).is_empty() => {
@@ -110,6 +121,30 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
                 continue;
             }
         };
+        if let Some(v) = pinned {
+            let versions = index.versions(id);
+            match versions
+                .iter()
+                .find(|&&p| index.version(index.package(p)) == v)
+            {
+                Some(&p) => marker.set_candidate(id, p),
+                None => {
+                    let have: Vec<&str> = versions
+                        .iter()
+                        .map(|&p| index.version(index.package(p)))
+                        .collect();
+                    problems.push(format!(
+                        "version {v} of {n} is not available (available: {})",
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ));
+                    continue;
+                }
+            }
+        }
         if marker.request(id) {
             ids.push(id);
         }
@@ -135,12 +170,11 @@ pub fn solve(index: &PackageIndex, req: &Request) -> Result<Solution, DepsolveEr
         if out.is_empty() {
             out = problems;
         } else {
-            out.extend(
-                problems
-                    .into_iter()
-                    .filter(|p| !p.ends_with("which is not satisfied")),
-            );
-            out.dedup();
+            for p in problems {
+                if !p.ends_with("which is not satisfied") && !out.contains(&p) {
+                    out.push(p);
+                }
+            }
         }
         return Err(DepsolveError::Unsolvable { problems: out });
     }

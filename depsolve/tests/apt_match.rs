@@ -113,3 +113,48 @@ fn other_sets_match_apt() {
         });
     }
 }
+
+/// `name=version` pins an older version, as `apt-get install name=version`.
+#[test]
+fn pinned_older_version_matches_apt() {
+    let index = common::host_bookworm_index();
+    // The first of these that the three indexes carry in two versions
+    // (point releases and updates/security move at different times).
+    let candidates = [
+        "tzdata",
+        "distro-info-data",
+        "sudo",
+        "rsync",
+        "libexpat1",
+        "curl",
+        "git",
+    ];
+    let (name, oldest) = candidates
+        .iter()
+        .find_map(|&n| {
+            let id = index.lookup(n)?;
+            let versions: Vec<String> = index
+                .versions(id)
+                .iter()
+                .map(|&p| index.version(index.package(p)).to_string())
+                .collect();
+            let oldest = versions
+                .iter()
+                .min_by(|a, b| kiln_depsolve::version::compare(a, b))?
+                .clone();
+            let newest = index.version(index.package(index.candidate(id)?));
+            (oldest != newest).then_some((n, oldest))
+        })
+        .expect("none of the probe packages has two versions in the host indexes");
+    let req = Request {
+        packages: vec![format!("{name}={oldest}"), "openssh-client".into()],
+        essential: false,
+        recommends: false,
+    };
+    let sol = solve(&index, &req).unwrap();
+    assert!(sol
+        .packages
+        .iter()
+        .any(|p| p.name == name && p.version == oldest));
+    compare_with_apt(req);
+}

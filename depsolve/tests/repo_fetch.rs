@@ -311,3 +311,33 @@ async fn expired_release_is_refused_unless_asked() {
         .unwrap();
     assert_exact(&repo, &set, &repo.file_url());
 }
+
+#[tokio::test]
+async fn reads_flat_repository() {
+    let repo = DebRepo::build();
+    let cache = tempfile::tempdir().unwrap();
+    // `deb URL ./` with Packages and Release beside the pool.
+    let packages = deb_repo::run(
+        std::process::Command::new("apt-ftparchive")
+            .current_dir(&repo.root)
+            .args(["packages", "pool"]),
+    );
+    std::fs::write(repo.root.join("Packages"), packages).unwrap();
+    deb_repo::run(
+        std::process::Command::new("xz")
+            .args(["-k", "-f"])
+            .arg(repo.root.join("Packages")),
+    );
+    let release = deb_repo::run(
+        std::process::Command::new("apt-ftparchive")
+            .current_dir(&repo.root)
+            .args(["-o", "APT::FTPArchive::Release::Suite=flat", "release", "."]),
+    );
+    std::fs::write(repo.root.join("Release"), release).unwrap();
+    deb_repo::sign_suite(&repo.gnupghome, &repo.root, true, false);
+    let line = format!("deb {} ./", repo.file_url());
+    let set = RepoSet::open(config(&line, &repo.keyring, cache.path()))
+        .await
+        .unwrap();
+    assert_exact(&repo, &set, &repo.file_url());
+}

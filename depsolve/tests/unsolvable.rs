@@ -33,6 +33,7 @@ fn conflict_is_explained() {
         version("environment-modules"),
         version("lmod")
     );
+    eprintln!("{}", p.join("\n"));
     assert!(p.iter().any(|l| l.contains(&want)), "{p:#?}");
 }
 
