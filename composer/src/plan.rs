@@ -88,6 +88,11 @@ pub fn validate<'a>(
     }
     if let Some(b) = &req.blueprint {
         validate_blueprint(b, "blueprint", distro.family)?;
+        for (list, name) in [(&b.packages, "packages"), (&b.modules, "modules")] {
+            for (i, p) in list.iter().flatten().enumerate() {
+                pinned(p, &format!("blueprint.{name}[{i}].version"))?;
+            }
+        }
         if let Some(d) = b.distro.as_deref().filter(|d| !d.is_empty()) {
             if d != distro.name {
                 return Err(ApiError::field(
@@ -169,6 +174,23 @@ pub fn targets(image: &ImageRequest) -> Vec<Value> {
     out
 }
 
+/// A blueprint package as the resolver takes it: `name`, or `name=version`
+/// for an exact version. Wildcard versions other than `*` are refused.
+pub fn pinned(
+    p: &kiln_api::customizations::BlueprintPackage,
+    field: &str,
+) -> Result<String, ApiError> {
+    match p.version.as_deref() {
+        None | Some("") | Some("*") => Ok(p.name.clone()),
+        Some(v) if v.contains('*') || v.contains('?') => Err(ApiError::field(
+            ErrorKind::InvalidField,
+            field,
+            format!("{v:?}: only exact versions (or \"*\") can be pinned"),
+        )),
+        Some(v) => Ok(format!("{}={v}", p.name)),
+    }
+}
+
 /// Packages the request adds to the image type's defaults.
 fn requested_packages(req: &ComposeRequest) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -185,10 +207,8 @@ fn requested_packages(req: &ComposeRequest) -> Vec<String> {
             .flatten()
             .chain(b.modules.iter().flatten())
         {
-            out.push(match &p.version {
-                Some(v) if !v.is_empty() => format!("{}={v}", p.name),
-                _ => p.name.clone(),
-            });
+            // Validated already: a bad pin never gets here.
+            out.push(pinned(p, "").unwrap_or_else(|_| p.name.clone()));
         }
         if let Some(k) = b
             .customizations
@@ -209,15 +229,8 @@ pub fn jobs(req: &ComposeRequest, distro: &Distribution, channel: &str) -> Vec<N
     let mut jobs = Vec::new();
     for (index, (_, image)) in req.images().into_iter().enumerate() {
         let arch = &image.architecture;
-        let repositories: Vec<Repository> = if image.repositories.is_empty() {
-            distro
-                .repositories
-                .iter()
-                .map(|r| r.to_request(arch))
-                .collect()
-        } else {
-            image.repositories.clone()
-        };
+        // Empty: the distribution's own repositories, with their keyrings.
+        let repositories: Vec<Repository> = image.repositories.clone();
         let mut packages = distro.packages(arch, &image.image_type).unwrap_or_default();
         packages.extend(extra.iter().cloned());
         let package_arch = distro

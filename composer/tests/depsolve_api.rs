@@ -226,11 +226,20 @@ async fn depsolve_and_search_against_a_file_repository() {
         "{err}"
     );
     let mut pinned = request(&["kiln-a"]);
-    pinned["blueprint"]["packages"][0]["version"] = json!("1.0");
+    pinned["blueprint"]["packages"][0]["version"] = json!("1.*");
     let (status, err) = c.post("/depsolve/blueprint", &pinned).await;
     assert_eq!(
         (status, err["details"]["field"].as_str()),
         (400, Some("blueprint.packages[0].version")),
         "{err}"
     );
+    // An exact pin is honoured; a version the repository lacks is explained.
+    pinned["blueprint"]["packages"][0]["version"] = json!("1:1.0-1");
+    let (status, body) = c.post("/depsolve/blueprint", &pinned).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["packages"][0]["version"], "1.0");
+    pinned["blueprint"]["packages"][0]["version"] = json!("7.0");
+    let (status, err) = c.post("/depsolve/blueprint", &pinned).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["reason"].as_str().unwrap().contains("7.0"), "{err}");
 }

@@ -87,17 +87,10 @@ pub async fn post_depsolve(
     let bp = &req.blueprint;
     for (list, name) in [(&bp.packages, "packages"), (&bp.modules, "modules")] {
         for (i, p) in list.iter().flatten().enumerate() {
-            if p.version
-                .as_deref()
-                .is_some_and(|v| !v.is_empty() && v != "*")
-            {
-                return Err(ApiError::field(
-                    ErrorKind::InvalidField,
-                    format!("blueprint.{name}[{i}].version"),
-                    "version pinning is not supported: the repositories' candidate is chosen",
-                ));
-            }
-            packages.push(p.name.clone());
+            packages.push(crate::plan::pinned(
+                p,
+                &format!("blueprint.{name}[{i}].version"),
+            )?);
         }
     }
     if let Some(k) = bp
