@@ -27,6 +27,8 @@ pub struct ComposerConfig {
     pub max_body_bytes: usize,
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
+    /// How often loaded repositories are re-read for new packages.
+    pub repo_refresh_secs: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -69,6 +71,7 @@ impl Default for ComposerConfig {
             max_body_bytes: 1 << 20,
             queue: QueueConfig::default(),
             retention: RetentionConfig::default(),
+            repo_refresh_secs: 3600,
             log_format: LogFormat::Text,
         }
     }

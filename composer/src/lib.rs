@@ -68,7 +68,8 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Background housekeeping: requeue jobs of silent workers, expire old composes.
+/// Background housekeeping: requeue jobs of silent workers, expire old
+/// composes, refresh loaded repositories.
 pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let q = state.queue.clone();
     let cfg = state.config.queue.clone();
@@ -104,7 +105,17 @@ pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
             }
         }
     });
-    vec![reaper, retention]
+    let repos = state.repos.clone();
+    let every = state.config.repo_refresh_secs.max(1);
+    let refresh = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            repos.refresh_all().await;
+        }
+    });
+    vec![reaper, retention, refresh]
 }
 
 /// Serves the compose API on `listener` until `shutdown` resolves.

@@ -38,6 +38,24 @@ pub fn depsolve_error(e: DepsolveError) -> ApiError {
 }
 
 impl RepoCache {
+    /// Re-reads every loaded set (conditional requests; unchanged metadata
+    /// costs a 304 or a file stat) and swaps in the new indexes. Returns how
+    /// many sets failed to refresh: they keep serving their old index.
+    pub async fn refresh_all(&self) -> usize {
+        let sets: Vec<RepoSet> = {
+            let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.values().filter_map(|c| c.get().cloned()).collect()
+        };
+        let mut failed = 0;
+        for set in sets {
+            if let Err(e) = set.refresh().await {
+                tracing::warn!(error = %e, "refreshing repositories; keeping the loaded index");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
     /// The loaded repositories for `arch` of `distro`: `repos`, or the
     /// distribution's own when empty. `path` names the request field.
     pub async fn get(

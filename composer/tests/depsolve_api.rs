@@ -49,6 +49,11 @@ fn repository(dir: &Path) {
     deb(&pool, "kiln-a", "1:1.0-1", "Depends: kiln-b (>= 2.0)\n");
     deb(&pool, "kiln-b", "2.1-3", "");
     deb(&pool, "kiln-c", "0.5", "Conflicts: kiln-a\n");
+    index(dir);
+}
+
+/// (Re)writes Packages and Release for what the pool holds.
+fn index(dir: &Path) {
     let bin = dir.join("dists/test/main/binary-amd64");
     std::fs::create_dir_all(&bin).unwrap();
     let packages = run(Command::new("apt-ftparchive")
@@ -157,6 +162,25 @@ async fn depsolve_and_search_against_a_file_repository() {
     assert_eq!(found["packages"][2]["version"], "0.5");
     assert_eq!(found["packages"][2]["release"], "");
     check(&reference(), "SearchPackagesResponse", &found);
+
+    // A package published later is found once the composer refreshes.
+    deb(&dir.path().join("pool/main"), "kiln-d", "3.0", "");
+    index(dir.path());
+    let search_d = json!({"distribution": "debian-12", "architecture": "x86_64", "packages": ["kiln-d"], "repositories": [repo.clone()]});
+    let (_, before) = c.post("/search/packages", &search_d).await;
+    assert_eq!(
+        before["packages"],
+        json!([]),
+        "loaded once, not re-read per request"
+    );
+    assert_eq!(c.state.repos.refresh_all().await, 0);
+    let (_, found) = c
+        .post(
+            "/search/packages",
+            &json!({"distribution": "debian-12", "architecture": "x86_64", "packages": ["kiln-d"], "repositories": [repo.clone()]}),
+        )
+        .await;
+    assert_eq!(found["packages"][0]["version"], "3.0", "{found}");
 
     // A repository kiln cannot trust, or cannot read, is refused by name.
     let mut unsigned = request(&["kiln-a"]);

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 pub struct TestComposer {
     pub base: String,
     pub queue: Arc<dyn JobQueue>,
+    pub state: AppState,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<()>,
@@ -42,6 +43,7 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ComposerConfig
     tweak(&mut config);
     let state = AppState::open(config).await.unwrap();
     let queue = state.queue.clone();
+    let shared = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -52,6 +54,7 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ComposerConfig
     TestComposer {
         base: format!("http://{addr}/api/image-builder-composer/v2"),
         queue,
+        state: shared,
         http: reqwest::Client::new(),
         _dir: dir,
         _server: server,
