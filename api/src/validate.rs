@@ -337,10 +337,9 @@ fn check_services(path: &str, s: &Services) -> Check {
     Ok(())
 }
 
-fn check_kernel(path: &str, k: &Kernel, family: Family) -> Check {
+fn check_kernel(path: &str, k: &Kernel) -> Check {
     if let Some(n) = &k.name {
         check_package_name(&format!("{path}.name"), n)?;
-        let _ = family;
     }
     if let Some(a) = &k.append {
         check_text(&format!("{path}.append"), a, 4096)?;
@@ -348,17 +347,29 @@ fn check_kernel(path: &str, k: &Kernel, family: Family) -> Check {
     Ok(())
 }
 
-fn check_file(path: &str, f: &File) -> Check {
-    check_path(&format!("{path}.path"), &f.path)?;
-    if let Some(m) = &f.mode {
+/// What files and directories share: path, mode and owners.
+fn check_entry(
+    path: &str,
+    entry: &str,
+    mode: &Option<String>,
+    user: &Option<Value>,
+    group: &Option<Value>,
+) -> Check {
+    check_path(&format!("{path}.path"), entry)?;
+    if let Some(m) = mode {
         check_mode(&format!("{path}.mode"), m)?;
     }
-    if let Some(u) = &f.user {
+    if let Some(u) = user {
         check_owner(&format!("{path}.user"), u)?;
     }
-    if let Some(g) = &f.group {
+    if let Some(g) = group {
         check_owner(&format!("{path}.group"), g)?;
     }
+    Ok(())
+}
+
+fn check_file(path: &str, f: &File) -> Check {
+    check_entry(path, &f.path, &f.mode, &f.user, &f.group)?;
     if f.data.as_ref().is_some_and(|d| d.len() > 1 << 20) {
         return Err(bad(
             &format!("{path}.data"),
@@ -369,17 +380,7 @@ fn check_file(path: &str, f: &File) -> Check {
 }
 
 fn check_directory(path: &str, d: &Directory) -> Check {
-    check_path(&format!("{path}.path"), &d.path)?;
-    if let Some(m) = &d.mode {
-        check_mode(&format!("{path}.mode"), m)?;
-    }
-    if let Some(u) = &d.user {
-        check_owner(&format!("{path}.user"), u)?;
-    }
-    if let Some(g) = &d.group {
-        check_owner(&format!("{path}.group"), g)?;
-    }
-    Ok(())
+    check_entry(path, &d.path, &d.mode, &d.user, &d.group)
 }
 
 fn check_datasource(field: &str, ds: &str) -> Check {
@@ -393,31 +394,33 @@ fn check_datasource(field: &str, ds: &str) -> Check {
     Ok(())
 }
 
-fn check_user(path: &str, u: &User) -> Check {
-    check_account_name(&format!("{path}.name"), &u.name)?;
-    for (i, g) in u.groups.iter().flatten().enumerate() {
+/// What both spellings of a user share: name, groups, SSH key, password hash.
+fn check_account(
+    path: &str,
+    name: &str,
+    groups: &Option<Vec<String>>,
+    key: &Option<String>,
+    password: &Option<String>,
+) -> Check {
+    check_account_name(&format!("{path}.name"), name)?;
+    for (i, g) in groups.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.groups[{i}]"), g)?;
     }
-    if let Some(k) = &u.key {
+    if let Some(k) = key {
         check_ssh_key(&format!("{path}.key"), k)?;
     }
-    if let Some(p) = &u.password {
+    if let Some(p) = password {
         check_password_hash(&format!("{path}.password"), p)?;
     }
     Ok(())
 }
 
+fn check_user(path: &str, u: &User) -> Check {
+    check_account(path, &u.name, &u.groups, &u.key, &u.password)
+}
+
 fn check_blueprint_user(path: &str, u: &BlueprintUser) -> Check {
-    check_account_name(&format!("{path}.name"), &u.name)?;
-    for (i, g) in u.groups.iter().flatten().enumerate() {
-        check_account_name(&format!("{path}.groups[{i}]"), g)?;
-    }
-    if let Some(k) = &u.key {
-        check_ssh_key(&format!("{path}.key"), k)?;
-    }
-    if let Some(p) = &u.password {
-        check_password_hash(&format!("{path}.password"), p)?;
-    }
+    check_account(path, &u.name, &u.groups, &u.key, &u.password)?;
     if let Some(h) = &u.home {
         check_path(&format!("{path}.home"), h)?;
     }
@@ -448,7 +451,7 @@ pub fn validate_customizations(c: &Customizations, path: &str, family: Family) -
         check_hostname(&format!("{path}.hostname"), h)?;
     }
     if let Some(k) = &c.kernel {
-        check_kernel(&format!("{path}.kernel"), k, family)?;
+        check_kernel(&format!("{path}.kernel"), k)?;
     }
     if let Some(t) = &c.timezone {
         check_timezone(&format!("{path}.timezone"), t)?;
@@ -515,7 +518,7 @@ pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
         check_hostname(&format!("{path}.hostname"), h)?;
     }
     if let Some(k) = &c.kernel {
-        check_kernel(&format!("{path}.kernel"), k, family)?;
+        check_kernel(&format!("{path}.kernel"), k)?;
     }
     for (i, k) in c.sshkey.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.sshkey[{i}].user"), &k.user)?;

@@ -181,6 +181,17 @@ pub enum LeaseStatus {
     Lost,
 }
 
+impl LeaseStatus {
+    /// What a heartbeat means for a job found in `state` under the token.
+    pub(crate) fn of_state(state: Option<&str>) -> LeaseStatus {
+        match state {
+            Some("running") => LeaseStatus::Alive,
+            Some("canceled") => LeaseStatus::Canceled,
+            _ => LeaseStatus::Lost,
+        }
+    }
+}
+
 /// How a worker ends its job.
 #[derive(Debug, Clone)]
 pub enum Outcome {

@@ -321,11 +321,7 @@ impl JobQueue for PgQueue {
         .bind(token)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match state.as_deref() {
-            Some("running") => LeaseStatus::Alive,
-            Some("canceled") => LeaseStatus::Canceled,
-            _ => LeaseStatus::Lost,
-        })
+        Ok(LeaseStatus::of_state(state.as_deref()))
     }
 
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {

@@ -381,11 +381,7 @@ impl JobQueue for SqliteQueue {
         .bind(now_us())
         .fetch_optional(&mut *conn)
         .await?;
-        Ok(match state.as_deref() {
-            Some("running") => LeaseStatus::Alive,
-            Some("canceled") => LeaseStatus::Canceled,
-            _ => LeaseStatus::Lost,
-        })
+        Ok(LeaseStatus::of_state(state.as_deref()))
     }
 
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
