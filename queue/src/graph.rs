@@ -63,7 +63,9 @@ pub(crate) fn plan(
     for job in jobs {
         let mut pending = 0;
         let mut failed_by: Option<String> = None;
-        for dep in &job.dependencies {
+        // A dependency named twice is one dependency (stored once).
+        let mut seen = HashSet::new();
+        for dep in job.dependencies.iter().filter(|d| seen.insert(**d)) {
             let (state, job_type, reason) = if let Some((p, t)) = planned.get(dep) {
                 (p.state, *t, p.reason.as_deref())
             } else if let Some(s) = stored.get(dep) {
@@ -140,6 +142,14 @@ mod tests {
         let mut c = job("c");
         c.dependencies.push(c.id);
         assert!(validate_graph(&[c]).is_err());
+    }
+
+    #[test]
+    fn a_dependency_named_twice_counts_once() {
+        let a = job("depsolve");
+        let b = job("manifest").depends_on(&[a.id, a.id]);
+        let p = plan(&[a, b], &HashMap::new()).unwrap();
+        assert_eq!(p[1].pending, 1);
     }
 
     #[test]

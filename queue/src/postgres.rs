@@ -24,7 +24,7 @@ const CHANNEL: &str = "kiln_jobs";
 const JOB_COLUMNS: &str =
     "id, compose_id, job_type, arch, channel, args, priority, state, result, \
     reason, worker, retries, created_at, started_at, finished_at, \
-    ARRAY(SELECT depends_on FROM job_deps d WHERE d.job_id = jobs.id ORDER BY depends_on) AS deps";
+    deps";
 
 pub struct PgQueue {
     pool: PgPool,
@@ -98,8 +98,8 @@ impl PgQueue {
         for (job, p) in jobs.iter().zip(planned) {
             sqlx::query(
                 "INSERT INTO jobs (id, compose_id, job_type, arch, channel, args, priority, state, \
-                 pending_deps, reason, queued_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 pending_deps, reason, deps, queued_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
                  CASE WHEN $8 = 'queued' THEN now() END, CASE WHEN $8 = 'failed' THEN now() END)",
             )
             .bind(job.id)
@@ -112,6 +112,7 @@ impl PgQueue {
             .bind(p.state.as_str())
             .bind(p.pending)
             .bind(&p.reason)
+            .bind(sorted(&job.dependencies))
             .execute(&mut *conn)
             .await
             .map_err(|e| duplicate_as(e, || QueueError::DuplicateJob(job.id)))?;
@@ -225,6 +226,14 @@ async fn listen(
             }
         }
     }
+}
+
+/// Dependencies as stored: each once, in id order.
+fn sorted(deps: &[Uuid]) -> Vec<Uuid> {
+    let mut v = deps.to_vec();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn duplicate_as(e: sqlx::Error, f: impl FnOnce() -> QueueError) -> QueueError {
