@@ -1,6 +1,7 @@
 //! `kiln`: the command line of the kiln image build service.
 
 mod depsolve;
+mod manifest;
 
 use std::process::ExitCode;
 
@@ -13,11 +14,13 @@ struct Cli {
     command: Command,
 }
 
-/// One variant per subcommand; compose, manifest and boot join here later.
+/// One variant per subcommand; compose and boot join here later.
 #[derive(Subcommand)]
 enum Command {
     /// Compute the exact package set for a list of packages.
     Depsolve(depsolve::DepsolveArgs),
+    /// Work with osbuild v2 manifests.
+    Manifest(manifest::ManifestArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Depsolve(args) => runtime.block_on(depsolve::run(args)),
+        Command::Manifest(args) => manifest::run(args),
     };
     match result {
         Ok(code) => code,

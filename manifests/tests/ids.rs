@@ -1,0 +1,381 @@
+//! kiln's stage ids against an independent implementation of osbuild's
+//! published algorithm (in Python, whose `json.dumps` the ids hash), and the
+//! golden manifest against the reference schemas (`../shared/reference/osbuild`,
+//! beside the repository; the test fails, saying so, when they are absent).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use kiln_manifests::{ids, inspect, pyjson};
+use serde_json::{json, Value};
+
+fn generic() -> Value {
+    serde_json::from_str(include_str!("data/generic.json")).unwrap()
+}
+
+/// A manifest with devices, mounts and a pipeline without stages, for the
+/// parts of the algorithm the generic one does not reach.
+fn with_devices() -> Value {
+    json!({
+        "version": "2",
+        "pipelines": [
+            {"name": "empty"},
+            {"name": "image", "source-epoch": 0, "stages": [
+                {"type": "org.osbuild.truncate", "options": {"filename": "disk.img", "size": "1 GiB"}},
+                {"type": "org.osbuild.mkfs.ext4",
+                 "devices": {
+                     "part": {"type": "org.osbuild.loopback", "parent": "disk", "options": {"start": 2048, "size": 4096}},
+                     "disk": {"type": "org.osbuild.loopback", "options": {"filename": "disk.img"}}
+                 },
+                 "options": {"uuid": "6e4ff95f-f662-45ee-a82a-bdf44a2d0b75", "label": "root ✓"}},
+                {"type": "org.osbuild.copy",
+                 "devices": {"root": {"type": "org.osbuild.loopback", "options": {"filename": "disk.img", "start": 2048}}},
+                 "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/", "partition": 1},
+                            {"name": "boot", "type": "org.osbuild.ext4", "source": "root", "target": "/boot", "options": {"readonly": true}}],
+                 "inputs": {"t": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline",
+                                  "references": {"name:image": {}}}},
+                 "options": {"paths": [{"from": "input://t/", "to": "mount://root/"}], "ratio": 0.25}}
+            ]}
+        ]
+    })
+}
+
+/// osbuild's id algorithm, written from its published description.
+const PYTHON_IDS: &str = r#"
+import hashlib, json, sys
+
+def h(*parts):
+    m = hashlib.sha256()
+    for p in parts:
+        m.update(p.encode())
+    return m.hexdigest()
+
+def d(v, sort=True):
+    return json.dumps(v, sort_keys=sort)
+
+manifest = json.load(sys.stdin)
+pipeline_ids = {}
+out = []
+for p in manifest["pipelines"]:
+    build = p.get("build")
+    if build and build.startswith("name:"):
+        build = pipeline_ids[build[5:]]
+    epoch = p.get("source-epoch")
+    base = None
+    stages = []
+    for s in p.get("stages", []):
+        devices = {}
+        pending = dict(s.get("devices", {}))
+        while pending:
+            for name, dev in list(pending.items()):
+                parent = dev.get("parent")
+                if parent and parent not in devices:
+                    continue
+                parts = [d(dev["type"])]
+                if parent:
+                    parts.append(d(devices[parent]))
+                parts.append(d(dev.get("options") or {}))
+                devices[name] = h(*parts)
+                del pending[name]
+        inputs = {}
+        for name, ip in s.get("inputs", {}).items():
+            refs = ip.get("references", {})
+            if isinstance(refs, list):
+                refs = {r: {} for r in refs}
+            if ip["origin"] == "org.osbuild.pipeline":
+                refs = {pipeline_ids[k[5:]]: v for k, v in refs.items() if k.startswith("name:")}
+            inputs[name] = h(d(ip["type"]), d(ip["origin"]), d(refs), d(ip.get("options") or {}))
+        mounts = []
+        for mnt in s.get("mounts", []):
+            parts = [d(mnt["type"])]
+            if mnt.get("source"):
+                parts.append(d(devices[mnt["source"]]))
+            if mnt.get("partition"):
+                parts.append(d(mnt["partition"]))
+            if mnt.get("target"):
+                parts.append(d(mnt["target"]))
+            parts.append(d(mnt.get("options") or {}))
+            mounts.append(h(*parts))
+        parts = [d(s["type"]), d(build), d(base), d(s.get("options") or {})]
+        if epoch is not None:
+            parts.append(d(epoch))
+        if inputs:
+            parts.append(d(inputs))
+        if mounts:
+            parts.append(d(mounts, False))
+        base = h(*parts)
+        stages.append(base)
+    pipeline_ids[p["name"]] = base
+    out.append({"name": p["name"], "id": base, "stages": stages})
+print(json.dumps(out))
+"#;
+
+fn python(script: &str, input: &str) -> String {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn check_against_python(manifest: &Value) {
+    let theirs: Value = serde_json::from_str(&python(PYTHON_IDS, &manifest.to_string())).unwrap();
+    let ours = ids(manifest).unwrap();
+    let ours: Vec<Value> = ours
+        .pipelines
+        .iter()
+        .map(|p| json!({"name": p.name, "id": p.id, "stages": p.stages}))
+        .collect();
+    assert_eq!(Value::Array(ours), theirs);
+}
+
+#[test]
+fn generic_manifest_ids_match_the_published_algorithm() {
+    check_against_python(&generic());
+}
+
+#[test]
+fn devices_mounts_epochs_and_floats_match_too() {
+    let m = with_devices();
+    // A self-reference needs the pipeline's id before its last stage: osbuild
+    // resolves references at load time, to what is defined so far.
+    let err = ids(&m).unwrap_err();
+    assert_eq!(err.path, "pipelines[1].stages[2].inputs.t.references");
+    let mut m = m;
+    m["pipelines"][1]["stages"][2]["inputs"]["t"]["references"] = json!({});
+    check_against_python(&m);
+    assert_eq!(ids(&m).unwrap().pipelines[0].id, None);
+}
+
+#[test]
+fn ids_change_with_what_they_cover() {
+    let base = ids(&generic()).unwrap();
+    let mut changed = generic();
+    changed["pipelines"][1]["stages"][0]["options"]["paths"][0]["mode"] = json!(448);
+    let after = ids(&changed).unwrap();
+    // The changed stage and everything after it in that pipeline and the
+    // pipelines built from it change; the build pipeline does not.
+    assert_eq!(after.pipelines[0].stages, base.pipelines[0].stages);
+    assert_ne!(after.pipelines[1].stages[0], base.pipelines[1].stages[0]);
+    assert_ne!(after.pipelines[1].stages[1], base.pipelines[1].stages[1]);
+    assert_ne!(after.pipelines[2].stages[0], base.pipelines[2].stages[0]);
+    let mut epoch = generic();
+    epoch["pipelines"][1]["source-epoch"] = json!(1747699201);
+    assert_ne!(
+        ids(&epoch).unwrap().pipelines[1].stages[0],
+        base.pipelines[1].stages[0]
+    );
+}
+
+#[test]
+fn python_json_text_is_reproduced_byte_for_byte() {
+    let samples = [
+        json!({"b": 1, "a": [true, false, null], "é": "ü\u{1F600}\u{7f}\u{1}\"\\/\t"}),
+        json!([
+            0.1,
+            1.0,
+            -2.5,
+            1e16,
+            1.5e-5,
+            123456789.125,
+            1e-7,
+            5e22,
+            18446744073709551615u64,
+            -9223372036854775808i64
+        ]),
+        json!({"nested": {"z": {"y": {}}, "a": []}, "": ""}),
+        generic(),
+    ];
+    let script = "import json,sys\nfor line in sys.stdin:\n    print(json.dumps(json.loads(line), sort_keys=True))";
+    let input: String = samples.iter().map(|s| format!("{s}\n")).collect();
+    let theirs = python(script, &input);
+    for (s, line) in samples.iter().zip(theirs.lines()) {
+        assert_eq!(pyjson::dumps(s, true), line);
+    }
+}
+
+#[test]
+fn inspect_shows_every_stage_id_and_resolved_references() {
+    let out = inspect(&generic()).unwrap();
+    let ids = ids(&generic()).unwrap();
+    assert_eq!(out["pipelines"][1]["build"], json!(ids.pipelines[0].id));
+    assert_eq!(
+        out["pipelines"][1]["stages"][1]["id"],
+        json!(ids.pipelines[1].stages[1])
+    );
+    assert_eq!(
+        out["pipelines"][2]["stages"][0]["inputs"]["tree"]["references"],
+        json!([ids.pipelines[1].id])
+    );
+}
+
+#[test]
+fn broken_manifests_name_the_place() {
+    let mut m = generic();
+    m["pipelines"][2]["build"] = json!("name:nosuch");
+    assert_eq!(ids(&m).unwrap_err().path, "pipelines[2].build");
+    let mut m = generic();
+    m["pipelines"][1]["stages"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("type");
+    assert_eq!(ids(&m).unwrap_err().path, "pipelines[1].stages[1]");
+    assert_eq!(ids(&json!({"version": "1"})).unwrap_err().path, "version");
+}
+
+// --- the reference schemas ---------------------------------------------------
+
+fn reference_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/osbuild");
+    assert!(
+        dir.join("osbuild2.json").exists(),
+        "the osbuild reference schemas are absent ({}); this test validates against them",
+        dir.display()
+    );
+    dir
+}
+
+fn meta(kind: &str, name: &str) -> Value {
+    let path = reference_dir().join(kind).join(format!("{name}.meta.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The schema osbuild builds for a module from its meta file.
+fn module_schema(kind: &str, name: &str) -> Value {
+    let m = meta(kind, name);
+    let fragment = m
+        .get("schema_2")
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()));
+    let mut schema = json!({"type": "object", "additionalProperties": false});
+    match kind {
+        "stages" => {
+            let mut props = match fragment {
+                Some(f) => f.clone(),
+                None => json!({"options": m["schema"]}),
+            };
+            props["type"] = json!({"enum": [name]});
+            if props.get("mounts").is_none() {
+                props["mounts"] = json!({"type": "array"});
+            }
+            schema["properties"] = props;
+            schema["required"] = json!(["type"]);
+        }
+        "devices" => {
+            schema["additionalProperties"] = json!(true);
+            schema["properties"] = json!({"type": {"enum": [name]}, "options": fragment.cloned().unwrap_or_else(|| m["schema"].clone())});
+        }
+        _ => {
+            for (k, v) in fragment.unwrap_or(&m["schema"]).as_object().unwrap() {
+                schema[k] = v.clone();
+            }
+            if kind == "mounts" {
+                schema["properties"]["type"] = json!({"enum": [name]});
+            }
+        }
+    }
+    // Definitions live at the top, where the fragments' references expect them.
+    let props = schema.get_mut("properties").and_then(Value::as_object_mut);
+    let mut hoisted = Vec::new();
+    if let Some(props) = props {
+        hoisted.extend(props.remove("definitions"));
+        hoisted.extend(
+            props
+                .get_mut("options")
+                .and_then(Value::as_object_mut)
+                .and_then(|o| o.remove("definitions")),
+        );
+    }
+    for d in hoisted {
+        schema["definitions"] = d;
+    }
+    schema
+}
+
+fn violations(schema: &Value, instance: &Value) -> Vec<String> {
+    // osbuild validates with JSON Schema draft 4.
+    let v = jsonschema::draft4::new(schema).expect("schema compiles");
+    v.iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+fn validate_manifest(m: &Value) -> Vec<String> {
+    let top: Value = serde_json::from_str(
+        &std::fs::read_to_string(reference_dir().join("osbuild2.json")).unwrap(),
+    )
+    .unwrap();
+    let mut errors = violations(&top, m);
+    for (name, source) in m["sources"].as_object().into_iter().flatten() {
+        errors.extend(
+            violations(&module_schema("sources", name), source)
+                .into_iter()
+                .map(|e| format!("sources.{name}: {e}")),
+        );
+    }
+    for (pi, p) in m["pipelines"].as_array().unwrap().iter().enumerate() {
+        for (si, s) in p["stages"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("pipelines[{pi}].stages[{si}]");
+            errors.extend(
+                violations(&module_schema("stages", s["type"].as_str().unwrap()), s)
+                    .into_iter()
+                    .map(|e| format!("{at}: {e}")),
+            );
+            for (n, ip) in s["inputs"].as_object().into_iter().flatten() {
+                errors.extend(
+                    violations(&module_schema("inputs", ip["type"].as_str().unwrap()), ip)
+                        .into_iter()
+                        .map(|e| format!("{at}.inputs.{n}: {e}")),
+                );
+            }
+            for (n, dev) in s["devices"].as_object().into_iter().flatten() {
+                errors.extend(
+                    violations(
+                        &module_schema("devices", dev["type"].as_str().unwrap()),
+                        dev,
+                    )
+                    .into_iter()
+                    .map(|e| format!("{at}.devices.{n}: {e}")),
+                );
+            }
+            for (n, mnt) in s["mounts"].as_array().into_iter().flatten().enumerate() {
+                errors.extend(
+                    violations(&module_schema("mounts", mnt["type"].as_str().unwrap()), mnt)
+                        .into_iter()
+                        .map(|e| format!("{at}.mounts[{n}]: {e}")),
+                );
+            }
+        }
+    }
+    errors
+}
+
+#[test]
+fn golden_generic_manifest_validates_against_the_reference_schemas() {
+    let errors = validate_manifest(&generic());
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // The validation bites: a wrong option and an unknown one are refused.
+    let mut bad = generic();
+    bad["pipelines"][2]["stages"][0]["options"]["compression"] = json!("rar");
+    bad["pipelines"][1]["stages"][0]["options"]["colour"] = json!("red");
+    let errors = validate_manifest(&bad);
+    assert!(
+        errors.iter().any(|e| e.contains("pipelines[2].stages[0]")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("pipelines[1].stages[0]")),
+        "{errors:?}"
+    );
+}
