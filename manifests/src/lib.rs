@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+pub mod customize;
+pub mod generate;
 pub mod pyjson;
 
 /// A manifest problem, with the JSON path of the part at fault.

@@ -1,0 +1,254 @@
+//! From a depsolved package set and customizations to an osbuild v2 manifest.
+//!
+//! Pipelines, as osbuild-composer names them: `os` (the tree) and one per
+//! export (`archive` for `tar`). Debian trees are installed by kiln's
+//! `kiln.dpkg` stage (schema in `manifests/stages/`); everything else uses
+//! osbuild's own stages with osbuild's option schemas. No build pipeline: the
+//! Debian stages run with the build host's tools. The same inputs give the
+//! same bytes: maps are ordered and nothing depends on time or randomness.
+
+use base64::Engine;
+use kiln_api::validate::Family;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::customize::{Entry, ImageCustomizations};
+use crate::ManifestError;
+
+/// One package of the depsolved set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageFile {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub url: String,
+    /// Hex SHA-256 of the package file.
+    pub sha256: String,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct ImageRequest<'a> {
+    pub family: Family,
+    pub image_type: &'a str,
+    /// SOURCE_DATE_EPOCH of the tree.
+    pub source_epoch: u64,
+    pub packages: &'a [PackageFile],
+    pub customizations: &'a ImageCustomizations,
+}
+
+/// Image types this generator writes, per family.
+pub fn supported(family: Family, image_type: &str) -> bool {
+    matches!((family, image_type), (Family::Debian, "tar"))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Builds the manifest for a request.
+pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
+    if !supported(req.family, req.image_type) {
+        return Err(ManifestError {
+            path: "image_type".into(),
+            message: format!(
+                "no manifest for image type {:?} of the {:?} family yet",
+                req.image_type, req.family
+            ),
+        });
+    }
+    if req.packages.is_empty() {
+        return Err(ManifestError {
+            path: "packages".into(),
+            message: "an image needs packages".into(),
+        });
+    }
+    let mut packages: Vec<&PackageFile> = req.packages.iter().collect();
+    packages.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+
+    let mut curl = Map::new();
+    for p in &packages {
+        curl.insert(format!("sha256:{}", p.sha256), Value::String(p.url.clone()));
+    }
+    let mut inline = Map::new();
+
+    let mut stages = vec![json!({
+        "type": "kiln.dpkg",
+        "inputs": {"packages": {
+            "type": "org.osbuild.files",
+            "origin": "org.osbuild.source",
+            "references": packages.iter().map(|p| json!({"id": format!("sha256:{}", p.sha256)})).collect::<Vec<_>>(),
+        }},
+        "options": {"packages": packages.iter().map(|p| json!({
+            "name": p.name, "version": p.version, "arch": p.arch, "checksum": format!("sha256:{}", p.sha256),
+        })).collect::<Vec<_>>()},
+    })];
+    stages.extend(customization_stages(req.customizations, &mut inline));
+
+    let mut sources = Map::new();
+    sources.insert("org.osbuild.curl".into(), json!({"items": curl}));
+    if !inline.is_empty() {
+        sources.insert("org.osbuild.inline".into(), json!({"items": inline}));
+    }
+    Ok(json!({
+        "version": "2",
+        "pipelines": [
+            {"name": "os", "source-epoch": req.source_epoch, "stages": stages},
+            {"name": "archive", "stages": [{
+                "type": "org.osbuild.tar",
+                "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]}},
+                "options": {"filename": "root.tar"},
+            }]},
+        ],
+        "sources": sources,
+    }))
+}
+
+fn customization_stages(c: &ImageCustomizations, inline: &mut Map<String, Value>) -> Vec<Value> {
+    let mut stages = Vec::new();
+    if !c.groups.is_empty() {
+        let groups: Map<String, Value> = c
+            .groups
+            .iter()
+            .map(|(name, gid)| {
+                (
+                    name.clone(),
+                    gid.map(|g| json!({"gid": g})).unwrap_or_else(|| json!({})),
+                )
+            })
+            .collect();
+        stages.push(json!({"type": "org.osbuild.groups", "options": {"groups": groups}}));
+    }
+    if !c.users.is_empty() {
+        let users: Map<String, Value> = c
+            .users
+            .iter()
+            .map(|u| {
+                let mut o = Map::new();
+                if let Some(v) = u.uid {
+                    o.insert("uid".into(), json!(v));
+                }
+                if let Some(v) = u.gid {
+                    o.insert("gid".into(), json!(v));
+                }
+                if !u.groups.is_empty() {
+                    o.insert("groups".into(), json!(u.groups));
+                }
+                if let Some(v) = &u.description {
+                    o.insert("description".into(), json!(v));
+                }
+                if let Some(v) = &u.home {
+                    o.insert("home".into(), json!(v));
+                }
+                if let Some(v) = &u.shell {
+                    o.insert("shell".into(), json!(v));
+                }
+                if let Some(v) = &u.password {
+                    o.insert("password".into(), json!(v));
+                }
+                if !u.keys.is_empty() {
+                    o.insert("key".into(), json!(u.keys.join("\n")));
+                }
+                (u.name.clone(), Value::Object(o))
+            })
+            .collect();
+        stages.push(json!({"type": "org.osbuild.users", "options": {"users": users}}));
+    }
+    if let Some(h) = &c.hostname {
+        stages.push(json!({"type": "org.osbuild.hostname", "options": {"hostname": h}}));
+    }
+    if let Some(z) = &c.timezone {
+        stages.push(json!({"type": "org.osbuild.timezone", "options": {"zone": z}}));
+    }
+    if let Some(l) = &c.language {
+        stages.push(json!({"type": "org.osbuild.locale", "options": {"language": l}}));
+    }
+    if !c.directories.is_empty() {
+        let paths: Vec<Value> = c
+            .directories
+            .iter()
+            .map(|d| {
+                let mut o = json!({"path": d.path, "exist_ok": true, "parents": d.parents});
+                if let Some(m) = d
+                    .mode
+                    .as_deref()
+                    .and_then(|m| u32::from_str_radix(m, 8).ok())
+                {
+                    o["mode"] = json!(m);
+                }
+                o
+            })
+            .collect();
+        stages.push(json!({"type": "org.osbuild.mkdir", "options": {"paths": paths}}));
+    }
+    if !c.files.is_empty() {
+        let mut paths = Vec::new();
+        for f in &c.files {
+            let data = f.data.as_deref().unwrap_or_default();
+            let id = format!("sha256:{}", sha256_hex(data.as_bytes()));
+            inline.insert(
+                id.clone(),
+                json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(data)}),
+            );
+            paths.push(
+                json!({"from": format!("input://files/{id}"), "to": format!("tree://{}", f.path)}),
+            );
+        }
+        let mut refs: Vec<String> = paths
+            .iter()
+            .filter_map(|p| {
+                p["from"]
+                    .as_str()?
+                    .strip_prefix("input://files/")
+                    .map(str::to_owned)
+            })
+            .collect();
+        refs.sort();
+        refs.dedup();
+        stages.push(json!({
+            "type": "org.osbuild.copy",
+            "inputs": {"files": {"type": "org.osbuild.files", "origin": "org.osbuild.source",
+                                 "references": refs.iter().map(|r| json!({"id": r})).collect::<Vec<_>>()}},
+            "options": {"paths": paths},
+        }));
+    }
+    let entries: Vec<&Entry> = c.directories.iter().chain(&c.files).collect();
+    let modes: Map<String, Value> = entries
+        .iter()
+        .filter_map(|e| Some((e.path.clone(), json!({"mode": e.mode.clone()?}))))
+        .collect();
+    if !modes.is_empty() {
+        stages.push(json!({"type": "org.osbuild.chmod", "options": {"items": modes}}));
+    }
+    let owners: Map<String, Value> = entries
+        .iter()
+        .filter(|e| e.user.is_some() || e.group.is_some())
+        .map(|e| {
+            let mut o = Map::new();
+            if let Some(u) = &e.user {
+                o.insert("user".into(), u.clone());
+            }
+            if let Some(g) = &e.group {
+                o.insert("group".into(), g.clone());
+            }
+            (e.path.clone(), Value::Object(o))
+        })
+        .collect();
+    if !owners.is_empty() {
+        stages.push(json!({"type": "org.osbuild.chown", "options": {"items": owners}}));
+    }
+    if !(c.enabled.is_empty() && c.disabled.is_empty() && c.masked.is_empty()) {
+        let mut o = Map::new();
+        for (key, list) in [
+            ("enabled_services", &c.enabled),
+            ("disabled_services", &c.disabled),
+            ("masked_services", &c.masked),
+        ] {
+            if !list.is_empty() {
+                o.insert(key.into(), json!(list));
+            }
+        }
+        stages.push(json!({"type": "org.osbuild.systemd", "options": o}));
+    }
+    stages
+}

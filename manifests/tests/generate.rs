@@ -1,0 +1,161 @@
+//! Manifests generated for Debian `tar` images: golden, valid against the
+//! reference schemas, and byte-for-byte reproducible.
+
+mod common;
+
+use common::validate_manifest;
+use kiln_api::customizations::{Blueprint, Customizations};
+use kiln_api::validate::Family;
+use kiln_manifests::customize::ImageCustomizations;
+use kiln_manifests::generate::{manifest, ImageRequest, PackageFile};
+use serde_json::{json, Value};
+
+fn packages() -> Vec<PackageFile> {
+    [
+        ("systemd-sysv", "252.36-1~deb12u1", "amd64", 'a'),
+        ("base-files", "12.4+deb12u11", "amd64", 'b'),
+        ("iproute2", "6.1.0-3", "amd64", 'c'),
+    ]
+    .into_iter()
+    .map(|(name, version, arch, fill)| PackageFile {
+        name: name.into(),
+        version: version.into(),
+        arch: arch.into(),
+        url: format!("file:///srv/mirror/pool/main/{name}_{version}_{arch}.deb"),
+        sha256: fill.to_string().repeat(64),
+    })
+    .collect()
+}
+
+fn customizations() -> Customizations {
+    serde_json::from_value(json!({
+        "hostname": "node-001",
+        "timezone": {"timezone": "Europe/Berlin"},
+        "locale": {"languages": ["en_US.UTF-8"]},
+        "groups": [{"name": "hpc", "gid": 2000}],
+        "users": [{"name": "admin", "groups": ["hpc", "sudo"], "password": "$6$salt$hash",
+                   "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8gS0Vhb3bmQn admin@x"}],
+        "services": {"enabled": ["chrony.service"], "masked": ["e2scrub_reap.service"]},
+        "directories": [{"path": "/etc/kiln", "mode": "0750", "user": "admin", "group": "hpc"}],
+        "files": [{"path": "/etc/kiln/motd", "data": "welcome to node-001\n", "mode": "0644"}]
+    }))
+    .unwrap()
+}
+
+fn generate(pkgs: &[PackageFile], c: &ImageCustomizations) -> Value {
+    manifest(&ImageRequest {
+        family: Family::Debian,
+        image_type: "tar",
+        source_epoch: 1747699200,
+        packages: pkgs,
+        customizations: c,
+    })
+    .unwrap()
+}
+
+const GOLDEN: &str = "tests/data/debian-12-tar.json";
+
+#[test]
+fn debian_tar_matches_its_golden_manifest() {
+    let got = serde_json::to_string_pretty(&generate(
+        &packages(),
+        &ImageCustomizations::from_customizations(&customizations()),
+    ))
+    .unwrap()
+        + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    if std::env::var_os("KILN_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("golden manifest (KILN_UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(got, want, "generated manifest differs from {GOLDEN}");
+}
+
+#[test]
+fn debian_tar_validates_against_the_reference_schemas() {
+    let m = generate(
+        &packages(),
+        &ImageCustomizations::from_customizations(&customizations()),
+    );
+    let errors = validate_manifest(&m);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // kiln's stage schema bites too.
+    let mut bad = m.clone();
+    bad["pipelines"][0]["stages"][0]["options"]["packages"][0]["checksum"] = json!("md5:abc");
+    assert!(validate_manifest(&bad)
+        .iter()
+        .any(|e| e.contains("pipelines[0].stages[0]")));
+    // And every stage has an id.
+    kiln_manifests::ids(&m).unwrap();
+}
+
+#[test]
+fn same_inputs_give_the_same_bytes() {
+    let c = ImageCustomizations::from_customizations(&customizations());
+    let a = serde_json::to_vec(&generate(&packages(), &c)).unwrap();
+    let b = serde_json::to_vec(&generate(&packages(), &c)).unwrap();
+    assert_eq!(a, b);
+    // The order the solver listed packages in does not matter.
+    let mut reversed = packages();
+    reversed.reverse();
+    assert_eq!(serde_json::to_vec(&generate(&reversed, &c)).unwrap(), a);
+    // A different package changes the tree's stage ids.
+    let mut other = packages();
+    other[0].version = "252.36-1~deb12u2".into();
+    let ids_a = kiln_manifests::ids(&generate(&packages(), &c)).unwrap();
+    let ids_b = kiln_manifests::ids(&generate(&other, &c)).unwrap();
+    assert_ne!(ids_a.pipelines[0].stages[0], ids_b.pipelines[0].stages[0]);
+}
+
+#[test]
+fn a_blueprint_spelling_gives_the_same_manifest() {
+    let blueprint: Blueprint = serde_json::from_value(json!({
+        "name": "node",
+        "customizations": {
+            "hostname": "node-001",
+            "timezone": {"timezone": "Europe/Berlin"},
+            "locale": {"languages": ["en_US.UTF-8"]},
+            "group": [{"name": "hpc", "gid": 2000}],
+            "user": [{"name": "admin", "groups": ["hpc", "sudo"], "password": "$6$salt$hash"}],
+            "sshkey": [{"user": "admin", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8gS0Vhb3bmQn admin@x"}],
+            "services": {"enabled": ["chrony.service"], "masked": ["e2scrub_reap.service"]},
+            "directories": [{"path": "/etc/kiln", "mode": "0750", "user": "admin", "group": "hpc"}],
+            "files": [{"path": "/etc/kiln/motd", "data": "welcome to node-001\n", "mode": "0644"}]
+        }
+    }))
+    .unwrap();
+    assert_eq!(
+        generate(
+            &packages(),
+            &ImageCustomizations::from_blueprint(&blueprint)
+        ),
+        generate(
+            &packages(),
+            &ImageCustomizations::from_customizations(&customizations())
+        )
+    );
+}
+
+#[test]
+fn image_types_not_written_yet_are_refused_by_name() {
+    let c = ImageCustomizations::default();
+    let err = manifest(&ImageRequest {
+        family: Family::Debian,
+        image_type: "pxe",
+        source_epoch: 0,
+        packages: &packages(),
+        customizations: &c,
+    })
+    .unwrap_err();
+    assert_eq!(err.path, "image_type");
+    let err = manifest(&ImageRequest {
+        family: Family::Debian,
+        image_type: "tar",
+        source_epoch: 0,
+        packages: &[],
+        customizations: &c,
+    })
+    .unwrap_err();
+    assert_eq!(err.path, "packages");
+}
