@@ -188,6 +188,23 @@ pub struct BlueprintPackage {
     pub version: Option<String>,
 }
 
+impl BlueprintPackage {
+    /// The package as a resolver takes it: `name`, or `name=version` for an
+    /// exact version. Wildcard versions other than `*` are refused, naming
+    /// `field`.
+    pub fn request(&self, field: &str) -> Result<String, crate::error::FieldError> {
+        match self.version.as_deref() {
+            None | Some("") | Some("*") => Ok(self.name.clone()),
+            Some(v) if v.contains('*') || v.contains('?') => Err(crate::error::FieldError::new(
+                crate::error::ErrorKind::InvalidField,
+                field,
+                format!("{v:?}: only exact versions (or \"*\") can be pinned"),
+            )),
+            Some(v) => Ok(format!("{}={v}", self.name)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackageGroup {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Request, Solution, Source};
 
-const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub(crate) const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Output {
@@ -46,7 +46,7 @@ pub struct DepsolveArgs {
     packages: Vec<String>,
 }
 
-fn default_cache_dir() -> PathBuf {
+pub(crate) fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -54,39 +54,57 @@ fn default_cache_dir() -> PathBuf {
         .join("kiln/depsolve")
 }
 
-pub async fn run(args: DepsolveArgs) -> anyhow::Result<ExitCode> {
-    let sources = args
-        .sources
+/// Opens the sources and solves: `Ok(Err(problems))` when the request
+/// cannot be installed, `Err` when the repositories cannot be read.
+pub(crate) async fn solve(
+    sources: &[String],
+    arch: &str,
+    keyring: &std::path::Path,
+    cache_dir: PathBuf,
+    request: &Request,
+) -> anyhow::Result<Result<Solution, Vec<String>>> {
+    let sources = sources
         .iter()
         .map(|s| s.parse::<Source>())
         .collect::<Result<Vec<_>, _>>()?;
     let config = RepoConfig {
-        arch: args.arch.clone(),
+        arch: arch.to_owned(),
         sources,
-        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
-        keyring: Some(args.keyring.clone()),
+        cache_dir,
+        keyring: Some(keyring.to_owned()),
     };
     let set = RepoSet::open(config)
         .await
         .context("loading repositories")?;
+    match set.solve(request) {
+        Ok(solution) => Ok(Ok(solution)),
+        Err(DepsolveError::Unsolvable { problems }) => Ok(Err(problems)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints why a request cannot be installed; the exit code says the same.
+pub(crate) fn unsolvable(problems: &[String]) -> ExitCode {
+    eprintln!("kiln: cannot install the requested packages:");
+    for p in problems {
+        eprintln!("  {p}");
+    }
+    ExitCode::from(2)
+}
+
+pub async fn run(args: DepsolveArgs) -> anyhow::Result<ExitCode> {
     let request = Request {
         packages: args.packages.clone(),
         essential: args.essential,
         recommends: args.recommends,
     };
-    match set.solve(&request) {
+    let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    match solve(&args.sources, &args.arch, &args.keyring, cache, &request).await? {
         Ok(solution) => {
             print_solution(&solution, args.output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(DepsolveError::Unsolvable { problems }) => {
-            eprintln!("kiln: cannot install the requested packages:");
-            for p in problems {
-                eprintln!("  {p}");
-            }
-            Ok(ExitCode::from(2))
-        }
-        Err(e) => Err(e.into()),
+        Err(problems) => Ok(unsolvable(&problems)),
     }
 }
 

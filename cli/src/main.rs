@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Depsolve(args) => runtime.block_on(depsolve::run(args)),
-        Command::Manifest(args) => manifest::run(args),
+        Command::Manifest(args) => runtime.block_on(manifest::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -174,21 +174,13 @@ pub fn targets(image: &ImageRequest) -> Vec<Value> {
     out
 }
 
-/// A blueprint package as the resolver takes it: `name`, or `name=version`
-/// for an exact version. Wildcard versions other than `*` are refused.
+/// A blueprint package as the resolver takes it (see
+/// [`kiln_api::customizations::BlueprintPackage::request`]).
 pub fn pinned(
     p: &kiln_api::customizations::BlueprintPackage,
     field: &str,
 ) -> Result<String, ApiError> {
-    match p.version.as_deref() {
-        None | Some("") | Some("*") => Ok(p.name.clone()),
-        Some(v) if v.contains('*') || v.contains('?') => Err(ApiError::field(
-            ErrorKind::InvalidField,
-            field,
-            format!("{v:?}: only exact versions (or \"*\") can be pinned"),
-        )),
-        Some(v) => Ok(format!("{}={v}", p.name)),
-    }
+    Ok(p.request(field)?)
 }
 
 /// Packages the request adds to the image type's defaults.

@@ -7,79 +7,22 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{check, reference, start, Backend};
+use kiln_testsupport::debrepo::DebRepo;
 use serde_json::json;
 
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn deb(pool: &Path, name: &str, version: &str, relations: &str) {
-    let root = pool.join(format!("{name}-build"));
-    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(root.join("usr/share/doc").join(name)).unwrap();
-    std::fs::write(
-        root.join("usr/share/doc").join(name).join("README"),
-        format!("{name} {version}\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: kiln tests <kiln@localhost>\n{relations}Description: kiln test package {name}\n"
-        ),
-    )
-    .unwrap();
-    run(Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
-        .arg(&root)
-        .arg(pool.join(format!("{name}_{version}_all.deb"))));
-    std::fs::remove_dir_all(root).unwrap();
-}
-
 /// A one-suite repository: kiln-a needs kiln-b (>= 2.0); kiln-c conflicts with kiln-a.
-fn repository(dir: &Path) {
-    let pool = dir.join("pool/main");
-    std::fs::create_dir_all(&pool).unwrap();
-    deb(&pool, "kiln-a", "1:1.0-1", "Depends: kiln-b (>= 2.0)\n");
-    deb(&pool, "kiln-b", "2.1-3", "");
-    deb(&pool, "kiln-c", "0.5", "Conflicts: kiln-a\n");
-    index(dir);
-}
-
-/// (Re)writes Packages and Release for what the pool holds.
-fn index(dir: &Path) {
-    let bin = dir.join("dists/test/main/binary-amd64");
-    std::fs::create_dir_all(&bin).unwrap();
-    let packages = run(Command::new("apt-ftparchive")
-        .arg("packages")
-        .arg("pool")
-        .current_dir(dir));
-    std::fs::write(bin.join("Packages"), packages).unwrap();
-    let release = run(Command::new("apt-ftparchive")
-        .args([
-            "-o",
-            "APT::FTPArchive::Release::Suite=test",
-            "-o",
-            "APT::FTPArchive::Release::Codename=test",
-            "-o",
-            "APT::FTPArchive::Release::Components=main",
-            "-o",
-            "APT::FTPArchive::Release::Architectures=amd64",
-            "release",
-            "dists/test",
-        ])
-        .current_dir(dir));
-    std::fs::write(dir.join("dists/test/Release"), release).unwrap();
+fn repository(dir: &Path) -> DebRepo {
+    let repo = DebRepo::new(dir).unwrap();
+    repo.add("kiln-a", "1:1.0-1", "Depends: kiln-b (>= 2.0)\n")
+        .unwrap();
+    repo.add("kiln-b", "2.1-3", "").unwrap();
+    repo.add("kiln-c", "0.5", "Conflicts: kiln-a\n").unwrap();
+    repo.index().unwrap();
+    repo
 }
 
 fn sha256(path: &Path) -> String {
-    let out = run(Command::new("sha256sum").arg(path));
+    let out = Command::new("sha256sum").arg(path).output().unwrap().stdout;
     String::from_utf8_lossy(&out)
         .split_whitespace()
         .next()
@@ -164,8 +107,9 @@ async fn depsolve_and_search_against_a_file_repository() {
     check(&reference(), "SearchPackagesResponse", &found);
 
     // A package published later is found once the composer refreshes.
-    deb(&dir.path().join("pool/main"), "kiln-d", "3.0", "");
-    index(dir.path());
+    let published = DebRepo::new(dir.path()).unwrap();
+    published.add("kiln-d", "3.0", "").unwrap();
+    published.index().unwrap();
     let search_d = json!({"distribution": "debian-12", "architecture": "x86_64", "packages": ["kiln-d"], "repositories": [repo.clone()]});
     let (_, before) = c.post("/search/packages", &search_d).await;
     assert_eq!(

@@ -139,6 +139,42 @@ impl Distribution {
         )
     }
 
+    /// The distribution's repositories for `arch` as apt-style source lines
+    /// (`deb [signed-by=KEYRING] URL SUITE COMPONENT...`, `rpm URL`).
+    pub fn source_lines(&self, arch: &str) -> Vec<String> {
+        self.repositories
+            .iter()
+            .map(|r| {
+                let url = r.baseurl_for(arch);
+                let url = url.trim_end_matches('/');
+                match self.family {
+                    Family::Rpm => format!("rpm {url}"),
+                    Family::Debian => {
+                        let opts = r
+                            .keyring
+                            .as_ref()
+                            .map(|k| format!("[signed-by={k}] "))
+                            .unwrap_or_default();
+                        format!(
+                            "deb {opts}{url} {} {}",
+                            r.suite.clone().unwrap_or_default(),
+                            r.components.clone().unwrap_or_default().join(" ")
+                        )
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The architecture named either as the distribution does (`x86_64`) or
+    /// as its packages do (`amd64`), with its distribution name.
+    pub fn find_architecture(&self, arch: &str) -> Option<(&str, &ArchitectureDef)> {
+        self.architectures
+            .iter()
+            .find(|(name, a)| *name == arch || a.package_arch == arch)
+            .map(|(n, a)| (n.as_str(), a))
+    }
+
     fn validate(&self, file: &str) -> Result<(), CatalogError> {
         let invalid = |message: String| CatalogError::Invalid {
             file: file.to_owned(),
@@ -267,7 +303,16 @@ mod tests {
         let pxe = d.packages("x86_64", "pxe").unwrap();
         assert!(pxe.contains(&"linux-image-amd64".to_string()));
         assert!(d.image_type("x86_64", "iso").is_none());
+        assert_eq!(
+            d.source_lines("x86_64")[0],
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main"
+        );
+        assert_eq!(d.find_architecture("amd64").map(|(n, _)| n), Some("x86_64"));
         let r = c.get("rocky-9").unwrap();
+        assert_eq!(
+            r.source_lines("x86_64")[1],
+            "rpm https://dl.rockylinux.org/pub/rocky/9/AppStream/x86_64/os"
+        );
         assert_eq!(
             r.repositories[0].baseurl_for("aarch64"),
             "https://dl.rockylinux.org/pub/rocky/9/BaseOS/aarch64/os/"

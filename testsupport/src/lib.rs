@@ -9,6 +9,8 @@
 //! process that started it exits, even if it never runs its destructors (test
 //! binaries end with `exit`, and statics are never dropped).
 
+pub mod debrepo;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
