@@ -187,9 +187,15 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             sha256: p.sha256,
         })
         .collect();
+    let filename = distro
+        .image_type(arch, &args.image_type)
+        .map(|t| t.filename.clone())
+        .unwrap_or_default();
     let manifest = generate::manifest(&ImageRequest {
         family: distro.family,
+        arch,
         image_type: &args.image_type,
+        filename: &filename,
         source_epoch: distro.source_epoch,
         packages: &files,
         customizations: &customizations,

@@ -1,10 +1,11 @@
 //! From a depsolved package set and customizations to an osbuild v2 manifest.
 //!
 //! Pipelines, as osbuild-composer names them: `os` (the tree) and one per
-//! export (`archive` for `tar`). Debian trees are installed by kiln's
-//! `kiln.dpkg` stage (schema in `manifests/stages/`); everything else uses
-//! osbuild's own stages with osbuild's option schemas. No build pipeline: the
-//! Debian stages run with the build host's tools. The same inputs give the
+//! export (`archive` for `tar`, `container` for `oci`). Debian trees are
+//! installed by kiln's `kiln.dpkg` stage (schema in `manifests/stages/`), RPM
+//! trees by osbuild's `org.osbuild.rpm`; everything else uses osbuild's own
+//! stages with osbuild's option schemas. No build pipeline: the install
+//! stages run with the build host's tools (dpkg, rpm). The same inputs give the
 //! same bytes: maps are ordered and nothing depends on time or randomness.
 
 use base64::Engine;
@@ -30,16 +31,31 @@ pub struct PackageFile {
 #[derive(Debug, Clone)]
 pub struct ImageRequest<'a> {
     pub family: Family,
+    /// Image architecture, as the distribution names it (`x86_64`).
+    pub arch: &'a str,
     pub image_type: &'a str,
+    /// The exported file's name, from the distribution's image type.
+    pub filename: &'a str,
     /// SOURCE_DATE_EPOCH of the tree.
     pub source_epoch: u64,
     pub packages: &'a [PackageFile],
     pub customizations: &'a ImageCustomizations,
 }
 
-/// Image types this generator writes, per family.
-pub fn supported(family: Family, image_type: &str) -> bool {
-    matches!((family, image_type), (Family::Debian, "tar"))
+/// Image types this generator writes (for both families).
+pub fn supported(_family: Family, image_type: &str) -> bool {
+    matches!(image_type, "tar" | "oci")
+}
+
+/// The architecture as OCI image configs name it (Go's names).
+fn oci_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -72,17 +88,23 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     }
     let mut inline = Map::new();
 
-    let mut stages = vec![json!({
-        "type": "kiln.dpkg",
-        "inputs": {"packages": {
-            "type": "org.osbuild.files",
-            "origin": "org.osbuild.source",
-            "references": packages.iter().map(|p| json!({"id": format!("sha256:{}", p.sha256)})).collect::<Vec<_>>(),
-        }},
-        "options": {"packages": packages.iter().map(|p| json!({
-            "name": p.name, "version": p.version, "arch": p.arch, "checksum": format!("sha256:{}", p.sha256),
-        })).collect::<Vec<_>>()},
-    })];
+    let references: Vec<Value> = packages
+        .iter()
+        .map(|p| json!({"id": format!("sha256:{}", p.sha256)}))
+        .collect();
+    let inputs = json!({"packages": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": references}});
+    let install = match req.family {
+        Family::Debian => json!({
+            "type": "kiln.dpkg",
+            "inputs": inputs,
+            "options": {"packages": packages.iter().map(|p| json!({
+                "name": p.name, "version": p.version, "arch": p.arch, "checksum": format!("sha256:{}", p.sha256),
+            })).collect::<Vec<_>>()},
+        }),
+        // osbuild's own stage: rpm --root with the package files, by checksum.
+        Family::Rpm => json!({"type": "org.osbuild.rpm", "inputs": inputs}),
+    };
+    let mut stages = vec![install];
     stages.extend(customization_stages(req.customizations, &mut inline));
 
     let mut sources = Map::new();
@@ -90,18 +112,35 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     if !inline.is_empty() {
         sources.insert("org.osbuild.inline".into(), json!({"items": inline}));
     }
+    let tree = json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]});
+    let export = match req.image_type {
+        "oci" => json!({"name": "container", "stages": [{
+            "type": "org.osbuild.oci-archive",
+            "inputs": {"base": tree},
+            "options": {"architecture": oci_arch(req.arch), "filename": req.filename, "config": {"Cmd": ["/bin/sh"]}},
+        }]}),
+        _ => json!({"name": "archive", "stages": [{
+            "type": "org.osbuild.tar",
+            "inputs": {"tree": tree},
+            "options": {"filename": req.filename},
+        }]}),
+    };
     Ok(json!({
         "version": "2",
         "pipelines": [
             {"name": "os", "source-epoch": req.source_epoch, "stages": stages},
-            {"name": "archive", "stages": [{
-                "type": "org.osbuild.tar",
-                "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]}},
-                "options": {"filename": "root.tar"},
-            }]},
+            export,
         ],
         "sources": sources,
     }))
+}
+
+/// The pipeline an image type exports.
+pub fn export_pipeline(image_type: &str) -> &'static str {
+    match image_type {
+        "oci" => "container",
+        _ => "archive",
+    }
 }
 
 fn customization_stages(c: &ImageCustomizations, inline: &mut Map<String, Value>) -> Vec<Value> {

@@ -42,10 +42,18 @@ fn customizations() -> Customizations {
     .unwrap()
 }
 
-fn generate(pkgs: &[PackageFile], c: &ImageCustomizations) -> Value {
+fn build(
+    family: Family,
+    image_type: &str,
+    filename: &str,
+    pkgs: &[PackageFile],
+    c: &ImageCustomizations,
+) -> Value {
     manifest(&ImageRequest {
-        family: Family::Debian,
-        image_type: "tar",
+        family,
+        arch: "x86_64",
+        image_type,
+        filename,
         source_epoch: 1747699200,
         packages: pkgs,
         customizations: c,
@@ -53,33 +61,76 @@ fn generate(pkgs: &[PackageFile], c: &ImageCustomizations) -> Value {
     .unwrap()
 }
 
-const GOLDEN: &str = "tests/data/debian-12-tar.json";
+fn generate(pkgs: &[PackageFile], c: &ImageCustomizations) -> Value {
+    build(Family::Debian, "tar", "root.tar", pkgs, c)
+}
 
-#[test]
-fn debian_tar_matches_its_golden_manifest() {
-    let got = serde_json::to_string_pretty(&generate(
-        &packages(),
-        &ImageCustomizations::from_customizations(&customizations()),
-    ))
-    .unwrap()
-        + "\n";
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    if std::env::var_os("KILN_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &got).unwrap();
-    }
-    let want =
-        std::fs::read_to_string(&path).expect("golden manifest (KILN_UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(got, want, "generated manifest differs from {GOLDEN}");
+fn rpm_packages() -> Vec<PackageFile> {
+    [
+        ("bash", "5.1.8-9.el9", "x86_64", 'd'),
+        ("rocky-release", "9.5-1.2.el9", "noarch", 'e'),
+    ]
+    .into_iter()
+    .map(|(name, version, arch, fill)| PackageFile {
+        name: name.into(),
+        version: version.into(),
+        arch: arch.into(),
+        url: format!("file:///srv/mirror/Packages/{name}-{version}.{arch}.rpm"),
+        sha256: fill.to_string().repeat(64),
+    })
+    .collect()
+}
+
+/// Every image type the generator writes, for both families, with its golden file.
+fn every_type() -> Vec<(&'static str, Value)> {
+    let c = ImageCustomizations::from_customizations(&customizations());
+    vec![
+        ("debian-12-tar.json", generate(&packages(), &c)),
+        (
+            "debian-12-oci.json",
+            build(Family::Debian, "oci", "image.oci.tar", &packages(), &c),
+        ),
+        (
+            "rocky-9-tar.json",
+            build(Family::Rpm, "tar", "root.tar", &rpm_packages(), &c),
+        ),
+        (
+            "rocky-9-oci.json",
+            build(Family::Rpm, "oci", "image.oci.tar", &rpm_packages(), &c),
+        ),
+    ]
 }
 
 #[test]
-fn debian_tar_validates_against_the_reference_schemas() {
+fn every_image_type_matches_its_golden_manifest() {
+    for (file, m) in every_type() {
+        let got = serde_json::to_string_pretty(&m).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(file);
+        if std::env::var_os("KILN_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .expect("golden manifest (KILN_UPDATE_GOLDEN=1 writes it)");
+        assert_eq!(
+            got, want,
+            "generated manifest differs from tests/data/{file}"
+        );
+    }
+}
+
+#[test]
+fn every_golden_manifest_validates_against_the_reference_schemas() {
+    for (file, m) in every_type() {
+        let errors = validate_manifest(&m);
+        assert!(errors.is_empty(), "{file}:\n{}", errors.join("\n"));
+        kiln_manifests::ids(&m).unwrap();
+    }
     let m = generate(
         &packages(),
         &ImageCustomizations::from_customizations(&customizations()),
     );
-    let errors = validate_manifest(&m);
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
     // kiln's stage schema bites too.
     let mut bad = m.clone();
     bad["pipelines"][0]["stages"][0]["options"]["packages"][0]["checksum"] = json!("md5:abc");
@@ -140,22 +191,16 @@ fn a_blueprint_spelling_gives_the_same_manifest() {
 #[test]
 fn image_types_not_written_yet_are_refused_by_name() {
     let c = ImageCustomizations::default();
-    let err = manifest(&ImageRequest {
+    let pkgs = packages();
+    let req = |image_type, packages| ImageRequest {
         family: Family::Debian,
-        image_type: "pxe",
+        arch: "x86_64",
+        image_type,
+        filename: "x",
         source_epoch: 0,
-        packages: &packages(),
+        packages,
         customizations: &c,
-    })
-    .unwrap_err();
-    assert_eq!(err.path, "image_type");
-    let err = manifest(&ImageRequest {
-        family: Family::Debian,
-        image_type: "tar",
-        source_epoch: 0,
-        packages: &[],
-        customizations: &c,
-    })
-    .unwrap_err();
-    assert_eq!(err.path, "packages");
+    };
+    assert_eq!(manifest(&req("pxe", &pkgs)).unwrap_err().path, "image_type");
+    assert_eq!(manifest(&req("tar", &[])).unwrap_err().path, "packages");
 }
