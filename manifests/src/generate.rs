@@ -44,7 +44,71 @@ pub struct ImageRequest<'a> {
 
 /// Image types this generator writes (for both families).
 pub fn supported(_family: Family, image_type: &str) -> bool {
-    matches!(image_type, "tar" | "oci")
+    matches!(image_type, "tar" | "oci" | "pxe")
+}
+
+/// The dracut modules a diskless node's initrd needs to fetch its root over
+/// HTTP and run it from RAM with a tmpfs overlay (`root=live:URL`).
+const LIVE_MODULES: &[&str] = &["dmsquash-live", "livenet", "network-legacy"];
+
+/// The kernel release of the depsolved set, as /lib/modules names it.
+fn kernel_release(family: Family, packages: &[&PackageFile]) -> Result<String, ManifestError> {
+    let found: Vec<String> = match family {
+        // linux-image-6.1.0-35-amd64 (not the linux-image-amd64 metapackage).
+        Family::Debian => packages
+            .iter()
+            .filter_map(|p| p.name.strip_prefix("linux-image-"))
+            .filter(|r| {
+                r.starts_with(|c: char| c.is_ascii_digit())
+                    && !r.ends_with("-dbg")
+                    && !r.ends_with("-unsigned")
+            })
+            .map(str::to_owned)
+            .collect(),
+        // kernel-core 5.14.0-503.14.1.el9_5, x86_64 -> 5.14.0-503.14.1.el9_5.x86_64
+        Family::Rpm => packages
+            .iter()
+            .filter(|p| p.name == "kernel-core" || p.name == "kernel")
+            .map(|p| {
+                let v = p
+                    .version
+                    .split_once(':')
+                    .map(|(_, v)| v)
+                    .unwrap_or(&p.version);
+                format!("{v}.{}", p.arch)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ManifestError {
+            path: "packages".into(),
+            message: "a pxe image needs a kernel: the package set has none (linux-image-<arch> or kernel)".into(),
+        }),
+        many => Err(ManifestError {
+            path: "packages".into(),
+            message: format!("a pxe image boots one kernel; the package set has {}", many.join(", ")),
+        }),
+    }
+}
+
+/// The kernel command line a `pxe` image boots with, without its root: the
+/// boot target adds `root=live:<URL of rootfs.squashfs>`.
+pub fn pxe_kernel_cmdline(c: &ImageCustomizations) -> String {
+    let mut args = vec![
+        "rd.live.overlay.overlayfs=1".to_string(),
+        "ip=dhcp".into(),
+        "rd.neednet=1".into(),
+    ];
+    if let Some(ds) = &c.cloud_init_datasource {
+        args.push(format!("ds={ds}"));
+    }
+    if let Some(a) = c.kernel_append.as_deref().filter(|a| !a.trim().is_empty()) {
+        args.push(a.trim().to_owned());
+    }
+    args.join(" ")
 }
 
 /// The architecture as OCI image configs name it (Go's names).
@@ -106,32 +170,66 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     };
     let mut stages = vec![install];
     stages.extend(customization_stages(req.customizations, &mut inline));
+    let kernel = if req.image_type == "pxe" {
+        let kver = kernel_release(req.family, &packages)?;
+        stages.push(json!({
+            "type": "org.osbuild.dracut",
+            "options": {"kernel": [kver], "add_modules": LIVE_MODULES, "compress": "zstd"},
+        }));
+        Some(kver)
+    } else {
+        None
+    };
 
     let mut sources = Map::new();
     sources.insert("org.osbuild.curl".into(), json!({"items": curl}));
     if !inline.is_empty() {
         sources.insert("org.osbuild.inline".into(), json!({"items": inline}));
     }
-    let tree = json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]});
-    let export = match req.image_type {
-        "oci" => json!({"name": "container", "stages": [{
+    let tree = |name: &str| json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": [format!("name:{name}")]});
+    let mut pipelines =
+        vec![json!({"name": "os", "source-epoch": req.source_epoch, "stages": stages})];
+    match (req.image_type, &kernel) {
+        ("oci", _) => pipelines.push(json!({"name": "container", "stages": [{
             "type": "org.osbuild.oci-archive",
-            "inputs": {"base": tree},
+            "inputs": {"base": tree("os")},
             "options": {"architecture": oci_arch(req.arch), "filename": req.filename, "config": {"Cmd": ["/bin/sh"]}},
-        }]}),
-        _ => json!({"name": "archive", "stages": [{
+        }]})),
+        ("pxe", Some(kver)) => {
+            pipelines.push(json!({"name": "rootfs", "stages": [{
+                "type": "org.osbuild.squashfs",
+                "inputs": {"tree": tree("os")},
+                "options": {"filename": "rootfs.squashfs", "compression": {"method": "zstd"}},
+            }]}));
+            // Debian keeps the kernel in /boot; RPM systems in /lib/modules.
+            let vmlinuz = match req.family {
+                Family::Debian => format!("input://tree/boot/vmlinuz-{kver}"),
+                Family::Rpm => format!("input://tree/lib/modules/{kver}/vmlinuz"),
+            };
+            pipelines.push(json!({"name": "pxe", "stages": [{
+                "type": "org.osbuild.copy",
+                "inputs": {"tree": tree("os"), "rootfs": tree("rootfs")},
+                "options": {"paths": [
+                    {"from": vmlinuz, "to": "tree:///vmlinuz"},
+                    {"from": format!("input://tree/boot/initramfs-{kver}.img"), "to": "tree:///initrd.img"},
+                    {"from": "input://rootfs/rootfs.squashfs", "to": "tree:///rootfs.squashfs"},
+                ]},
+            }]}));
+        }
+        _ => pipelines.push(json!({"name": "archive", "stages": [{
             "type": "org.osbuild.tar",
-            "inputs": {"tree": tree},
+            "inputs": {"tree": tree("os")},
             "options": {"filename": req.filename},
-        }]}),
-    };
+        }]})),
+    }
     Ok(json!({
         "version": "2",
-        "pipelines": [
-            {"name": "os", "source-epoch": req.source_epoch, "stages": stages},
-            export,
-        ],
+        "pipelines": pipelines,
         "sources": sources,
+        "metadata": {
+            "exports": [{"name": export_pipeline(req.image_type)}],
+            "generators": [{"name": "kiln", "version": env!("CARGO_PKG_VERSION")}],
+        },
     }))
 }
 
@@ -139,6 +237,7 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
 pub fn export_pipeline(image_type: &str) -> &'static str {
     match image_type {
         "oci" => "container",
+        "pxe" => "pxe",
         _ => "archive",
     }
 }

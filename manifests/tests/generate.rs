@@ -98,7 +98,39 @@ fn every_type() -> Vec<(&'static str, Value)> {
             "rocky-9-oci.json",
             build(Family::Rpm, "oci", "image.oci.tar", &rpm_packages(), &c),
         ),
+        (
+            "debian-12-pxe.json",
+            build(
+                Family::Debian,
+                "pxe",
+                "rootfs.squashfs",
+                &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+                &c,
+            ),
+        ),
+        (
+            "rocky-9-pxe.json",
+            build(
+                Family::Rpm,
+                "pxe",
+                "rootfs.squashfs",
+                &with_kernel(rpm_packages(), "kernel-core", "5.14.0-503.14.1.el9_5"),
+                &c,
+            ),
+        ),
     ]
+}
+
+fn with_kernel(mut pkgs: Vec<PackageFile>, name: &str, version: &str) -> Vec<PackageFile> {
+    let arch = pkgs[0].arch.clone();
+    pkgs.push(PackageFile {
+        name: name.into(),
+        version: version.into(),
+        arch: arch.clone(),
+        url: format!("file:///srv/mirror/{name}_{version}_{arch}"),
+        sha256: "f".repeat(64),
+    });
+    pkgs
 }
 
 #[test]
@@ -189,6 +221,38 @@ fn a_blueprint_spelling_gives_the_same_manifest() {
 }
 
 #[test]
+fn pxe_boots_the_depsolved_kernel_with_a_live_root() {
+    let c = ImageCustomizations::from_customizations(&customizations());
+    let m = build(
+        Family::Debian,
+        "pxe",
+        "rootfs.squashfs",
+        &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        &c,
+    );
+    let os = m["pipelines"][0]["stages"].as_array().unwrap();
+    let dracut = os
+        .iter()
+        .find(|s| s["type"] == "org.osbuild.dracut")
+        .unwrap();
+    assert_eq!(dracut["options"]["kernel"], json!(["6.1.0-35-amd64"]));
+    assert!(dracut["options"]["add_modules"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("dmsquash-live")));
+    let copy = &m["pipelines"][2]["stages"][0]["options"]["paths"];
+    assert_eq!(copy[0]["from"], "input://tree/boot/vmlinuz-6.1.0-35-amd64");
+    assert_eq!(m["metadata"]["exports"], json!([{"name": "pxe"}]));
+    let mut c = c;
+    c.kernel_append = Some("console=ttyS0".into());
+    c.cloud_init_datasource = Some("nocloud-net;s=http://10.0.0.1/ci/".into());
+    assert_eq!(
+        kiln_manifests::generate::pxe_kernel_cmdline(&c),
+        "rd.live.overlay.overlayfs=1 ip=dhcp rd.neednet=1 ds=nocloud-net;s=http://10.0.0.1/ci/ console=ttyS0"
+    );
+}
+
+#[test]
 fn image_types_not_written_yet_are_refused_by_name() {
     let c = ImageCustomizations::default();
     let pkgs = packages();
@@ -201,6 +265,22 @@ fn image_types_not_written_yet_are_refused_by_name() {
         packages,
         customizations: &c,
     };
-    assert_eq!(manifest(&req("pxe", &pkgs)).unwrap_err().path, "image_type");
+    assert_eq!(
+        manifest(&req("disk", &pkgs)).unwrap_err().path,
+        "image_type"
+    );
+    // A pxe image without a kernel, or with two, is refused naming the packages.
+    let err = manifest(&req("pxe", &pkgs)).unwrap_err();
+    assert_eq!(err.path, "packages");
+    assert!(err.message.contains("needs a kernel"), "{err}");
+    let two = with_kernel(
+        with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        "linux-image-6.1.0-36-amd64",
+        "6.1.140-1",
+    );
+    assert!(manifest(&req("pxe", &two))
+        .unwrap_err()
+        .message
+        .contains("one kernel"));
     assert_eq!(manifest(&req("tar", &[])).unwrap_err().path, "packages");
 }
