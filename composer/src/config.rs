@@ -27,6 +27,7 @@ pub struct ComposerConfig {
     pub max_body_bytes: usize,
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
+    pub jobs: JobsConfig,
     /// How often loaded repositories are re-read for new packages.
     pub repo_refresh_secs: u64,
     /// `text` or `json`.
@@ -42,6 +43,25 @@ pub struct QueueConfig {
     pub max_retries: u32,
     /// How often to look for silent workers.
     pub reap_interval_secs: u64,
+}
+
+/// The jobs a composer runs itself (depsolve and manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Off for a composer that only serves the API (another one runs the jobs).
+    pub run_in_composer: bool,
+    /// How many of those jobs run at once.
+    pub concurrency: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            run_in_composer: true,
+            concurrency: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +91,7 @@ impl Default for ComposerConfig {
             max_body_bytes: 1 << 20,
             queue: QueueConfig::default(),
             retention: RetentionConfig::default(),
+            jobs: JobsConfig::default(),
             repo_refresh_secs: 3600,
             log_format: LogFormat::Text,
         }

@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod plan;
 pub mod repos;
+pub mod runner;
 pub mod status;
 
 pub use config::ComposerConfig;
@@ -69,7 +70,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Background housekeeping: requeue jobs of silent workers, expire old
-/// composes, refresh loaded repositories.
+/// composes, refresh loaded repositories, and run the composer's own jobs.
 pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let q = state.queue.clone();
     let cfg = state.config.queue.clone();
@@ -115,7 +116,11 @@ pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
             repos.refresh_all().await;
         }
     });
-    vec![reaper, retention, refresh]
+    let mut tasks = vec![reaper, retention, refresh];
+    if state.config.jobs.run_in_composer {
+        tasks.push(runner::spawn(state));
+    }
+    tasks
 }
 
 /// Serves the compose API on `listener` until `shutdown` resolves.

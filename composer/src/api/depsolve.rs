@@ -38,7 +38,8 @@ fn package_type(family: Family) -> &'static str {
     }
 }
 
-fn solved(family: Family, p: SolvedPackage) -> DepsolvedPackage {
+/// A solved package in the API's shape.
+pub fn solved(family: Family, p: SolvedPackage) -> DepsolvedPackage {
     let (epoch, version, release) = split_evr(&p.version);
     DepsolvedPackage {
         package_type: package_type(family).into(),

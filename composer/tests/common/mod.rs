@@ -37,6 +37,9 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ComposerConfig
         max_body_bytes: 64 * 1024,
         ..Default::default()
     };
+    // Tests of the API and the queue watch jobs stay where they are; the
+    // tests of the composer's own jobs turn them on with local repositories.
+    config.jobs.run_in_composer = false;
     if let Backend::Postgres = backend {
         config.database_url = Some(PgCluster::shared().unwrap().create_database().unwrap());
     }
