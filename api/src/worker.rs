@@ -180,9 +180,11 @@ mod tests {
             request(json!({"types": ["build"], "arch": "x86_64", "wait_secs": 301})),
             Err("wait_secs".into())
         );
-        assert!(request(json!({"types": ["build"], "arch": "x86_64", "worker": "w"}))
-            .unwrap_err()
-            .contains("unknown field `worker`"));
+        assert!(
+            request(json!({"types": ["build"], "arch": "x86_64", "worker": "w"}))
+                .unwrap_err()
+                .contains("unknown field `worker`")
+        );
     }
 
     #[test]

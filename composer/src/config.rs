@@ -166,8 +166,10 @@ impl ComposerConfig {
 mod tests {
     use super::*;
 
-    // figment::Jail serialises tests that change the environment and cwd.
+    // figment::Jail serialises tests that change the environment and cwd;
+    // its closure's error type is figment's, large or not.
     #[test]
+    #[allow(clippy::result_large_err)]
     fn worker_api_keys_come_from_the_file_and_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
