@@ -1,6 +1,7 @@
 //! The worker API over real mutual TLS, with certificates made by
 //! `tools/gen-certs.sh`: a certified, allowed worker takes, heart-beats and
-//! finishes a compose's job; everyone else is refused at the handshake and
+//! finishes a compose's job; everyone else (no certificate, another CA, a
+//! name outside allowed_domains, TLS 1.2) is refused at the handshake and
 //! gets no job.
 
 mod common;
@@ -88,6 +89,16 @@ struct Worker {
 
 impl Cluster {
     fn worker(&self, identity: Option<(&Path, &str)>) -> Worker {
+        Worker {
+            http: self.client_builder(identity).build().unwrap(),
+            base: format!(
+                "https://localhost:{}/api/worker/v1",
+                self.worker_addr.port()
+            ),
+        }
+    }
+
+    fn client_builder(&self, identity: Option<(&Path, &str)>) -> reqwest::ClientBuilder {
         let ca = std::fs::read(self.certs.path().join("ca.pem")).unwrap();
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -101,17 +112,22 @@ impl Cluster {
             pem.extend(std::fs::read(dir.join(format!("worker-{name}.pem"))).unwrap());
             builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
         }
-        Worker {
-            http: builder.build().unwrap(),
-            base: format!(
-                "https://localhost:{}/api/worker/v1",
-                self.worker_addr.port()
-            ),
-        }
+        builder
     }
 
     fn certified(&self, name: &str) -> Worker {
         self.worker(Some((self.certs.path(), name)))
+    }
+
+    /// A certified worker that speaks TLS 1.2 at most.
+    fn outdated(&self, name: &str) -> Worker {
+        let mut w = self.certified(name);
+        w.http = self
+            .client_builder(Some((self.certs.path(), name)))
+            .max_tls_version(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .unwrap();
+        w
     }
 
     /// Submits the small pxe compose; returns its id and the depsolve job's id.
@@ -255,6 +271,11 @@ async fn uncertified_peers_are_refused_at_the_handshake(backend: Backend) {
             c.certified("intruder"),
             &[Alert::BadCertificate][..],
         ),
+        (
+            "an allowed worker speaking TLS 1.2",
+            c.outdated("worker1"),
+            &[Alert::ProtocolVersion][..],
+        ),
     ];
     for (what, w, expected) in &refused {
         match w.take(&["depsolve"], 0).await {
@@ -287,12 +308,16 @@ async fn uncertified_peers_are_refused_at_the_handshake(backend: Backend) {
 fn tls_alert(e: &reqwest::Error) -> Option<rustls::AlertDescription> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cause {
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+        // io::Errors wrap their cause (sometimes another io::Error) without
+        // listing it as their source.
+        let mut inner = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::AlertReceived(alert)) = inner.downcast_ref::<rustls::Error>() {
             return Some(*alert);
         }
         cause = err.source();

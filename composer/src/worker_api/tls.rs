@@ -167,7 +167,13 @@ impl ClientCertVerifier for AllowedWorkerVerifier {
         match self.allowed.worker_name(end_entity) {
             Some(_) => Ok(verified),
             None => {
-                tracing::warn!("refused a worker certificate: no DNS name in allowed_domains");
+                let presented: Vec<String> = webpki::EndEntityCert::try_from(end_entity)
+                    .map(|c| c.valid_dns_names().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    names = ?presented,
+                    "refused a worker certificate: no DNS name in allowed_domains"
+                );
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName,
                 ))
