@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use: PostgreSQL's server binaries for the
 # throwaway clusters; apt-ftparchive, gpg/gpgv, xz, rpmbuild and createrepo_c
 # to build and sign the test repositories of kiln-depsolve; python3-solv for
-# its benchmark's libsolv column.
-packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv)
+# its benchmark's libsolv column; openssl for tools/gen-certs.sh, whose
+# certificates the worker API tests use.
+packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv openssl)
 
 missing=()
 for p in "${packages[@]}"; do

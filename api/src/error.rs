@@ -35,6 +35,8 @@ pub enum ErrorKind {
     InvalidQuery,
     Unsolvable,
     RepositoryUnavailable,
+    LeaseNotFound,
+    JobCanceled,
     Internal,
 }
 
@@ -62,6 +64,8 @@ impl ErrorKind {
         ErrorKind::InvalidQuery,
         ErrorKind::Unsolvable,
         ErrorKind::RepositoryUnavailable,
+        ErrorKind::LeaseNotFound,
+        ErrorKind::JobCanceled,
         ErrorKind::Internal,
     ];
 
@@ -90,6 +94,8 @@ impl ErrorKind {
             ErrorKind::InvalidQuery => 20,
             ErrorKind::Unsolvable => 21,
             ErrorKind::RepositoryUnavailable => 22,
+            ErrorKind::LeaseNotFound => 23,
+            ErrorKind::JobCanceled => 24,
             ErrorKind::Internal => 1000,
         }
     }
@@ -105,8 +111,9 @@ impl ErrorKind {
             ErrorKind::ComposeNotFound
             | ErrorKind::DistributionNotFound
             | ErrorKind::ErrorNotFound
-            | ErrorKind::ResourceNotFound => 404,
-            ErrorKind::ComposeUnfinished => 409,
+            | ErrorKind::ResourceNotFound
+            | ErrorKind::LeaseNotFound => 404,
+            ErrorKind::ComposeUnfinished | ErrorKind::JobCanceled => 409,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RepositoryUnavailable => 502,
             ErrorKind::Internal => 500,
@@ -140,6 +147,10 @@ impl ErrorKind {
             ErrorKind::InvalidQuery => "Invalid query parameter",
             ErrorKind::Unsolvable => "The packages cannot be installed together",
             ErrorKind::RepositoryUnavailable => "A repository could not be read or verified",
+            ErrorKind::LeaseNotFound => {
+                "No job is leased under this token (taken back, or already finished)"
+            }
+            ErrorKind::JobCanceled => "The job was canceled: stop working on it",
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -1,5 +1,6 @@
 //! The types that cross kiln's wire, in one place so that the composer, the
-//! CLI and the workers cannot drift apart.
+//! CLI and the workers cannot drift apart. `worker` is the protocol between
+//! the composer and its workers.
 //!
 //! The compose API keeps the shape of osbuild-composer's Cloud API v2
 //! (`/api/image-builder-composer/v2`): field names, nesting and status values
@@ -14,6 +15,7 @@ pub mod distribution;
 pub mod error;
 pub mod status;
 pub mod validate;
+pub mod worker;
 
 /// The prefix of every compose API path.
 pub const API_PREFIX: &str = "/api/image-builder-composer/v2";

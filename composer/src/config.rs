@@ -28,6 +28,8 @@ pub struct ComposerConfig {
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
     pub jobs: JobsConfig,
+    /// The workers' listener (mutual TLS); off until `ca`, `cert` and `key` are set.
+    pub worker_api: WorkerApiConfig,
     /// How often loaded repositories are re-read for new packages.
     pub repo_refresh_secs: u64,
     /// `text` or `json`.
@@ -73,6 +75,36 @@ pub struct RetentionConfig {
     pub interval_secs: u64,
 }
 
+/// `[worker_api]`: where workers take jobs. Only peers with a client
+/// certificate from `ca` whose DNS name matches `allowed_domains` get in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerApiConfig {
+    /// Address of the worker API.
+    pub listen: SocketAddr,
+    /// PEM file of the CA that signs worker certificates.
+    pub ca: Option<PathBuf>,
+    /// PEM file of the composer's server certificate (and its chain).
+    pub cert: Option<PathBuf>,
+    /// PEM file of the server certificate's private key.
+    pub key: Option<PathBuf>,
+    /// Worker host names let in: exact names, or `*.domain` for any one
+    /// label under `domain`.
+    pub allowed_domains: Vec<String>,
+}
+
+impl Default for WorkerApiConfig {
+    fn default() -> Self {
+        WorkerApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8701)),
+            ca: None,
+            cert: None,
+            key: None,
+            allowed_domains: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -92,6 +124,7 @@ impl Default for ComposerConfig {
             queue: QueueConfig::default(),
             retention: RetentionConfig::default(),
             jobs: JobsConfig::default(),
+            worker_api: WorkerApiConfig::default(),
             repo_refresh_secs: 3600,
             log_format: LogFormat::Text,
         }
@@ -147,5 +180,59 @@ impl ComposerConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("kiln.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // figment::Jail serialises tests that change the environment and cwd;
+    // its closure's error type is figment's, large or not.
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn worker_api_keys_come_from_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "composer.toml",
+                r#"
+                [worker_api]
+                ca = "/etc/kiln/certs/ca.pem"
+                cert = "/etc/kiln/certs/composer.pem"
+                key = "/etc/kiln/certs/composer.key"
+                allowed_domains = ["worker1", "*.cluster.example"]
+                "#,
+            )?;
+            jail.set_env("KILN_COMPOSER_WORKER_API__LISTEN", "0.0.0.0:9701");
+            let c = ComposerConfig::load(Some(Path::new("composer.toml")))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.worker_api.listen, SocketAddr::from(([0, 0, 0, 0], 9701)));
+            assert_eq!(
+                c.worker_api.ca.as_deref(),
+                Some(Path::new("/etc/kiln/certs/ca.pem"))
+            );
+            assert_eq!(
+                c.worker_api.allowed_domains,
+                vec!["worker1".to_owned(), "*.cluster.example".to_owned()]
+            );
+            jail.set_env(
+                "KILN_COMPOSER_WORKER_API__ALLOWED_DOMAINS",
+                r#"["w2.example"]"#,
+            );
+            let c = ComposerConfig::load(Some(Path::new("composer.toml")))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.worker_api.allowed_domains, vec!["w2.example".to_owned()]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_embedded_default_has_no_worker_certificates() {
+        let c = ComposerConfig::default();
+        assert_eq!(
+            c.worker_api.listen,
+            SocketAddr::from(([127, 0, 0, 1], 8701))
+        );
+        assert!(c.worker_api.ca.is_none() && c.worker_api.cert.is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! kiln's composer: the compose API, job graphs, and the queue's housekeeping
 //! (taking back jobs from silent workers, expiring old composes).
-//! `main.rs` is a thin shell around [`serve`].
+//! `main.rs` is a thin shell around [`serve`] and, when certificates are
+//! configured, [`worker_api::serve`] on the workers' own TLS listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod repos;
 pub mod runner;
 pub mod status;
+pub mod worker_api;
 
 pub use config::ComposerConfig;
 

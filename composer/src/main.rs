@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(f) = &file {
         tracing::info!(file = %f.display(), "configuration read");
     }
+    // Certificates are read before anything else so that a bad path stops the start.
+    let worker_tls =
+        kiln_composer::worker_api::load_tls(&config.worker_api).context("the worker API")?;
     let state = AppState::open(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -49,7 +52,32 @@ async fn main() -> anyhow::Result<()> {
         distributions = ?state.catalog.names(),
         "kiln-composer ready"
     );
+    let workers = match worker_tls {
+        Some(tls) => {
+            let at = config.worker_api.listen;
+            let worker_listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening for workers on {at}"))?;
+            tracing::info!(listen = %at, allowed_domains = ?config.worker_api.allowed_domains, "worker API ready (mutual TLS)");
+            let state = state.clone();
+            Some(tokio::spawn(kiln_composer::worker_api::serve(
+                state,
+                worker_listener,
+                tls,
+                shutdown_signal(),
+            )))
+        }
+        None => {
+            tracing::info!(
+                "no worker API: worker_api.ca, cert and key are not set (see tools/gen-certs.sh)"
+            );
+            None
+        }
+    };
     kiln_composer::serve(state, listener, shutdown_signal()).await?;
+    if let Some(w) = workers {
+        w.await.context("the worker API task")??;
+    }
     tracing::info!("kiln-composer stopped");
     Ok(())
 }

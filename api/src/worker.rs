@@ -1,0 +1,234 @@
+//! The worker protocol: what a worker and the composer say to each other on
+//! the worker listener (mutual TLS), under [`WORKER_API_PREFIX`].
+//!
+//! - `POST /jobs` ([`RequestJob`]) long-polls for a job: 200 with a
+//!   [`JobAssignment`], or 204 when none came within `wait_secs`.
+//! - `POST /jobs/{token}/heartbeat` renews the lease: 200 with a
+//!   [`HeartbeatResponse`], 404 when the lease is gone.
+//! - `POST /jobs/{token}/finish` ([`FinishJob`]) ends it: 200 with a
+//!   [`FinishResponse`], 409 when the job was canceled, 404 when the lease is gone.
+//!
+//! The worker's name is not part of any body: it is the DNS name of its
+//! client certificate, so a worker cannot claim to be another.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{ErrorKind, FieldError};
+
+/// The prefix of every worker API path.
+pub const WORKER_API_PREFIX: &str = "/api/worker/v1";
+
+/// The longest long-poll a worker may ask for; past this, proxies and load
+/// balancers between worker and composer commonly cut idle connections.
+pub const MAX_WAIT_SECS: u64 = 300;
+
+/// `POST /jobs`: which jobs the worker takes, and how long it waits for one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestJob {
+    /// Job types the worker runs, e.g. `["build"]`.
+    pub types: Vec<String>,
+    /// The architecture the worker builds for (`x86_64`, `aarch64`, ...).
+    pub arch: String,
+    /// Channels (tenants) served; empty serves every channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// How long to wait for a job before answering 204 (at most [`MAX_WAIT_SECS`]).
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+impl RequestJob {
+    /// Checks the request, naming the field at fault.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.types.is_empty() {
+            return Err(invalid("types", "name at least one job type"));
+        }
+        for (i, t) in self.types.iter().enumerate() {
+            if t.trim().is_empty() {
+                return Err(invalid(format!("types[{i}]"), "a job type cannot be empty"));
+            }
+        }
+        if self.arch.trim().is_empty() {
+            return Err(invalid("arch", "the architecture cannot be empty"));
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            if c.trim().is_empty() {
+                return Err(invalid(
+                    format!("channels[{i}]"),
+                    "a channel cannot be empty",
+                ));
+            }
+        }
+        if self.wait_secs > MAX_WAIT_SECS {
+            return Err(invalid(
+                "wait_secs",
+                format!("at most {MAX_WAIT_SECS} seconds, not {}", self.wait_secs),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job handed to a worker. `token` proves the lease: heartbeat and finish
+/// name it, and it is worth as much as the job, so it is never logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobAssignment {
+    pub token: Uuid,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub args: Value,
+    /// The compose the job belongs to; none for a lone job.
+    pub compose_id: Option<Uuid>,
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Keep going.
+    Alive,
+    /// The job was canceled: stop the work and do not finish it.
+    Canceled,
+}
+
+/// `POST /jobs/{token}/heartbeat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatResponse {
+    pub status: LeaseState,
+}
+
+/// `POST /jobs/{token}/finish`: how the job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishJob {
+    pub success: bool,
+    /// The job's result, an object (e.g. a build's artifacts and upload statuses).
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Why the job failed; required when `success` is false.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl FinishJob {
+    /// Checks the request, naming the field at fault.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(r) = &self.result {
+            if !r.is_object() {
+                return Err(invalid("result", "must be a JSON object"));
+            }
+        }
+        let reason = self.reason.as_deref().map(str::trim).unwrap_or("");
+        if !self.success && reason.is_empty() {
+            return Err(invalid("reason", "a failed job must say why"));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a successful finish: the job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishResponse {
+    pub id: Uuid,
+    /// `success` or `failed`.
+    pub state: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError::new(ErrorKind::InvalidField, field, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(v: Value) -> Result<RequestJob, String> {
+        let r: RequestJob = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        r.validate().map_err(|e| e.field)?;
+        Ok(r)
+    }
+
+    #[test]
+    fn a_job_request_names_the_field_at_fault() {
+        let ok = request(json!({"types": ["build"], "arch": "x86_64", "wait_secs": 30})).unwrap();
+        assert_eq!(ok.channels, Vec::<String>::new());
+        assert_eq!(
+            request(json!({"types": [], "arch": "x86_64"})),
+            Err("types".into())
+        );
+        assert_eq!(
+            request(json!({"types": ["build", " "], "arch": "x86_64"})),
+            Err("types[1]".into())
+        );
+        assert_eq!(
+            request(json!({"types": ["build"], "arch": ""})),
+            Err("arch".into())
+        );
+        assert_eq!(
+            request(json!({"types": ["build"], "arch": "x86_64", "channels": [""]})),
+            Err("channels[0]".into())
+        );
+        assert_eq!(
+            request(json!({"types": ["build"], "arch": "x86_64", "wait_secs": 301})),
+            Err("wait_secs".into())
+        );
+        assert!(
+            request(json!({"types": ["build"], "arch": "x86_64", "worker": "w"}))
+                .unwrap_err()
+                .contains("unknown field `worker`")
+        );
+    }
+
+    #[test]
+    fn a_failure_must_say_why_and_a_result_is_an_object() {
+        let finish = |v: Value| {
+            serde_json::from_value::<FinishJob>(v)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.field)
+        };
+        assert_eq!(finish(json!({"success": true})), Ok(()));
+        assert_eq!(
+            finish(json!({"success": false, "reason": "osbuild exited 1"})),
+            Ok(())
+        );
+        assert_eq!(finish(json!({"success": false})), Err("reason".into()));
+        assert_eq!(
+            finish(json!({"success": false, "reason": "  "})),
+            Err("reason".into())
+        );
+        assert_eq!(
+            finish(json!({"success": true, "result": [1]})),
+            Err("result".into())
+        );
+    }
+
+    #[test]
+    fn an_assignment_calls_its_type_type() {
+        let a = JobAssignment {
+            token: Uuid::nil(),
+            id: Uuid::nil(),
+            job_type: "build".into(),
+            args: json!({}),
+            compose_id: None,
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["type"], "build");
+        assert_eq!(v["compose_id"], Value::Null);
+        assert_eq!(
+            serde_json::to_value(HeartbeatResponse {
+                status: LeaseState::Canceled
+            })
+            .unwrap(),
+            json!({"status": "canceled"})
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! The worker API over real mutual TLS, with certificates made by
+//! `tools/gen-certs.sh`: a certified, allowed worker takes, heart-beats and
+//! finishes a compose's job; everyone else (no certificate, another CA, a
+//! name outside allowed_domains, TLS 1.2) is refused at the handshake and
+//! gets no job.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{pxe_request, Backend, TestComposer};
+use kiln_queue::JobState;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+struct Cluster {
+    composer: TestComposer,
+    worker_addr: SocketAddr,
+    certs: tempfile::TempDir,
+    /// A second CA, unknown to the composer, with a `worker1` of its own.
+    other_ca: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+fn gen_certs(out: &Path, args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/gen-certs.sh");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running tools/gen-certs.sh");
+    assert!(status.success(), "gen-certs.sh {args:?} failed: {status}");
+}
+
+async fn start(backend: Backend) -> Cluster {
+    let certs = tempfile::tempdir().unwrap();
+    gen_certs(
+        certs.path(),
+        &[
+            "--worker",
+            "worker1",
+            "--worker",
+            "node7.cluster.example",
+            "--worker",
+            "intruder",
+        ],
+    );
+    let other_ca = tempfile::tempdir().unwrap();
+    gen_certs(other_ca.path(), &["--worker", "worker1"]);
+    let dir = certs.path().to_owned();
+    let composer = common::start_with(backend, |c| {
+        c.worker_api.ca = Some(dir.join("ca.pem"));
+        c.worker_api.cert = Some(dir.join("composer.pem"));
+        c.worker_api.key = Some(dir.join("composer.key"));
+        c.worker_api.allowed_domains = vec!["worker1".into(), "*.cluster.example".into()];
+    })
+    .await;
+    let tls = kiln_composer::worker_api::load_tls(&composer.state.config.worker_api)
+        .unwrap()
+        .expect("certificates are configured");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let worker_addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(kiln_composer::worker_api::serve(
+        composer.state.clone(),
+        listener,
+        tls,
+        std::future::pending(),
+    ));
+    Cluster {
+        composer,
+        worker_addr,
+        certs,
+        other_ca,
+        _server: server,
+    }
+}
+
+/// A worker's HTTP client: trusts the cluster CA, presents `identity`
+/// (`(dir, name)` → `dir/worker-name.pem` and `.key`) if any.
+struct Worker {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Cluster {
+    fn worker(&self, identity: Option<(&Path, &str)>) -> Worker {
+        Worker {
+            http: self.client_builder(identity).build().unwrap(),
+            base: format!(
+                "https://localhost:{}/api/worker/v1",
+                self.worker_addr.port()
+            ),
+        }
+    }
+
+    fn client_builder(&self, identity: Option<(&Path, &str)>) -> reqwest::ClientBuilder {
+        let ca = std::fs::read(self.certs.path().join("ca.pem")).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            // The server certificate names localhost; connect to the loopback address.
+            .resolve("localhost", self.worker_addr)
+            .timeout(Duration::from_secs(30));
+        if let Some((dir, name)) = identity {
+            let mut pem = std::fs::read(dir.join(format!("worker-{name}.key"))).unwrap();
+            pem.extend(std::fs::read(dir.join(format!("worker-{name}.pem"))).unwrap());
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        builder
+    }
+
+    fn certified(&self, name: &str) -> Worker {
+        self.worker(Some((self.certs.path(), name)))
+    }
+
+    /// A certified worker that speaks TLS 1.2 at most.
+    fn outdated(&self, name: &str) -> Worker {
+        let mut w = self.certified(name);
+        w.http = self
+            .client_builder(Some((self.certs.path(), name)))
+            .max_tls_version(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .unwrap();
+        w
+    }
+
+    /// Submits the small pxe compose; returns its id and the depsolve job's id.
+    async fn compose(&self) -> (String, Uuid) {
+        let (status, body) = self.composer.post("/compose", &pxe_request()).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let jobs = self.jobs(&id).await;
+        assert_eq!(jobs[0]["type"], "depsolve");
+        assert_eq!(jobs[0]["state"], "queued");
+        (id, jobs[0]["id"].as_str().unwrap().parse().unwrap())
+    }
+
+    async fn jobs(&self, compose: &str) -> Vec<Value> {
+        let (status, graph) = self
+            .composer
+            .get(&format!("/composes/{compose}/jobs"))
+            .await;
+        assert_eq!(status, 200, "{graph}");
+        graph["jobs"].as_array().unwrap().clone()
+    }
+
+    async fn job_state(&self, id: Uuid) -> JobState {
+        self.composer.queue.job(id).await.unwrap().unwrap().state
+    }
+}
+
+impl Worker {
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn take(&self, types: &[&str], wait_secs: u64) -> reqwest::Result<(u16, Value)> {
+        self.post(
+            "/jobs",
+            &json!({"types": types, "arch": "x86_64", "wait_secs": wait_secs}),
+        )
+        .await
+    }
+}
+
+async fn a_certified_worker_runs_a_compose_job(backend: Backend) {
+    let c = start(backend).await;
+    let (compose, depsolve) = c.compose().await;
+    let w = c.certified("worker1");
+
+    let (status, job) = w.take(&["depsolve"], 5).await.unwrap();
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["id"], depsolve.to_string());
+    assert_eq!(job["type"], "depsolve");
+    assert_eq!(job["compose_id"], compose);
+    assert_eq!(job["args"]["architecture"], "x86_64");
+    let token = job["token"].as_str().unwrap().to_owned();
+
+    let jobs = c.jobs(&compose).await;
+    assert_eq!(jobs[0]["state"], "running");
+    // The worker's name is its certificate's.
+    assert_eq!(jobs[0]["worker"], "worker1");
+
+    let (status, beat) = w
+        .post(&format!("/jobs/{token}/heartbeat"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!((status, beat), (200, json!({"status": "alive"})));
+
+    let result = json!({"packages": [{"name": "chrony", "version": "4.3-2"}]});
+    let (status, done) = w
+        .post(
+            &format!("/jobs/{token}/finish"),
+            &json!({"success": true, "result": result}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        done,
+        json!({"id": depsolve.to_string(), "state": "success"})
+    );
+
+    let jobs = c.jobs(&compose).await;
+    assert_eq!(jobs[0]["state"], "success");
+    assert_eq!(jobs[1]["type"], "manifest");
+    assert_eq!(
+        jobs[1]["state"], "queued",
+        "the next job of the graph is ready"
+    );
+    let stored = c.composer.queue.job(depsolve).await.unwrap().unwrap();
+    assert_eq!(stored.result, Some(result));
+
+    // The lease ended with the job.
+    let (status, err) = w
+        .post(&format!("/jobs/{token}/heartbeat"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{err}");
+    assert_eq!(err["code"], "IMAGE-BUILDER-COMPOSER-23");
+    let (status, _) = w
+        .post(&format!("/jobs/{token}/finish"), &json!({"success": true}))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_certified_worker_runs_a_compose_job_sqlite() {
+    a_certified_worker_runs_a_compose_job(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_certified_worker_runs_a_compose_job_postgres() {
+    a_certified_worker_runs_a_compose_job(Backend::Postgres).await;
+}
+
+async fn uncertified_peers_are_refused_at_the_handshake(backend: Backend) {
+    let c = start(backend).await;
+    let (compose, depsolve) = c.compose().await;
+
+    use rustls::AlertDescription as Alert;
+    let refused = [
+        (
+            "no certificate",
+            c.worker(None),
+            &[Alert::CertificateRequired][..],
+        ),
+        // Both CAs carry the script's subject, so the chain fails on its
+        // signature rather than on an unknown issuer; either refuses it.
+        (
+            "a certificate from another CA",
+            c.worker(Some((c.other_ca.path(), "worker1"))),
+            &[Alert::DecryptError, Alert::UnknownCA][..],
+        ),
+        (
+            "a name outside allowed_domains",
+            c.certified("intruder"),
+            &[Alert::BadCertificate][..],
+        ),
+        (
+            "an allowed worker speaking TLS 1.2",
+            c.outdated("worker1"),
+            &[Alert::ProtocolVersion][..],
+        ),
+    ];
+    for (what, w, expected) in &refused {
+        match w.take(&["depsolve"], 0).await {
+            Err(e) => match tls_alert(&e) {
+                Some(alert) => assert!(expected.contains(&alert), "{what}: alert {alert:?}"),
+                None => panic!("{what}: refused, but not by a TLS alert: {e:?}"),
+            },
+            Ok((status, body)) => panic!("{what}: got an HTTP answer {status} {body}"),
+        }
+        assert_eq!(
+            c.job_state(depsolve).await,
+            JobState::Queued,
+            "{what}: no job handed out"
+        );
+    }
+
+    // The same job goes to an allowed name (here through the wildcard), so
+    // the refusals above were about the peers, not about the job.
+    let (status, job) = c
+        .certified("node7.cluster.example")
+        .take(&["depsolve"], 5)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["id"], depsolve.to_string());
+    assert_eq!(c.jobs(&compose).await[0]["worker"], "node7.cluster.example");
+}
+
+/// The TLS alert the composer sent, found in the error's chain of causes.
+fn tls_alert(e: &reqwest::Error) -> Option<rustls::AlertDescription> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        // io::Errors wrap their cause (sometimes another io::Error) without
+        // listing it as their source.
+        let mut inner = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::AlertReceived(alert)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(*alert);
+        }
+        cause = err.source();
+    }
+    None
+}
+
+#[tokio::test]
+async fn uncertified_peers_are_refused_at_the_handshake_sqlite() {
+    uncertified_peers_are_refused_at_the_handshake(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn uncertified_peers_are_refused_at_the_handshake_postgres() {
+    uncertified_peers_are_refused_at_the_handshake(Backend::Postgres).await;
+}
+
+async fn a_canceled_compose_stops_its_worker(backend: Backend) {
+    let c = start(backend).await;
+    let (compose, depsolve) = c.compose().await;
+    let w = c.certified("worker1");
+    let (status, job) = w.take(&["depsolve"], 5).await.unwrap();
+    assert_eq!(status, 200, "{job}");
+    let token = job["token"].as_str().unwrap().to_owned();
+
+    let (status, body) = c
+        .composer
+        .post(&format!("/composes/{compose}/cancel"), &json!({}))
+        .await;
+    assert!(status < 300, "{status} {body}");
+
+    let (status, beat) = w
+        .post(&format!("/jobs/{token}/heartbeat"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!((status, beat), (200, json!({"status": "canceled"})));
+    let (status, err) = w
+        .post(
+            &format!("/jobs/{token}/finish"),
+            &json!({"success": true, "result": {}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["code"], "IMAGE-BUILDER-COMPOSER-24");
+    assert_eq!(c.job_state(depsolve).await, JobState::Canceled);
+}
+
+#[tokio::test]
+async fn a_canceled_compose_stops_its_worker_sqlite() {
+    a_canceled_compose_stops_its_worker(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_canceled_compose_stops_its_worker_postgres() {
+    a_canceled_compose_stops_its_worker(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn requests_are_checked_and_an_idle_poll_answers_204() {
+    let c = start(Backend::Sqlite).await;
+    let w = c.certified("worker1");
+
+    // Nothing queued: the long poll waits, then answers 204.
+    let started = std::time::Instant::now();
+    let (status, _) = w.take(&["build"], 1).await.unwrap();
+    assert_eq!(status, 204);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // A job enqueued while a worker waits is handed to it.
+    let waiting = tokio::spawn(async move { w.take(&["build"], 20).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = kiln_queue::NewJob::new("build", "x86_64", "default", json!({"image": 0}));
+    c.composer
+        .queue
+        .enqueue(std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    let (status, got) = waiting.await.unwrap().unwrap();
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["id"], job.id.to_string());
+    assert_eq!(got["compose_id"], Value::Null);
+
+    let w = c.certified("worker1");
+    let unknown_lease = format!("/jobs/{}/finish", Uuid::new_v4());
+    let field_errors = [
+        ("/jobs", json!({"types": [], "arch": "x86_64"}), "types"),
+        (
+            "/jobs",
+            json!({"types": ["build"], "arch": "x86_64", "wait_secs": 3600}),
+            "wait_secs",
+        ),
+        (
+            "/jobs",
+            json!({"types": ["build"], "arch": "x86_64", "worker": "me"}),
+            "worker",
+        ),
+        ("/jobs/not-a-token/heartbeat", json!({}), "token"),
+        (unknown_lease.as_str(), json!({"success": false}), "reason"),
+    ];
+    for (path, body, field) in field_errors {
+        let (status, err) = w.post(path, &body).await.unwrap();
+        assert_eq!(status, 400, "{path} {body}: {err}");
+        assert_eq!(err["details"]["field"], field, "{path} {body}: {err}");
+        assert_eq!(err["kind"], "Error");
+    }
+    let (status, err) = w
+        .post(&format!("/jobs/{}/heartbeat", Uuid::new_v4()), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("IMAGE-BUILDER-COMPOSER-23"))
+    );
+}
