@@ -241,6 +241,7 @@ pub fn jobs(req: &ComposeRequest, distro: &Distribution, channel: &str) -> Vec<N
                 "package_arch": package_arch,
                 "image_type": image.image_type,
                 "repositories": repositories,
+                "payload_repositories": req.customizations.as_ref().and_then(|c| c.payload_repositories.clone()).unwrap_or_default(),
                 "packages": packages,
             }),
         );

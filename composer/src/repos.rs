@@ -57,7 +57,8 @@ impl RepoCache {
     }
 
     /// The loaded repositories for `arch` of `distro`: `repos`, or the
-    /// distribution's own when empty. `path` names the request field.
+    /// distribution's own when empty, then `payload` (extra repositories for
+    /// the image's own packages). `path` names the request field of `repos`.
     pub async fn get(
         &self,
         data_dir: &Path,
@@ -65,6 +66,7 @@ impl RepoCache {
         arch: &str,
         repos: &[Repository],
         path: &str,
+        payload: &[Repository],
     ) -> Result<RepoSet, ApiError> {
         let package_arch = distro
             .architecture(arch)
@@ -85,15 +87,20 @@ impl RepoCache {
                     r.keyring.as_deref().map(PathBuf::from),
                 )?);
             }
-        } else {
-            for (i, r) in repos.iter().enumerate() {
-                validate_repository(r, &format!("{path}[{i}]"), distro.family)?;
-                let keyring = match &r.gpgkey {
-                    Some(key) => Some(dearmor(data_dir, key).await?),
-                    None => None,
-                };
-                lines.push(source_line(distro.family, r, keyring)?);
-            }
+        }
+        let given = repos.iter().map(|r| (r, path)).chain(
+            payload
+                .iter()
+                .map(|r| (r, "customizations.payload_repositories")),
+        );
+        for (i, (r, field)) in given.enumerate() {
+            let i = if i < repos.len() { i } else { i - repos.len() };
+            validate_repository(r, &format!("{field}[{i}]"), distro.family)?;
+            let keyring = match &r.gpgkey {
+                Some(key) => Some(dearmor(data_dir, key).await?),
+                None => None,
+            };
+            lines.push(source_line(distro.family, r, keyring)?);
         }
         let key = (package_arch.clone(), lines.clone());
         let cell = {

@@ -108,6 +108,8 @@ struct DepsolveArgs {
     architecture: String,
     #[serde(default)]
     repositories: Vec<Repository>,
+    #[serde(default)]
+    payload_repositories: Vec<Repository>,
     packages: Vec<String>,
 }
 
@@ -126,6 +128,7 @@ async fn depsolve(state: &AppState, job: &Job) -> Result<Value, String> {
             &args.architecture,
             &args.repositories,
             "repositories",
+            &args.payload_repositories,
         )
         .await
         .map_err(|e| e.reason)?;

@@ -24,7 +24,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     compose_is_depsolved_and_gets_its_manifest,
-    unsolvable_compose_fails_with_the_reason
+    unsolvable_compose_fails_with_the_reason,
+    payload_repositories_add_packages,
 );
 
 /// A distribution whose `tar` image is `kiln-a`, and a repository for it.
@@ -170,4 +171,38 @@ async fn unsolvable_compose_fails_with_the_reason(b: Backend) {
     );
     let (_, manifests) = c.get(&format!("/composes/{id}/manifests")).await;
     assert_eq!(manifests["manifests"], json!([]));
+}
+
+async fn payload_repositories_add_packages(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, distros) = setup(dir.path());
+    let extra = DebRepo::new(&dir.path().join("extra")).unwrap();
+    extra
+        .add("site-tools", "7.0-1", "Depends: kiln-b\n")
+        .unwrap();
+    extra.index().unwrap();
+    let c = start_with(b, |cfg| {
+        cfg.jobs.run_in_composer = true;
+        cfg.distributions_dir = Some(distros);
+    })
+    .await;
+    let mut req = request(&repo, &["site-tools"]);
+    // Without the site repository the package does not exist...
+    let (_, body) = c.post("/compose", &req).await;
+    let missing = body["id"].as_str().unwrap().to_owned();
+    wait_for(&c, &missing, |g| states(g).iter().all(|s| s == "failed")).await;
+    // ...with it, it is installed beside the image's own packages.
+    req["customizations"]["payload_repositories"] = json!([{"baseurl": extra.url(), "suite": "test", "components": ["main"], "check_repo_gpg": false}]);
+    let (status, body) = c.post("/compose", &req).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    wait_for(&c, &id, |g| states(g) == ["success", "success", "queued"]).await;
+    let (_, meta) = c.get(&format!("/composes/{id}/metadata")).await;
+    let names: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["kiln-a", "kiln-b", "site-tools"]);
 }

@@ -110,6 +110,7 @@ pub async fn post_depsolve(
             &req.architecture,
             &req.repositories,
             "repositories",
+            &[],
         )
         .await?;
     let solution = repos
@@ -172,6 +173,7 @@ pub async fn post_search(
             &req.architecture,
             &req.repositories,
             "repositories",
+            &[],
         )
         .await?;
     let packages = repos
