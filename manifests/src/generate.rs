@@ -1,7 +1,8 @@
 //! From a depsolved package set and customizations to an osbuild v2 manifest.
 //!
-//! Pipelines, as osbuild-composer names them: `os` (the tree) and one per
-//! export (`archive` for `tar`, `container` for `oci`). Debian trees are
+//! Pipelines, as osbuild-composer names them: `os` (the tree) and the exports
+//! (`archive` for `tar`, `container` for `oci`, `rootfs` + `pxe` for `pxe`,
+//! `image` (raw, BIOS-bootable with GRUB) + `qcow2` for `disk`). Debian trees are
 //! installed by kiln's `kiln.dpkg` stage (schema in `manifests/stages/`), RPM
 //! trees by osbuild's `org.osbuild.rpm`; everything else uses osbuild's own
 //! stages with osbuild's option schemas. No build pipeline: the install
@@ -44,7 +45,137 @@ pub struct ImageRequest<'a> {
 
 /// Image types this generator writes (for both families).
 pub fn supported(_family: Family, image_type: &str) -> bool {
-    matches!(image_type, "tar" | "oci" | "pxe")
+    matches!(image_type, "tar" | "oci" | "pxe" | "disk")
+}
+
+/// Size of a `disk` image when no file system asks for more.
+const DEFAULT_DISK_BYTES: u64 = 4 << 30;
+/// Where the root partition starts, in 512-byte sectors (1 MiB: room for GRUB).
+const ROOT_START: u64 = 2048;
+
+/// A UUID derived from `what` and the image's inputs: the same inputs give
+/// the same UUIDs, hence the same manifest bytes.
+fn stable_uuid(what: &str, packages: &[&PackageFile]) -> String {
+    let mut h = Sha256::new();
+    h.update(what.as_bytes());
+    for p in packages {
+        h.update(p.sha256.as_bytes());
+    }
+    let mut b: [u8; 16] = h.finalize()[..16].try_into().unwrap_or([0; 16]);
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// The pipelines a `disk` image adds after `os`: the raw disk (`image`) and
+/// its qcow2 (`qcow2`). Also returns the stages `os` needs for it.
+fn disk(
+    req: &ImageRequest,
+    packages: &[&PackageFile],
+    kver: &str,
+    inline: &mut Map<String, Value>,
+) -> (Vec<Value>, Vec<Value>) {
+    let root_uuid = stable_uuid("root", packages);
+    let disk_id = format!("0x{}", &stable_uuid("disk", packages)[..8]);
+    let min_root = req
+        .customizations
+        .filesystems
+        .iter()
+        .filter(|(m, _)| m == "/")
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap_or(0);
+    let bytes = DEFAULT_DISK_BYTES
+        .max(min_root + (ROOT_START * 512))
+        .div_ceil(1 << 20)
+        * (1 << 20);
+    let sectors = bytes / 512;
+    let root_sectors = sectors - ROOT_START;
+    let (grub_dir, mkimage, initrd) = match req.family {
+        Family::Debian => (
+            "/boot/grub",
+            "grub-mkimage",
+            format!("/boot/initramfs-{kver}.img"),
+        ),
+        Family::Rpm => (
+            "/boot/grub2",
+            "grub2-mkimage",
+            format!("/boot/initramfs-{kver}.img"),
+        ),
+    };
+    let mut cmdline = format!("root=UUID={root_uuid} ro");
+    if let Some(a) = req
+        .customizations
+        .kernel_append
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    {
+        cmdline.push(' ');
+        cmdline.push_str(a.trim());
+    }
+    let vmlinuz = match req.family {
+        Family::Debian => format!("/boot/vmlinuz-{kver}"),
+        Family::Rpm => format!("/lib/modules/{kver}/vmlinuz"),
+    };
+    let grub_cfg = format!(
+        "set timeout=1\nset default=0\ninsmod part_msdos\ninsmod ext2\nsearch --no-floppy --fs-uuid --set=root {root_uuid}\n\
+         menuentry 'kiln {kver}' {{\n    linux {vmlinuz} {cmdline}\n    initrd {initrd}\n}}\n"
+    );
+    let cfg_id = format!("sha256:{}", sha256_hex(grub_cfg.as_bytes()));
+    inline.insert(
+        cfg_id.clone(),
+        json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&grub_cfg)}),
+    );
+    let os_stages = vec![
+        json!({"type": "org.osbuild.dracut", "options": {"kernel": [kver], "compress": "zstd"}}),
+        json!({"type": "org.osbuild.fstab", "options": {"filesystems": [
+            {"uuid": root_uuid, "vfs_type": "ext4", "path": "/", "options": "defaults", "freq": 1, "passno": 1}
+        ]}}),
+        json!({"type": "org.osbuild.mkdir", "options": {"paths": [{"path": grub_dir, "parents": true, "exist_ok": true}]}}),
+        json!({
+            "type": "org.osbuild.copy",
+            "inputs": {"grubcfg": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": [{"id": cfg_id}]}},
+            "options": {"paths": [{"from": format!("input://grubcfg/{cfg_id}"), "to": format!("tree://{grub_dir}/grub.cfg")}]},
+        }),
+    ];
+    let root_device = json!({"type": "org.osbuild.loopback", "options": {"filename": "disk.raw", "start": ROOT_START, "size": root_sectors}});
+    let tree = json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]});
+    let pipelines = vec![
+        json!({"name": "image", "stages": [
+            {"type": "org.osbuild.truncate", "options": {"filename": "disk.raw", "size": bytes.to_string()}},
+            {"type": "org.osbuild.sfdisk",
+             "devices": {"device": {"type": "org.osbuild.loopback", "options": {"filename": "disk.raw"}}},
+             "options": {"label": "dos", "uuid": disk_id, "partitions": [
+                 {"bootable": true, "start": ROOT_START, "size": root_sectors, "type": "83"}
+             ]}},
+            {"type": "org.osbuild.mkfs.ext4", "devices": {"device": root_device}, "options": {"uuid": root_uuid, "label": "root"}},
+            {"type": "org.osbuild.copy",
+             "inputs": {"tree": tree},
+             "devices": {"root": root_device},
+             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}],
+             "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]}},
+            {"type": "org.osbuild.grub2.inst", "options": {
+                "filename": "disk.raw", "platform": "i386-pc", "location": ROOT_START,
+                "core": {"type": "mkimage", "partlabel": "dos", "filesystem": "ext4", "binary": mkimage},
+                "prefix": {"type": "partition", "partlabel": "dos", "number": 0, "path": grub_dir},
+            }},
+        ]}),
+        json!({"name": "qcow2", "stages": [{
+            "type": "org.osbuild.qemu",
+            "inputs": {"image": {"type": "org.osbuild.files", "origin": "org.osbuild.pipeline",
+                                 "references": {"name:image": {"file": "disk.raw"}}}},
+            "options": {"filename": req.filename, "format": {"type": "qcow2", "compat": "1.1"}},
+        }]}),
+    ];
+    (os_stages, pipelines)
 }
 
 /// The dracut modules a diskless node's initrd needs to fetch its root over
@@ -170,15 +301,24 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     };
     let mut stages = vec![install];
     stages.extend(customization_stages(req.customizations, &mut inline));
-    let kernel = if req.image_type == "pxe" {
-        let kver = kernel_release(req.family, &packages)?;
-        stages.push(json!({
-            "type": "org.osbuild.dracut",
-            "options": {"kernel": [kver], "add_modules": LIVE_MODULES, "compress": "zstd"},
-        }));
-        Some(kver)
-    } else {
-        None
+    let mut disk_pipelines = Vec::new();
+    let kernel = match req.image_type {
+        "pxe" => {
+            let kver = kernel_release(req.family, &packages)?;
+            stages.push(json!({
+                "type": "org.osbuild.dracut",
+                "options": {"kernel": [kver], "add_modules": LIVE_MODULES, "compress": "zstd"},
+            }));
+            Some(kver)
+        }
+        "disk" => {
+            let kver = kernel_release(req.family, &packages)?;
+            let (os, pipelines) = disk(req, &packages, &kver, &mut inline);
+            stages.extend(os);
+            disk_pipelines = pipelines;
+            Some(kver)
+        }
+        _ => None,
     };
 
     let mut sources = Map::new();
@@ -216,6 +356,7 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
                 ]},
             }]}));
         }
+        ("disk", Some(_)) => pipelines.append(&mut disk_pipelines),
         _ => pipelines.push(json!({"name": "archive", "stages": [{
             "type": "org.osbuild.tar",
             "inputs": {"tree": tree("os")},
@@ -227,18 +368,27 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         "pipelines": pipelines,
         "sources": sources,
         "metadata": {
-            "exports": [{"name": export_pipeline(req.image_type)}],
+            "exports": exports(req.image_type).iter().map(|e| json!({"name": e})).collect::<Vec<_>>(),
             "generators": [{"name": "kiln", "version": env!("CARGO_PKG_VERSION")}],
         },
     }))
 }
 
-/// The pipeline an image type exports.
+/// The pipeline an image type exports (its main artifact).
 pub fn export_pipeline(image_type: &str) -> &'static str {
     match image_type {
         "oci" => "container",
         "pxe" => "pxe",
+        "disk" => "qcow2",
         _ => "archive",
+    }
+}
+
+/// Every pipeline an image type can export: a `disk` also has its raw image.
+pub fn exports(image_type: &str) -> Vec<&'static str> {
+    match image_type {
+        "disk" => vec!["image", "qcow2"],
+        t => vec![export_pipeline(t)],
     }
 }
 

@@ -118,6 +118,26 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 &c,
             ),
         ),
+        (
+            "debian-12-disk.json",
+            build(
+                Family::Debian,
+                "disk",
+                "disk.qcow2",
+                &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+                &c,
+            ),
+        ),
+        (
+            "rocky-9-disk.json",
+            build(
+                Family::Rpm,
+                "disk",
+                "disk.qcow2",
+                &with_kernel(rpm_packages(), "kernel-core", "5.14.0-503.14.1.el9_5"),
+                &c,
+            ),
+        ),
     ]
 }
 
@@ -253,6 +273,74 @@ fn pxe_boots_the_depsolved_kernel_with_a_live_root() {
 }
 
 #[test]
+fn disk_boots_from_the_root_its_fstab_and_grub_name() {
+    let mut c = ImageCustomizations::from_customizations(&customizations());
+    c.filesystems.push(("/".into(), 10 << 30));
+    c.kernel_append = Some("console=ttyS0".into());
+    let m = build(
+        Family::Debian,
+        "disk",
+        "disk.qcow2",
+        &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        &c,
+    );
+    let image = &m["pipelines"][1]["stages"];
+    let mkfs = &image[2];
+    let uuid = mkfs["options"]["uuid"].as_str().unwrap();
+    // The root file system's UUID is the one fstab and the boot entry use.
+    let os = m["pipelines"][0]["stages"].as_array().unwrap();
+    let fstab = os
+        .iter()
+        .find(|s| s["type"] == "org.osbuild.fstab")
+        .unwrap();
+    assert_eq!(fstab["options"]["filesystems"][0]["uuid"], uuid);
+    let cfg_id = os
+        .iter()
+        .rev()
+        .find(|s| s["type"] == "org.osbuild.copy")
+        .unwrap()["inputs"]["grubcfg"]["references"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = m["sources"]["org.osbuild.inline"]["items"][&cfg_id]["data"]
+        .as_str()
+        .unwrap();
+    let cfg = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        cfg.contains(&format!(
+            "linux /boot/vmlinuz-6.1.0-35-amd64 root=UUID={uuid} ro console=ttyS0"
+        )),
+        "{cfg}"
+    );
+    // The disk grows to hold the root file system asked for, in whole MiB.
+    let size: u64 = image[0]["options"]["size"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        size >= (10 << 30) + 2048 * 512 && size.is_multiple_of(1 << 20),
+        "{size}"
+    );
+    assert_eq!(
+        m["metadata"]["exports"],
+        json!([{"name": "image"}, {"name": "qcow2"}])
+    );
+    // Same inputs, same UUIDs.
+    let again = build(
+        Family::Debian,
+        "disk",
+        "disk.qcow2",
+        &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        &c,
+    );
+    assert_eq!(again, m);
+}
+
+#[test]
 fn image_types_not_written_yet_are_refused_by_name() {
     let c = ImageCustomizations::default();
     let pkgs = packages();
@@ -265,10 +353,9 @@ fn image_types_not_written_yet_are_refused_by_name() {
         packages,
         customizations: &c,
     };
-    assert_eq!(
-        manifest(&req("disk", &pkgs)).unwrap_err().path,
-        "image_type"
-    );
+    assert_eq!(manifest(&req("iso", &pkgs)).unwrap_err().path, "image_type");
+    // A disk boots a kernel too: none in the set is refused naming the packages.
+    assert_eq!(manifest(&req("disk", &pkgs)).unwrap_err().path, "packages");
     // A pxe image without a kernel, or with two, is refused naming the packages.
     let err = manifest(&req("pxe", &pkgs)).unwrap_err();
     assert_eq!(err.path, "packages");
