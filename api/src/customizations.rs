@@ -178,6 +178,10 @@ pub struct Blueprint {
     pub groups: Option<Vec<PackageGroup>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customizations: Option<BlueprintCustomizations>,
+    /// SOURCE_DATE_EPOCH of the image, overriding the distribution's
+    /// snapshot date. kiln extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -196,7 +196,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         arch,
         image_type: &args.image_type,
         filename: &filename,
-        source_epoch: distro.source_epoch,
+        source_epoch: blueprint.source_epoch.unwrap_or(distro.source_epoch),
         packages: &files,
         customizations: &customizations,
     })?;

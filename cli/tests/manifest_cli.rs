@@ -173,13 +173,27 @@ fn generate_depsolves_and_writes_the_manifest() {
         m["sources"]["org.osbuild.curl"]["items"][&sum],
         format!("file://{}", a.display())
     );
-    assert_eq!(m["pipelines"][0]["source-epoch"], 1700000000);
+    assert_eq!(
+        m["pipelines"][0]["source-epoch"], 1700000000,
+        "the distribution's snapshot date"
+    );
     assert!(m["pipelines"][0]["stages"]
         .as_array()
         .unwrap()
         .iter()
         .any(|s| s["type"] == "org.osbuild.hostname" && s["options"]["hostname"] == "node-7"));
     kiln_manifests::ids(&m).unwrap();
+
+    // A blueprint may pin its own source epoch.
+    std::fs::write(&blueprint, "name = \"node\"\nsource_epoch = 1234567890\n").unwrap();
+    let out = generate(&blueprint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["pipelines"][0]["source-epoch"], 1234567890);
 
     // A blueprint whose packages cannot go together: exit 2 with the reason.
     std::fs::write(

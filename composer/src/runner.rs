@@ -223,7 +223,11 @@ async fn manifest(state: &AppState, job: &Job) -> Result<Value, String> {
         arch: &args.architecture,
         image_type: &args.image_type,
         filename: &filename,
-        source_epoch: distro.source_epoch,
+        source_epoch: request
+            .blueprint
+            .as_ref()
+            .and_then(|b| b.source_epoch)
+            .unwrap_or(distro.source_epoch),
         packages: &files,
         customizations: &customizations,
     })

@@ -112,6 +112,9 @@ fn disk(
         ),
     };
     let mut cmdline = format!("root=UUID={root_uuid} ro");
+    if let Some(ds) = &req.customizations.cloud_init_datasource {
+        cmdline.push_str(&format!(" ds={ds}"));
+    }
     if let Some(a) = req
         .customizations
         .kernel_append

@@ -277,6 +277,7 @@ fn disk_boots_from_the_root_its_fstab_and_grub_name() {
     let mut c = ImageCustomizations::from_customizations(&customizations());
     c.filesystems.push(("/".into(), 10 << 30));
     c.kernel_append = Some("console=ttyS0".into());
+    c.cloud_init_datasource = Some("nocloud-net;s=http://10.0.0.1/ci/".into());
     let m = build(
         Family::Debian,
         "disk",
@@ -311,7 +312,7 @@ fn disk_boots_from_the_root_its_fstab_and_grub_name() {
     .unwrap();
     assert!(
         cfg.contains(&format!(
-            "linux /boot/vmlinuz-6.1.0-35-amd64 root=UUID={uuid} ro console=ttyS0"
+            "linux /boot/vmlinuz-6.1.0-35-amd64 root=UUID={uuid} ro ds=nocloud-net;s=http://10.0.0.1/ci/ console=ttyS0"
         )),
         "{cfg}"
     );
