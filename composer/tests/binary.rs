@@ -1,6 +1,8 @@
 //! The `kiln-composer` binary as an operator runs it: defaults, a config
 //! file, environment overrides, and a clean stop on SIGTERM.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,7 +74,7 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .current_dir(dir.path())
         .env("KILN_COMPOSER_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
@@ -94,23 +96,7 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
         "SQLite database in the configured data_dir"
     );
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "composer did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (status, _) = common::stop(child);
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
 

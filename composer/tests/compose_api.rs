@@ -1,5 +1,6 @@
 //! The compose API end to end over HTTP, on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -8,17 +9,6 @@ use common::{pxe_request, start, start_with, Backend};
 use futures::StreamExt;
 use kiln_queue::{DequeueFilter, JobState, Outcome};
 use serde_json::{json, Value};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_backends!(
     compose_is_listed_has_a_job_graph_and_cancels_with_an_sse_event,

@@ -2,6 +2,7 @@
 //! the composer, then waits for a worker to build it. Against a Debian
 //! repository built here on file:// (never the network).
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -10,17 +11,6 @@ use std::time::Duration;
 use common::{start_with, Backend, TestComposer};
 use kiln_testsupport::debrepo::DebRepo;
 use serde_json::{json, Value};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_backends!(
     compose_is_depsolved_and_gets_its_manifest,

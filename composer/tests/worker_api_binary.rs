@@ -2,7 +2,8 @@
 //! without certificates, on with them from the environment, refused to start
 //! with half a configuration.
 
-use std::io::Read;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,28 +35,8 @@ fn wait_for(port: u16, child: &mut std::process::Child) {
     }
 }
 
-fn stop(mut child: std::process::Child) -> String {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "composer did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut log = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_string(&mut log).unwrap();
-    }
+fn stop(child: std::process::Child) -> String {
+    let (status, log) = common::stop(child);
     assert!(status.success(), "exit after SIGTERM: {status}\n{log}");
     log
 }

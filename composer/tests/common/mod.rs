@@ -11,6 +11,20 @@ use kiln_queue::JobQueue;
 use kiln_testsupport::PgCluster;
 use serde_json::{json, Value};
 
+/// Runs each named `async fn(Backend)` as two tests, on SQLite and on
+/// PostgreSQL (the calling file imports `Backend`).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(super::Backend::Postgres).await }
+        }
+    )*};
+}
+
 pub struct TestComposer {
     pub base: String,
     pub queue: Arc<dyn JobQueue>,
@@ -140,4 +154,32 @@ pub fn check(reference: &Value, name: &str, instance: &Value) {
         "{name} does not match the reference:\n{}\n{instance:#}",
         errors.join("\n")
     );
+}
+
+/// Stops a composer process with SIGTERM and waits (20 s at most) for it to
+/// exit; returns how it exited and what it printed on stdout.
+pub fn stop(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "composer did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut log = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut log).unwrap();
+    }
+    (status, log)
 }
