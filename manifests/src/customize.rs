@@ -2,7 +2,8 @@
 //! it (the Cloud API's `customizations` or a blueprint's).
 
 use kiln_api::customizations::{
-    Blueprint, BlueprintCustomizations, Customizations, Directory, File,
+    Blueprint, BlueprintCustomizations, CloudInit, Customizations, Directory, File, Group, Kernel,
+    Locale, Services, Timezone,
 };
 use kiln_api::validate::parse_size;
 use serde_json::Value;
@@ -73,24 +74,51 @@ fn file_entry(f: &File) -> Entry {
     }
 }
 
-impl ImageCustomizations {
-    pub fn from_customizations(c: &Customizations) -> ImageCustomizations {
-        let s = c.services.clone().unwrap_or_default();
+/// The parts both spellings share, by reference.
+struct Shared<'a> {
+    hostname: &'a Option<String>,
+    timezone: &'a Option<Timezone>,
+    locale: &'a Option<Locale>,
+    kernel: &'a Option<Kernel>,
+    services: &'a Option<Services>,
+    groups: &'a Option<Vec<Group>>,
+    directories: &'a Option<Vec<Directory>>,
+    files: &'a Option<Vec<File>>,
+    cloud_init: &'a Option<CloudInit>,
+}
+
+impl Shared<'_> {
+    fn normalise(self) -> ImageCustomizations {
+        let s = self.services.clone().unwrap_or_default();
         ImageCustomizations {
-            packages: c.packages.clone().unwrap_or_default(),
-            hostname: c.hostname.clone(),
-            timezone: c.timezone.as_ref().and_then(|t| t.timezone.clone()),
-            language: c
+            hostname: self.hostname.clone(),
+            timezone: self.timezone.as_ref().and_then(|t| t.timezone.clone()),
+            language: self
                 .locale
                 .as_ref()
                 .and_then(|l| l.languages.as_ref()?.first().cloned()),
-            kernel_append: c.kernel.as_ref().and_then(|k| k.append.clone()),
-            groups: c
+            kernel_append: self.kernel.as_ref().and_then(|k| k.append.clone()),
+            groups: self
                 .groups
                 .iter()
                 .flatten()
                 .map(|g| (g.name.clone(), g.gid))
                 .collect(),
+            enabled: s.enabled.unwrap_or_default(),
+            disabled: s.disabled.unwrap_or_default(),
+            masked: s.masked.unwrap_or_default(),
+            directories: self.directories.iter().flatten().map(dir_entry).collect(),
+            files: self.files.iter().flatten().map(file_entry).collect(),
+            cloud_init_datasource: self.cloud_init.as_ref().map(|c| c.datasource.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+impl ImageCustomizations {
+    pub fn from_customizations(c: &Customizations) -> ImageCustomizations {
+        ImageCustomizations {
+            packages: c.packages.clone().unwrap_or_default(),
             users: c
                 .users
                 .iter()
@@ -103,18 +131,24 @@ impl ImageCustomizations {
                     ..Default::default()
                 })
                 .collect(),
-            enabled: s.enabled.unwrap_or_default(),
-            disabled: s.disabled.unwrap_or_default(),
-            masked: s.masked.unwrap_or_default(),
-            directories: c.directories.iter().flatten().map(dir_entry).collect(),
-            files: c.files.iter().flatten().map(file_entry).collect(),
-            cloud_init_datasource: c.cloud_init.as_ref().map(|c| c.datasource.clone()),
             filesystems: c
                 .filesystem
                 .iter()
                 .flatten()
                 .map(|f| (f.mountpoint.clone(), f.min_size))
                 .collect(),
+            ..Shared {
+                hostname: &c.hostname,
+                timezone: &c.timezone,
+                locale: &c.locale,
+                kernel: &c.kernel,
+                services: &c.services,
+                groups: &c.groups,
+                directories: &c.directories,
+                files: &c.files,
+                cloud_init: &c.cloud_init,
+            }
+            .normalise()
         }
     }
 
@@ -122,7 +156,6 @@ impl ImageCustomizations {
     /// validated (`kiln_api::validate`); an unreadable one counts as 0.
     pub fn from_blueprint(b: &Blueprint) -> ImageCustomizations {
         let c: BlueprintCustomizations = b.customizations.clone().unwrap_or_default();
-        let s = c.services.clone().unwrap_or_default();
         let mut users: Vec<Account> = c
             .user
             .iter()
@@ -150,41 +183,33 @@ impl ImageCustomizations {
                 }),
             }
         }
-        let packages = b
-            .packages
-            .iter()
-            .flatten()
-            .chain(b.modules.iter().flatten())
-            .map(|p| p.name.clone())
-            .collect();
         ImageCustomizations {
-            packages,
-            hostname: c.hostname.clone(),
-            timezone: c.timezone.as_ref().and_then(|t| t.timezone.clone()),
-            language: c
-                .locale
-                .as_ref()
-                .and_then(|l| l.languages.as_ref()?.first().cloned()),
-            kernel_append: c.kernel.as_ref().and_then(|k| k.append.clone()),
-            groups: c
-                .group
+            packages: b
+                .packages
                 .iter()
                 .flatten()
-                .map(|g| (g.name.clone(), g.gid))
+                .chain(b.modules.iter().flatten())
+                .map(|p| p.name.clone())
                 .collect(),
             users,
-            enabled: s.enabled.unwrap_or_default(),
-            disabled: s.disabled.unwrap_or_default(),
-            masked: s.masked.unwrap_or_default(),
-            directories: c.directories.iter().flatten().map(dir_entry).collect(),
-            files: c.files.iter().flatten().map(file_entry).collect(),
-            cloud_init_datasource: c.cloud_init.as_ref().map(|c| c.datasource.clone()),
             filesystems: c
                 .filesystem
                 .iter()
                 .flatten()
                 .map(|f| (f.mountpoint.clone(), parse_size(&f.minsize).unwrap_or(0)))
                 .collect(),
+            ..Shared {
+                hostname: &c.hostname,
+                timezone: &c.timezone,
+                locale: &c.locale,
+                kernel: &c.kernel,
+                services: &c.services,
+                groups: &c.group,
+                directories: &c.directories,
+                files: &c.files,
+                cloud_init: &c.cloud_init,
+            }
+            .normalise()
         }
     }
 }
