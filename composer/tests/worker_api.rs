@@ -194,6 +194,20 @@ async fn a_certified_worker_runs_a_compose_job(backend: Backend) {
     // The worker's name is its certificate's.
     assert_eq!(jobs[0]["worker"], "worker1");
 
+    // Another certified worker cannot renew or finish a lease that is not its own.
+    let other = c.certified("node7.cluster.example");
+    let (status, _) = other
+        .post(&format!("/jobs/{token}/heartbeat"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = other
+        .post(&format!("/jobs/{token}/finish"), &json!({"success": true}))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(c.jobs(&compose).await[0]["state"], "running");
+
     let (status, beat) = w
         .post(&format!("/jobs/{token}/heartbeat"), &json!({}))
         .await

@@ -281,6 +281,11 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Renews a lease and tells the worker whether to go on.
     async fn heartbeat(&self, token: Uuid) -> Result<LeaseStatus>;
 
+    /// The worker that holds the lease `token` (also after a cancel, until
+    /// the job is finished or taken back), so a caller can check that the
+    /// lease is its own.
+    async fn leased_to(&self, token: Uuid) -> Result<Option<String>>;
+
     /// Ends a leased job. Fails with [`QueueError::Canceled`] when the job was
     /// canceled meanwhile and [`QueueError::LeaseLost`] when the lease is gone.
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job>;

@@ -333,6 +333,15 @@ impl JobQueue for PgQueue {
         Ok(LeaseStatus::of_state(state.as_deref()))
     }
 
+    async fn leased_to(&self, token: Uuid) -> Result<Option<String>> {
+        let worker: Option<Option<String>> =
+            sqlx::query_scalar("SELECT worker FROM jobs WHERE token = $1")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(worker.flatten())
+    }
+
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
         match outcome {
             Outcome::Success(result) => {

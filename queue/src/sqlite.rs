@@ -384,6 +384,15 @@ impl JobQueue for SqliteQueue {
         Ok(LeaseStatus::of_state(state.as_deref()))
     }
 
+    async fn leased_to(&self, token: Uuid) -> Result<Option<String>> {
+        let worker: Option<Option<String>> =
+            sqlx::query_scalar("SELECT worker FROM jobs WHERE token = ?1")
+                .bind(token.to_string())
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(worker.flatten())
+    }
+
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
         let mut events = Vec::new();
         let job = {

@@ -105,6 +105,8 @@ async fn chain_runs_in_dependency_order(q: Arc<dyn JobQueue>) {
     assert_eq!(l.job.id, a.id);
     assert_eq!(l.job.state, JobState::Running);
     assert_eq!(l.job.worker.as_deref(), Some("w1"));
+    assert_eq!(q.leased_to(l.token).await.unwrap().as_deref(), Some("w1"));
+    assert_eq!(q.leased_to(uuid::Uuid::new_v4()).await.unwrap(), None);
     // Nothing else is ready while `a` runs.
     assert!(q
         .dequeue(&any, "w1", Duration::ZERO)

@@ -160,9 +160,11 @@ async fn request_job(
 /// `POST /jobs/{token}/heartbeat`: renews the lease.
 async fn heartbeat(
     State(state): State<AppState>,
+    Extension(worker): Extension<WorkerIdentity>,
     Path(token): Path<String>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let token = lease_token(&token)?;
+    own_lease(&state, &worker, token).await?;
     let status = match state.queue.heartbeat(token).await? {
         LeaseStatus::Alive => LeaseState::Alive,
         LeaseStatus::Canceled => LeaseState::Canceled,
@@ -182,6 +184,7 @@ async fn finish(
     let token = lease_token(&token)?;
     let request: FinishJob = parse_json(&headers, body)?;
     request.validate()?;
+    own_lease(&state, &worker, token).await?;
     let outcome = if request.success {
         Outcome::Success(
             request
@@ -220,6 +223,19 @@ fn lease_token(raw: &str) -> Result<Uuid, ApiError> {
             "not a lease token (a UUID)",
         )
     })
+}
+
+/// Only the worker a job was leased to may renew or finish it; to any other
+/// the lease does not exist.
+async fn own_lease(state: &AppState, worker: &WorkerIdentity, token: Uuid) -> Result<(), ApiError> {
+    match state.queue.leased_to(token).await? {
+        Some(holder) if holder == worker.0 => Ok(()),
+        Some(holder) => {
+            tracing::warn!(worker = %worker.0, holder = %holder, "a worker used another worker's lease");
+            Err(lease_lost())
+        }
+        None => Err(lease_lost()),
+    }
 }
 
 fn lease_lost() -> ApiError {
