@@ -9,8 +9,8 @@ use crate::compose::{
     UploadTarget, UPLOAD_TYPES,
 };
 use crate::customizations::{
-    Blueprint, BlueprintUser, Customizations, Directory, File, Kernel, Locale, Services, Timezone,
-    User,
+    Blueprint, BlueprintUser, CloudInit, Customizations, Directory, File, Kernel, Locale, Services,
+    Timezone, User,
 };
 use crate::error::{ErrorKind, FieldError};
 
@@ -447,27 +447,17 @@ pub fn validate_customizations(c: &Customizations, path: &str, family: Family) -
     for (i, g) in c.groups.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.groups[{i}].name"), &g.name)?;
     }
-    if let Some(h) = &c.hostname {
-        check_hostname(&format!("{path}.hostname"), h)?;
+    Shared {
+        hostname: &c.hostname,
+        kernel: &c.kernel,
+        timezone: &c.timezone,
+        locale: &c.locale,
+        services: &c.services,
+        files: &c.files,
+        directories: &c.directories,
+        cloud_init: &c.cloud_init,
     }
-    if let Some(k) = &c.kernel {
-        check_kernel(&format!("{path}.kernel"), k)?;
-    }
-    if let Some(t) = &c.timezone {
-        check_timezone(&format!("{path}.timezone"), t)?;
-    }
-    if let Some(l) = &c.locale {
-        check_locale(&format!("{path}.locale"), l)?;
-    }
-    if let Some(s) = &c.services {
-        check_services(&format!("{path}.services"), s)?;
-    }
-    for (i, f) in c.files.iter().flatten().enumerate() {
-        check_file(&format!("{path}.files[{i}]"), f)?;
-    }
-    for (i, d) in c.directories.iter().flatten().enumerate() {
-        check_directory(&format!("{path}.directories[{i}]"), d)?;
-    }
+    .check(path)?;
     for (i, r) in c.payload_repositories.iter().flatten().enumerate() {
         validate_repository(r, &format!("{path}.payload_repositories[{i}]"), family)?;
     }
@@ -477,10 +467,50 @@ pub fn validate_customizations(c: &Customizations, path: &str, family: Family) -
             &fs.mountpoint,
         )?;
     }
-    if let Some(ci) = &c.cloud_init {
-        check_datasource(&format!("{path}.cloud_init.datasource"), &ci.datasource)?;
-    }
     Ok(())
+}
+
+/// The customizations both spellings (Cloud API and blueprint) share, under
+/// the same names.
+struct Shared<'a> {
+    hostname: &'a Option<String>,
+    kernel: &'a Option<Kernel>,
+    timezone: &'a Option<Timezone>,
+    locale: &'a Option<Locale>,
+    services: &'a Option<Services>,
+    files: &'a Option<Vec<File>>,
+    directories: &'a Option<Vec<Directory>>,
+    cloud_init: &'a Option<CloudInit>,
+}
+
+impl Shared<'_> {
+    fn check(&self, path: &str) -> Check {
+        if let Some(h) = self.hostname {
+            check_hostname(&format!("{path}.hostname"), h)?;
+        }
+        if let Some(k) = self.kernel {
+            check_kernel(&format!("{path}.kernel"), k)?;
+        }
+        if let Some(t) = self.timezone {
+            check_timezone(&format!("{path}.timezone"), t)?;
+        }
+        if let Some(l) = self.locale {
+            check_locale(&format!("{path}.locale"), l)?;
+        }
+        if let Some(s) = self.services {
+            check_services(&format!("{path}.services"), s)?;
+        }
+        for (i, f) in self.files.iter().flatten().enumerate() {
+            check_file(&format!("{path}.files[{i}]"), f)?;
+        }
+        for (i, d) in self.directories.iter().flatten().enumerate() {
+            check_directory(&format!("{path}.directories[{i}]"), d)?;
+        }
+        if let Some(ci) = self.cloud_init {
+            check_datasource(&format!("{path}.cloud_init.datasource"), &ci.datasource)?;
+        }
+        Ok(())
+    }
 }
 
 fn check_mountpoint(field: &str, mp: &str) -> Check {
@@ -514,12 +544,6 @@ pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
         return Ok(());
     };
     let path = format!("{path}.customizations");
-    if let Some(h) = &c.hostname {
-        check_hostname(&format!("{path}.hostname"), h)?;
-    }
-    if let Some(k) = &c.kernel {
-        check_kernel(&format!("{path}.kernel"), k)?;
-    }
     for (i, k) in c.sshkey.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.sshkey[{i}].user"), &k.user)?;
         check_ssh_key(&format!("{path}.sshkey[{i}].key"), &k.key)?;
@@ -530,15 +554,6 @@ pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
     for (i, g) in c.group.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.group[{i}].name"), &g.name)?;
     }
-    if let Some(t) = &c.timezone {
-        check_timezone(&format!("{path}.timezone"), t)?;
-    }
-    if let Some(l) = &c.locale {
-        check_locale(&format!("{path}.locale"), l)?;
-    }
-    if let Some(s) = &c.services {
-        check_services(&format!("{path}.services"), s)?;
-    }
     for (i, fs) in c.filesystem.iter().flatten().enumerate() {
         check_mountpoint(
             &format!("{path}.filesystem[{i}].mountpoint"),
@@ -546,16 +561,17 @@ pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
         )?;
         parse_size(&fs.minsize).map_err(|m| bad(&format!("{path}.filesystem[{i}].minsize"), m))?;
     }
-    for (i, f) in c.files.iter().flatten().enumerate() {
-        check_file(&format!("{path}.files[{i}]"), f)?;
+    Shared {
+        hostname: &c.hostname,
+        kernel: &c.kernel,
+        timezone: &c.timezone,
+        locale: &c.locale,
+        services: &c.services,
+        files: &c.files,
+        directories: &c.directories,
+        cloud_init: &c.cloud_init,
     }
-    for (i, d) in c.directories.iter().flatten().enumerate() {
-        check_directory(&format!("{path}.directories[{i}]"), d)?;
-    }
-    if let Some(ci) = &c.cloud_init {
-        check_datasource(&format!("{path}.cloud_init.datasource"), &ci.datasource)?;
-    }
-    Ok(())
+    .check(&path)
 }
 
 /// A size: a byte count, or a string with a unit (`"2 GiB"`, `"500MB"`).
