@@ -90,7 +90,7 @@ pub fn validate<'a>(
         validate_blueprint(b, "blueprint", distro.family)?;
         for (list, name) in [(&b.packages, "packages"), (&b.modules, "modules")] {
             for (i, p) in list.iter().flatten().enumerate() {
-                pinned(p, &format!("blueprint.{name}[{i}].version"))?;
+                p.request(&format!("blueprint.{name}[{i}].version"))?;
             }
         }
         if let Some(d) = b.distro.as_deref().filter(|d| !d.is_empty()) {
@@ -174,15 +174,6 @@ pub fn targets(image: &ImageRequest) -> Vec<Value> {
     out
 }
 
-/// A blueprint package as the resolver takes it (see
-/// [`kiln_api::customizations::BlueprintPackage::request`]).
-pub fn pinned(
-    p: &kiln_api::customizations::BlueprintPackage,
-    field: &str,
-) -> Result<String, ApiError> {
-    Ok(p.request(field)?)
-}
-
 /// Packages the request adds to the image type's defaults.
 fn requested_packages(req: &ComposeRequest) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -200,7 +191,7 @@ fn requested_packages(req: &ComposeRequest) -> Vec<String> {
             .chain(b.modules.iter().flatten())
         {
             // Validated already: a bad pin never gets here.
-            out.push(pinned(p, "").unwrap_or_else(|_| p.name.clone()));
+            out.push(p.request("").unwrap_or_else(|_| p.name.clone()));
         }
         if let Some(k) = b
             .customizations

@@ -88,10 +88,7 @@ pub async fn post_depsolve(
     let bp = &req.blueprint;
     for (list, name) in [(&bp.packages, "packages"), (&bp.modules, "modules")] {
         for (i, p) in list.iter().flatten().enumerate() {
-            packages.push(crate::plan::pinned(
-                p,
-                &format!("blueprint.{name}[{i}].version"),
-            )?);
+            packages.push(p.request(&format!("blueprint.{name}[{i}].version"))?);
         }
     }
     if let Some(k) = bp
