@@ -74,6 +74,18 @@ impl DebRepo {
         Ok(deb)
     }
 
+    /// Puts an existing package file into the pool (hard-linked when it can).
+    pub fn add_file(&self, deb: &Path) -> Result<PathBuf> {
+        let name = deb
+            .file_name()
+            .ok_or_else(|| format!("{} is not a file", deb.display()))?;
+        let to = self.dir.join("pool/main").join(name);
+        if std::fs::hard_link(deb, &to).is_err() {
+            std::fs::copy(deb, &to).map_err(|e| format!("copying {}: {e}", deb.display()))?;
+        }
+        Ok(to)
+    }
+
     /// (Re)writes `Packages` and `Release` for what the pool holds.
     pub fn index(&self) -> Result<()> {
         let bin = self.dir.join("dists/test/main/binary-amd64");

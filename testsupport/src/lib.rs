@@ -9,6 +9,7 @@
 //! process that started it exits, even if it never runs its destructors (test
 //! binaries end with `exit`, and statics are never dropped).
 
+pub mod aptcache;
 pub mod debrepo;
 
 use std::net::TcpListener;

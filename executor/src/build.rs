@@ -1,0 +1,522 @@
+//! Runs a manifest: fetches its sources, builds the pipelines the exports
+//! need (each from the deepest stage the store already has), commits
+//! their trees and copies the exported ones to the output directory.
+//!
+//! Commit policy: the last stage of every built pipeline is committed (a
+//! rename, free), so an unchanged manifest rebuilds from the store without
+//! running a stage; `--checkpoint ID|PIPELINE` also commits a copy of the
+//! tree after that stage, so a later build resumes after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::devices::{self, LoopDevice};
+use crate::manifest::{Manifest, Origin, Pipeline, Stage};
+use crate::monitor::{Monitor, Position};
+use crate::sandbox::{Outcome, Sandbox, INPUTS};
+use crate::stages::{InputArgs, MountArgs, StageArgs};
+use crate::store::{ObjectLease, Store, WorkDir};
+
+pub struct BuildOptions {
+    pub exports: Vec<String>,
+    pub checkpoints: Vec<String>,
+    pub output_dir: Option<PathBuf>,
+}
+
+/// One stage that ran, as the JSON log reports it.
+#[derive(Debug, Clone)]
+pub struct StageLog {
+    pub id: String,
+    pub kind: String,
+    pub output: String,
+    pub success: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    Source(crate::sources::SourceError),
+    Stage { pipeline: String, stage: StageLog },
+    Interrupted,
+    Internal(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Per pipeline, in manifest order: the stages run in this build.
+    pub log: Vec<(String, Vec<StageLog>)>,
+    /// Per pipeline: stage type to the metadata it reported.
+    pub metadata: BTreeMap<String, Value>,
+    pub failure: Option<Failure>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::Internal(e.to_string())
+}
+
+/// The pipelines to build: the exports, the pipelines of checkpoints, and
+/// everything they need (build roots and pipeline inputs), in manifest order.
+fn needed(manifest: &Manifest, opts: &BuildOptions) -> BTreeSet<usize> {
+    let index = |name: &str| manifest.pipelines.iter().position(|p| p.name == name);
+    let mut todo: Vec<usize> = opts.exports.iter().filter_map(|e| index(e)).collect();
+    for c in &opts.checkpoints {
+        if let Some(i) = index(c.strip_prefix("name:").unwrap_or(c)) {
+            todo.push(i);
+        }
+        for (i, p) in manifest.pipelines.iter().enumerate() {
+            if p.stages.iter().any(|s| &s.id == c) {
+                todo.push(i);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    while let Some(i) = todo.pop() {
+        if !out.insert(i) {
+            continue;
+        }
+        let p = &manifest.pipelines[i];
+        if let Some(b) = &p.build {
+            todo.extend(index(b));
+        }
+        for s in &p.stages {
+            for input in s.inputs.values().filter(|i| i.origin == Origin::Pipeline) {
+                for (r, _) in &input.references {
+                    todo.extend(index(r.strip_prefix("name:").unwrap_or(r)));
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    work: &'a WorkDir,
+    monitor: &'a Monitor,
+    checkpoints: &'a [String],
+    /// Leases on the finished pipelines' trees, by name.
+    trees: BTreeMap<String, ObjectLease>,
+    empty: PathBuf,
+}
+
+pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &Monitor) -> Report {
+    let mut report = Report::default();
+    let work = match store.work_dir() {
+        Ok(w) => w,
+        Err(e) => {
+            report.failure = Some(internal(format!("store: {e}")));
+            return report;
+        }
+    };
+    let todo = needed(manifest, opts);
+    let mut pos = Position {
+        pipeline_count: todo.len(),
+        ..Default::default()
+    };
+
+    // Sources, only when some pipeline must really be built.
+    let must_build = todo.iter().any(|&i| {
+        manifest.pipelines[i]
+            .id
+            .as_ref()
+            .is_some_and(|id| !store.contains(id))
+    });
+    if must_build {
+        monitor.event(&pos, "sources: fetching what the store does not have");
+        let progress_monitor: Arc<dyn Fn(usize, usize) + Send + Sync> = {
+            // Progress lines only: the monitor is not shared across threads.
+            Arc::new(|done, total| eprintln!("sources: {done}/{total}"))
+        };
+        let fetched = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::sources::SourceError {
+                checksum: String::new(),
+                reason: e.to_string(),
+            })
+            .and_then(|rt| {
+                rt.block_on(crate::sources::fetch_all(
+                    &store.source_dir(),
+                    &manifest.sources,
+                    progress_monitor,
+                ))
+            });
+        if let Err(e) = fetched {
+            report.failure = Some(Failure::Source(e));
+            return report;
+        }
+    }
+
+    let empty = work.path.join("empty");
+    if let Err(e) = fs::create_dir_all(&empty) {
+        report.failure = Some(internal(e));
+        return report;
+    }
+    let mut b = Builder {
+        store,
+        work: &work,
+        monitor,
+        checkpoints: &opts.checkpoints,
+        trees: BTreeMap::new(),
+        empty,
+    };
+    for (n, &i) in todo.iter().enumerate() {
+        let p = &manifest.pipelines[i];
+        pos.pipeline_index = n;
+        pos.pipeline = Some((p.name.clone(), p.id.clone()));
+        pos.stage = None;
+        pos.stage_count = p.stages.len();
+        pos.stage_index = 0;
+        let mut log = Vec::new();
+        let result = b.pipeline(p, &mut pos, &mut log);
+        if !log.is_empty() {
+            report.log.push((p.name.clone(), log));
+        }
+        match result {
+            Ok(metadata) => {
+                if metadata.as_object().is_some_and(|m| !m.is_empty()) {
+                    report.metadata.insert(p.name.clone(), metadata);
+                }
+            }
+            Err(f) => {
+                report.failure = Some(f);
+                return report;
+            }
+        }
+    }
+    if let Some(out) = &opts.output_dir {
+        for name in &opts.exports {
+            if let Err(e) = b.export(name, out) {
+                report.failure = Some(internal(format!("export {name}: {e}")));
+                return report;
+            }
+        }
+    }
+    report
+}
+
+impl Builder<'_> {
+    /// Builds one pipeline (or finds it in the store); returns its metadata.
+    fn pipeline(
+        &mut self,
+        p: &Pipeline,
+        pos: &mut Position,
+        log: &mut Vec<StageLog>,
+    ) -> Result<Value, Failure> {
+        let Some(pid) = p.id.clone() else {
+            return Ok(json!({}));
+        };
+        if let Some(lease) = self.store.lease(&pid).map_err(internal)? {
+            self.monitor
+                .event(pos, &format!("pipeline {}: in the store ({pid})", p.name));
+            self.trees.insert(p.name.clone(), lease);
+            return Ok(self.store.metadata(&pid));
+        }
+        let tree = self
+            .work
+            .path
+            .join(format!("tree-{}", uuid::Uuid::new_v4()));
+        // Resume from the deepest stage the store has.
+        let mut start = 0;
+        let mut metadata = json!({});
+        for (i, s) in p.stages.iter().enumerate().rev() {
+            if let Some(lease) = self.store.lease(&s.id).map_err(internal)? {
+                self.monitor.event(
+                    pos,
+                    &format!(
+                        "pipeline {}: resuming after stage {} ({})",
+                        p.name, s.kind, s.id
+                    ),
+                );
+                copy_tree(&lease.tree, &tree).map_err(internal)?;
+                metadata = self.store.metadata(&s.id);
+                start = i + 1;
+                break;
+            }
+        }
+        if start == 0 {
+            fs::create_dir(&tree).map_err(internal)?;
+        }
+        self.monitor.event(
+            pos,
+            &format!(
+                "pipeline {}: building {} of {} stages",
+                p.name,
+                p.stages.len() - start,
+                p.stages.len()
+            ),
+        );
+        let build_root = match &p.build {
+            None => None,
+            Some(b) => match self.trees.get(b) {
+                Some(lease) => Some(lease.tree.clone()),
+                None => return Err(internal(format!("build pipeline {b:?} has no tree (a pipeline without stages cannot be a build root)"))),
+            },
+        };
+        for (i, stage) in p.stages.iter().enumerate().skip(start) {
+            pos.stage_index = i;
+            pos.stage = Some((stage.kind.clone(), stage.id.clone()));
+            self.monitor
+                .event(pos, &format!("stage {} ({})", stage.kind, stage.id));
+            let (entry, md) = self.stage(p, stage, &tree, build_root.as_deref(), pos)?;
+            let ok = entry.success;
+            log.push(entry.clone());
+            self.monitor.result(
+                pos,
+                &json!({"id": entry.id, "name": entry.kind, "success": ok, "output": entry.output}),
+            );
+            if !ok {
+                return Err(Failure::Stage {
+                    pipeline: p.name.clone(),
+                    stage: entry,
+                });
+            }
+            if !md.is_null() {
+                metadata[stage.kind.as_str()] = md;
+            }
+            let last = i + 1 == p.stages.len();
+            let wanted = self.checkpoints.iter().any(|c| c == &stage.id);
+            if wanted && !last {
+                let copy = self
+                    .work
+                    .path
+                    .join(format!("checkpoint-{}", uuid::Uuid::new_v4()));
+                copy_tree(&tree, &copy).map_err(internal)?;
+                self.store
+                    .commit(&stage.id, &copy, &metadata)
+                    .map_err(internal)?;
+            }
+        }
+        pos.stage = None;
+        pos.stage_index = p.stages.len();
+        self.store
+            .commit(&pid, &tree, &metadata)
+            .map_err(internal)?;
+        let lease = self.store.lease(&pid).map_err(internal)?.ok_or_else(|| {
+            internal(format!(
+                "{pid} vanished from the store right after its commit"
+            ))
+        })?;
+        self.trees.insert(p.name.clone(), lease);
+        Ok(metadata)
+    }
+
+    /// Runs one stage in the sandbox; returns its log entry and metadata.
+    fn stage(
+        &self,
+        p: &Pipeline,
+        stage: &Stage,
+        tree: &Path,
+        build_root: Option<&Path>,
+        pos: &Position,
+    ) -> Result<(StageLog, Value), Failure> {
+        let scratch = self
+            .work
+            .path
+            .join(format!("stage-{}", uuid::Uuid::new_v4()));
+        let api = scratch.join("api");
+        fs::create_dir_all(&api).map_err(internal)?;
+        let mut inputs = BTreeMap::new();
+        let mut binds = Vec::new();
+        for (name, input) in &stage.inputs {
+            let (host, files) = match input.origin {
+                Origin::Source => {
+                    let dir = scratch.join("inputs").join(name);
+                    fs::create_dir_all(&dir).map_err(internal)?;
+                    for (checksum, _) in &input.references {
+                        let from = self.store.source_dir().join(checksum);
+                        let to = dir.join(checksum);
+                        if fs::hard_link(&from, &to).is_err() {
+                            fs::copy(&from, &to)
+                                .map_err(|e| internal(format!("{}: {e}", from.display())))?;
+                        }
+                    }
+                    (
+                        dir,
+                        input.references.iter().map(|(c, _)| c.clone()).collect(),
+                    )
+                }
+                Origin::Pipeline => {
+                    let (r, options) = &input.references[0];
+                    let target = r.strip_prefix("name:").unwrap_or(r);
+                    let path = match self.trees.get(target) {
+                        Some(lease) => lease.tree.clone(),
+                        None => self.empty.clone(),
+                    };
+                    // A files input names files of the pipeline's tree.
+                    let files = if input.kind == "org.osbuild.files" {
+                        options
+                            .get("file")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .into_iter()
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (path, files)
+                }
+            };
+            inputs.insert(
+                name.clone(),
+                InputArgs {
+                    path: format!("{INPUTS}/{name}"),
+                    files,
+                },
+            );
+            binds.push((name.clone(), host));
+        }
+        // Loop devices stay attached (held here) until the stage is done.
+        let mut loops: BTreeMap<String, LoopDevice> = BTreeMap::new();
+        for (name, dev) in &stage.devices {
+            if dev.parent.is_some() {
+                return Err(internal(format!(
+                    "device {name:?}: parent devices are not supported"
+                )));
+            }
+            let filename = dev
+                .options
+                .get("filename")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if filename.split('/').any(|c| c == "..") {
+                return Err(internal(format!(
+                    "device {name:?}: {filename:?} leaves the tree"
+                )));
+            }
+            let sector = dev
+                .options
+                .get("sector-size")
+                .and_then(Value::as_u64)
+                .unwrap_or(512);
+            let start = dev
+                .options
+                .get("start")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                * sector;
+            let size = dev.options.get("size").and_then(Value::as_u64).unwrap_or(0) * sector;
+            let file = tree.join(filename.trim_start_matches('/'));
+            let device = devices::attach(&file, start, size)
+                .map_err(|e| internal(format!("device {name:?} on {}: {e}", file.display())))?;
+            loops.insert(name.clone(), device);
+        }
+        let mounts = stage
+            .mounts
+            .iter()
+            .map(|m| MountArgs {
+                name: m.name.clone(),
+                kind: m.kind.clone(),
+                device: m
+                    .source
+                    .as_ref()
+                    .and_then(|s| loops.get(s))
+                    .map(|d| d.path.clone()),
+                target: m.target.clone().unwrap_or_else(|| "/".into()),
+                options: m.options.clone(),
+            })
+            .collect();
+        let args = StageArgs {
+            kind: stage.kind.clone(),
+            options: stage.options.clone(),
+            inputs,
+            devices: loops
+                .iter()
+                .map(|(k, v)| (k.clone(), v.path.clone()))
+                .collect(),
+            mounts,
+            source_epoch: p.source_epoch,
+        };
+        fs::write(
+            api.join("args.json"),
+            serde_json::to_vec(&args).map_err(internal)?,
+        )
+        .map_err(internal)?;
+        let mut env = Vec::new();
+        if let Some(epoch) = p.source_epoch {
+            env.push(("SOURCE_DATE_EPOCH".to_owned(), epoch.to_string()));
+        }
+        let sandbox = Sandbox {
+            build_root,
+            tree,
+            inputs: binds,
+            devices: loops.values().map(|d| d.path.clone()).collect(),
+            api: &api,
+            env,
+        };
+        let mut output = String::new();
+        let outcome = sandbox
+            .run(&mut |line| {
+                self.monitor.log(pos, line);
+                output.push_str(line);
+                output.push('\n');
+            })
+            .map_err(internal)?;
+        drop(loops);
+        let entry = |success: bool, error: Option<String>| StageLog {
+            id: stage.id.clone(),
+            kind: stage.kind.clone(),
+            output: output.clone(),
+            success,
+            error,
+        };
+        let result = match outcome {
+            Outcome::Interrupted => Err(Failure::Interrupted),
+            Outcome::Exited(0) => {
+                let md = fs::read(api.join("metadata.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null);
+                Ok((entry(true, None), md))
+            }
+            Outcome::Exited(code) => {
+                let reason = fs::read_to_string(api.join("error.txt"))
+                    .unwrap_or_else(|_| format!("the stage exited with status {code}"));
+                Ok((entry(false, Some(reason)), Value::Null))
+            }
+        };
+        let _ = crate::store::remove_tree(&scratch);
+        result
+    }
+
+    /// Copies a built pipeline's tree to `OUT/NAME`, replacing it whole.
+    fn export(&self, name: &str, out: &Path) -> std::io::Result<()> {
+        let tree = match self.trees.get(name) {
+            Some(lease) => lease.tree.clone(),
+            None => self.empty.clone(),
+        };
+        fs::create_dir_all(out)?;
+        let partial = out.join(format!(".{name}.partial-{}", std::process::id()));
+        let _ = crate::store::remove_tree(&partial);
+        copy_tree(&tree, &partial)?;
+        let dest = out.join(name);
+        if dest.exists() {
+            crate::store::remove_tree(&dest)?;
+        }
+        fs::rename(&partial, &dest)
+    }
+}
+
+/// `cp -a --reflink=auto FROM/. TO`: a full copy that shares extents
+/// where the file system can.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    let status = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(from.join("."))
+        .arg(to)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cp -a {} {}: {status}",
+            from.display(),
+            to.display()
+        )))
+    }
+}

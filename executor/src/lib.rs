@@ -1,0 +1,12 @@
+//! kiln's osbuild-compatible executor: manifest model and validation, the
+//! object store, sources, the bubblewrap sandbox and the stages. The
+//! `kiln-osbuild` binary (main.rs) is the command line around it.
+
+pub mod build;
+pub mod devices;
+pub mod manifest;
+pub mod monitor;
+pub mod sandbox;
+pub mod sources;
+pub mod stages;
+pub mod store;

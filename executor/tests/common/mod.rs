@@ -1,0 +1,171 @@
+//! Shared helpers: running `kiln-osbuild`, and Debian 12 manifests built
+//! from real packages (fetched with `apt-get download`, indexed into a
+//! `file://` mirror, depsolved by kiln-depsolve, written by kiln-manifests).
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+#[path = "../../../depsolve/tests/common/mod.rs"]
+mod host_apt;
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_kiln-osbuild");
+
+pub struct Run {
+    pub code: i32,
+    pub json: Value,
+    pub stderr: String,
+}
+
+pub fn run(args: &[&str], manifest: &Value) -> Run {
+    let mut child = Command::new(EXE)
+        .args(args)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(manifest.to_string().as_bytes()).unwrap();
+    }
+    let out: Output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Stage types that ran, per pipeline, from a `--json` result.
+pub fn ran(result: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(log) = result["log"].as_object() {
+        for (pipeline, stages) in log {
+            for s in stages.as_array().into_iter().flatten() {
+                out.push((
+                    pipeline.clone(),
+                    s["type"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Mounts and loop devices that point into `dir`.
+pub fn attachments_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(|p| format!("mount {p}"))
+        .collect();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if b.trim().starts_with(&prefix) {
+                found.push(format!(
+                    "{} on {}",
+                    e.file_name().to_string_lossy(),
+                    b.trim()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// A Debian 12 image request: the distribution's package set for the
+/// image type plus `extra`, depsolved against a local mirror.
+pub struct DebianImage {
+    pub manifest: Value,
+    /// (name, version) of the depsolved set.
+    pub packages: Vec<(String, String)>,
+    pub mirror: tempfile::TempDir,
+}
+
+pub fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> DebianImage {
+    let catalog = kiln_distro::Catalog::embedded().unwrap();
+    let distro = catalog.get("debian-12").unwrap();
+    let (arch, arch_def) = distro.find_architecture("x86_64").unwrap();
+    let mut names = distro.packages(arch, image_type).unwrap();
+    names.extend(extra.iter().map(|s| s.to_string()));
+    let request = kiln_depsolve::Request {
+        packages: names,
+        essential: true,
+        recommends: false,
+    };
+    // 1. The set, from the host's real bookworm indexes.
+    let host = host_apt::host_bookworm_index();
+    let host_set = kiln_depsolve::solve(&host, &request)
+        .unwrap_or_else(|e| panic!("depsolve on the host's lists: {e}"));
+    let wanted: Vec<(String, String, String)> = host_set
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
+    // 2. Those packages, through apt, into a file:// mirror.
+    let files = kiln_testsupport::aptcache::fetch(&wanted).unwrap();
+    let mirror = tempfile::tempdir().unwrap();
+    let repo = kiln_testsupport::debrepo::DebRepo::new(mirror.path()).unwrap();
+    for f in &files {
+        repo.add_file(f).unwrap();
+    }
+    repo.index().unwrap();
+    // 3. kiln's depsolve against the mirror, as the composer would.
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let set = rt
+        .block_on(kiln_depsolve::RepoSet::open(kiln_depsolve::RepoConfig {
+            arch: arch_def.package_arch.clone(),
+            sources: vec![repo.source_line().parse().unwrap()],
+            cache_dir: cache.path().to_owned(),
+            keyring: None,
+        }))
+        .unwrap();
+    let solution = set.solve(&request).unwrap();
+    let packages: Vec<kiln_manifests::generate::PackageFile> = solution
+        .packages
+        .iter()
+        .map(|p| kiln_manifests::generate::PackageFile {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            url: p.url.clone(),
+            sha256: p.sha256.clone(),
+        })
+        .collect();
+    let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(blueprint).unwrap();
+    let customizations = kiln_manifests::customize::ImageCustomizations::from_blueprint(&blueprint);
+    let filename = distro
+        .image_type(arch, image_type)
+        .unwrap()
+        .filename
+        .clone();
+    let manifest = kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
+        family: distro.family,
+        arch,
+        image_type,
+        filename: &filename,
+        source_epoch: distro.source_epoch,
+        packages: &packages,
+        customizations: &customizations,
+    })
+    .unwrap();
+    DebianImage {
+        manifest,
+        packages: solution
+            .packages
+            .iter()
+            .map(|p| (p.name.clone(), p.version.clone()))
+            .collect(),
+        mirror,
+    }
+}

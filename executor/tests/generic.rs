@@ -1,0 +1,524 @@
+//! kiln-osbuild on manifests of generic stages: ids, outputs, the store,
+//! checkpoints, errors, the monitor and crash cleanup.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::{attachments_under, ran, run, EXE};
+use serde_json::{json, Value};
+use sha2::Digest;
+
+const MOTD: &str = "kiln was here\n";
+
+fn checksum(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// inline source → mkdir → copy → tar, with the host as build root.
+fn generic(tree_tail: Vec<Value>) -> Value {
+    let cs = checksum(MOTD.as_bytes());
+    let mut stages = vec![
+        json!({"type": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc/kiln", "mode": 493, "parents": true}]}}),
+        json!({"type": "org.osbuild.copy",
+               "inputs": {"inlinefile": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": {cs.clone(): {}}}},
+               "options": {"paths": [{"from": format!("input://inlinefile/{cs}"), "to": "tree:///etc/kiln/motd"}]}}),
+    ];
+    stages.extend(tree_tail);
+    json!({
+        "version": "2",
+        "sources": {"org.osbuild.inline": {"items": {cs: {"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(MOTD)}}}},
+        "pipelines": [
+            {"name": "tree", "source-epoch": 1747699200, "stages": stages},
+            {"name": "archive", "stages": [
+                {"type": "org.osbuild.tar", "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:tree"]}},
+                 "options": {"filename": "root.tar"}}
+            ]}
+        ]
+    })
+}
+
+/// Stage ids from the independent implementation of osbuild's algorithm.
+fn osbuild_ids(manifest: &Value) -> Value {
+    let script = include_str!("../../manifests/tests/data/osbuild_ids.py");
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn build(
+    store: &std::path::Path,
+    out: &std::path::Path,
+    manifest: &Value,
+    extra: &[&str],
+) -> common::Run {
+    let (s, o) = (store.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec![
+        "--json",
+        "--store",
+        s,
+        "--output-directory",
+        o,
+        "--export",
+        "archive",
+    ];
+    args.extend(extra);
+    run(&args, manifest)
+}
+
+fn tar_listing(path: &std::path::Path) -> Vec<String> {
+    let out = Command::new("tar").arg("-tvf").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", f[0], f[1], f[5])
+        })
+        .collect()
+}
+
+#[test]
+fn generic_manifest_builds_the_tar_with_osbuilds_stage_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
+    let m = generic(vec![]);
+    let r = build(&store, &out, &m, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    assert_eq!(r.json["success"], json!(true));
+    assert_eq!(r.json["type"], json!("result"));
+    // Every stage that ran carries the id osbuild gives it.
+    let theirs = osbuild_ids(&m);
+    for p in theirs.as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let logged: Vec<&str> = r.json["log"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = p["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(logged, expected, "pipeline {name}");
+    }
+    let tar = out.join("archive/root.tar");
+    assert_eq!(
+        tar_listing(&tar),
+        [
+            "drwxr-xr-x root/root ./",
+            "drwxr-xr-x root/root ./etc/",
+            "drwxr-xr-x root/root ./etc/kiln/",
+            "-rw-r--r-- root/root ./etc/kiln/motd"
+        ]
+    );
+    let motd = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg("./etc/kiln/motd")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(motd.stdout).unwrap(), MOTD);
+    assert!(
+        std::fs::read_dir(store.join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no working directory is left"
+    );
+}
+
+#[test]
+fn an_unchanged_manifest_rebuilds_from_the_store_without_running_a_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
+    let m = generic(vec![]);
+    assert_eq!(build(&store, &out, &m, &[]).code, 0);
+    let first = std::fs::read(out.join("archive/root.tar")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    let again = build(&store, &out, &m, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        ran(&again.json),
+        Vec::<(String, String)>::new(),
+        "{}",
+        again.json
+    );
+    assert_eq!(std::fs::read(out.join("archive/root.tar")).unwrap(), first);
+}
+
+#[test]
+fn a_failing_stage_exits_1_with_its_output_and_checkpoint_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
+    let broken = generic(vec![
+        json!({"type": "org.osbuild.chmod", "options": {"items": {"/etc/missing": {"mode": "0700"}}}}),
+    ]);
+    let copy_id = osbuild_ids(&broken)[0]["stages"][1]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = build(&store, &out, &broken, &["--checkpoint", &copy_id]);
+    assert_eq!(r.code, 1, "{}", r.json);
+    assert_eq!(r.json["success"], json!(false));
+    assert_eq!(r.json["error"]["type"], json!("org.osbuild.error.stage"));
+    let stage = &r.json["error"]["details"]["stage"];
+    assert_eq!(stage["type"], json!("org.osbuild.chmod"));
+    assert!(
+        stage["output"].as_str().unwrap().contains("/etc/missing"),
+        "{stage}"
+    );
+    assert!(
+        !out.join("archive").exists(),
+        "nothing is exported from a failed build"
+    );
+
+    // Fixed: the build resumes after the checkpointed copy stage.
+    let fixed = generic(vec![
+        json!({"type": "org.osbuild.chmod", "options": {"items": {"/etc/kiln/motd": {"mode": "0600"}}}}),
+    ]);
+    let r = build(&store, &out, &fixed, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        ran(&r.json),
+        [
+            ("archive".to_owned(), "org.osbuild.tar".to_owned()),
+            ("tree".to_owned(), "org.osbuild.chmod".to_owned())
+        ]
+    );
+    assert!(tar_listing(&out.join("archive/root.tar"))
+        .contains(&"-rw------- root/root ./etc/kiln/motd".to_owned()));
+}
+
+fn error_paths(r: &common::Run) -> Vec<(Value, String)> {
+    r.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].clone(), e["message"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn invalid_manifests_exit_2_with_errors_that_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let s = store.to_str().unwrap();
+    let cases: Vec<(Value, Value, &str)> = vec![
+        (
+            json!({"version": "1", "pipelines": []}),
+            json!(["version"]),
+            "version",
+        ),
+        (
+            {
+                let mut m = generic(vec![]);
+                m["pipelines"][0]["stages"][0]["type"] = json!("org.osbuild.nonsense");
+                m
+            },
+            json!(["pipelines", 0, "stages", 0, "type"]),
+            "org.osbuild.nonsense",
+        ),
+        (
+            {
+                let mut m = generic(vec![]);
+                m["pipelines"][0]["stages"][0]["options"]["paths"][0]["mode"] = json!("rwx");
+                m
+            },
+            json!(["pipelines", 0, "stages", 0, "options", "paths", 0, "mode"]),
+            "invalid type",
+        ),
+        (
+            {
+                let mut m = generic(vec![]);
+                m["pipelines"][0]["stages"][0]["options"]["colour"] = json!("blue");
+                m
+            },
+            json!(["pipelines", 0, "stages", 0, "options", "colour"]),
+            "unknown field",
+        ),
+        (
+            {
+                let mut m = generic(vec![]);
+                m["pipelines"][1]["stages"][0]["inputs"]["tree"]["references"] =
+                    json!(["name:nowhere"]);
+                m
+            },
+            json!(["pipelines", 1, "stages", 0, "inputs", "tree", "references"]),
+            "name:nowhere",
+        ),
+        (
+            {
+                let mut m = generic(vec![]);
+                m["sources"]["org.osbuild.curl"] =
+                    json!({"items": {"sha256:abc": "http://127.0.0.1/x"}});
+                m
+            },
+            json!(["sources", "org.osbuild.curl", "items", "sha256:abc"]),
+            "checksum",
+        ),
+        (
+            {
+                let mut m = generic(vec![]);
+                m["pipelines"][1]["stages"][0]["options"] = json!({});
+                m
+            },
+            json!(["pipelines", 1, "stages", 0, "options"]),
+            "filename",
+        ),
+    ];
+    for (manifest, path, word) in cases {
+        let r = run(&["--json", "--store", s], &manifest);
+        assert_eq!(r.code, 2, "{manifest}: {}", r.stderr);
+        assert_eq!(
+            r.json["type"],
+            json!("https://osbuild.org/validation-error")
+        );
+        let errors = error_paths(&r);
+        assert!(
+            errors.iter().any(|(p, m)| *p == path && m.contains(word)),
+            "expected an error at {path} mentioning {word:?}, got {errors:?}"
+        );
+    }
+    // Nothing was built for any of them.
+    assert!(
+        !store.join("objects").exists()
+            || std::fs::read_dir(store.join("objects"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // Without --json the same errors go to stderr, one per line, path first.
+    let mut m = generic(vec![]);
+    m["pipelines"][0]["stages"][0]["type"] = json!("org.osbuild.nonsense");
+    let r = run(&["--store", s], &m);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("pipelines[0].stages[0].type: unknown stage"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_source_whose_bytes_do_not_match_its_checksum_fails_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    std::fs::write(&file, b"not what was promised").unwrap();
+    let wrong = checksum(b"the promised bytes");
+    let mut m = generic(vec![json!({"type": "org.osbuild.copy",
+        "inputs": {"f": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": {wrong.clone(): {}}}},
+        "options": {"paths": [{"from": format!("input://f/{wrong}"), "to": "tree:///payload"}]}})]);
+    m["sources"]["org.osbuild.curl"] =
+        json!({"items": {wrong.clone(): format!("file://{}", file.display())}});
+    let r = build(&dir.path().join("store"), &dir.path().join("out"), &m, &[]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json["error"]["type"], json!("org.osbuild.error.sources"));
+    assert_eq!(r.json["error"]["details"]["checksum"], json!(wrong));
+    assert!(
+        r.json["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch"),
+        "{}",
+        r.json
+    );
+    assert!(!dir
+        .path()
+        .join("store/sources/org.osbuild.files")
+        .join(&wrong)
+        .exists());
+}
+
+#[test]
+fn the_json_seq_monitor_reports_progress_and_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.json");
+    std::fs::write(&manifest, generic(vec![]).to_string()).unwrap();
+    let records = dir.path().join("monitor");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {EXE} --store {s} --output-directory {o} --export archive --monitor JSONSeqMonitor --monitor-fd 3 {m} 3>{r}",
+            s = dir.path().join("store").display(),
+            o = dir.path().join("out").display(),
+            m = manifest.display(),
+            r = records.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&records).unwrap();
+    let parsed: Vec<Value> = text
+        .split('\x1e')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            assert!(
+                r.ends_with('\n'),
+                "RFC 7464: each record ends with a newline"
+            );
+            serde_json::from_str(r.trim_end()).unwrap()
+        })
+        .collect();
+    let results: Vec<&Value> = parsed.iter().filter_map(|r| r.get("result")).collect();
+    assert_eq!(results.len(), 3, "one result per stage");
+    assert!(results.iter().all(|r| r["success"] == json!(true)));
+    let last = parsed
+        .iter()
+        .rev()
+        .find(|r| r.get("result").is_some())
+        .unwrap();
+    assert_eq!(last["context"]["pipeline"]["name"], json!("archive"));
+    assert_eq!(last["progress"]["total"], json!(2));
+    assert!(parsed.iter().all(|r| r["timestamp"].is_number()));
+}
+
+#[test]
+fn two_builds_share_one_store_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let m = generic(vec![]);
+    let handles: Vec<_> = (0..2)
+        .map(|i| {
+            let (store, out, m) = (store.clone(), dir.path().join(format!("out{i}")), m.clone());
+            std::thread::spawn(move || build(&store, &out, &m, &[]))
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("out0/archive/root.tar"))
+            .unwrap()
+            .len(),
+        std::fs::read(dir.path().join("out1/archive/root.tar"))
+            .unwrap()
+            .len()
+    );
+}
+
+#[test]
+fn cache_max_size_bounds_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = build(
+        &store,
+        &dir.path().join("out"),
+        &generic(vec![]),
+        &["--cache-max-size", "1"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(dir.path().join("out/archive/root.tar").exists());
+    let objects: Vec<_> = std::fs::read_dir(store.join("objects"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(objects.is_empty(), "{objects:?}");
+}
+
+#[test]
+fn kill_9_mid_build_leaves_no_mount_or_loop_device_once_the_next_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // A payload big enough that copying it onto the mounted image takes a while.
+    let payload = dir.path().join("payload");
+    let mut data = Vec::with_capacity(384 << 20);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while data.len() < 384 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&payload, &data).unwrap();
+    let cs = checksum(&data);
+    drop(data);
+    let loopback = json!({"type": "org.osbuild.loopback", "options": {"filename": "disk.raw"}});
+    let manifest = json!({
+        "version": "2",
+        "sources": {"org.osbuild.curl": {"items": {cs.clone(): format!("file://{}", payload.display())}}},
+        "pipelines": [{"name": "image", "stages": [
+            {"type": "org.osbuild.truncate", "options": {"filename": "disk.raw", "size": "1G"}},
+            {"type": "org.osbuild.mkfs.ext4", "options": {"uuid": "a1beba3e-9292-4539-a11f-089d161127f8"}, "devices": {"device": loopback}},
+            {"type": "org.osbuild.copy",
+             "inputs": {"f": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": {cs.clone(): {}}}},
+             "options": {"paths": [{"from": format!("input://f/{cs}"), "to": "mount://root/payload"}]},
+             "devices": {"root": loopback},
+             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}]}
+        ]}]
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let records = dir.path().join("monitor");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {EXE} --store {s} --output-directory {o} --export image --monitor JSONSeqMonitor --monitor-fd 3 {m} 3>{r} 2>/dev/null",
+            s = store.display(),
+            o = dir.path().join("out").display(),
+            m = file.display(),
+            r = records.display()
+        ))
+        .spawn()
+        .unwrap();
+    // Wait until the copy stage runs with the image mounted, then kill -9.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = false;
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        if text.contains("stage org.osbuild.copy") && !attachments_under(&store).is_empty() {
+            seen = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        seen,
+        "the copy stage never ran with its device attached: {}",
+        std::fs::read_to_string(&records).unwrap_or_default()
+    );
+    Command::new("kill")
+        .arg("-9")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    // The next run opens the store: whatever the dead build held is gone.
+    let r = run(
+        &["--json", "--store", store.to_str().unwrap()],
+        &generic(vec![]),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let left = attachments_under(&store);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let tmp: Vec<_> = std::fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "working directories left: {tmp:?}");
+}
