@@ -10,6 +10,8 @@
 //! binaries end with `exit`, and statics are never dropped).
 
 pub mod debrepo;
+#[cfg(feature = "openchami")]
+pub mod openchami;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
