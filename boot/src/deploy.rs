@@ -334,27 +334,23 @@ impl Deployer {
                 changes: plan.changes.clone(),
             })
             .await?;
-        let mut puts: BTreeMap<(Option<String>, Option<String>, Option<String>), Vec<String>> =
-            BTreeMap::new();
+        let mut puts: BTreeMap<BootEntry, Vec<String>> = BTreeMap::new();
         let mut deletes = Vec::new();
         let skip: BTreeSet<&Xname> = plan.unchanged.iter().collect();
         for c in plan.changes.iter().filter(|c| !skip.contains(&c.xname)) {
             match &c.after {
-                Some(e) => puts
-                    .entry((e.kernel.clone(), e.initrd.clone(), e.params.clone()))
-                    .or_default()
-                    .push(c.xname.to_string()),
+                Some(e) => puts.entry(e.clone()).or_default().push(c.xname.to_string()),
                 None => deletes.push(c.xname.to_string()),
             }
         }
-        for ((kernel, initrd, params), hosts) in puts {
-            tracing::info!(deployment = %plan.id, nodes = hosts.len(), kernel = ?kernel, "setting boot parameters");
+        for (entry, hosts) in puts {
+            tracing::info!(deployment = %plan.id, nodes = hosts.len(), kernel = ?entry.kernel, "setting boot parameters");
             self.bss
                 .put(&BootParams {
                     hosts,
-                    kernel,
-                    initrd,
-                    params,
+                    kernel: entry.kernel,
+                    initrd: entry.initrd,
+                    params: entry.params,
                     ..Default::default()
                 })
                 .await?;

@@ -25,7 +25,7 @@ pub const DEPLOYMENT_KIND: &str = "kiln.boot-deployment.v1";
 
 /// What BSS holds for one node, as far as kiln manages it. Cloud-init data is
 /// neither read into history nor written by kiln.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BootEntry {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
