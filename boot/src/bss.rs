@@ -34,6 +34,9 @@ pub struct BootParams {
 
 const PATH: &str = "/boot/v1/bootparameters";
 
+/// Hosts per GET: 100 xnames keep the query under 2 KB.
+const GET_BATCH: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct BssClient {
     client: ServiceClient,
@@ -49,20 +52,21 @@ impl BssClient {
 
     /// Boot parameters of these hosts; hosts BSS has nothing for are simply
     /// absent from the answer (BSS answers 404 when it has none of them).
+    /// Large sets are asked for in batches, to keep URLs short.
     pub async fn get_for_hosts(&self, hosts: &[Xname]) -> Result<Vec<BootParams>> {
-        if hosts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names: Vec<&str> = hosts.iter().map(Xname::as_str).collect();
         let url = self.client.url(PATH);
-        let req = self
-            .client
-            .request(Method::GET, &url)
-            .query(&[("name", names.join(","))]);
-        match self.client.send(&Method::GET, &url, req, true).await? {
-            Some((_, body)) => self.client.decode(&url, &body),
-            None => Ok(Vec::new()),
+        let mut out = Vec::new();
+        for batch in hosts.chunks(GET_BATCH) {
+            let names: Vec<&str> = batch.iter().map(Xname::as_str).collect();
+            let req = self
+                .client
+                .request(Method::GET, &url)
+                .query(&[("name", names.join(","))]);
+            if let Some((_, body)) = self.client.send(&Method::GET, &url, req, true).await? {
+                out.extend(self.client.decode::<Vec<BootParams>>(&url, &body)?);
+            }
         }
+        Ok(out)
     }
 
     /// Every boot parameter entry BSS has.

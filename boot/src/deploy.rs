@@ -45,7 +45,9 @@ pub struct Plan {
     pub action: Action,
     pub selection: String,
     pub changes: Vec<NodeChange>,
-    /// Selected nodes that already boot what the plan would set.
+    /// Selected nodes whose BSS entry is not written because it already is
+    /// what the plan sets. A rollback still lists them in `changes` (the
+    /// history records that their publish is undone).
     pub unchanged: Vec<Xname>,
 }
 
@@ -148,11 +150,10 @@ impl Deployer {
             xnames.iter().map(|x| (x.clone(), None)).collect();
         for bp in self.bss.get_for_hosts(xnames).await? {
             for h in &bp.hosts {
-                if let Some(slot) = out
-                    .iter_mut()
-                    .find(|(x, _)| x.as_str() == h)
-                    .map(|(_, v)| v)
-                {
+                let Ok(x) = Xname::parse("BSS host", h) else {
+                    continue;
+                };
+                if let Some(slot) = out.get_mut(&x) {
                     *slot = Some(BootEntry::from(&bp));
                 }
             }

@@ -315,3 +315,38 @@ async fn nodes_named_by_mac_or_nid_are_resolved_through_smd() {
     c.bss.assert_no_violations();
     c.smd.assert_no_violations();
 }
+
+#[tokio::test]
+async fn large_groups_are_read_from_bss_in_batches() {
+    let c = Cluster::start().await;
+    let members: Vec<String> = (0..250)
+        .map(|i| format!("x2000c0s{}b0n{}", i / 8, i % 8))
+        .collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    c.smd.set_group("big", &refs);
+    let build = c.build("rocky9-compute", 10);
+    let plan = c
+        .deployer
+        .publish(&PublishRequest {
+            image: ImageSource::Local(build),
+            nodes: NodeSelector::group("big").unwrap(),
+            extra_params: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(plan.changes.len(), 250);
+    assert_eq!(c.bss.entries().len(), 250);
+    let gets: Vec<String> = c
+        .bss
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /boot/v1/bootparameters?name="))
+        .collect();
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    let shown = c
+        .deployer
+        .show(&NodeSelector::group("big").unwrap())
+        .await
+        .unwrap();
+    assert!(shown.iter().all(|s| s.image.is_some()));
+}
