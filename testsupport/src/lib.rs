@@ -11,6 +11,8 @@
 
 pub mod aptcache;
 pub mod debrepo;
+#[cfg(feature = "openchami")]
+pub mod openchami;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

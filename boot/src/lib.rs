@@ -1,0 +1,31 @@
+//! kiln's boot image delivery: PXE images (kernel, initrd, dracut
+//! dmsquash-live squashfs) go to the boot image store under versioned keys
+//! that are never overwritten, and OpenCHAMI BSS is told which nodes boot
+//! them; every change is recorded so it can be rolled back.
+//!
+//! Entry points: [`Deployer`] ([`Deployer::publish`], [`Deployer::dry_run`],
+//! [`Deployer::rollback`], [`Deployer::show`]), built from a [`BootStore`]
+//! (any `object_store` store plus its public base URL), a [`BssClient`] and an
+//! [`SmdClient`]. Nodes are named by a [`NodeSelector`]. The key layout and the
+//! history design are described in the crate README.
+
+pub mod bss;
+pub mod cmdline;
+pub mod deploy;
+pub mod error;
+pub mod history;
+mod http;
+pub mod image;
+pub mod node;
+pub mod smd;
+pub mod store;
+
+pub use bss::{BootParams, BssClient};
+pub use deploy::{Deployer, ImageSource, NodeStatus, Plan, PublishRequest};
+pub use error::{BootError, Result, Service};
+pub use history::{Action, BootEntry, Deployment, NodeChange, NodeHistoryEntry};
+pub use http::{BearerToken, ServiceConfig};
+pub use image::{BootFile, BootFiles, BootRecord, ImagePackage, ImageRef, LocalBootImage};
+pub use node::{MacAddress, NodeSelector, Xname};
+pub use smd::SmdClient;
+pub use store::BootStore;
