@@ -207,14 +207,34 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
     merged_usr(ctx, &arch)?;
     let names: Vec<String> = by_name.keys().cloned().collect();
     let order = dependency_order(&names, &controls);
-    let essential: Vec<String> = order
+    // The essential set: Essential packages and everything they depend
+    // on (libc, for one, is not Essential itself but dpkg needs it).
+    let mut base: BTreeSet<String> = BTreeSet::new();
+    let mut todo: Vec<String> = order
         .iter()
         .filter(|n| controls[*n].essential)
         .cloned()
         .collect();
-    if essential.is_empty() {
+    if todo.is_empty() {
         return Err("the set has no Essential package: it cannot make a working tree".into());
     }
+    while let Some(n) = todo.pop() {
+        if let Some(c) = controls.get(&n) {
+            if base.insert(n.clone()) {
+                todo.extend(
+                    c.depends
+                        .iter()
+                        .filter(|d| controls.contains_key(*d))
+                        .cloned(),
+                );
+            }
+        }
+    }
+    let essential: Vec<String> = order
+        .iter()
+        .filter(|n| base.contains(*n))
+        .cloned()
+        .collect();
     for name in &essential {
         let deb = debs.join(&file_of[name]);
         let mut c = Command::new("sh");
@@ -282,7 +302,7 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
     )?;
     let others: Vec<String> = order
         .iter()
-        .filter(|n| !controls[*n].essential)
+        .filter(|n| !base.contains(*n))
         .cloned()
         .collect();
     dpkg_in_tree(ctx, &["--unpack", "--force-depends"], &file_list(&others))?;
