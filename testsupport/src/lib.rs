@@ -10,6 +10,7 @@
 //! binaries end with `exit`, and statics are never dropped).
 
 pub mod debrepo;
+pub mod storage;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
