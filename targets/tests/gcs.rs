@@ -99,3 +99,77 @@ async fn server_killed_mid_upload_is_retried_then_reported() {
     .expect_err("the upload cannot succeed without a server");
     assert_failed_after_retries(&err, &observed);
 }
+
+/// Forwards loopback connections to `upstream`, and cuts the first
+/// connection whose client has sent more than `cut_after` bytes, once.
+async fn cutting_proxy(
+    upstream: u16,
+    cut_after: u64,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let cut = std::sync::Arc::new(AtomicBool::new(false));
+    let cut2 = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let cut = cut2.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let back = tokio::spawn(async move { tokio::io::copy(&mut sr, &mut cw).await });
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut sent = 0u64;
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    sent += n as u64;
+                    if sent > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                        // Drop both directions mid-request.
+                        back.abort();
+                        return;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sw.shutdown().await;
+                let _ = back.await;
+            });
+        }
+    });
+    (port, cut)
+}
+
+#[tokio::test]
+async fn a_cut_connection_resumes_from_the_last_confirmed_offset() {
+    // The proxy must exist first: the server hands out session URLs on it.
+    let upstream = kiln_testsupport::free_port().expect("port");
+    let (proxy_port, cut) = cutting_proxy(upstream, 6 * MIB).await;
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let server = GcsServer::start_on(upstream, "images", &proxy).expect("fake-gcs-server");
+    let mut t = target(&server);
+    t.endpoint = Some(proxy);
+    let a = artifact(ARTIFACT_SIZE);
+    let observed = Observed::default();
+    let got = upload_observed(&TargetConfig::Gcs(t), &a.path, "resumed", |e| {
+        observed.see(e, u64::MAX, || {})
+    })
+    .await
+    .unwrap_or_else(|e| panic!("upload failed: {e}\nserver log:\n{}", server.log()));
+    assert!(
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy never cut"
+    );
+    assert_eq!(observed.retries(), 1, "{:?}", observed.retry_errors.lock());
+    assert_eq!(got.sha256, a.sha256);
+    assert!(read_back(&server, "resumed").await == a.bytes);
+}

