@@ -132,6 +132,19 @@ fn validate_object_name(target: &TargetConfig, name: &str) -> Result<(), UploadE
 mod tests {
     use super::*;
 
+    /// The worker runs uploads on spawned tasks: the future must be `Send`.
+    #[test]
+    fn upload_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let target = TargetConfig::Local(LocalTarget {
+            path: "/nonexistent".into(),
+        });
+        let fut = upload(&target, Path::new("/nonexistent"), "x", |_, _| {});
+        assert_send(&fut);
+        let fut = upload_observed(&target, Path::new("/nonexistent"), "x", |_| {});
+        assert_send(&fut);
+    }
+
     #[test]
     fn object_names_that_could_escape_are_refused() {
         let local = TargetConfig::Local(LocalTarget {
