@@ -5,6 +5,8 @@
 //!   [`JobAssignment`], or 204 when none came within `wait_secs`.
 //! - `POST /jobs/{token}/heartbeat` renews the lease: 200 with a
 //!   [`HeartbeatResponse`], 404 when the lease is gone.
+//! - `POST /jobs/{token}/progress` ([`JobProgressUpdate`]) reports progress
+//!   and log lines, and renews the lease as a heartbeat does.
 //! - `POST /jobs/{token}/finish` ([`FinishJob`]) ends it: 200 with a
 //!   [`FinishResponse`], 409 when the job was canceled, 404 when the lease is gone.
 //!
@@ -84,6 +86,79 @@ pub struct JobAssignment {
     pub args: Value,
     /// The compose the job belongs to; none for a lone job.
     pub compose_id: Option<Uuid>,
+    /// The results of the jobs this one depends on, in dependency order
+    /// (a build gets its manifest job's result).
+    #[serde(default)]
+    pub dependency_results: Vec<Value>,
+}
+
+/// What a running build is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildPhase {
+    Building,
+    Uploading,
+}
+
+/// `POST /jobs/{token}/progress`: where the job stands, and new log lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobProgressUpdate {
+    #[serde(default)]
+    pub phase: Option<BuildPhase>,
+    #[serde(default)]
+    pub progress: Option<crate::status::Progress>,
+    /// Log lines since the last update.
+    #[serde(default)]
+    pub log: Vec<String>,
+}
+
+/// Most log lines one progress update may carry.
+pub const MAX_LOG_LINES: usize = 1000;
+
+impl JobProgressUpdate {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.log.len() > MAX_LOG_LINES {
+            return Err(invalid(
+                "log",
+                format!(
+                    "at most {MAX_LOG_LINES} lines per update, not {}",
+                    self.log.len()
+                ),
+            ));
+        }
+        if let Some(p) = &self.progress {
+            if p.done < 0 || p.total < 0 || p.done > p.total {
+                return Err(invalid(
+                    "progress",
+                    "done and total must satisfy 0 <= done <= total",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a `build` job's result holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildResult {
+    /// One status per upload target, in the image request's order.
+    pub uploads: Vec<crate::status::UploadStatus>,
+    /// The image's files (name, size, sha256), as built.
+    pub artifacts: Vec<Artifact>,
+    /// The kernel command line of a `pxe` image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_cmdline: Option<String>,
+    /// The executor's per-stage log (its `--json` result's `log`).
+    #[serde(default)]
+    pub log: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// What a heartbeat tells the worker.
@@ -219,6 +294,7 @@ mod tests {
             job_type: "build".into(),
             args: json!({}),
             compose_id: None,
+            dependency_results: vec![],
         };
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["type"], "build");

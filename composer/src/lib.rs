@@ -11,6 +11,7 @@ use kiln_queue::JobQueue;
 
 pub mod api;
 pub mod config;
+pub mod live;
 pub mod plan;
 pub mod repos;
 pub mod runner;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub config: Arc<ComposerConfig>,
     /// Repositories loaded for depsolving, shared by all requests.
     pub repos: Arc<repos::RepoCache>,
+    /// Progress and logs of running builds, as their workers report them.
+    pub live: Arc<live::Live>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             catalog: Arc::new(catalog),
             config: Arc::new(config),
             repos: Arc::new(repos::RepoCache::default()),
+            live: Arc::new(live::Live::default()),
         })
     }
 }

@@ -10,7 +10,9 @@ use kiln_api::API_PREFIX;
 use kiln_queue::{ComposeRecord, Job, JobState};
 use serde_json::{json, Value};
 
+use crate::live::Live;
 use crate::plan::JOB_BUILD;
+use kiln_api::worker::BuildPhase;
 
 /// Error ids in `image_status.error.id`.
 pub const IMAGE_ERROR_CANCELED: u32 = 100;
@@ -53,7 +55,7 @@ fn upload_statuses(build: Option<&Job>) -> Vec<UploadStatus> {
         .unwrap_or_default()
 }
 
-fn image_status(jobs: &[&Job]) -> ImageStatus {
+fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
     let build = jobs.iter().copied().find(|j| j.job_type == JOB_BUILD);
     let canceled = jobs.iter().find(|j| j.state == JobState::Canceled);
     let failed = jobs.iter().find(|j| j.state == JobState::Failed);
@@ -81,15 +83,23 @@ fn image_status(jobs: &[&Job]) -> ImageStatus {
         )
     } else if !jobs.is_empty() && jobs.iter().all(|j| j.state == JobState::Success) {
         (ImageStatusValue::Success, None)
-    } else if build.is_some_and(|b| b.state == JobState::Running) {
-        (ImageStatusValue::Building, None)
+    } else if let Some(b) = build.filter(|b| b.state == JobState::Running) {
+        // What the worker last said: building, or uploading the result.
+        match live.get(b.id).and_then(|l| l.phase) {
+            Some(BuildPhase::Uploading) => (ImageStatusValue::Uploading, None),
+            _ => (ImageStatusValue::Building, None),
+        }
     } else {
         (ImageStatusValue::Pending, None)
     };
     let uploads = upload_statuses(build);
+    let progress = build
+        .filter(|b| b.state == JobState::Running)
+        .and_then(|b| live.get(b.id))
+        .and_then(|l| l.progress);
     ImageStatus {
         status,
-        progress: None,
+        progress,
         upload_status: uploads.first().cloned(),
         upload_statuses: if uploads.is_empty() {
             None
@@ -100,8 +110,9 @@ fn image_status(jobs: &[&Job]) -> ImageStatus {
     }
 }
 
-/// The status of a compose from its record and jobs.
-pub fn compose_status(compose: &ComposeRecord, jobs: &[Job]) -> ComposeStatus {
+/// The status of a compose from its record, its jobs, and what the workers
+/// of its running builds report.
+pub fn compose_status(compose: &ComposeRecord, jobs: &[Job], live: &Live) -> ComposeStatus {
     let request: Option<ComposeRequest> = serde_json::from_value(compose.request.clone()).ok();
     let images: Vec<_> = request.as_ref().map(|r| r.images()).unwrap_or_default();
     let count = images
@@ -111,7 +122,7 @@ pub fn compose_status(compose: &ComposeRecord, jobs: &[Job]) -> ComposeStatus {
     let image_statuses: Vec<ImageStatus> = (0..count)
         .map(|i| {
             let mine: Vec<&Job> = jobs.iter().filter(|j| image_of(j) == i).collect();
-            image_status(&mine)
+            image_status(&mine, live)
         })
         .collect();
     let status = if image_statuses

@@ -3,6 +3,7 @@
 //! `kiln-osbuild` binary (main.rs) is the command line around it.
 
 pub mod build;
+pub mod cli;
 pub mod devices;
 pub mod manifest;
 pub mod monitor;

@@ -80,3 +80,85 @@ fn download(dir: &Path, specs: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The host's bookworm `Packages` lists (main, updates, security), as
+/// `(base URL, list file)`: what `apt-get update` left in /var/lib/apt/lists.
+#[cfg(feature = "debian")]
+pub fn host_bookworm_lists() -> Result<Vec<(&'static str, PathBuf)>> {
+    const LISTS: &str = "/var/lib/apt/lists";
+    [
+        (
+            "http://deb.debian.org/debian",
+            "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages",
+        ),
+        (
+            "http://deb.debian.org/debian",
+            "deb.debian.org_debian_dists_bookworm-updates_main_binary-amd64_Packages",
+        ),
+        (
+            "http://deb.debian.org/debian-security",
+            "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages",
+        ),
+    ]
+    .into_iter()
+    .map(|(base, stem)| {
+        ["", ".lz4", ".xz", ".gz"]
+            .iter()
+            .map(|ext| Path::new(LISTS).join(format!("{stem}{ext}")))
+            .find(|p| p.exists())
+            .map(|p| (base, p))
+            .ok_or_else(|| {
+                format!("{LISTS}/{stem}* is missing: run `apt-get update` on a bookworm host")
+            })
+    })
+    .collect()
+}
+
+/// A local Debian mirror (suite `test`) holding exactly the packages apt
+/// would install for `names` plus the essential and required set, in the
+/// versions of the host's bookworm lists; returns the repository and the
+/// set as (name, version).
+#[cfg(feature = "debian")]
+pub fn debian_mirror(
+    dir: &Path,
+    names: &[String],
+) -> Result<(crate::debrepo::DebRepo, Vec<(String, String)>)> {
+    use kiln_depsolve::compression::decompress_to_string;
+    use kiln_depsolve::{IndexSource, PackageIndex};
+    let mut sources = Vec::new();
+    for (base, path) in host_bookworm_lists()? {
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let label = path.display().to_string();
+        sources.push(IndexSource {
+            base_url: base.to_owned(),
+            text: decompress_to_string(&label, &data).map_err(|e| e.to_string())?,
+            label,
+        });
+    }
+    let index = PackageIndex::build("amd64", &sources).map_err(|e| e.to_string())?;
+    let request = kiln_depsolve::Request {
+        packages: names.to_vec(),
+        essential: true,
+        recommends: false,
+    };
+    let set = kiln_depsolve::solve(&index, &request)
+        .map_err(|e| format!("depsolve on the host's lists: {e}"))?;
+    let wanted: Vec<(String, String, String)> = set
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
+    let files = fetch(&wanted)?;
+    let repo = crate::debrepo::DebRepo::new(dir)?;
+    for f in &files {
+        repo.add_file(f)?;
+    }
+    repo.index()?;
+    Ok((
+        repo,
+        set.packages
+            .into_iter()
+            .map(|p| (p.name, p.version))
+            .collect(),
+    ))
+}

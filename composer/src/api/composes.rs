@@ -162,7 +162,7 @@ pub async fn list_composes(
     let mut items = Vec::with_capacity(composes.len());
     for c in &composes {
         let jobs = state.queue.compose_jobs(c.id).await?;
-        items.push(compose_status(c, &jobs));
+        items.push(compose_status(c, &jobs, &state.live));
     }
     Ok(Json(ComposeList {
         kind: "ComposeList".into(),
@@ -183,7 +183,7 @@ pub async fn get_compose(
     Path(id): Path<String>,
 ) -> Result<Json<ComposeStatus>, ApiError> {
     let (compose, jobs) = load(&state, &headers, &id).await?;
-    Ok(Json(compose_status(&compose, &jobs)))
+    Ok(Json(compose_status(&compose, &jobs, &state.live)))
 }
 
 /// Delete a finished compose and its jobs. An unfinished compose must be canceled first.
@@ -229,7 +229,7 @@ pub async fn cancel_compose(
     let n = state.queue.cancel_compose(compose.id).await?;
     tracing::info!(compose = %compose.id, jobs = n.unwrap_or(0), "compose canceled");
     let jobs = state.queue.compose_jobs(compose.id).await?;
-    Ok(Json(compose_status(&compose, &jobs)))
+    Ok(Json(compose_status(&compose, &jobs, &state.live)))
 }
 
 fn job_summary(j: &Job) -> Value {

@@ -1,8 +1,10 @@
 //! `GET /composes/{id}/events`: a Server-Sent Events stream of a compose.
 //!
-//! Events: `status` (a ComposeStatus) first and after every change, and `job`
-//! (job id, type, new state) for every job state change. The stream ends after
-//! the `status` event of a finished compose.
+//! Events: `status` (a ComposeStatus) first and after every change (job
+//! states, and the progress workers report), `job` (job id, type, new state)
+//! for every job state change, and `log` (job id, lines) for the log lines of
+//! running builds. The stream ends after the `status` event of a finished
+//! compose.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +22,7 @@ use uuid::Uuid;
 
 use super::composes::load;
 use super::error::ApiError;
+use crate::live::LiveEvent;
 use crate::status::{compose_status, is_finished};
 use crate::AppState;
 
@@ -35,6 +38,13 @@ fn job_event(j: &Job) -> Event {
         .unwrap_or_default()
 }
 
+fn log_event(job: Uuid, lines: Vec<String>) -> Event {
+    Event::default()
+        .event("log")
+        .json_data(serde_json::json!({"job": job, "lines": lines}))
+        .unwrap_or_default()
+}
+
 fn status_event(s: &ComposeStatus) -> Event {
     Event::default()
         .event("status")
@@ -46,7 +56,7 @@ fn status_event(s: &ComposeStatus) -> Event {
 #[utoipa::path(get, path = "/composes/{id}/events", tag = "compose", operation_id = "getComposeEvents",
     params(("id" = String, Path, description = "Compose id")),
     responses(
-        (status = 200, description = "text/event-stream of `status` (ComposeStatus) and `job` (JobEventData) events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of `status` (ComposeStatus), `job` (JobEventData) and `log` ({job, lines}) events", content_type = "text/event-stream", body = String),
         (status = 400, body = kiln_api::error::Error),
         (status = 404, body = kiln_api::error::Error)))]
 pub async fn get_events(
@@ -56,6 +66,7 @@ pub async fn get_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before reading the status, so no change falls between the two.
     let mut rx = state.queue.subscribe();
+    let mut live_rx = state.live.subscribe();
     let (compose, jobs) = load(&state, &headers, &id).await?;
     let (mut tx, out) = mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
@@ -66,7 +77,11 @@ pub async fn get_events(
         let mut known: HashMap<Uuid, JobState> = jobs.iter().map(|j| (j.id, j.state)).collect();
         let mut finished = is_finished(&jobs);
         if tx
-            .send(Ok(status_event(&compose_status(&compose, &jobs))))
+            .send(Ok(status_event(&compose_status(
+                &compose,
+                &jobs,
+                &state.live,
+            ))))
             .await
             .is_err()
             || finished
@@ -74,15 +89,29 @@ pub async fn get_events(
             return;
         }
         while !finished {
-            match rx.recv().await {
-                Ok(ev) if ev.compose == Some(compose.id) => {
-                    if known.get(&ev.job) == Some(&ev.state) {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(ev) if ev.compose == Some(compose.id) => {
+                        if known.get(&ev.job) == Some(&ev.state) {
+                            continue;
+                        }
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+                ev = live_rx.recv() => match ev {
+                    Ok(LiveEvent::Log { compose: Some(c), job, lines }) if c == compose.id => {
+                        if tx.send(Ok(log_event(job, lines))).await.is_err() {
+                            return;
+                        }
                         continue;
                     }
-                }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+                    // Progress: the status below carries it.
+                    Ok(LiveEvent::Progress { compose: Some(c), .. }) if c == compose.id => {}
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                },
             }
             let jobs = match state.queue.compose_jobs(compose.id).await {
                 Ok(j) => j,
@@ -100,7 +129,11 @@ pub async fn get_events(
             }
             finished = is_finished(&jobs);
             if tx
-                .send(Ok(status_event(&compose_status(&compose, &jobs))))
+                .send(Ok(status_event(&compose_status(
+                    &compose,
+                    &jobs,
+                    &state.live,
+                ))))
                 .await
                 .is_err()
             {

@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use kiln_api::error::ErrorKind;
 use kiln_api::worker::{
-    FinishJob, FinishResponse, HeartbeatResponse, JobAssignment, LeaseState, RequestJob,
-    WORKER_API_PREFIX,
+    FinishJob, FinishResponse, HeartbeatResponse, JobAssignment, JobProgressUpdate, LeaseState,
+    RequestJob, WORKER_API_PREFIX,
 };
 use kiln_queue::{DequeueFilter, LeaseStatus, Outcome, QueueError};
 use uuid::Uuid;
@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/jobs", post(request_job))
         .route("/jobs/{token}/heartbeat", post(heartbeat))
+        .route("/jobs/{token}/progress", post(progress))
         .route("/jobs/{token}/finish", post(finish))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
@@ -147,12 +148,22 @@ async fn request_job(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     tracing::info!(job = %lease.job.id, job_type = %lease.job.job_type, worker = %worker.0, "job handed to a worker");
+    // A build needs what its dependencies made (the manifest job's result).
+    let mut dependency_results = Vec::new();
+    for dep in &lease.job.dependencies {
+        let result = state.queue.job(*dep).await?.and_then(|j| j.result);
+        dependency_results.push(result.unwrap_or(serde_json::Value::Null));
+    }
+    state
+        .live
+        .leased(lease.token, lease.job.id, lease.job.compose_id);
     Ok(Json(JobAssignment {
         token: lease.token,
         id: lease.job.id,
         job_type: lease.job.job_type,
         args: lease.job.args,
         compose_id: lease.job.compose_id,
+        dependency_results,
     })
     .into_response())
 }
@@ -170,6 +181,33 @@ async fn heartbeat(
         LeaseStatus::Canceled => LeaseState::Canceled,
         LeaseStatus::Lost => return Err(lease_lost()),
     };
+    Ok(Json(HeartbeatResponse { status }))
+}
+
+/// `POST /jobs/{token}/progress`: progress and log lines of a running job;
+/// renews the lease like a heartbeat.
+async fn progress(
+    State(state): State<AppState>,
+    Extension(worker): Extension<WorkerIdentity>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let token = lease_token(&token)?;
+    let update: JobProgressUpdate = parse_json(&headers, body)?;
+    update.validate()?;
+    own_lease(&state, &worker, token).await?;
+    let status = match state.queue.heartbeat(token).await? {
+        LeaseStatus::Alive => LeaseState::Alive,
+        LeaseStatus::Canceled => LeaseState::Canceled,
+        LeaseStatus::Lost => return Err(lease_lost()),
+    };
+    // Leases another composer handed out renew here, but show no progress.
+    if let Some((job, compose)) = state.live.lease(token) {
+        state
+            .live
+            .update(job, compose, update.phase, update.progress, update.log);
+    }
     Ok(Json(HeartbeatResponse { status }))
 }
 
@@ -197,7 +235,9 @@ async fn finish(
             result: request.result,
         }
     };
-    let job = match state.queue.finish(token, outcome).await {
+    let finished = state.queue.finish(token, outcome).await;
+    state.live.ended(token);
+    let job = match finished {
         Ok(job) => job,
         Err(QueueError::LeaseLost) => return Err(lease_lost()),
         Err(QueueError::Canceled(id)) => {

@@ -8,9 +8,6 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-#[path = "../../../depsolve/tests/common/mod.rs"]
-mod host_apt;
-
 pub const EXE: &str = env!("CARGO_BIN_EXE_kiln-osbuild");
 
 pub struct Run {
@@ -102,24 +99,11 @@ pub fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> Debia
         essential: true,
         recommends: false,
     };
-    // 1. The set, from the host's real bookworm indexes.
-    let host = host_apt::host_bookworm_index();
-    let host_set = kiln_depsolve::solve(&host, &request)
-        .unwrap_or_else(|e| panic!("depsolve on the host's lists: {e}"));
-    let wanted: Vec<(String, String, String)> = host_set
-        .packages
-        .iter()
-        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
-        .collect();
-    // 2. Those packages, through apt, into a file:// mirror.
-    let files = kiln_testsupport::aptcache::fetch(&wanted).unwrap();
+    // 1. Those packages (the host lists' versions), through apt, into a file:// mirror.
     let mirror = tempfile::tempdir().unwrap();
-    let repo = kiln_testsupport::debrepo::DebRepo::new(mirror.path()).unwrap();
-    for f in &files {
-        repo.add_file(f).unwrap();
-    }
-    repo.index().unwrap();
-    // 3. kiln's depsolve against the mirror, as the composer would.
+    let (repo, _) =
+        kiln_testsupport::aptcache::debian_mirror(mirror.path(), &request.packages).unwrap();
+    // 2. kiln's depsolve against the mirror, as the composer would.
     let cache = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let set = rt

@@ -1,0 +1,550 @@
+//! One build job: run the executor on the job's manifest (a child process,
+//! osbuild's command-line contract), stream its monitor records to the
+//! composer as progress and log lines, then upload the exported files to
+//! every target of the image and report how each upload went.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_api::status::{Progress, SubProgress, UploadStatus, UploadStatusValue};
+use kiln_api::worker::{
+    Artifact, BuildPhase, BuildResult, FinishJob, JobAssignment, JobProgressUpdate,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::client::{Client, ClientError};
+use crate::config::WorkerConfig;
+use crate::Shutdown;
+
+/// How a job ended for this worker.
+pub enum Ended {
+    /// Report this to the composer.
+    Finish(FinishJob),
+    /// The composer canceled it: nothing to report.
+    Canceled,
+    /// Given up without a result (abort, or the lease was taken back); the
+    /// composer requeues it once its heartbeats stop.
+    HandedBack(String),
+}
+
+#[derive(Deserialize)]
+struct BuildArgs {
+    image: usize,
+    #[serde(default)]
+    targets: Vec<TargetRequest>,
+}
+
+#[derive(Deserialize)]
+struct TargetRequest {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct ManifestResult {
+    manifest: Value,
+    export: String,
+    filename: String,
+    #[serde(default)]
+    kernel_cmdline: Option<String>,
+}
+
+enum MonitorMsg {
+    Log(String),
+    Progress(Progress),
+}
+
+/// Turns the executor's RFC 7464 records into progress and log lines.
+fn read_monitor(reader: std::io::PipeReader, tx: mpsc::UnboundedSender<MonitorMsg>) {
+    use std::io::Read;
+    let mut reader = reader;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.iter().skip(1).position(|&b| b == 0x1e).map(|p| p + 1) {
+            let record: Vec<u8> = buf.drain(..end).collect();
+            handle_record(&record, &tx);
+        }
+    }
+    if !buf.is_empty() {
+        handle_record(&buf, &tx);
+    }
+}
+
+fn handle_record(record: &[u8], tx: &mpsc::UnboundedSender<MonitorMsg>) {
+    let text = String::from_utf8_lossy(record);
+    let Ok(v) = serde_json::from_str::<Value>(text.trim_start_matches('\x1e').trim()) else {
+        return;
+    };
+    if let Some(m) = v
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    {
+        let _ = tx.send(MonitorMsg::Log(m.to_owned()));
+    }
+    if let Some(p) = v.get("progress") {
+        let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
+        let sub = p.get("progress").map(|s| SubProgress {
+            done: num(s, "done"),
+            total: num(s, "total"),
+        });
+        let total = num(p, "total");
+        let _ = tx.send(MonitorMsg::Progress(Progress {
+            done: num(p, "done").min(total),
+            total,
+            subprogress: sub.filter(|s| s.done <= s.total),
+        }));
+    }
+}
+
+fn kill_group(pgid: i32, signal: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid signals the process group.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+/// Stops the executor: SIGTERM (it releases its mounts and devices), then
+/// SIGKILL if it is still there after a few seconds.
+async fn stop_executor(child: &mut tokio::process::Child, pgid: i32) {
+    kill_group(pgid, libc::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(4), child.wait())
+        .await
+        .is_err()
+    {
+        kill_group(pgid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+pub async fn run(
+    client: &Client,
+    config: &WorkerConfig,
+    job: &JobAssignment,
+    mut shutdown: watch::Receiver<Shutdown>,
+) -> Ended {
+    let args: BuildArgs = match serde_json::from_value(job.args.clone()) {
+        Ok(a) => a,
+        Err(e) => return failed(format!("job arguments: {e}"), None),
+    };
+    let Some(manifest) = job
+        .dependency_results
+        .iter()
+        .find_map(|r| serde_json::from_value::<ManifestResult>(r.clone()).ok())
+    else {
+        return failed(
+            "the job came without its manifest (no manifest job result)".into(),
+            None,
+        );
+    };
+    let dir = config.work_dir.join(job.id.to_string());
+    let result = build(client, config, job, &args, &manifest, &dir, &mut shutdown).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn failed(reason: String, result: Option<Value>) -> Ended {
+    Ended::Finish(FinishJob {
+        success: false,
+        result,
+        reason: Some(reason),
+    })
+}
+
+async fn build(
+    client: &Client,
+    config: &WorkerConfig,
+    job: &JobAssignment,
+    args: &BuildArgs,
+    manifest: &ManifestResult,
+    dir: &Path,
+    shutdown: &mut watch::Receiver<Shutdown>,
+) -> Ended {
+    let out = dir.join("out");
+    let manifest_path = dir.join("manifest.json");
+    let prepared = std::fs::create_dir_all(&out)
+        .and_then(|_| std::fs::create_dir_all(&config.store))
+        .and_then(|_| std::fs::write(&manifest_path, manifest.manifest.to_string()));
+    if let Err(e) = prepared {
+        return failed(format!("preparing {}: {e}", dir.display()), None);
+    }
+    let (program, mut argv): (PathBuf, Vec<String>) = if config.executor == "builtin" {
+        match std::env::current_exe() {
+            Ok(exe) => (exe, vec!["osbuild".into()]),
+            Err(e) => {
+                return failed(
+                    format!("locating this binary for the builtin executor: {e}"),
+                    None,
+                )
+            }
+        }
+    } else {
+        (PathBuf::from(&config.executor), Vec::new())
+    };
+    argv.extend(
+        [
+            "--store",
+            &config.store.to_string_lossy(),
+            "--output-directory",
+            &out.to_string_lossy(),
+            "--export",
+            &manifest.export,
+            "--json",
+            "--monitor",
+            "JSONSeqMonitor",
+            "--monitor-fd",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    if let Some(max) = config.store_max_bytes {
+        argv.extend(["--cache-max-size".to_owned(), max.to_string()]);
+    }
+    argv.push(manifest_path.to_string_lossy().into_owned());
+
+    let (monitor_r, monitor_w) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return failed(format!("monitor pipe: {e}"), None),
+    };
+    let monitor_fd = monitor_w.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(monitor_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Should this worker die, the executor stops (and cleans up) too.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return failed(
+                format!("starting the executor {}: {e}", program.display()),
+                None,
+            )
+        }
+    };
+    drop(monitor_w);
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    tracing::info!(job = %job.id, executor = %program.display(), "build started");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let log_tx = tx.clone();
+    std::thread::spawn(move || read_monitor(monitor_r, tx));
+    let mut stdout = child.stdout.take();
+    let stdout_task = tokio::spawn(async move {
+        let mut s = String::new();
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.read_to_string(&mut s).await;
+        }
+        s
+    });
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = log_tx.send(MonitorMsg::Log(l));
+            }
+        });
+    }
+
+    let mut tick = tokio::time::interval(Duration::from_secs(config.heartbeat_secs.max(1)));
+    let mut logs: Vec<String> = Vec::new();
+    let mut progress: Option<Progress> = None;
+    let status = loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(MonitorMsg::Log(l)) => logs.push(l),
+                Some(MonitorMsg::Progress(p)) => progress = Some(p),
+                None => {}
+            },
+            _ = tick.tick() => {
+                let lines: Vec<String> = logs.drain(..logs.len().min(kiln_api::worker::MAX_LOG_LINES)).collect();
+                let update = JobProgressUpdate { phase: Some(BuildPhase::Building), progress: progress.clone(), log: lines };
+                match client.progress(job.token, &update).await {
+                    Ok(()) => {}
+                    Err(ClientError::Canceled) => {
+                        tracing::info!(job = %job.id, "canceled: stopping the executor");
+                        stop_executor(&mut child, pgid).await;
+                        return Ended::Canceled;
+                    }
+                    Err(ClientError::LeaseLost) => {
+                        stop_executor(&mut child, pgid).await;
+                        return Ended::HandedBack("the composer took the job back".into());
+                    }
+                    Err(e) => tracing::warn!(job = %job.id, error = %e, "reporting progress"),
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() == Shutdown::Abort {
+                    stop_executor(&mut child, pgid).await;
+                    return Ended::HandedBack("the worker was told to stop at once".into());
+                }
+            },
+            status = child.wait() => break status,
+        }
+    };
+    let stdout = stdout_task.await.unwrap_or_default();
+    let result: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    let code = status.ok().and_then(|s| s.code());
+    if code != Some(0) || result["success"] != json!(true) {
+        return failed(
+            executor_failure(code, &result),
+            Some(json!({"log": trimmed_log(&result)})),
+        );
+    }
+    upload(
+        client,
+        config,
+        job,
+        args,
+        manifest,
+        &out.join(&manifest.export),
+        &result,
+        shutdown,
+    )
+    .await
+}
+
+/// Why the executor failed, in one line a user can act on.
+fn executor_failure(code: Option<i32>, result: &Value) -> String {
+    let error = &result["error"];
+    if let Some(stage) = error["details"].get("stage") {
+        let msg = stage["error"].as_str().unwrap_or("failed");
+        return format!(
+            "stage {} failed: {msg}",
+            stage["type"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(reason) = error.get("reason").and_then(Value::as_str) {
+        return format!(
+            "{}: {reason}",
+            error["type"].as_str().unwrap_or("build error")
+        );
+    }
+    if let Some(errors) = result.get("errors").and_then(Value::as_array) {
+        let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+        return format!("invalid manifest ({} errors): {first}", errors.len());
+    }
+    match code {
+        Some(c) => format!("the executor exited with status {c}"),
+        None => "the executor was killed".into(),
+    }
+}
+
+/// The executor's per-stage log, each output cut to its last 16 KiB.
+fn trimmed_log(result: &Value) -> Value {
+    let mut log = result.get("log").cloned().unwrap_or(Value::Null);
+    if let Some(pipelines) = log.as_object_mut() {
+        for stages in pipelines.values_mut() {
+            for s in stages.as_array_mut().into_iter().flatten() {
+                if let Some(out) = s.get("output").and_then(Value::as_str) {
+                    if out.len() > 16 << 10 {
+                        let mut cut = out.len() - (16 << 10);
+                        while !out.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        s["output"] = json!(format!("[…]{}", &out[cut..]));
+                    }
+                }
+            }
+        }
+    }
+    log
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, hex::encode(h.finalize())))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    client: &Client,
+    config: &WorkerConfig,
+    job: &JobAssignment,
+    args: &BuildArgs,
+    manifest: &ManifestResult,
+    exported: &Path,
+    result: &Value,
+    shutdown: &mut watch::Receiver<Shutdown>,
+) -> Ended {
+    // The image's files: the named artifact first, then the rest (a pxe
+    // export also holds the kernel and the initrd).
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(exported) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect(),
+        Err(e) => {
+            return failed(
+                format!("reading the export {}: {e}", exported.display()),
+                None,
+            )
+        }
+    };
+    files.sort_by_key(|p| {
+        (
+            p.file_name().map(|n| n != manifest.filename.as_str()),
+            p.clone(),
+        )
+    });
+    let mut artifacts = Vec::new();
+    for f in &files {
+        match tokio::task::spawn_blocking({
+            let f = f.clone();
+            move || sha256_file(&f)
+        })
+        .await
+        {
+            Ok(Ok((size, sha256))) => artifacts.push(Artifact {
+                name: f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                size,
+                sha256,
+            }),
+            Ok(Err(e)) => return failed(format!("{}: {e}", f.display()), None),
+            Err(e) => return failed(e.to_string(), None),
+        }
+    }
+    let total: u64 = artifacts.iter().map(|a| a.size).sum::<u64>() * args.targets.len() as u64;
+    let done = Arc::new(AtomicU64::new(0));
+    let owner = job.compose_id.unwrap_or(job.id);
+    let uploads_fut = async {
+        let mut statuses = Vec::new();
+        let mut first_failure = None;
+        for t in &args.targets {
+            let Some(target) = config.targets.get(&t.kind) else {
+                let reason = format!(
+                    "this worker has no {:?} target configured (worker.toml [targets.{:?}])",
+                    t.kind, t.kind
+                );
+                first_failure
+                    .get_or_insert_with(|| format!("upload to {} failed: {reason}", t.kind));
+                statuses.push(UploadStatus {
+                    status: UploadStatusValue::Failure,
+                    target_type: t.kind.clone(),
+                    options: json!({"reason": reason}),
+                });
+                continue;
+            };
+            let mut uploaded = Vec::new();
+            let mut failure = None;
+            for (path, art) in files.iter().zip(&artifacts) {
+                let name = if t.kind == "local" {
+                    format!("{owner}-{}-{}", args.image, art.name)
+                } else {
+                    format!("{owner}/{}/{}", args.image, art.name)
+                };
+                let base = done.load(Ordering::SeqCst);
+                let counter = done.clone();
+                match kiln_targets::upload(target, path, &name, move |d, _| {
+                    counter.store(base + d, Ordering::SeqCst)
+                })
+                .await
+                {
+                    Ok(obj) => {
+                        done.store(base + art.size, Ordering::SeqCst);
+                        uploaded.push(json!({"name": art.name, "url": obj.url, "size": obj.size, "sha256": obj.sha256}));
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => statuses.push(UploadStatus {
+                    status: UploadStatusValue::Success,
+                    target_type: t.kind.clone(),
+                    options: json!({"url": uploaded.first().and_then(|u| u.get("url")).cloned().unwrap_or(Value::Null), "files": uploaded}),
+                }),
+                Some(reason) => {
+                    tracing::warn!(job = %job.id, target = %t.kind, %reason, "upload failed");
+                    first_failure.get_or_insert_with(|| format!("upload to {} failed: {reason}", t.kind));
+                    statuses.push(UploadStatus { status: UploadStatusValue::Failure, target_type: t.kind.clone(), options: json!({"reason": reason, "files": uploaded}) });
+                }
+            }
+        }
+        (statuses, first_failure)
+    };
+    tokio::pin!(uploads_fut);
+    let mut tick = tokio::time::interval(Duration::from_secs(config.heartbeat_secs.max(1)));
+    let (statuses, first_failure) = loop {
+        tokio::select! {
+            r = &mut uploads_fut => break r,
+            _ = tick.tick() => {
+                let update = JobProgressUpdate {
+                    phase: Some(BuildPhase::Uploading),
+                    progress: Some(Progress { done: done.load(Ordering::SeqCst).min(total) as i64, total: total as i64, subprogress: None }),
+                    log: Vec::new(),
+                };
+                match client.progress(job.token, &update).await {
+                    Ok(()) => {}
+                    Err(ClientError::Canceled) => return Ended::Canceled,
+                    Err(ClientError::LeaseLost) => return Ended::HandedBack("the composer took the job back".into()),
+                    Err(e) => tracing::warn!(job = %job.id, error = %e, "reporting progress"),
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() == Shutdown::Abort {
+                    return Ended::HandedBack("the worker was told to stop at once".into());
+                }
+            },
+        }
+    };
+    let build_result = BuildResult {
+        uploads: statuses,
+        artifacts: artifacts.clone(),
+        kernel_cmdline: manifest.kernel_cmdline.clone(),
+        log: trimmed_log(result),
+    };
+    let value = serde_json::to_value(&build_result).unwrap_or(Value::Null);
+    match first_failure {
+        None => Ended::Finish(FinishJob {
+            success: true,
+            result: Some(value),
+            reason: None,
+        }),
+        Some(reason) => failed(reason, Some(value)),
+    }
+}

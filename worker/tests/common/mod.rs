@@ -1,0 +1,251 @@
+//! A whole kiln on loopback: a composer (compose API and mutual-TLS worker
+//! API) over a throwaway PostgreSQL database, certificates from
+//! tools/gen-certs.sh, a Debian mirror of real packages, and `kiln-worker`
+//! processes with their own stores and configuration.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_composer::{AppState, ComposerConfig};
+use kiln_testsupport::PgCluster;
+use serde_json::{json, Value};
+
+pub const WORKER: &str = env!("CARGO_BIN_EXE_kiln-worker");
+
+pub struct Kiln {
+    pub api: String,
+    pub worker_api: String,
+    pub state: AppState,
+    pub certs: tempfile::TempDir,
+    pub mirror: kiln_testsupport::debrepo::DebRepo,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    _mirror_dir: tempfile::TempDir,
+}
+
+pub fn gen_certs(out: &Path, args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/gen-certs.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "gen-certs.sh {args:?} failed");
+}
+
+/// The packages of the `tar` image type (the essential set comes with them).
+fn tar_set() -> Vec<String> {
+    let catalog = kiln_distro::Catalog::embedded().unwrap();
+    catalog
+        .get("debian-12")
+        .unwrap()
+        .packages("x86_64", "tar")
+        .unwrap()
+}
+
+impl Kiln {
+    pub async fn start(tweak: impl FnOnce(&mut ComposerConfig)) -> Kiln {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = tempfile::tempdir().unwrap();
+        gen_certs(
+            certs.path(),
+            &[
+                "--worker",
+                "w1.kiln.test",
+                "--worker",
+                "w2.kiln.test",
+                "--worker",
+                "intruder.example",
+            ],
+        );
+        let mirror_dir = tempfile::tempdir().unwrap();
+        let (mirror, _) =
+            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &tar_set()).unwrap();
+        let mut config = ComposerConfig {
+            data_dir: dir.path().join("composer"),
+            database_url: Some(PgCluster::shared().unwrap().create_database().unwrap()),
+            ..Default::default()
+        };
+        config.worker_api.ca = Some(certs.path().join("ca.pem"));
+        config.worker_api.cert = Some(certs.path().join("composer.pem"));
+        config.worker_api.key = Some(certs.path().join("composer.key"));
+        config.worker_api.allowed_domains = vec!["*.kiln.test".into()];
+        config.queue.reap_interval_secs = 1;
+        tweak(&mut config);
+        let tls = kiln_composer::worker_api::load_tls(&config.worker_api)
+            .unwrap()
+            .unwrap();
+        let state = AppState::open(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!(
+            "http://{}/api/image-builder-composer/v2",
+            listener.local_addr().unwrap()
+        );
+        let s = state.clone();
+        tokio::spawn(
+            async move { kiln_composer::serve(s, listener, std::future::pending()).await },
+        );
+        let wl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let worker_api = format!("https://localhost:{}", wl.local_addr().unwrap().port());
+        tokio::spawn(kiln_composer::worker_api::serve(
+            state.clone(),
+            wl,
+            tls,
+            std::future::pending(),
+        ));
+        Kiln {
+            api,
+            worker_api,
+            state,
+            certs,
+            mirror,
+            http: reqwest::Client::new(),
+            dir,
+            _mirror_dir: mirror_dir,
+        }
+    }
+
+    /// A `tar` compose of the mirror's packages with these upload targets.
+    pub fn request(&self, targets: Value) -> Value {
+        json!({
+            "distribution": "debian-12",
+            "image_request": {
+                "architecture": "x86_64",
+                "image_type": "tar",
+                "repositories": [{"baseurl": self.mirror.url(), "suite": "test", "components": ["main"], "check_repo_gpg": false}],
+                "upload_targets": targets,
+            },
+            "blueprint": {"name": "node", "customizations": {"hostname": "node-e2e"}}
+        })
+    }
+
+    pub async fn submit(&self, request: &Value) -> String {
+        let r = self
+            .http
+            .post(format!("{}/compose", self.api))
+            .json(request)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/composes/{id}", self.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls the compose until `done(status)` or the deadline.
+    pub async fn wait(&self, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.status(id).await;
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "compose {id} did not get there in {within:?}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Writes a worker.toml for `name` (a certificate from gen-certs) and
+    /// starts a worker with it; `targets` is TOML for `[targets.*]`.
+    pub fn worker(&self, name: &str, targets: &str) -> Worker {
+        self.worker_with(name, targets, self.certs.path())
+    }
+
+    pub fn worker_with(&self, name: &str, targets: &str, certs: &Path) -> Worker {
+        let home = self
+            .dir
+            .path()
+            .join(format!("worker-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&home).unwrap();
+        let config = format!(
+            "composer = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\narch = \"x86_64\"\nstore = \"{}\"\nwork_dir = \"{}\"\nheartbeat_secs = 1\npoll_secs = 2\n{targets}\n",
+            self.worker_api,
+            self.certs.path().join("ca.pem").display(),
+            certs.join(format!("worker-{name}.pem")).display(),
+            certs.join(format!("worker-{name}.key")).display(),
+            home.join("store").display(),
+            home.join("jobs").display(),
+        );
+        let file = home.join("worker.toml");
+        std::fs::write(&file, config).unwrap();
+        let log = home.join("worker.log");
+        let child = Command::new(WORKER)
+            .arg("--config")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Worker { child, home, log }
+    }
+}
+
+pub struct Worker {
+    pub child: Child,
+    pub home: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Processes that are this worker's executors (`kiln-worker osbuild`).
+    pub fn executors(&self) -> Vec<u32> {
+        let store = self.home.join("store").display().to_string();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(" osbuild ") && cmd.contains(&store) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The `[targets.local]` section for a directory.
+pub fn local_target(dir: &Path) -> String {
+    format!(
+        "[targets.local]\ntype = \"local\"\npath = \"{}\"\n",
+        dir.display()
+    )
+}
