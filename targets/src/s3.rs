@@ -305,9 +305,11 @@ fn build(target: &S3Target) -> Result<AmazonS3, UploadError> {
 /// Credentials are the configured key pair only, and the builder is never fed
 /// from the environment: no profile, environment variable or instance
 /// metadata service is consulted. `object_store` retries transient failures
-/// itself here, following `target.retry` (non-idempotent requests, such as
-/// conditional PUTs, only when they were not sent). `part_size` and
-/// `concurrency` are for [`crate::upload`] and not used.
+/// itself here, following `target.retry`: 5xx, 429 and 408 answers and
+/// connections that failed before the request was sent; a conditional PUT
+/// that timed out is not resent. A retried create whose first attempt did
+/// land is refused as `AlreadyExists`: a false refusal, never an overwrite.
+/// `part_size` and `concurrency` are for [`crate::upload`] and not used.
 pub fn s3_object_store(target: &S3Target) -> Result<Arc<dyn ObjectStore>, UploadError> {
     let retry = &target.retry;
     let attempts = retry.max_attempts.max(1);
