@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -126,7 +126,7 @@ impl BootStore {
             .put_opts(key, PutPayload::from(bytes), opts)
             .await
             .map(|_| ())
-            .map_err(|e| self.create_error(key, e))
+            .map_err(|e| self.create_error(key, "PUT with PutMode::Create", e))
     }
 
     pub async fn put_new_json<T: Serialize>(&self, key: &Path, value: &T) -> Result<()> {
@@ -138,18 +138,19 @@ impl BootStore {
         self.put_new(key, Bytes::from(body)).await
     }
 
-    fn create_error(&self, key: &Path, e: object_store::Error) -> BootError {
+    /// `operation` names the conditional write that failed, for stores that
+    /// refuse it without saying which (object_store 0.12's `NotImplemented`
+    /// carries no details).
+    fn create_error(&self, key: &Path, operation: &str, e: object_store::Error) -> BootError {
         match e {
             object_store::Error::AlreadyExists { .. } => BootError::AlreadyExists {
                 key: key.to_string(),
             },
-            object_store::Error::NotImplemented { operation, .. } => {
-                BootError::CreateNotSupported {
-                    store: self.store.to_string(),
-                    key: key.to_string(),
-                    reason: operation,
-                }
-            }
+            object_store::Error::NotImplemented => BootError::CreateNotSupported {
+                store: self.store.to_string(),
+                key: key.to_string(),
+                reason: format!("{operation} is not implemented"),
+            },
             object_store::Error::NotSupported { source } => BootError::CreateNotSupported {
                 store: self.store.to_string(),
                 key: key.to_string(),
@@ -335,7 +336,7 @@ impl BootStore {
             .store
             .copy_if_not_exists(&staging, key)
             .await
-            .map_err(|e| self.create_error(key, e));
+            .map_err(|e| self.create_error(key, "copy_if_not_exists", e));
         if let Err(e) = self.store.delete(&staging).await {
             tracing::warn!(key = %staging, error = %e, "could not remove a staging object");
         }

@@ -13,8 +13,8 @@ use kiln_boot::{BootError, BootStore, ImageSource, NodeSelector, PublishRequest}
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 #[tokio::test]
@@ -87,10 +87,7 @@ impl ObjectStore for NoConditionalWrites {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         if opts.mode == PutMode::Create {
-            return Err(object_store::Error::NotImplemented {
-                operation: "`put_opts` with mode `PutMode::Create`".into(),
-                implementer: self.to_string(),
-            });
+            return Err(object_store::Error::NotImplemented);
         }
         self.0.put_opts(location, payload, opts).await
     }
@@ -111,11 +108,8 @@ impl ObjectStore for NoConditionalWrites {
         self.0.get_opts(location, options).await
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations)
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        self.0.delete(location).await
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -126,13 +120,14 @@ impl ObjectStore for NoConditionalWrites {
         self.0.list_with_delimiter(prefix).await
     }
 
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.0.copy(from, to).await
+    }
+
+    async fn copy_if_not_exists(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
+        Err(object_store::Error::NotSupported {
+            source: "copy-if-not-exists is not configured".into(),
+        })
     }
 }
 

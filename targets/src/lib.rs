@@ -9,6 +9,9 @@
 //! backoff ([`RetryPolicy`]); a target that keeps failing yields an
 //! [`UploadError`] carrying the storage's own message, with every secret of
 //! the target's configuration removed from it.
+//!
+//! [`s3_object_store`] hands out an S3 target's bucket as an `object_store`
+//! store with create-only writes, for kiln-boot's boot image store.
 
 mod azure_rest;
 mod config;
@@ -32,6 +35,7 @@ pub use config::{
     AzureTarget, GcsTarget, LocalTarget, RetryPolicy, S3Target, Secret, TargetConfig,
 };
 pub use error::UploadError;
+pub use s3::s3_object_store;
 
 /// What an upload put where.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use md5::{Digest, Md5};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
+use object_store::aws::{
+    AmazonS3, AmazonS3Builder, AwsCredential, S3ConditionalPut, S3CopyIfNotExists,
+};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -263,20 +265,82 @@ fn looks_like_md5(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The store kiln's own uploads use: part size and concurrency checked,
+/// `object_store`'s retries off (kiln retries each request itself).
 fn build(target: &S3Target) -> Result<AmazonS3, UploadError> {
-    let bad = |reason: String| UploadError::Config {
-        target: TARGET,
-        reason,
-    };
     if !(MIN_PART..=MAX_PART).contains(&target.part_size) {
-        return Err(bad(format!(
+        return Err(config_error(format!(
             "part_size {} is outside S3's {MIN_PART}..={MAX_PART} bytes",
             target.part_size
         )));
     }
     if target.concurrency == 0 || target.concurrency > 64 {
-        return Err(bad("concurrency must be 1 to 64".into()));
+        return Err(config_error("concurrency must be 1 to 64".into()));
     }
+    builder(target)?
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 0,
+            retry_timeout: target.retry.request_timeout(),
+        })
+        .build()
+        .map_err(|e| config_error(error_chain(&e)))
+}
+
+/// The bucket of `target` as an [`ObjectStore`] whose writes can be
+/// create-only, for callers that must never overwrite (kiln-boot's boot
+/// image store):
+///
+/// - `put_opts` with `PutMode::Create` sends `If-None-Match: *`
+///   (`S3ConditionalPut::ETagMatch`); an existing key fails with
+///   `object_store::Error::AlreadyExists`.
+/// - `copy_if_not_exists` is `S3CopyIfNotExists::Multipart`: a multipart
+///   upload of the destination whose one part is an UploadPartCopy of the
+///   source, completed with `If-None-Match: *`. CopyObject itself has no
+///   destination precondition that S3 servers agree on (s3s-fs ignores
+///   `If-None-Match` on it, and `x-amz-copy-source-if-none-match` is a test
+///   of the *source's* ETag), so this is the one form that is refused rather
+///   than silently overwriting. S3 copies at most 5 GiB in one part.
+///
+/// Credentials are the configured key pair only, and the builder is never fed
+/// from the environment: no profile, environment variable or instance
+/// metadata service is consulted. `object_store` retries transient failures
+/// itself here, following `target.retry`: 5xx, 429 and 408 answers and
+/// connections that failed before the request was sent; a conditional PUT
+/// that timed out is not resent. A retried create whose first attempt did
+/// land is refused as `AlreadyExists`: a false refusal, never an overwrite.
+/// `part_size` and `concurrency` are for [`crate::upload`] and not used.
+pub fn s3_object_store(target: &S3Target) -> Result<Arc<dyn ObjectStore>, UploadError> {
+    let retry = &target.retry;
+    let attempts = retry.max_attempts.max(1);
+    let store = builder(target)?
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: retry.backoff(1),
+                max_backoff: Duration::from_millis(retry.max_backoff_ms),
+                base: 2.0,
+            },
+            max_retries: (attempts - 1) as usize,
+            retry_timeout: retry.request_timeout().saturating_mul(attempts),
+        })
+        .build()
+        .map_err(|e| config_error(error_chain(&e)).redact(&[target.secret_access_key.expose()]))?;
+    Ok(Arc::new(store))
+}
+
+fn config_error(reason: String) -> UploadError {
+    UploadError::Config {
+        target: TARGET,
+        reason,
+    }
+}
+
+/// Endpoint, region, bucket, static credentials and HTTP options: what every
+/// store of `target` shares.
+fn builder(target: &S3Target) -> Result<AmazonS3Builder, UploadError> {
+    let bad = config_error;
     if target.access_key_id.is_empty() || target.secret_access_key.expose().is_empty() {
         return Err(bad(
             "access_key_id and secret_access_key are required".into()
@@ -308,7 +372,7 @@ fn build(target: &S3Target) -> Result<AmazonS3, UploadError> {
         .with_allow_http(allow_http)
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(target.retry.request_timeout());
-    AmazonS3Builder::new()
+    Ok(AmazonS3Builder::new()
         .with_endpoint(endpoint)
         .with_region(&target.region)
         .with_bucket_name(&target.bucket)
@@ -319,14 +383,7 @@ fn build(target: &S3Target) -> Result<AmazonS3, UploadError> {
         // every byte once more (AWS's SDKs skip it on HTTPS too); over plain
         // HTTP the signature is all that protects the body in transit.
         .with_unsigned_payload(!allow_http)
-        .with_client_options(options)
-        .with_retry(RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 0,
-            retry_timeout: target.retry.request_timeout(),
-        })
-        .build()
-        .map_err(|e| bad(error_chain(&e)))
+        .with_client_options(options))
 }
 
 /// Sorts an `object_store` error into worth-retrying or not. Its own typed

@@ -1,6 +1,7 @@
 //! A cluster for the tests: the BSS and SMD test doubles (checking every
-//! request against the OpenCHAMI swagger documents), a boot store on the
-//! local file system and a `Deployer` wired to all three.
+//! request against the OpenCHAMI swagger documents), a boot store (on the
+//! local file system unless a test brings its own) and a `Deployer` wired to
+//! all three.
 
 #![allow(dead_code)]
 
@@ -50,6 +51,16 @@ impl Cluster {
 
     /// `adjust` may change the store before it is used (e.g. its part size).
     pub async fn start_with(adjust: impl FnOnce(BootStore) -> BootStore) -> Cluster {
+        Cluster::start_on(|dir| {
+            std::fs::create_dir_all(dir.join("store")).unwrap();
+            adjust(store_at(&dir.join("store")))
+        })
+        .await
+    }
+
+    /// A cluster whose boot store `make_store` builds, given the cluster's
+    /// temporary directory ([`Cluster::store_root`] is then unused).
+    pub async fn start_on(make_store: impl FnOnce(&Path) -> BootStore) -> Cluster {
         let bss = BssTestDouble::start(&nodes(), Some(BSS_TOKEN))
             .await
             .unwrap();
@@ -57,9 +68,8 @@ impl Cluster {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("store")).unwrap();
         let deployer = Deployer::new(
-            adjust(store_at(&dir.path().join("store"))),
+            make_store(dir.path()),
             BssClient::new(&ServiceConfig::new(bss.url()).with_token(BSS_TOKEN)).unwrap(),
             SmdClient::new(&ServiceConfig::new(smd.url()).with_token(SMD_TOKEN)).unwrap(),
         );
