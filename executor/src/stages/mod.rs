@@ -11,6 +11,7 @@ mod archive;
 mod disk;
 mod dpkg;
 mod files;
+mod grub;
 mod system;
 
 use std::collections::BTreeMap;
@@ -113,6 +114,14 @@ static STAGES: &[StageDef] = &[
         disk::MkfsExt4Options,
         disk::mkfs_ext4
     ),
+    stage!("org.osbuild.sfdisk", disk::SfdiskOptions, disk::sfdisk),
+    stage!("org.osbuild.mkfs.fat", disk::MkfsFatOptions, disk::mkfs_fat),
+    stage!(
+        "org.osbuild.grub2.inst",
+        grub::Grub2InstOptions,
+        grub::grub2_inst
+    ),
+    stage!("org.osbuild.qemu", disk::QemuOptions, disk::qemu),
     stage!("kiln.dpkg", dpkg::DpkgOptions, dpkg::dpkg),
 ];
 
