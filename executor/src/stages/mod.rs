@@ -12,6 +12,7 @@ mod disk;
 mod dpkg;
 mod files;
 mod grub;
+mod oci;
 mod system;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,11 @@ static STAGES: &[StageDef] = &[
         grub::grub2_inst
     ),
     stage!("org.osbuild.qemu", disk::QemuOptions, disk::qemu),
+    stage!(
+        "org.osbuild.oci-archive",
+        oci::OciArchiveOptions,
+        oci::oci_archive
+    ),
     stage!("kiln.dpkg", dpkg::DpkgOptions, dpkg::dpkg),
 ];
 
