@@ -13,6 +13,7 @@ pub mod aptcache;
 pub mod debrepo;
 #[cfg(feature = "openchami")]
 pub mod openchami;
+pub mod rpmrepo;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
