@@ -13,6 +13,7 @@ mod dpkg;
 mod files;
 mod grub;
 mod oci;
+mod rpm;
 mod system;
 
 use std::collections::BTreeMap;
@@ -128,6 +129,7 @@ static STAGES: &[StageDef] = &[
         oci::OciArchiveOptions,
         oci::oci_archive
     ),
+    stage!("org.osbuild.rpm", rpm::RpmOptions, rpm::rpm),
     stage!("kiln.dpkg", dpkg::DpkgOptions, dpkg::dpkg),
 ];
 
@@ -253,6 +255,15 @@ impl Ctx {
 
     /// A command run inside the tree (chroot), with /proc and /dev there.
     pub fn chroot(&self, program: &str) -> Result<Command, String> {
+        self.mount_api_filesystems()?;
+        let mut c = Command::new("chroot");
+        c.arg(TREE).arg(program);
+        Ok(c)
+    }
+
+    /// Mounts /proc, /dev and /sys (read-only) in the tree, once, for what
+    /// runs there; they are gone before the tree is committed.
+    pub fn mount_api_filesystems(&self) -> Result<(), String> {
         if self.chroot_mounts.borrow().is_empty() {
             let tree = self.tree();
             for (what, dir) in [("proc", "proc"), ("dev", "dev"), ("sys", "sys")] {
@@ -280,9 +291,7 @@ impl Ctx {
                 self.chroot_mounts.borrow_mut().push(target);
             }
         }
-        let mut c = Command::new("chroot");
-        c.arg(TREE).arg(program);
-        Ok(c)
+        Ok(())
     }
 }
 
