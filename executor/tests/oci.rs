@@ -68,13 +68,15 @@ fn full_options() -> Value {
             "Labels": {"org.example.built-by": "kiln"},
             "WorkingDir": "/srv",
             "Volumes": ["/data"],
-            "StopSignal": "SIGINT",
+            // (sic: osbuild's schema)
+            "StopSiganl": "SIGINT",
         },
         "annotations": {"org.example.purpose": "test"},
     })
 }
 
 fn build(dir: &Path, m: &Value) -> Vec<u8> {
+    common::assert_valid_for_osbuild(m);
     let (store, out) = (dir.join("store"), dir.join("out"));
     let r = run(
         &[

@@ -104,6 +104,7 @@ fn checksum(path: &Path) -> String {
 }
 
 fn build(dir: &Path, manifest: &Value, export: &str) -> common::Run {
+    common::assert_valid_for_osbuild(manifest);
     run(
         &[
             "--json",

@@ -56,8 +56,9 @@ struct ImageConfig {
     user: Option<String>,
     #[serde(rename = "Labels")]
     labels: Option<BTreeMap<String, String>>,
-    /// osbuild's schema spells it `StopSiganl`; both are taken.
-    #[serde(rename = "StopSignal", alias = "StopSiganl")]
+    /// OCI's StopSignal, as osbuild's schema spells the option (a manifest
+    /// osbuild would refuse is refused here too).
+    #[serde(rename = "StopSiganl")]
     stop_signal: Option<String>,
     #[serde(rename = "Volumes")]
     volumes: Option<Vec<String>>,
