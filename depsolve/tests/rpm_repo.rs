@@ -11,78 +11,51 @@ use std::process::Command;
 use common::deb_repo::run;
 use common::http::HttpServer;
 use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Request, Source};
+use kiln_testsupport::rpmrepo::{self, RpmSpec};
 
-struct Spec {
+const fn spec(
     name: &'static str,
     evr: &'static str,
     arch: &'static str,
     tags: &'static str,
-    file: &'static str,
+) -> RpmSpec<'static> {
+    RpmSpec {
+        name,
+        evr,
+        arch,
+        tags,
+        files: &[],
+        scripts: "",
+    }
 }
 
-const SPECS: &[Spec] = &[
-    Spec { name: "app", evr: "1.0-1", arch: "x86_64", tags: "Requires: libfoo >= 2.0\nRequires: virtual-db\nRequires: (gui or tui)\nRequires: (docs if man)\nRequires: /usr/bin/helper-tool\nRequires: libbar >= 1:0", file: "" },
-    Spec { name: "libfoo", evr: "1.5-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "libfoo", evr: "2.1-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "libbar", evr: "2.0-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "libbar", evr: "1:0.9-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "dbimpl", evr: "1.0-1", arch: "noarch", tags: "Provides: virtual-db = 1.0", file: "" },
-    Spec { name: "gui", evr: "1.0-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "tui", evr: "1.0-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "man", evr: "1.0-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "docs", evr: "1.0-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "helper", evr: "1.0-1", arch: "noarch", tags: "", file: "/usr/bin/helper-tool" },
-    Spec { name: "clash", evr: "1.0-1", arch: "noarch", tags: "Conflicts: app", file: "" },
-    Spec { name: "oldtool", evr: "1.0-1", arch: "noarch", tags: "", file: "" },
-    Spec { name: "newtool", evr: "2.0-1", arch: "noarch", tags: "Obsoletes: oldtool < 2.0\nProvides: oldtool = 2.0", file: "" },
-    Spec { name: "needs-oldtool", evr: "1.0-1", arch: "noarch", tags: "Requires: oldtool >= 2.0", file: "" },
-    Spec { name: "both", evr: "1.0-1", arch: "noarch", tags: "Requires: (gui and tui)", file: "" },
+const SPECS: &[RpmSpec<'static>] = &[
+    spec("app", "1.0-1", "x86_64", "Requires: libfoo >= 2.0\nRequires: virtual-db\nRequires: (gui or tui)\nRequires: (docs if man)\nRequires: /usr/bin/helper-tool\nRequires: libbar >= 1:0"),
+    spec("libfoo", "1.5-1", "noarch", ""),
+    spec("libfoo", "2.1-1", "noarch", ""),
+    spec("libbar", "2.0-1", "noarch", ""),
+    spec("libbar", "1:0.9-1", "noarch", ""),
+    spec("dbimpl", "1.0-1", "noarch", "Provides: virtual-db = 1.0"),
+    spec("gui", "1.0-1", "noarch", ""),
+    spec("tui", "1.0-1", "noarch", ""),
+    spec("man", "1.0-1", "noarch", ""),
+    spec("docs", "1.0-1", "noarch", ""),
+    RpmSpec {
+        files: &[("/usr/bin/helper-tool", "helper\n")],
+        ..spec("helper", "1.0-1", "noarch", "")
+    },
+    spec("clash", "1.0-1", "noarch", "Conflicts: app"),
+    spec("oldtool", "1.0-1", "noarch", ""),
+    spec("newtool", "2.0-1", "noarch", "Obsoletes: oldtool < 2.0\nProvides: oldtool = 2.0"),
+    spec("needs-oldtool", "1.0-1", "noarch", "Requires: oldtool >= 2.0"),
+    spec("both", "1.0-1", "noarch", "Requires: (gui and tui)"),
 ];
 
-fn build_rpms(dir: &Path) -> PathBuf {
-    let top = dir.join("rpmbuild");
-    for s in SPECS {
-        let (epoch, vr) = match s.evr.split_once(':') {
-            Some((e, vr)) => (format!("Epoch: {e}\n"), vr),
-            None => (String::new(), s.evr),
-        };
-        let (version, release) = vr.split_once('-').unwrap();
-        let file = if s.file.is_empty() {
-            format!("/usr/share/kiln-test/{}", s.name)
-        } else {
-            s.file.to_string()
-        };
-        let spec = format!(
-            "%global debug_package %{{nil}}\nName: {name}\n{epoch}Version: {version}\nRelease: {release}\nSummary: kiln test\nLicense: MIT\nBuildArch: {arch}\n{tags}\n%description\nkiln test package\n%install\nmkdir -p %{{buildroot}}$(dirname {file})\necho {name} > %{{buildroot}}{file}\n%files\n{file}\n",
-            name = s.name,
-            arch = s.arch,
-            tags = s.tags,
-        );
-        let path = dir.join(format!("{}-{}.spec", s.name, version));
-        std::fs::write(&path, spec).unwrap();
-        run(Command::new("rpmbuild")
-            .arg("--define")
-            .arg(format!("_topdir {}", top.display()))
-            .arg("-bb")
-            .arg(&path));
-    }
-    top.join("RPMS")
-}
-
 fn make_repo(rpms: &Path, dest: &Path, compress: &str) {
-    std::fs::create_dir_all(dest).unwrap();
-    for arch in ["noarch", "x86_64"] {
-        for e in std::fs::read_dir(rpms.join(arch)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
-        }
-    }
     // Debian's createrepo_c has no zstd: build gz and recompress primary,
     // rewriting repomd.xml as a newer createrepo_c would.
     let native = if compress == "zstd" { "gz" } else { compress };
-    run(Command::new("createrepo_c")
-        .arg(format!("--general-compress-type={native}"))
-        .arg(dest));
+    rpmrepo::create_repo(rpms, dest, native).unwrap();
     if compress == "zstd" {
         recompress_primary_zstd(&dest.join("repodata"));
     }
@@ -130,7 +103,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let rpms = build_rpms(dir.path());
+    let rpms = rpmrepo::build_rpms(dir.path(), SPECS).unwrap();
     let root = dir.path().join("repos");
     for c in ["zstd", "xz", "gz"] {
         make_repo(&rpms, &root.join(c), c);

@@ -40,7 +40,11 @@ pub struct StageLog {
 #[derive(Debug)]
 pub enum Failure {
     Source(crate::sources::SourceError),
-    Stage { pipeline: String, stage: StageLog },
+    /// Boxed: the log entry is large and errors travel through `?`.
+    Stage {
+        pipeline: String,
+        stage: Box<StageLog>,
+    },
     Interrupted,
     Internal(String),
 }
@@ -272,7 +276,7 @@ impl Builder<'_> {
             if !ok {
                 return Err(Failure::Stage {
                     pipeline: p.name.clone(),
-                    stage: entry,
+                    stage: Box::new(entry),
                 });
             }
             if !md.is_null() {

@@ -52,6 +52,10 @@ pub fn supported(_family: Family, image_type: &str) -> bool {
 const DEFAULT_DISK_BYTES: u64 = 4 << 30;
 /// Where the root partition starts, in 512-byte sectors (1 MiB: room for GRUB).
 const ROOT_START: u64 = 2048;
+/// Where GRUB's core image goes: the first sector after the MBR, in the gap
+/// before the root partition (osbuild's `location` is where the core is
+/// written, so the root partition's start would overwrite its file system).
+const GRUB_CORE_SECTOR: u64 = 1;
 
 /// A UUID derived from `what` and the image's inputs: the same inputs give
 /// the same UUIDs, hence the same manifest bytes.
@@ -166,7 +170,7 @@ fn disk(
              "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}],
              "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]}},
             {"type": "org.osbuild.grub2.inst", "options": {
-                "filename": "disk.raw", "platform": "i386-pc", "location": ROOT_START,
+                "filename": "disk.raw", "platform": "i386-pc", "location": GRUB_CORE_SECTOR,
                 "core": {"type": "mkimage", "partlabel": "dos", "filesystem": "ext4", "binary": mkimage},
                 "prefix": {"type": "partition", "partlabel": "dos", "number": 0, "path": grub_dir},
             }},

@@ -13,6 +13,7 @@ pub mod aptcache;
 pub mod debrepo;
 #[cfg(feature = "openchami")]
 pub mod openchami;
+pub mod rpmrepo;
 pub mod storage;
 
 use std::net::TcpListener;

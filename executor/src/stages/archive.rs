@@ -12,7 +12,7 @@ fn tree_input(ctx: &Ctx) -> Result<String, String> {
     Ok(ctx.input("tree")?.path.clone())
 }
 
-fn output_file(ctx: &Ctx, filename: &str) -> Result<std::path::PathBuf, String> {
+pub(super) fn output_file(ctx: &Ctx, filename: &str) -> Result<std::path::PathBuf, String> {
     if filename.is_empty() || filename.split('/').any(|c| c == "..") {
         return Err(format!("{filename:?} is not a file name inside the tree"));
     }

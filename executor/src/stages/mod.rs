@@ -11,6 +11,9 @@ mod archive;
 mod disk;
 mod dpkg;
 mod files;
+mod grub;
+mod oci;
+mod rpm;
 mod system;
 
 use std::collections::BTreeMap;
@@ -113,6 +116,20 @@ static STAGES: &[StageDef] = &[
         disk::MkfsExt4Options,
         disk::mkfs_ext4
     ),
+    stage!("org.osbuild.sfdisk", disk::SfdiskOptions, disk::sfdisk),
+    stage!("org.osbuild.mkfs.fat", disk::MkfsFatOptions, disk::mkfs_fat),
+    stage!(
+        "org.osbuild.grub2.inst",
+        grub::Grub2InstOptions,
+        grub::grub2_inst
+    ),
+    stage!("org.osbuild.qemu", disk::QemuOptions, disk::qemu),
+    stage!(
+        "org.osbuild.oci-archive",
+        oci::OciArchiveOptions,
+        oci::oci_archive
+    ),
+    stage!("org.osbuild.rpm", rpm::RpmOptions, rpm::rpm),
     stage!("kiln.dpkg", dpkg::DpkgOptions, dpkg::dpkg),
 ];
 
@@ -238,6 +255,15 @@ impl Ctx {
 
     /// A command run inside the tree (chroot), with /proc and /dev there.
     pub fn chroot(&self, program: &str) -> Result<Command, String> {
+        self.mount_api_filesystems()?;
+        let mut c = Command::new("chroot");
+        c.arg(TREE).arg(program);
+        Ok(c)
+    }
+
+    /// Mounts /proc, /dev and /sys (read-only) in the tree, once, for what
+    /// runs there; they are gone before the tree is committed.
+    pub fn mount_api_filesystems(&self) -> Result<(), String> {
         if self.chroot_mounts.borrow().is_empty() {
             let tree = self.tree();
             for (what, dir) in [("proc", "proc"), ("dev", "dev"), ("sys", "sys")] {
@@ -265,9 +291,7 @@ impl Ctx {
                 self.chroot_mounts.borrow_mut().push(target);
             }
         }
-        let mut c = Command::new("chroot");
-        c.arg(TREE).arg(program);
-        Ok(c)
+        Ok(())
     }
 }
 

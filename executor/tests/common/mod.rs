@@ -8,6 +8,11 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub mod bios;
+/// Validation against osbuild's reference schemas, as kiln-manifests' tests do it.
+#[path = "../../../manifests/tests/common/mod.rs"]
+pub mod osbuild_schema;
+
 pub const EXE: &str = env!("CARGO_BIN_EXE_kiln-osbuild");
 
 pub struct Run {
@@ -37,6 +42,13 @@ pub fn run(args: &[&str], manifest: &Value) -> Run {
         json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The manifest is one osbuild itself would accept: every stage's options
+/// valid against osbuild's reference schemas.
+pub fn assert_valid_for_osbuild(manifest: &Value) {
+    let errors = osbuild_schema::validate_manifest(manifest);
+    assert!(errors.is_empty(), "not valid for osbuild: {errors:#?}");
 }
 
 /// Stage types that ran, per pipeline, from a `--json` result.
