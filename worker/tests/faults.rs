@@ -1,0 +1,222 @@
+//! What must not lose work: a worker killed mid-build, a build canceled
+//! mid-way, a storage server that goes away, and workers the composer must
+//! not trust.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{gen_certs, local_target, Kiln};
+use kiln_testsupport::storage::S3Server;
+use serde_json::{json, Value};
+
+fn building(s: &Value) -> bool {
+    s["image_status"]["status"] == json!("building")
+        && s["image_status"]["progress"]["total"].as_i64() > Some(0)
+}
+
+fn finished(s: &Value) -> bool {
+    matches!(s["status"].as_str(), Some("success") | Some("failure"))
+}
+
+async fn build_job(kiln: &Kiln, id: &str) -> kiln_queue::Job {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    let jobs = kiln.state.queue.compose_jobs(id).await.unwrap();
+    jobs.into_iter().find(|j| j.job_type == "build").unwrap()
+}
+
+/// Mounts and loop devices left under a directory.
+fn attachments_under(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_build_loses_nothing_and_another_completes_the_job() {
+    let kiln = Kiln::start(|c| {
+        // Short enough to take the job back soon, long enough for a loaded machine.
+        c.queue.heartbeat_timeout_secs = 10;
+        c.queue.max_retries = 2;
+    })
+    .await;
+    let local = kiln.dir.path().join("images");
+    std::fs::create_dir_all(&local).unwrap();
+    let mut first = kiln.worker("w1.kiln.test", &local_target(&local));
+    let id = kiln
+        .submit(&kiln.request(json!([{"type": "local", "upload_options": {}}])))
+        .await;
+    kiln.wait(&id, Duration::from_secs(300), |s| {
+        building(s) || finished(s)
+    })
+    .await;
+    assert!(
+        !first.executors().is_empty(),
+        "no executor runs: {}",
+        first.log()
+    );
+    first.kill9();
+    // The dead worker's executor stops too, and releases what it held.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !first.executors().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        first.executors().is_empty(),
+        "the executor outlived its worker"
+    );
+    assert!(attachments_under(&first.home).is_empty());
+
+    let second = kiln.worker("w2.kiln.test", &local_target(&local));
+    let done = kiln.wait(&id, Duration::from_secs(600), finished).await;
+    assert_eq!(done["status"], json!("success"), "{done}\n{}", second.log());
+    let job = build_job(&kiln, &id).await;
+    assert_eq!(job.retries, 1, "taken back once");
+    assert_eq!(job.worker.as_deref(), Some("w2.kiln.test"));
+    // One artifact, written once, by the second worker.
+    let files: Vec<_> = std::fs::read_dir(&local)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        files,
+        vec![std::ffi::OsString::from(format!("{id}-0-root.tar"))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_mid_build_stops_the_executor_within_5_seconds() {
+    let kiln = Kiln::start(|_| {}).await;
+    let local = kiln.dir.path().join("images");
+    std::fs::create_dir_all(&local).unwrap();
+    let worker = kiln.worker("w1.kiln.test", &local_target(&local));
+    let id = kiln
+        .submit(&kiln.request(json!([{"type": "local", "upload_options": {}}])))
+        .await;
+    kiln.wait(&id, Duration::from_secs(300), |s| {
+        building(s) || finished(s)
+    })
+    .await;
+    assert!(
+        !worker.executors().is_empty(),
+        "no executor runs: {}",
+        worker.log()
+    );
+    let r = kiln
+        .http
+        .post(format!("{}/composes/{id}/cancel", kiln.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let asked = Instant::now();
+    while !worker.executors().is_empty() && asked.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        worker.executors().is_empty(),
+        "the executor still runs 5 s after the cancel"
+    );
+    let status = kiln.status(&id).await;
+    assert_eq!(status["canceled"], json!(true), "{status}");
+    assert_eq!(status["status"], json!("failure"));
+    assert!(attachments_under(&worker.home).is_empty());
+    assert_eq!(
+        std::fs::read_dir(&local).unwrap().count(),
+        0,
+        "nothing was uploaded"
+    );
+    // The executor cleaned its working directories on the way out.
+    let tmp: Vec<_> = std::fs::read_dir(worker.home.join("store/tmp"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !worker.log().contains("job canceled") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(worker.log().contains("job canceled"), "{}", worker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storage_server_that_goes_away_fails_the_upload_with_its_reason() {
+    let kiln = Kiln::start(|_| {}).await;
+    let s3 = S3Server::start("images").unwrap();
+    let targets = format!(
+        "[targets.\"aws.s3\"]\ntype = \"s3\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"images\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\npath_style = true\nretry = {{ max_attempts = 3, initial_backoff_ms = 200 }}\n",
+        s3.endpoint(),
+        s3.access_key_id,
+        s3.secret_access_key
+    );
+    let worker = kiln.worker("w1.kiln.test", &targets);
+    let id = kiln
+        .submit(
+            &kiln.request(json!([{"type": "aws.s3", "upload_options": {"region": "us-east-1"}}])),
+        )
+        .await;
+    kiln.wait(&id, Duration::from_secs(300), |s| {
+        building(s) || finished(s)
+    })
+    .await;
+    s3.stop();
+    let done = kiln.wait(&id, Duration::from_secs(600), finished).await;
+    assert_eq!(done["status"], json!("failure"), "{done}\n{}", worker.log());
+    let upload = &done["image_status"]["upload_statuses"][0];
+    assert_eq!(upload["type"], json!("aws.s3"));
+    assert_eq!(upload["status"], json!("failure"));
+    let reason = upload["options"]["reason"].as_str().unwrap();
+    assert!(reason.contains("after 3 attempt(s)"), "{reason}");
+    assert!(
+        !reason.contains(&s3.secret_access_key),
+        "the secret leaked: {reason}"
+    );
+    let error = done["image_status"]["error"]["reason"].as_str().unwrap();
+    assert!(error.contains("upload to aws.s3 failed"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_the_composer_does_not_trust_get_no_job() {
+    let kiln = Kiln::start(|_| {}).await;
+    let local = kiln.dir.path().join("images");
+    // A certificate of the right name from another CA, and one of this CA
+    // whose name is outside allowed_domains.
+    let other = tempfile::tempdir().unwrap();
+    gen_certs(other.path(), &["--worker", "w1.kiln.test"]);
+    let forged = kiln.worker_with("w1.kiln.test", &local_target(&local), other.path());
+    let outsider = kiln.worker("intruder.example", &local_target(&local));
+    let id = kiln
+        .submit(&kiln.request(json!([{"type": "local", "upload_options": {}}])))
+        .await;
+    // The composer's own jobs finish; the build waits for a trusted worker.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = kiln
+            .state
+            .queue
+            .compose_jobs(uuid::Uuid::parse_str(&id).unwrap())
+            .await
+            .unwrap();
+        let manifest_done = jobs
+            .iter()
+            .any(|j| j.job_type == "manifest" && j.state == kiln_queue::JobState::Success);
+        if manifest_done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the manifest job never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let job = build_job(&kiln, &id).await;
+    assert_eq!(job.state, kiln_queue::JobState::Queued, "{job:?}");
+    assert!(job.worker.is_none());
+    for w in [&forged, &outsider] {
+        let log = w.log();
+        assert!(log.contains("asking for a job"), "{log}");
+    }
+}
