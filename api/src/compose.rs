@@ -97,7 +97,7 @@ pub struct Repository {
 }
 
 /// Upload target kinds kiln knows.
-pub const UPLOAD_TYPES: &[&str] = &["local", "aws.s3", "gcp", "azure"];
+pub const UPLOAD_TYPES: &[&str] = &["local", "aws.s3", "gcp", "azure", "boot"];
 
 /// One destination of an image. Credentials and endpoints live in the
 /// worker's configuration, never here.
@@ -151,6 +151,38 @@ pub struct AzureUploadOptions {
     pub image_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hyper_v_generation: Option<String>,
+}
+
+/// Options of the `boot` target (kiln extension, `pxe` images only): the
+/// kernel, initrd and squashfs go to the cluster's boot image store, and
+/// the selected nodes' boot parameters in OpenCHAMI BSS point at them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootUploadOptions {
+    /// The image's name in the store (one key segment: letters, digits, `._+-`).
+    pub image_name: String,
+    pub nodes: BootNodes,
+    /// Appended to the image's kernel command line (e.g. `ip=dhcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_params: Option<String>,
+    /// Upload nothing and change nothing: the status shows what would change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+/// Which nodes boot the image: exactly one of the four.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootNodes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xnames: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nids: Option<Vec<u32>>,
+    /// An SMD group label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The id of a new compose.

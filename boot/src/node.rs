@@ -145,6 +145,21 @@ pub enum NodeSelector {
 }
 
 impl NodeSelector {
+    /// The selection of a compose's `boot` upload target: exactly one of
+    /// xnames, MACs, NIDs or an SMD group.
+    pub fn from_request(n: &kiln_api::compose::BootNodes) -> Result<NodeSelector> {
+        match (&n.xnames, &n.macs, &n.nids, &n.group) {
+            (Some(x), None, None, None) => NodeSelector::xnames(x),
+            (None, Some(m), None, None) => NodeSelector::macs(m),
+            (None, None, Some(ids), None) => NodeSelector::nids(ids),
+            (None, None, None, Some(g)) => NodeSelector::group(g),
+            _ => Err(BootError::InvalidField {
+                field: "nodes".into(),
+                reason: "name the nodes by exactly one of xnames, macs, nids or group".into(),
+            }),
+        }
+    }
+
     /// Field names in errors are `nodes.xnames[i]`.
     pub fn xnames<S: AsRef<str>>(values: &[S]) -> Result<NodeSelector> {
         non_empty("nodes.xnames", values)?;

@@ -148,7 +148,11 @@ fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Re
         validate_repository(r, &format!("{path}.repositories[{i}]"), distro.family)?;
     }
     for (i, t) in image.upload_targets.iter().enumerate() {
-        validate_upload_target(t, &format!("{path}.upload_targets[{i}]"))?;
+        let tpath = format!("{path}.upload_targets[{i}]");
+        validate_upload_target(t, &tpath)?;
+        if t.target_type == "boot" {
+            validate_boot_target(image, t, &tpath)?;
+        }
     }
     if let Some(opts) = &image.upload_options {
         let target = kiln_api::compose::UploadTarget {
@@ -157,6 +161,47 @@ fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Re
         };
         validate_upload_target(&target, path)?;
     }
+    Ok(())
+}
+
+/// A `boot` target publishes a PXE image; its nodes must be well formed.
+fn validate_boot_target(
+    image: &ImageRequest,
+    t: &kiln_api::compose::UploadTarget,
+    path: &str,
+) -> Result<(), ApiError> {
+    if image.image_type != "pxe" {
+        return Err(ApiError::field(
+            ErrorKind::InvalidUploadTarget,
+            format!("{path}.type"),
+            format!(
+                "a boot target takes a pxe image, not {:?}",
+                image.image_type
+            ),
+        ));
+    }
+    let o: kiln_api::compose::BootUploadOptions = serde_json::from_value(t.upload_options.clone())
+        .map_err(|e| {
+            ApiError::field(
+                ErrorKind::InvalidUploadTarget,
+                format!("{path}.upload_options"),
+                e.to_string(),
+            )
+        })?;
+    kiln_boot::NodeSelector::from_request(&o.nodes).map_err(|e| {
+        let field = match &e {
+            kiln_boot::BootError::InvalidXname { field, .. }
+            | kiln_boot::BootError::InvalidMac { field, .. }
+            | kiln_boot::BootError::InvalidField { field, .. }
+            | kiln_boot::BootError::EmptySelection { field } => field.clone(),
+            _ => "nodes".to_owned(),
+        };
+        ApiError::field(
+            ErrorKind::InvalidUploadTarget,
+            format!("{path}.upload_options.{field}"),
+            e.to_string(),
+        )
+    })?;
     Ok(())
 }
 

@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     /// Upload targets by the compose upload type they serve: `local`,
     /// `aws.s3`, `azure`, `gcp`.
     pub targets: BTreeMap<String, TargetConfig>,
+    /// The boot image store and boot service, for `boot` upload targets.
+    pub boot: Option<crate::boot::BootTargetConfig>,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -68,6 +70,7 @@ impl Default for WorkerConfig {
             heartbeat_secs: 5,
             poll_secs: 30,
             targets: BTreeMap::new(),
+            boot: None,
             log_format: "text".into(),
         }
     }

@@ -45,6 +45,8 @@ struct BuildArgs {
 struct TargetRequest {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    upload_options: Value,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +455,34 @@ async fn upload(
         let mut statuses = Vec::new();
         let mut first_failure = None;
         for t in &args.targets {
+            if t.kind == "boot" {
+                let boot_job = crate::boot::BootJob {
+                    compose_id: owner,
+                    arch: &config.arch,
+                    exported,
+                    kernel_cmdline: manifest.kernel_cmdline.as_deref().unwrap_or(""),
+                    result,
+                };
+                match crate::boot::publish(config.boot.as_ref(), &t.upload_options, &boot_job).await
+                {
+                    Ok(options) => statuses.push(UploadStatus {
+                        status: UploadStatusValue::Success,
+                        target_type: t.kind.clone(),
+                        options,
+                    }),
+                    Err(reason) => {
+                        tracing::warn!(job = %job.id, target = "boot", %reason, "boot publish failed");
+                        first_failure
+                            .get_or_insert_with(|| format!("upload to boot failed: {reason}"));
+                        statuses.push(UploadStatus {
+                            status: UploadStatusValue::Failure,
+                            target_type: t.kind.clone(),
+                            options: json!({"reason": reason}),
+                        });
+                    }
+                }
+                continue;
+            }
             let Some(target) = config.targets.get(&t.kind) else {
                 let reason = format!(
                     "this worker has no {:?} target configured (worker.toml [targets.{:?}])",

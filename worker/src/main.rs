@@ -7,6 +7,7 @@
 //! executor's mounts, and hands them back (the composer requeues them once
 //! their heartbeats stop).
 
+mod boot;
 mod client;
 mod config;
 mod job;

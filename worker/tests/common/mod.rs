@@ -20,6 +20,7 @@ pub struct Kiln {
     pub state: AppState,
     pub certs: tempfile::TempDir,
     pub mirror: kiln_testsupport::debrepo::DebRepo,
+    pub image_type: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     _mirror_dir: tempfile::TempDir,
@@ -38,18 +39,23 @@ pub fn gen_certs(out: &Path, args: &[&str]) {
     assert!(status.success(), "gen-certs.sh {args:?} failed");
 }
 
-/// The packages of the `tar` image type (the essential set comes with them).
-fn tar_set() -> Vec<String> {
+/// The packages of an image type (the essential set comes with them).
+fn package_set(image_type: &str) -> Vec<String> {
     let catalog = kiln_distro::Catalog::embedded().unwrap();
     catalog
         .get("debian-12")
         .unwrap()
-        .packages("x86_64", "tar")
+        .packages("x86_64", image_type)
         .unwrap()
 }
 
 impl Kiln {
+    /// A kiln whose mirror holds the packages of `tar` images.
     pub async fn start(tweak: impl FnOnce(&mut ComposerConfig)) -> Kiln {
+        Kiln::start_for("tar", tweak).await
+    }
+
+    pub async fn start_for(image_type: &str, tweak: impl FnOnce(&mut ComposerConfig)) -> Kiln {
         let dir = tempfile::tempdir().unwrap();
         let certs = tempfile::tempdir().unwrap();
         gen_certs(
@@ -65,7 +71,8 @@ impl Kiln {
         );
         let mirror_dir = tempfile::tempdir().unwrap();
         let (mirror, _) =
-            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &tar_set()).unwrap();
+            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &package_set(image_type))
+                .unwrap();
         let mut config = ComposerConfig {
             data_dir: dir.path().join("composer"),
             database_url: Some(PgCluster::shared().unwrap().create_database().unwrap()),
@@ -104,19 +111,20 @@ impl Kiln {
             state,
             certs,
             mirror,
+            image_type: image_type.to_owned(),
             http: reqwest::Client::new(),
             dir,
             _mirror_dir: mirror_dir,
         }
     }
 
-    /// A `tar` compose of the mirror's packages with these upload targets.
+    /// A compose of the mirror's image type with these upload targets.
     pub fn request(&self, targets: Value) -> Value {
         json!({
             "distribution": "debian-12",
             "image_request": {
                 "architecture": "x86_64",
-                "image_type": "tar",
+                "image_type": self.image_type,
                 "repositories": [{"baseurl": self.mirror.url(), "suite": "test", "components": ["main"], "check_repo_gpg": false}],
                 "upload_targets": targets,
             },

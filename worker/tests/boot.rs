@@ -1,0 +1,108 @@
+//! The boot target end to end: a `pxe` compose is built by a worker, its
+//! kernel, initrd and squashfs land in the boot image store (a real S3
+//! server) under versioned keys, and the BSS test double, checking every
+//! request against OpenCHAMI's swagger, points an SMD group at them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Kiln;
+use kiln_testsupport::openchami::{BssTestDouble, Node, SmdTestDouble};
+use kiln_testsupport::storage::S3Server;
+use serde_json::{json, Value};
+
+const NODES: [&str; 3] = ["x1000c0s0b0n0", "x1000c0s0b0n1", "x1000c0s1b0n0"];
+
+fn finished(s: &Value) -> bool {
+    matches!(s["status"].as_str(), Some("success") | Some("failure"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss() {
+    let kiln = Kiln::start_for("pxe", |_| {}).await;
+    let s3 = S3Server::start("boot").unwrap();
+    let nodes: Vec<Node> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Node::new(x, &format!("02:00:00:00:00:0{}", i + 1), i as u32 + 1))
+        .collect();
+    let smd = SmdTestDouble::start(&nodes, &[("compute", &NODES)], Some("smd-token"))
+        .await
+        .unwrap();
+    let bss = BssTestDouble::start(&nodes, Some("bss-token"))
+        .await
+        .unwrap();
+    let config = format!(
+        "[boot]\nprefix = \"kiln\"\nbase_url = \"{s3}/boot\"\nbss = {{ url = \"{bss}\", token = \"bss-token\" }}\nsmd = {{ url = \"{smd}\", token = \"smd-token\" }}\n\n[boot.store]\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\nbucket = \"boot\"\naccess_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\npath_style = true\n",
+        s3 = s3.endpoint(),
+        bss = bss.url(),
+        smd = smd.url(),
+        key = s3.access_key_id,
+        secret = s3.secret_access_key,
+    );
+    let worker = kiln.worker("w1.kiln.test", &config);
+    let request = kiln.request(json!([{"type": "boot", "upload_options": {
+        "image_name": "compute", "nodes": {"group": "compute"}, "extra_params": "ip=dhcp"
+    }}]));
+
+    let mut published = Vec::new();
+    for _ in 0..2 {
+        let id = kiln.submit(&request).await;
+        let done = kiln.wait(&id, Duration::from_secs(900), finished).await;
+        assert_eq!(done["status"], json!("success"), "{done}\n{}", worker.log());
+        let upload = done["image_status"]["upload_statuses"][0].clone();
+        assert_eq!(upload["type"], json!("boot"));
+        assert_eq!(upload["status"], json!("success"));
+        published.push(upload);
+    }
+    // Two builds of one blueprint: two versions, nothing overwritten.
+    let keys = |u: &Value| -> Vec<String> {
+        ["kernel", "initrd", "rootfs"]
+            .iter()
+            .map(|f| u["options"]["files"][f]["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (first, second) = (keys(&published[0]), keys(&published[1]));
+    for (a, b) in first.iter().zip(&second) {
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("kiln/compute/") && a.contains("/x86_64/"),
+            "{a}"
+        );
+        assert!(s3.object_path(a).exists() && s3.object_path(b).exists());
+    }
+    assert_eq!(
+        std::fs::read(s3.object_path(&first[0])).unwrap(),
+        std::fs::read(s3.object_path(&second[0])).unwrap(),
+        "the same kernel, stored twice under different keys"
+    );
+    // BSS: the whole group boots the second build.
+    let files = &published[1]["options"]["files"];
+    for x in NODES {
+        let entry = bss
+            .entry(x)
+            .unwrap_or_else(|| panic!("BSS has nothing for {x}"));
+        assert_eq!(entry.kernel.as_deref(), files["kernel"]["url"].as_str());
+        assert_eq!(entry.initrd.as_deref(), files["initrd"]["url"].as_str());
+        let params = entry.params.unwrap();
+        assert!(
+            params.contains(&format!(
+                "root=live:{}",
+                files["rootfs"]["url"].as_str().unwrap()
+            )),
+            "{params}"
+        );
+        assert!(
+            params.contains("rd.live.overlay.overlayfs=1") && params.ends_with("ip=dhcp"),
+            "{params}"
+        );
+    }
+    let kernel_url = files["kernel"]["url"].as_str().unwrap();
+    assert!(
+        kernel_url.starts_with(&format!("{}/boot/kiln/compute/", s3.endpoint())),
+        "{kernel_url}"
+    );
+    bss.assert_no_violations();
+    smd.assert_no_violations();
+}
