@@ -1,59 +1,129 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, as far as kiln goes today: build and
-# start kiln-composer with no configuration (SQLite in ./kiln-data, API on
-# 127.0.0.1:8700), submit the compute-node request from examples/, and follow
-# it: the composer depsolves it against the distribution's repositories and
-# writes its osbuild manifest; then the build waits for a worker (workers and
-# the executor are not built yet), so the script cancels it while following
-# the compose's event stream.
+# The main job on the embedded default: build a `pxe` image for the compute
+# node in examples/ end to end, on this machine, and print where its kernel,
+# initrd and squashfs are and the kernel command line that boots them.
+#
+#   1. builds kiln-composer, kiln-worker and kiln (release);
+#   2. makes the cluster's certificates (tools/gen-certs.sh);
+#   3. makes a local Debian mirror with apt: kiln depsolves the image's
+#      packages, `apt-get download` fetches exactly those, apt-ftparchive
+#      indexes them;
+#   4. starts kiln-composer (SQLite in kiln-data/) and one kiln-worker
+#      (mutual TLS, builtin executor, local upload target);
+#   5. submits the compose and follows it with `kiln compose start --wait`.
+#
+# Everything lives in ./kiln-data (KILN_DATA to move it). Needs root: the
+# executor's stages run in bubblewrap and write disk images through loop
+# devices. Run it again and the package cache and the executor's store make
+# the second build fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
-cargo build --release --locked -p kiln-composer
-composer="$CARGO_TARGET_DIR/release/kiln-composer"
-api=http://127.0.0.1:8700/api/image-builder-composer/v2
-py() { python3 -c "import json,sys; d=json.load(sys.stdin); $1"; }
+data=${KILN_DATA:-$repo/kiln-data}
+[ "$(id -u)" -eq 0 ] || { echo "quickstart: run as root (bubblewrap sandboxes and loop devices)" >&2; exit 1; }
 
-"$composer" > kiln-data.log 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+packages=(bubblewrap squashfs-tools apt-utils openssl curl python3 zstd cpio)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "== installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== building kiln (release)"
+cargo build --release --locked -q -p kiln-composer -p kiln-worker -p kiln-cli
+bin=$CARGO_TARGET_DIR/release
+mkdir -p "$data"
+
+echo "== certificates"
+bash tools/gen-certs.sh --out "$data/certs" --worker worker.local >/dev/null
+
+echo "== a local Debian mirror, made with apt"
+request=$repo/examples/compute-node.json
+# The image type's packages (distributions/debian-12.toml) and the request's.
+mapfile -t wanted < <(python3 - "$request" <<'EOF'
+import json, sys, tomllib
+distro = tomllib.load(open("distributions/debian-12.toml", "rb"))
+pkgs = [p.replace("${package_arch}", "amd64") for p in distro["image_types"]["pxe"]["packages"]]
+pkgs += json.load(open(sys.argv[1])).get("customizations", {}).get("packages", [])
+print("\n".join(pkgs))
+EOF
+)
+sources=()
+while IFS= read -r line; do sources+=(--source "$line"); done < <(python3 - <<'EOF'
+import tomllib
+d = tomllib.load(open("distributions/debian-12.toml", "rb"))
+for r in d["repositories"]:
+    print("deb %s %s %s" % (r["baseurl"], r["suite"], " ".join(r["components"])))
+EOF
+)
+"$bin/kiln" depsolve --arch amd64 --essential --output json "${sources[@]}" "${wanted[@]}" > "$data/package-set.json"
+debs=${KILN_DEB_CACHE:-$HOME/.cache/kiln/debs}
+mkdir -p "$debs"
+mapfile -t fetch < <(python3 - "$data/package-set.json" "$debs" <<'EOF'
+import json, os, sys
+for p in json.load(open(sys.argv[1]))["packages"]:
+    name = "%s_%s_%s.deb" % (p["name"], p["version"].replace(":", "%3a"), p["arch"])
+    if not os.path.exists(os.path.join(sys.argv[2], name)):
+        print("%s:%s=%s" % (p["name"], p["arch"], p["version"]))
+EOF
+)
+if ((${#fetch[@]})); then
+    echo "   apt-get download: ${#fetch[@]} packages"
+    (cd "$debs" && apt-get download -q "${fetch[@]}" >/dev/null)
+fi
+mirror=$data/mirror
+rm -rf "$mirror" && mkdir -p "$mirror/pool/main" "$mirror/dists/local/main/binary-amd64"
+python3 - "$data/package-set.json" "$debs" "$mirror/pool/main" <<'EOF'
+import json, os, sys
+for p in json.load(open(sys.argv[1]))["packages"]:
+    name = "%s_%s_%s.deb" % (p["name"], p["version"].replace(":", "%3a"), p["arch"])
+    os.link(os.path.join(sys.argv[2], name), os.path.join(sys.argv[3], name))
+EOF
+(cd "$mirror" && apt-ftparchive packages pool > dists/local/main/binary-amd64/Packages \
+    && apt-ftparchive -o APT::FTPArchive::Release::Suite=local -o APT::FTPArchive::Release::Components=main \
+       -o APT::FTPArchive::Release::Architectures=amd64 release dists/local > dists/local/Release)
+echo "   $(ls "$mirror/pool/main" | wc -l) packages in $mirror"
+
+echo "== starting kiln-composer and kiln-worker"
+mkdir -p "$data/images"
+cat > "$data/composer.toml" <<EOF
+data_dir = "$data/composer"
+[worker_api]
+ca = "$data/certs/ca.pem"
+cert = "$data/certs/composer.pem"
+key = "$data/certs/composer.key"
+allowed_domains = ["worker.local"]
+EOF
+cat > "$data/worker.toml" <<EOF
+composer = "https://localhost:8701"
+ca = "$data/certs/ca.pem"
+cert = "$data/certs/worker-worker.local.pem"
+key = "$data/certs/worker-worker.local.key"
+store = "$data/worker/store"
+work_dir = "$data/worker/jobs"
+[targets.local]
+type = "local"
+path = "$data/images"
+EOF
+"$bin/kiln-composer" --config "$data/composer.toml" > "$data/composer.log" 2>&1 &
+composer_pid=$!
+"$bin/kiln-worker" --config "$data/worker.toml" > "$data/worker.log" 2>&1 &
+worker_pid=$!
+trap 'kill $worker_pid $composer_pid 2>/dev/null; wait $worker_pid $composer_pid 2>/dev/null || true' EXIT
+api=http://127.0.0.1:8700/api/image-builder-composer/v2
 for _ in $(seq 100); do curl -sf "$api/distributions" >/dev/null && break; sleep 0.1; done
 
-echo "== distributions"
-curl -sf "$api/distributions" | py 'print(", ".join("%s (%s)" % (k, ", ".join(v)) for k, v in d.items()))'
-echo "== POST /compose examples/compute-node.json"
-id=$(curl -sf -H 'content-type: application/json' --data @examples/compute-node.json "$api/compose" | py 'print(d["id"])')
-echo "compose $id"
-
-echo "== job graph, until the build waits for a worker"
-graph() { curl -sf "$api/composes/$id/jobs" | py 'print(" ".join("%s:%s" % (j["type"], j["state"]) for j in d["jobs"]))'; }
-for _ in $(seq 300); do
-    g=$(graph)
-    case "$g" in
-        *failed*|*build:queued*) break ;;
-    esac
-    sleep 0.5
-done
-echo "  $g"
-echo "== status"
-curl -sf "$api/composes/$id"; echo
-case "$g" in *failed*) echo "the compose failed; its reason is in the status above"; exit 1 ;; esac
-
-echo "== metadata: the exact package set"
-curl -sf "$api/composes/$id/metadata" | py 'p = d["packages"]; print("%d packages, e.g. %s" % (len(p), ", ".join("%s %s-%s" % (x["name"], x["version"], x["release"]) for x in p if x["name"].startswith("linux-image-"))))'
-echo "== manifest: pipelines and stages"
-curl -sf "$api/composes/$id/manifests" | py '
-for p in d["manifests"][0]["pipelines"]:
-    print("  %-8s %s" % (p["name"], " ".join(s["type"] for s in p["stages"])))'
-echo "== kernel command line (the boot target adds root=live:<URL of rootfs.squashfs>)"
-curl -sf "$api/composes/$id/logs" | py '
-for b in d["image_builds"]:
-    for j in b["jobs"]:
-        if j["type"] == "manifest": print("  " + j["result"].get("kernel_cmdline", "-"))'
-
-echo "== events (while canceling the build that waits for a worker)"
-curl -sN "$api/composes/$id/events" & ev=$!
-sleep 0.5
-curl -sf -X POST "$api/composes/$id/cancel" >/dev/null
-wait $ev || true
+echo "== compose: examples/compute-node.json from the local mirror"
+python3 - "$request" "$mirror" > "$data/request.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["image_request"]["repositories"] = [{"baseurl": "file://" + sys.argv[2], "suite": "local", "components": ["main"], "check_repo_gpg": False}]
+print(json.dumps(r))
+EOF
+"$bin/kiln" compose start --request "$data/request.json" --wait
+echo "logs: $data/composer.log, $data/worker.log"

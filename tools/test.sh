@@ -10,8 +10,15 @@ cd "$(dirname "$0")/.."
 # throwaway clusters; apt-ftparchive, gpg/gpgv, xz, rpmbuild and createrepo_c
 # to build and sign the test repositories of kiln-depsolve; python3-solv for
 # its benchmark's libsolv column; openssl for tools/gen-certs.sh, whose
-# certificates the worker API tests use.
-packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv openssl)
+# certificates the worker API tests use. The executor's image builds run
+# their stages in bubblewrap with the host's tools: dpkg (always there),
+# squashfs-tools, fdisk, dosfstools, e2fsprogs, GRUB's BIOS images, zstd and
+# cpio (to read initrds back), qemu (images converted, disks and PXE images
+# booted), skopeo and umoci (OCI archives read back), mmdebstrap (the
+# executor benchmark's peer).
+packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv openssl
+          bubblewrap squashfs-tools fdisk dosfstools e2fsprogs grub-pc-bin grub2-common zstd cpio
+          qemu-utils qemu-system-x86 skopeo umoci mmdebstrap)
 
 missing=()
 for p in "${packages[@]}"; do
