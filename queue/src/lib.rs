@@ -260,6 +260,17 @@ pub enum QueueError {
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
+/// One stored version of a blueprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlueprintRecord {
+    pub channel: String,
+    pub name: String,
+    /// 1 for the first push of a name, then one more per push.
+    pub version: i64,
+    pub blueprint: Value,
+    pub created_at: DateTime<Utc>,
+}
+
 /// The queue contract, the same on every backend.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
@@ -320,6 +331,15 @@ pub trait JobQueue: Send + Sync + 'static {
     ) -> Result<(Vec<ComposeRecord>, i64)>;
     async fn delete_compose(&self, id: Uuid) -> Result<DeleteOutcome>;
     async fn row_counts(&self) -> Result<RowCounts>;
+
+    /// Stores `blueprint` as the next version of `name` in `channel`.
+    async fn put_blueprint(&self, channel: &str, name: &str, blueprint: &Value) -> Result<BlueprintRecord>;
+    /// The latest version of every blueprint of a channel, by name.
+    async fn blueprints(&self, channel: &str) -> Result<Vec<BlueprintRecord>>;
+    /// One version of a blueprint (the latest with `None`).
+    async fn blueprint(&self, channel: &str, name: &str, version: Option<i64>) -> Result<Option<BlueprintRecord>>;
+    /// Deletes every version of a blueprint; false when there was none.
+    async fn delete_blueprint(&self, channel: &str, name: &str) -> Result<bool>;
 
     /// From now on, from any process sharing the database: every state change
     /// of a compose's job, and every job becoming `queued`. (Other changes of

@@ -16,8 +16,7 @@ use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
     Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
-    Result, RowCounts,
-};
+    Result, RowCounts, BlueprintRecord};
 
 const CHANNEL: &str = "kiln_jobs";
 
@@ -241,6 +240,16 @@ fn duplicate_as(e: sqlx::Error, f: impl FnOnce() -> QueueError) -> QueueError {
         sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => f(),
         _ => QueueError::Database(e),
     }
+}
+
+fn blueprint_from_row(r: &PgRow) -> Result<BlueprintRecord> {
+    Ok(BlueprintRecord {
+        channel: r.try_get("channel")?,
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        blueprint: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 fn job_from_row(r: &PgRow) -> Result<Job> {
@@ -597,6 +606,60 @@ impl JobQueue for PgQueue {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(RowCounts { composes, jobs })
+    }
+
+    async fn put_blueprint(&self, channel: &str, name: &str, blueprint: &serde_json::Value) -> Result<BlueprintRecord> {
+        // Two pushes of one name at once: the primary key refuses the second
+        // insert of a version, so retry with the next one.
+        for _ in 0..5 {
+            let row = sqlx::query(
+                "INSERT INTO blueprints (channel, name, version, body) \
+                 VALUES ($1, $2, (SELECT coalesce(max(version), 0) + 1 FROM blueprints WHERE channel = $1 AND name = $2), $3) \
+                 ON CONFLICT DO NOTHING RETURNING channel, name, version, body, created_at",
+            )
+            .bind(channel)
+            .bind(name)
+            .bind(blueprint)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                return blueprint_from_row(&row);
+            }
+        }
+        Err(QueueError::Corrupt(format!("blueprint {name}: no free version after 5 concurrent pushes")))
+    }
+
+    async fn blueprints(&self, channel: &str) -> Result<Vec<BlueprintRecord>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (name) channel, name, version, body, created_at FROM blueprints \
+             WHERE channel = $1 ORDER BY name, version DESC",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(blueprint_from_row).collect()
+    }
+
+    async fn blueprint(&self, channel: &str, name: &str, version: Option<i64>) -> Result<Option<BlueprintRecord>> {
+        let row = sqlx::query(
+            "SELECT channel, name, version, body, created_at FROM blueprints WHERE channel = $1 AND name = $2 \
+             AND ($3::BIGINT IS NULL OR version = $3) ORDER BY version DESC LIMIT 1",
+        )
+        .bind(channel)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(blueprint_from_row).transpose()
+    }
+
+    async fn delete_blueprint(&self, channel: &str, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM blueprints WHERE channel = $1 AND name = $2")
+            .bind(channel)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<JobEvent> {

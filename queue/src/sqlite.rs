@@ -25,7 +25,7 @@ use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
     Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
-    Result, RowCounts,
+    BlueprintRecord, Result, RowCounts,
 };
 
 const JOB_COLUMNS: &str =
@@ -74,6 +74,17 @@ fn event_from_row(r: &SqliteRow) -> Result<JobEvent> {
         job_type: r.try_get("job_type")?,
         arch: r.try_get("arch")?,
         channel: r.try_get("channel")?,
+    })
+}
+
+fn blueprint_from_row(r: &SqliteRow) -> Result<BlueprintRecord> {
+    let body: String = r.try_get("body")?;
+    Ok(BlueprintRecord {
+        channel: r.try_get("channel")?,
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        blueprint: json(&body)?,
+        created_at: time(r.try_get("created_at")?)?,
     })
 }
 
@@ -717,6 +728,56 @@ impl JobQueue for SqliteQueue {
                 .fetch_one(&self.readers)
                 .await?;
         Ok(RowCounts { composes, jobs })
+    }
+
+    async fn put_blueprint(&self, channel: &str, name: &str, blueprint: &Value) -> Result<BlueprintRecord> {
+        let mut conn = self.writer.lock().await;
+        let row = sqlx::query(
+            "INSERT INTO blueprints (channel, name, version, body, created_at) \
+             VALUES (?1, ?2, (SELECT coalesce(max(version), 0) + 1 FROM blueprints WHERE channel = ?1 AND name = ?2), ?3, ?4) \
+             RETURNING channel, name, version, body, created_at",
+        )
+        .bind(channel)
+        .bind(name)
+        .bind(blueprint.to_string())
+        .bind(now_us())
+        .fetch_one(&mut *conn)
+        .await?;
+        blueprint_from_row(&row)
+    }
+
+    async fn blueprints(&self, channel: &str) -> Result<Vec<BlueprintRecord>> {
+        let rows = sqlx::query(
+            "SELECT channel, name, version, body, created_at FROM blueprints b WHERE channel = ?1 \
+             AND version = (SELECT max(version) FROM blueprints WHERE channel = b.channel AND name = b.name) ORDER BY name",
+        )
+        .bind(channel)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(blueprint_from_row).collect()
+    }
+
+    async fn blueprint(&self, channel: &str, name: &str, version: Option<i64>) -> Result<Option<BlueprintRecord>> {
+        let row = sqlx::query(
+            "SELECT channel, name, version, body, created_at FROM blueprints WHERE channel = ?1 AND name = ?2 \
+             AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",
+        )
+        .bind(channel)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.as_ref().map(blueprint_from_row).transpose()
+    }
+
+    async fn delete_blueprint(&self, channel: &str, name: &str) -> Result<bool> {
+        let mut conn = self.writer.lock().await;
+        let done = sqlx::query("DELETE FROM blueprints WHERE channel = ?1 AND name = ?2")
+            .bind(channel)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<JobEvent> {

@@ -69,6 +69,7 @@ on_both_backends!(
     lone_jobs_announce_only_becoming_ready,
     rejected_graph_writes_nothing,
     compose_listing_pages_by_channel,
+    blueprints_keep_every_version_per_channel,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -692,4 +693,41 @@ async fn sqlite_database_survives_reopening() {
 async fn unknown_database_url_is_refused() {
     let err = kiln_queue::connect("mysql://x").await.err().unwrap();
     assert!(err.to_string().contains("mysql://x"));
+}
+
+async fn blueprints_keep_every_version_per_channel(q: Arc<dyn JobQueue>) {
+    let v1 = json!({"name": "node", "packages": [{"name": "vim"}]});
+    let v2 = json!({"name": "node", "packages": [{"name": "emacs"}]});
+    assert_eq!(q.put_blueprint("a", "node", &v1).await.unwrap().version, 1);
+    let second = q.put_blueprint("a", "node", &v2).await.unwrap();
+    assert_eq!((second.version, second.blueprint.clone()), (2, v2.clone()));
+    q.put_blueprint("a", "login", &json!({"name": "login"})).await.unwrap();
+    // Another channel has its own names and versions.
+    assert_eq!(q.put_blueprint("b", "node", &v1).await.unwrap().version, 1);
+
+    let latest: Vec<(String, i64)> = q.blueprints("a").await.unwrap().into_iter().map(|b| (b.name, b.version)).collect();
+    assert_eq!(latest, [("login".to_owned(), 1), ("node".to_owned(), 2)]);
+    assert_eq!(q.blueprint("a", "node", None).await.unwrap().unwrap().blueprint, v2);
+    assert_eq!(q.blueprint("a", "node", Some(1)).await.unwrap().unwrap().blueprint, v1);
+    assert!(q.blueprint("a", "node", Some(3)).await.unwrap().is_none());
+    assert!(q.blueprint("c", "node", None).await.unwrap().is_none());
+
+    // Concurrent pushes of one name get distinct versions.
+    let pushes: Vec<_> = (0..4)
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { q.put_blueprint("a", "race", &json!({"n": i})).await.unwrap().version })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for p in pushes {
+        versions.push(p.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, [1, 2, 3, 4]);
+
+    assert!(q.delete_blueprint("a", "node").await.unwrap());
+    assert!(!q.delete_blueprint("a", "node").await.unwrap());
+    assert!(q.blueprint("a", "node", None).await.unwrap().is_none());
+    assert_eq!(q.blueprint("b", "node", None).await.unwrap().unwrap().version, 1);
 }
