@@ -51,11 +51,12 @@ pub struct ComposeArgs {
         env = "KILN_COMPOSER_URL",
         default_value = "http://127.0.0.1:8700",
         value_name = "URL",
-        global = true
+        global = true,
+        help_heading = "Composer"
     )]
     composer: String,
     /// Output format: text for people, json for scripts.
-    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true, help_heading = "Composer")]
     output: Output,
     #[command(subcommand)]
     command: ComposeCommand,
@@ -84,9 +85,12 @@ enum ComposeCommand {
         #[arg(long, default_value_t = 100)]
         size: u64,
     },
-    /// Show the jobs of a compose (depsolve, manifest, build), how each ended,
-    /// and the build's per-stage log once it finished. Live log lines of a
-    /// running build: `kiln compose wait ID --follow-logs`.
+    /// Show the jobs of a compose, how each ended, and the build's log.
+    ///
+    /// Each job (depsolve, manifest, build) with its state and reason; the
+    /// build's result: uploads, the kernel command line of a pxe image, and
+    /// the per-stage log once the build finished. For the live log lines of
+    /// a running build: `kiln compose wait ID --follow-logs`.
     Logs {
         /// The compose id.
         id: String,
@@ -96,8 +100,14 @@ enum ComposeCommand {
         /// The compose id.
         id: String,
     },
-    /// Follow a compose until it ends, as `start --wait` does; exit 0 when
-    /// it succeeded, 1 when it failed or was canceled.
+    /// Follow a compose until it ends, as `start --wait` does.
+    ///
+    /// Shows progress (bars on a terminal, a line per change otherwise),
+    /// then where each image went and, for pxe, the kernel command line.
+    /// Exits 0 when the compose succeeded, 1 when it failed or was canceled,
+    /// with the reason (and each failed upload's) on standard error.
+    /// With --output json, standard output is one object:
+    /// {"status": <the final ComposeStatus>, "kernel_cmdlines": [<per image, or null>]}.
     Wait {
         /// The compose id.
         id: String,
@@ -113,7 +123,7 @@ enum ComposeCommand {
 
 #[derive(Args)]
 struct FollowArgs {
-    /// Print the build's log lines as they arrive.
+    /// Print the build's log lines as they arrive (for `start`, implies --wait).
     #[arg(long)]
     follow_logs: bool,
 }
@@ -160,7 +170,7 @@ struct StartArgs {
     /// Image size in bytes (default: the image type's minimum).
     #[arg(long)]
     size: Option<u64>,
-    /// Follow the compose until it ends: progress, then where each image went.
+    /// Follow the compose until it ends, as `kiln compose wait` does.
     #[arg(long)]
     wait: bool,
     #[command(flatten)]
@@ -241,7 +251,7 @@ async fn start(composer: &Composer, output: Output, a: StartArgs) -> anyhow::Res
     let answer: Value = composer.post("/compose", &request).await?;
     let id: ComposeId = serde_json::from_value(answer.clone())
         .map_err(|e| anyhow::anyhow!("{}: not a compose id: {e}", composer.url("/compose")))?;
-    if !a.wait {
+    if !(a.wait || a.follow.follow_logs) {
         match output {
             Output::Json => print_json(&answer)?,
             Output::Text => println!("{}", id.id),

@@ -330,12 +330,68 @@ fn report_failure(status: &ComposeStatus) {
     }
 }
 
+/// The bars of one image: a spinner with its phase until the worker reports
+/// progress, then pipelines done/total, and under it the current
+/// pipeline's stages.
+struct ImageBars {
+    pipelines: ProgressBar,
+    stages: Option<ProgressBar>,
+    measured: bool,
+}
+
+impl ImageBars {
+    fn new(multi: &MultiProgress, image: Option<usize>) -> ImageBars {
+        let pipelines = multi.add(ProgressBar::new(0));
+        pipelines.set_style(style("{spinner} {prefix}{msg}"));
+        if let Some(i) = image {
+            pipelines.set_prefix(format!("image {i}: "));
+        }
+        pipelines.enable_steady_tick(Duration::from_millis(120));
+        ImageBars {
+            pipelines,
+            stages: None,
+            measured: false,
+        }
+    }
+
+    fn show(&mut self, multi: &MultiProgress, img: &ImageStatus) {
+        self.pipelines.set_message(image_status_word(img.status));
+        if let Some(p) = &img.progress {
+            if !self.measured {
+                self.measured = true;
+                self.pipelines.set_style(style(
+                    "{spinner} {prefix}{msg:10} [{bar:30}] {pos}/{len} pipelines",
+                ));
+            }
+            self.pipelines.set_length(p.total.max(0) as u64);
+            self.pipelines.set_position(p.done.max(0) as u64);
+            if let Some(sp) = &p.subprogress {
+                let stages = self.stages.get_or_insert_with(|| {
+                    let bar = multi.insert_after(&self.pipelines, ProgressBar::new(0));
+                    bar.set_style(style("  {prefix}{msg:10} [{bar:30}] {pos}/{len} stages"));
+                    bar
+                });
+                stages.set_length(sp.total.max(0) as u64);
+                stages.set_position(sp.done.max(0) as u64);
+            }
+        }
+        // A built image reports no progress any more: all done.
+        if img.status == ImageStatusValue::Success {
+            for bar in std::iter::once(&self.pipelines).chain(&self.stages) {
+                if let Some(len) = bar.length() {
+                    bar.set_position(len);
+                }
+            }
+        }
+    }
+}
+
 /// Progress as bars on a terminal, as lines otherwise. In JSON mode the
 /// lines go to standard error, which keeps standard output one document.
 enum View {
     Bars {
         multi: MultiProgress,
-        images: Vec<(ProgressBar, ProgressBar)>,
+        images: Vec<ImageBars>,
         to_stderr: bool,
     },
     Lines {
@@ -395,30 +451,9 @@ impl View {
             View::Bars { multi, images, .. } => {
                 for (i, img) in status.image_statuses.iter().enumerate() {
                     if images.len() <= i {
-                        let pipelines = multi.add(ProgressBar::new(0));
-                        pipelines.set_style(style(
-                            "{spinner} {prefix}{msg:11} [{bar:30}] {pos}/{len} pipelines",
-                        ));
-                        pipelines.set_prefix(if n > 1 {
-                            format!("image {i} ")
-                        } else {
-                            String::new()
-                        });
-                        pipelines.enable_steady_tick(Duration::from_millis(120));
-                        let stages = multi.add(ProgressBar::new(0));
-                        stages.set_style(style("  {prefix}{msg:11} [{bar:30}] {pos}/{len} stages"));
-                        images.push((pipelines, stages));
+                        images.push(ImageBars::new(multi, if n > 1 { Some(i) } else { None }));
                     }
-                    let (pipelines, stages) = &images[i];
-                    pipelines.set_message(image_status_word(img.status));
-                    if let Some(p) = &img.progress {
-                        pipelines.set_length(p.total.max(0) as u64);
-                        pipelines.set_position(p.done.max(0) as u64);
-                        if let Some(sp) = &p.subprogress {
-                            stages.set_length(sp.total.max(0) as u64);
-                            stages.set_position(sp.done.max(0) as u64);
-                        }
-                    }
+                    images[i].show(multi, img);
                 }
             }
             View::Lines { last, .. } => {
@@ -460,10 +495,17 @@ impl View {
 
     fn finish(&mut self) {
         if let View::Bars { images, .. } = self {
-            for (p, s) in images.iter() {
-                p.abandon();
-                s.abandon();
+            for bars in images.iter() {
+                bars.pipelines.abandon();
+                if let Some(s) = &bars.stages {
+                    s.abandon();
+                }
             }
+            // The bars stay on screen; what follows starts below them.
+            if !images.is_empty() {
+                eprintln!();
+            }
+            images.clear();
         }
     }
 }

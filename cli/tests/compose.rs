@@ -11,7 +11,7 @@ use kiln_api::worker::BuildPhase;
 use kiln_composer::{AppState, ComposerConfig};
 use kiln_queue::{DequeueFilter, Outcome};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -97,50 +97,86 @@ const PXE_FLAGS: [&str; 7] = [
     "pxe",
 ];
 
-/// A running `kiln` whose stdout lines arrive on a channel, so a test can
-/// wait for what it has printed so far.
+/// A running `kiln` whose output arrives on a channel, so a test can wait
+/// for what it has printed so far.
 struct Running {
     child: tokio::process::Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
+    chunks: mpsc::UnboundedReceiver<String>,
+    /// Everything read, and how far `expect` has looked.
+    seen: String,
+    pos: usize,
 }
 
 impl Running {
     fn spawn(mut cmd: Command) -> Running {
         let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, chunks) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
                     break;
                 }
             }
         });
         Running {
             child,
-            lines,
-            seen: Vec::new(),
+            chunks,
+            seen: String::new(),
+            pos: 0,
         }
     }
 
-    /// Waits (20 s at most) for a line containing `text`; returns it.
+    /// Waits (20 s at most) for a whole line containing `text` after what
+    /// the last call found; returns that line.
     async fn expect(&mut self, text: &str) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
+            if let Some(i) = self.seen[self.pos..].find(text).map(|i| i + self.pos) {
+                if let Some(end) = self.seen[i..].find('\n').map(|e| e + i) {
+                    let start = self.seen[..i].rfind('\n').map_or(0, |s| s + 1);
+                    self.pos = i + text.len();
+                    return self.seen[start..end].to_owned();
                 }
-                Ok(None) => panic!(
-                    "kiln ended before printing {text:?}:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(_) => panic!("no {text:?} in 20 s:\n{}", self.seen.join("\n")),
+            }
+            match tokio::time::timeout_at(deadline, self.chunks.recv()).await {
+                Ok(Some(chunk)) => self.seen.push_str(&chunk),
+                Ok(None) => panic!("kiln ended before printing {text:?}:\n{}", self.seen),
+                Err(_) => panic!("no {text:?} in 20 s:\n{}", self.seen),
+            }
+        }
+    }
+
+    /// Waits (20 s at most) for `text` after what the last call found,
+    /// whole line or not (a terminal's bars end in no newline).
+    async fn expect_text(&mut self, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(i) = self.seen[self.pos..].find(text) {
+                self.pos += i + text.len();
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.chunks.recv()).await {
+                Ok(Some(chunk)) => self.seen.push_str(&chunk),
+                Ok(None) => panic!("kiln ended before printing {text:?}:\n{}", self.seen),
+                Err(_) => panic!("no {text:?} in 20 s:\n{}", self.seen),
+            }
+        }
+    }
+
+    /// Waits (20 s at most) for `text` anywhere in the output so far.
+    async fn expect_anywhere(&mut self, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.seen.contains(text) {
+            match tokio::time::timeout_at(deadline, self.chunks.recv()).await {
+                Ok(Some(chunk)) => self.seen.push_str(&chunk),
+                Ok(None) => panic!("kiln ended before printing {text:?}:\n{}", self.seen),
+                Err(_) => panic!("no {text:?} in 20 s:\n{}", self.seen),
             }
         }
     }
@@ -151,16 +187,14 @@ impl Running {
             .await
             .expect("kiln exits in time")
             .unwrap();
-        while let Some(line) = self.lines.recv().await {
-            self.seen.push(line);
+        while let Some(chunk) = self.chunks.recv().await {
+            self.seen.push_str(&chunk);
         }
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {
-            tokio::io::AsyncReadExt::read_to_string(&mut e, &mut stderr)
-                .await
-                .unwrap();
+            e.read_to_string(&mut stderr).await.unwrap();
         }
-        (status.code().unwrap_or(-1), self.seen.join("\n"), stderr)
+        (status.code().unwrap_or(-1), self.seen, stderr)
     }
 }
 
@@ -463,18 +497,13 @@ async fn wait_reports_a_cancel_and_exits_1() {
     assert_eq!(v["kernel_cmdlines"], json!([null]));
 }
 
-/// Plays the worker through a whole pxe build while `kiln compose start
-/// --wait --follow-logs` watches: progress, phases, log lines, then where
-/// the image went and its kernel command line.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_wait_follows_a_build_to_its_artifacts() {
-    let c = start_composer().await;
-    let mut args = PXE_FLAGS.to_vec();
-    args.extend(["--wait", "--follow-logs"]);
-    let mut waiting = Running::spawn(c.kiln(&args));
-    let id: uuid::Uuid = waiting.expect("-").await.trim().parse().unwrap();
-    waiting.expect("pending").await;
+const CMDLINE: &str = "boot=live ip=dhcp console=ttyS0";
+const ARTIFACTS: &str = "file:///var/lib/kiln/artifacts/image";
 
+/// Plays the worker through a whole pxe build of compose `id` while
+/// `watching` follows it: each step waits until kiln has shown the last one
+/// (`bars`: as a terminal shows them).
+async fn play_pxe_build(c: &TestComposer, id: uuid::Uuid, watching: &mut Running, bars: bool) {
     let queue = &c.state.queue;
     let take = |t: &'static str| async move {
         queue
@@ -492,19 +521,18 @@ async fn start_wait_follows_a_build_to_its_artifacts() {
         .finish(lease.token, Outcome::Success(json!({"packages": []})))
         .await
         .unwrap();
-    waiting.expect("job depsolve").await;
-    let cmdline = "boot=live ip=dhcp console=ttyS0";
+    watching.expect_text("job depsolve").await;
     let lease = take("manifest").await;
     queue
         .finish(
             lease.token,
-            Outcome::Success(json!({"kernel_cmdline": cmdline})),
+            Outcome::Success(json!({"kernel_cmdline": CMDLINE})),
         )
         .await
         .unwrap();
 
     let build = take("build").await;
-    waiting.expect("job build").await;
+    watching.expect_text("job build").await;
     let live = &c.state.live;
     live.update(
         build.job.id,
@@ -517,8 +545,16 @@ async fn start_wait_follows_a_build_to_its_artifacts() {
         }),
         vec!["org.osbuild.apt: unpacking linux-image-amd64".into()],
     );
-    waiting.expect("building: pipelines 1/3, stages 2/5").await;
-    waiting.expect("unpacking linux-image-amd64").await;
+    if bars {
+        watching.expect_text("1/3 pipelines").await;
+        watching.expect_text("2/5 stages").await;
+    } else {
+        watching.expect("building: pipelines 1/3, stages 2/5").await;
+    }
+    // Printed above the bars, whichever is drawn first.
+    watching
+        .expect_anywhere("unpacking linux-image-amd64")
+        .await;
     live.update(
         build.job.id,
         Some(id),
@@ -526,43 +562,98 @@ async fn start_wait_follows_a_build_to_its_artifacts() {
         None,
         vec![],
     );
-    waiting.expect("uploading").await;
+    watching.expect_text("uploading").await;
 
-    let url = "file:///var/lib/kiln/artifacts/image";
     queue
         .finish(
             build.token,
             Outcome::Success(json!({
                 "uploads": [{"type": "local", "status": "success", "options": {
-                    "url": url,
-                    "files": [{"name": "vmlinuz", "url": format!("{url}/vmlinuz"), "size": 7, "sha256": "ab12"}]
+                    "url": ARTIFACTS,
+                    "files": [{"name": "vmlinuz", "url": format!("{ARTIFACTS}/vmlinuz"), "size": 7, "sha256": "ab12"}]
                 }}],
                 "artifacts": [{"name": "vmlinuz", "size": 7, "sha256": "ab12"}],
-                "kernel_cmdline": cmdline,
+                "kernel_cmdline": CMDLINE,
             })),
         )
         .await
         .unwrap();
     live.remove(build.job.id);
+}
+
+fn assert_report(id: uuid::Uuid, out: &str) {
+    assert!(out.contains(&format!("compose {id} succeeded")), "{out}");
+    assert!(
+        out.contains(&format!("local: success  {ARTIFACTS}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "vmlinuz  7 bytes  sha256:ab12  {ARTIFACTS}/vmlinuz"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("kernel command line: {CMDLINE}")),
+        "{out}"
+    );
+}
+
+/// `kiln compose start --wait --follow-logs` in a pipe: a line per change
+/// (progress, phases, jobs), the build's log lines, then where the image
+/// went and its kernel command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_wait_follows_a_build_to_its_artifacts() {
+    let c = start_composer().await;
+    let mut args = PXE_FLAGS.to_vec();
+    args.extend(["--wait", "--follow-logs"]);
+    let mut waiting = Running::spawn(c.kiln(&args));
+    let id: uuid::Uuid = waiting.expect("-").await.trim().parse().unwrap();
+    waiting.expect("pending").await;
+    play_pxe_build(&c, id, &mut waiting, false).await;
 
     let (code, out, err) = waiting.finish().await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.is_empty(), "{err}");
-    assert!(out.contains(&format!("compose {id} succeeded")), "{out}");
-    assert!(out.contains(&format!("local: success  {url}")), "{out}");
-    assert!(
-        out.contains(&format!("vmlinuz  7 bytes  sha256:ab12  {url}/vmlinuz")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("kernel command line: {cmdline}")),
-        "{out}"
-    );
+    // A pipe gets plain lines, no terminal control.
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+    assert_report(id, &out);
 
     // The status table shows the upload too.
     let (_, out, _) = c.run(&["status", &id.to_string()]).await;
     assert!(out.contains("STATUS  success"), "{out}");
-    assert!(out.contains(&format!("local: success  {url}")), "{out}");
+    assert!(
+        out.contains(&format!("local: success  {ARTIFACTS}")),
+        "{out}"
+    );
+}
+
+/// On a terminal (`script` gives kiln one), `kiln compose wait` draws bars:
+/// pipelines done/total and the current pipeline's stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_on_a_terminal_draws_progress_bars() {
+    let c = start_composer().await;
+    let (_, out, _) = c.run(&PXE_FLAGS).await;
+    let id: uuid::Uuid = out.trim().parse().unwrap();
+    let mut script = Command::new("script");
+    script
+        .args(["--quiet", "--return", "--flush", "--command"])
+        .arg(format!("{KILN} compose wait {id} --follow-logs"))
+        .arg("/dev/null")
+        .env("KILN_COMPOSER_URL", &c.url)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut waiting = Running::spawn(script);
+    waiting.expect_text("pending").await;
+    play_pxe_build(&c, id, &mut waiting, true).await;
+    let (code, out, err) = waiting.finish().await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("building: pipelines"), "{out}");
+    assert!(out.contains("3/3 pipelines"), "{out}");
+    assert_report(id, &out.replace('\r', ""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
