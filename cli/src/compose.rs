@@ -70,6 +70,9 @@ enum ComposeCommand {
     /// --distribution, --arch and --image-type, plus optional blueprint,
     /// repositories and targets. The composer checks the request and names
     /// the field it refuses.
+    ///
+    /// Prints the id (--output json: the composer's answer, {id, kind, href});
+    /// with --wait, then what `kiln compose wait` prints.
     Start(StartArgs),
     /// Show the status of a compose: each image's phase, progress, uploads and error.
     Status {
