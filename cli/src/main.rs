@@ -1,7 +1,12 @@
 //! `kiln`: the command line of the kiln image build service.
 
+mod compose;
+mod compose_request;
+mod composer_api;
 mod depsolve;
+mod follow;
 mod manifest;
+mod sse;
 
 use std::process::ExitCode;
 
@@ -14,9 +19,11 @@ struct Cli {
     command: Command,
 }
 
-/// One variant per subcommand; compose and boot join here later.
+/// One variant per subcommand; boot joins here later.
 #[derive(Subcommand)]
 enum Command {
+    /// Build images on a composer: start, follow, inspect and cancel composes.
+    Compose(compose::ComposeArgs),
     /// Compute the exact package set for a list of packages.
     Depsolve(depsolve::DepsolveArgs),
     /// Work with osbuild v2 manifests.
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Compose(args) => runtime.block_on(compose::run(args)),
         Command::Depsolve(args) => runtime.block_on(depsolve::run(args)),
         Command::Manifest(args) => runtime.block_on(manifest::run(args)),
     };

@@ -97,7 +97,7 @@ pub async fn run(args: ManifestArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn read_blueprint(path: &std::path::Path) -> anyhow::Result<Blueprint> {
+pub(crate) fn read_blueprint(path: &std::path::Path) -> anyhow::Result<Blueprint> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "json") {

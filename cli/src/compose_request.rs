@@ -1,0 +1,212 @@
+//! Building a compose request from `kiln compose start`'s flags.
+//!
+//! The flags cover one image; anything more (several images, repository
+//! keys, Cloud API customizations) is a `--request` file. The composer
+//! validates the request: what is checked here is only what the flags'
+//! own syntax needs.
+
+use serde_json::{json, Map, Value};
+
+use kiln_api::compose::{ComposeRequest, ImageRequest, Repository, UploadTarget, UPLOAD_TYPES};
+use kiln_api::customizations::Blueprint;
+
+/// `--target TYPE[:REGION][,KEY=VALUE...]`: `local`, `aws.s3:us-east-1`,
+/// `gcp:europe-west1,bucket=images`,
+/// `azure:tenant_id=T,subscription_id=S,resource_group=G[,location=L]`.
+///
+/// A bare item after the colon is the region (`location` for azure);
+/// `true`/`false` values are booleans (`public=true`), `a+b` lists for
+/// `share_with_accounts`.
+pub fn parse_target(spec: &str) -> Result<UploadTarget, String> {
+    let (kind, rest) = match spec.split_once(':') {
+        Some((k, r)) => (k, Some(r)),
+        None => (spec, None),
+    };
+    if !UPLOAD_TYPES.contains(&kind) {
+        return Err(format!(
+            "--target {spec:?}: unknown target type {kind:?}; known: {}",
+            UPLOAD_TYPES.join(", ")
+        ));
+    }
+    let mut options = Map::new();
+    for item in rest.into_iter().flat_map(|r| r.split(',')) {
+        if item.is_empty() {
+            continue;
+        }
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v),
+            None if kind == "azure" => ("location".to_owned(), item),
+            None if kind == "local" => {
+                return Err(format!(
+                    "--target {spec:?}: the local target takes no options"
+                ))
+            }
+            None => ("region".to_owned(), item),
+        };
+        let value = match value {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            v if key == "share_with_accounts" => json!(v.split('+').collect::<Vec<_>>()),
+            v => Value::String(v.to_owned()),
+        };
+        if options.insert(key.clone(), value).is_some() {
+            return Err(format!("--target {spec:?}: {key} given twice"));
+        }
+    }
+    Ok(UploadTarget {
+        target_type: kind.to_owned(),
+        upload_options: Value::Object(options),
+    })
+}
+
+/// `--repository 'URL [SUITE COMPONENT...]'`: a Debian repository needs its
+/// suite and components (`http://deb.debian.org/debian bookworm main`), an
+/// RPM one only its URL. A leading `deb` or `rpm` word, as in a sources line,
+/// is accepted.
+pub fn parse_repository(spec: &str) -> Result<Repository, String> {
+    let mut words = spec.split_whitespace().peekable();
+    if matches!(words.peek(), Some(&"deb") | Some(&"rpm")) {
+        words.next();
+    }
+    let Some(url) = words.next() else {
+        return Err(format!("--repository {spec:?}: no URL"));
+    };
+    let suite = words.next().map(str::to_owned);
+    let components: Vec<String> = words.map(str::to_owned).collect();
+    if suite.is_some() && components.is_empty() {
+        return Err(format!(
+            "--repository {spec:?}: a suite needs at least one component (e.g. '{url} bookworm main')"
+        ));
+    }
+    Ok(Repository {
+        baseurl: Some(url.to_owned()),
+        suite,
+        components: if components.is_empty() {
+            None
+        } else {
+            Some(components)
+        },
+        ..Default::default()
+    })
+}
+
+pub struct ImageFlags<'a> {
+    pub distribution: &'a str,
+    pub arch: &'a str,
+    pub image_type: &'a str,
+    pub repositories: &'a [String],
+    pub targets: &'a [String],
+    pub size: Option<u64>,
+    pub blueprint: Option<Blueprint>,
+}
+
+/// The request for one image; a `local` target when none is given.
+pub fn from_flags(f: &ImageFlags) -> Result<ComposeRequest, String> {
+    let repositories = f
+        .repositories
+        .iter()
+        .map(|r| parse_repository(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut upload_targets = f
+        .targets
+        .iter()
+        .map(|t| parse_target(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if upload_targets.is_empty() {
+        upload_targets.push(UploadTarget {
+            target_type: "local".into(),
+            upload_options: json!({}),
+        });
+    }
+    Ok(ComposeRequest {
+        distribution: f.distribution.to_owned(),
+        image_request: Some(ImageRequest {
+            architecture: f.arch.to_owned(),
+            image_type: f.image_type.to_owned(),
+            repositories,
+            upload_targets,
+            upload_options: None,
+            size: f.size,
+        }),
+        image_requests: None,
+        customizations: None,
+        blueprint: f.blueprint.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("local").unwrap();
+        assert_eq!(
+            (t.target_type.as_str(), t.upload_options),
+            ("local", json!({}))
+        );
+        let t = parse_target("aws.s3:us-east-1,public=true").unwrap();
+        assert_eq!(t.target_type, "aws.s3");
+        assert_eq!(
+            t.upload_options,
+            json!({"region": "us-east-1", "public": true})
+        );
+        let t = parse_target("gcp:eu,bucket=images,share_with_accounts=a@x+b@y").unwrap();
+        assert_eq!(
+            t.upload_options,
+            json!({"region": "eu", "bucket": "images", "share_with_accounts": ["a@x", "b@y"]})
+        );
+        let t = parse_target("azure:westeurope,tenant_id=t,subscription_id=s,resource_group=g")
+            .unwrap();
+        assert_eq!(
+            t.upload_options,
+            json!({"location": "westeurope", "tenant_id": "t", "subscription_id": "s", "resource_group": "g"})
+        );
+        assert!(parse_target("s3:x")
+            .unwrap_err()
+            .contains("unknown target type"));
+        assert!(parse_target("local:x").is_err());
+        assert!(parse_target("gcp:a,region=b")
+            .unwrap_err()
+            .contains("twice"));
+        // Whatever the server checks is left to it (a missing region here).
+        assert_eq!(parse_target("aws.s3").unwrap().upload_options, json!({}));
+    }
+
+    #[test]
+    fn repositories() {
+        let r = parse_repository("deb http://deb.debian.org/debian bookworm main contrib").unwrap();
+        assert_eq!(r.baseurl.as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(r.suite.as_deref(), Some("bookworm"));
+        assert_eq!(r.components, Some(vec!["main".into(), "contrib".into()]));
+        let r = parse_repository("https://example.com/fedora/x86_64").unwrap();
+        assert_eq!((r.suite, r.components), (None, None));
+        assert!(parse_repository("http://x bookworm").is_err());
+        assert!(parse_repository("  ").is_err());
+    }
+
+    #[test]
+    fn flags_make_one_image_with_a_local_target_by_default() {
+        let req = from_flags(&ImageFlags {
+            distribution: "debian-12",
+            arch: "x86_64",
+            image_type: "pxe",
+            repositories: &[],
+            targets: &[],
+            size: None,
+            blueprint: None,
+        })
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            json!({
+                "distribution": "debian-12",
+                "image_request": {
+                    "architecture": "x86_64",
+                    "image_type": "pxe",
+                    "upload_targets": [{"type": "local", "upload_options": {}}]
+                }
+            })
+        );
+    }
+}

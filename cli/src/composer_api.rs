@@ -1,0 +1,233 @@
+//! A client of the composer's compose API (`/api/image-builder-composer/v2`).
+//!
+//! Every failure says what went wrong in the user's terms: the composer's own
+//! `reason` and `details.field` for a refused request, the URL for a
+//! composer that cannot be reached or answers something that is not the API.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kiln_api::API_PREFIX;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::sse::{self, SseEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The composer answered with its error shape.
+    #[error("{}", refused_message(.reason, .field.as_deref()))]
+    Refused {
+        status: u16,
+        reason: String,
+        field: Option<String>,
+    },
+    /// No answer: connection refused, DNS, TLS, timeout.
+    #[error("cannot reach the composer at {url}: {cause}")]
+    Unreachable { url: String, cause: String },
+    /// An answer that is not the compose API's.
+    #[error("{url}: {message}")]
+    Unexpected { url: String, message: String },
+}
+
+/// `<reason> (<field>)`; the composer's reason starts with the field, which
+/// the parenthesis names, so it is not said twice.
+fn refused_message(reason: &str, field: Option<&str>) -> String {
+    match field.filter(|f| !f.is_empty()) {
+        Some(f) => {
+            let reason = reason
+                .strip_prefix(f)
+                .and_then(|r| r.strip_prefix(": "))
+                .unwrap_or(reason);
+            format!("{reason} ({f})")
+        }
+        None => reason.to_owned(),
+    }
+}
+
+/// The innermost causes of a reqwest error, which say what happened
+/// ("Connection refused") where the outer one only says "error sending request".
+fn cause_chain(e: &reqwest::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    // The outer messages repeat the URL; the last one or two say why.
+    let tail: Vec<String> = parts.into_iter().rev().take(2).collect();
+    let mut tail: Vec<String> = tail.into_iter().rev().collect();
+    tail.dedup();
+    tail.join(": ")
+}
+
+pub struct Composer {
+    /// `http://host:port/api/image-builder-composer/v2`, no trailing slash.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Composer {
+    /// A client of the composer at `url` (`http://127.0.0.1:8700`); a URL
+    /// that already ends in the API prefix is taken as it is.
+    pub fn new(url: &str) -> Result<Composer, ApiError> {
+        let trimmed = url.trim_end_matches('/');
+        let parsed = url::Url::parse(trimmed).map_err(|e| ApiError::Unexpected {
+            url: url.to_owned(),
+            message: format!("not a composer URL: {e}"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ApiError::Unexpected {
+                url: url.to_owned(),
+                message: "not a composer URL: use http:// or https://".into(),
+            });
+        }
+        let base = if trimmed.ends_with(API_PREFIX) {
+            trimmed.to_owned()
+        } else {
+            format!("{trimmed}{API_PREFIX}")
+        };
+        // No overall timeout: the event stream of a compose lasts as long as
+        // its build. The composer sends a keep-alive every 15 s.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Unexpected {
+                url: url.to_owned(),
+                message: format!("cannot set up HTTP: {e}"),
+            })?;
+        Ok(Composer { base, http })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let url = self.url(path);
+        let resp = self.send(&url, self.http.get(&url)).await?;
+        decode(&url, resp).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ApiError> {
+        let url = self.url(path);
+        let resp = self.send(&url, self.http.post(&url).json(body)).await?;
+        decode(&url, resp).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let url = self.url(path);
+        let resp = self.send(&url, self.http.delete(&url)).await?;
+        decode(&url, resp).await
+    }
+
+    /// The Server-Sent Events of `path`, parsed; the stream ends when the
+    /// composer closes it, or with an error when the connection breaks.
+    pub async fn events(
+        &self,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<SseEvent, ApiError>> + Unpin, ApiError> {
+        let url = self.url(path);
+        let resp = self
+            .send(
+                &url,
+                self.http.get(&url).header("accept", "text/event-stream"),
+            )
+            .await?;
+        let resp = check(&url, resp).await?;
+        let err_url = url.clone();
+        let bytes = resp.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| ApiError::Unreachable {
+                url: err_url.clone(),
+                cause: cause_chain(&e),
+            })
+        });
+        Ok(Box::pin(sse::events(bytes)))
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
+        req.send().await.map_err(|e| ApiError::Unreachable {
+            url: url.to_owned(),
+            cause: cause_chain(&e),
+        })
+    }
+}
+
+/// The response when it is a success; the composer's error otherwise.
+async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<kiln_api::error::Error>(&body) {
+        Ok(e) => Err(ApiError::Refused {
+            status: status.as_u16(),
+            field: e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("field"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            reason: e.reason,
+        }),
+        Err(_) => Err(ApiError::Unexpected {
+            url: url.to_owned(),
+            message: format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+            ),
+        }),
+    }
+}
+
+async fn decode<T: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Result<T, ApiError> {
+    let resp = check(url, resp).await?;
+    let body = resp.bytes().await.map_err(|e| ApiError::Unreachable {
+        url: url.to_owned(),
+        cause: cause_chain(&e),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::Unexpected {
+        url: url.to_owned(),
+        message: format!("not an answer of the compose API: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_field_is_named_once() {
+        assert_eq!(
+            refused_message(
+                "image_request.architecture: no such architecture",
+                Some("image_request.architecture")
+            ),
+            "no such architecture (image_request.architecture)"
+        );
+        assert_eq!(
+            refused_message("no compose 1", None),
+            "no compose 1".to_string()
+        );
+        assert_eq!(refused_message("bad", Some("x")), "bad (x)");
+    }
+
+    #[test]
+    fn base_url_gets_the_api_prefix_once() {
+        let c = Composer::new("http://127.0.0.1:8700/").unwrap();
+        assert_eq!(
+            c.url("/composes/"),
+            "http://127.0.0.1:8700/api/image-builder-composer/v2/composes/"
+        );
+        let c = Composer::new("http://h:1/api/image-builder-composer/v2").unwrap();
+        assert_eq!(c.url("/x"), "http://h:1/api/image-builder-composer/v2/x");
+        assert!(Composer::new("ftp://h").is_err());
+        assert!(Composer::new("not a url").is_err());
+    }
+}
