@@ -123,6 +123,15 @@ pub async fn post_compose(
 ) -> Result<Response, ApiError> {
     let channel = channel(&state, &headers)?;
     let req: ComposeRequest = parse_json(&headers, body)?;
+    submit(&state, channel, req).await
+}
+
+/// Validates a compose request and stores it with its job graph.
+pub async fn submit(
+    state: &AppState,
+    channel: String,
+    req: ComposeRequest,
+) -> Result<Response, ApiError> {
     let distro = plan::validate(&req, &state.catalog)?;
     let jobs = plan::jobs(&req, distro, &channel);
     let compose = ComposeRecord {

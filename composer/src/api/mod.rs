@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
+pub mod blueprints;
 pub mod composes;
 pub mod depsolve;
 pub mod distributions;
@@ -42,6 +43,11 @@ use error::ApiError;
         composes::get_metadata,
         composes::get_jobs,
         events::get_events,
+        blueprints::push_blueprint,
+        blueprints::list_blueprints,
+        blueprints::get_blueprint,
+        blueprints::delete_blueprint,
+        blueprints::compose_blueprint,
         depsolve::post_depsolve,
         depsolve::post_search,
         distributions::list_distributions,
@@ -59,6 +65,12 @@ use error::ApiError;
         kiln_api::compose::AwsS3UploadOptions,
         kiln_api::compose::GcpUploadOptions,
         kiln_api::compose::AzureUploadOptions,
+        kiln_api::compose::BootUploadOptions,
+        kiln_api::compose::BootNodes,
+        blueprints::StoredBlueprint,
+        blueprints::BlueprintList,
+        blueprints::BlueprintSummary,
+        blueprints::BlueprintComposeRequest,
         kiln_api::compose::ComposeId,
         kiln_api::status::ComposeStatus,
         kiln_api::status::ComposeList,
@@ -70,7 +82,8 @@ use error::ApiError;
         kiln_api::depsolve::SearchPackagesRequest,
         kiln_api::depsolve::SearchPackagesResponse,
     )),
-    tags((name = "compose", description = "Image requests and their status"))
+    tags((name = "compose", description = "Image requests and their status"),
+         (name = "blueprint", description = "Stored blueprints (kiln extension)"))
 )]
 pub struct ApiDoc;
 
@@ -91,6 +104,18 @@ pub fn router(state: AppState) -> Router {
         .route("/composes/{id}/metadata", get(composes::get_metadata))
         .route("/composes/{id}/jobs", get(composes::get_jobs))
         .route("/composes/{id}/events", get(events::get_events))
+        .route(
+            "/blueprints",
+            post(blueprints::push_blueprint).get(blueprints::list_blueprints),
+        )
+        .route(
+            "/blueprints/{name}",
+            get(blueprints::get_blueprint).delete(blueprints::delete_blueprint),
+        )
+        .route(
+            "/blueprints/{name}/compose",
+            post(blueprints::compose_blueprint),
+        )
         .route("/depsolve/blueprint", post(depsolve::post_depsolve))
         .route("/search/packages", post(depsolve::post_search))
         .route("/distributions", get(distributions::list_distributions))
