@@ -11,6 +11,7 @@
 
 pub mod bss;
 pub mod cmdline;
+pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod history;
@@ -21,6 +22,7 @@ pub mod smd;
 pub mod store;
 
 pub use bss::{BootParams, BssClient};
+pub use config::BootConfig;
 pub use deploy::{Deployer, ImageSource, NodeStatus, Plan, PublishRequest};
 pub use error::{BootError, Result, Service};
 pub use history::{Action, BootEntry, Deployment, NodeChange, NodeHistoryEntry};

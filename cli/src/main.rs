@@ -1,5 +1,7 @@
 //! `kiln`: the command line of the kiln image build service.
 
+mod blueprint;
+mod boot;
 mod compose;
 mod compose_request;
 mod composer_api;
@@ -19,11 +21,15 @@ struct Cli {
     command: Command,
 }
 
-/// One variant per subcommand; boot joins here later.
+/// One variant per subcommand.
 #[derive(Subcommand)]
 enum Command {
     /// Build images on a composer: start, follow, inspect and cancel composes.
     Compose(compose::ComposeArgs),
+    /// Blueprints stored in the composer: push, list, show, delete, compose.
+    Blueprint(blueprint::BlueprintArgs),
+    /// What the cluster's nodes boot: publish a stored image, roll back, show.
+    Boot(boot::BootArgs),
     /// Compute the exact package set for a list of packages.
     Depsolve(depsolve::DepsolveArgs),
     /// Work with osbuild v2 manifests.
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Compose(args) => runtime.block_on(compose::run(args)),
+        Command::Blueprint(args) => runtime.block_on(blueprint::run(args)),
+        Command::Boot(args) => runtime.block_on(boot::run(args)),
         Command::Depsolve(args) => runtime.block_on(depsolve::run(args)),
         Command::Manifest(args) => runtime.block_on(manifest::run(args)),
     };

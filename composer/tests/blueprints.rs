@@ -115,7 +115,7 @@ async fn blueprints_are_versioned_and_composed_by_name(b: Backend) {
             .await
             .unwrap()
             .status(),
-        204
+        200
     );
     assert_eq!(
         http.get(format!("{}/blueprints/compute-node", c.base))

@@ -333,11 +333,21 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn row_counts(&self) -> Result<RowCounts>;
 
     /// Stores `blueprint` as the next version of `name` in `channel`.
-    async fn put_blueprint(&self, channel: &str, name: &str, blueprint: &Value) -> Result<BlueprintRecord>;
+    async fn put_blueprint(
+        &self,
+        channel: &str,
+        name: &str,
+        blueprint: &Value,
+    ) -> Result<BlueprintRecord>;
     /// The latest version of every blueprint of a channel, by name.
     async fn blueprints(&self, channel: &str) -> Result<Vec<BlueprintRecord>>;
     /// One version of a blueprint (the latest with `None`).
-    async fn blueprint(&self, channel: &str, name: &str, version: Option<i64>) -> Result<Option<BlueprintRecord>>;
+    async fn blueprint(
+        &self,
+        channel: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<BlueprintRecord>>;
     /// Deletes every version of a blueprint; false when there was none.
     async fn delete_blueprint(&self, channel: &str, name: &str) -> Result<bool>;
 

@@ -14,9 +14,10 @@ use uuid::Uuid;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
-    dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
-    Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
-    Result, RowCounts, BlueprintRecord};
+    dependency_reason, requeue_reason, stale_reason, BlueprintRecord, ComposeRecord, DeleteOutcome,
+    DequeueFilter, Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome,
+    QueueError, ReapReport, Result, RowCounts,
+};
 
 const CHANNEL: &str = "kiln_jobs";
 
@@ -608,7 +609,12 @@ impl JobQueue for PgQueue {
         Ok(RowCounts { composes, jobs })
     }
 
-    async fn put_blueprint(&self, channel: &str, name: &str, blueprint: &serde_json::Value) -> Result<BlueprintRecord> {
+    async fn put_blueprint(
+        &self,
+        channel: &str,
+        name: &str,
+        blueprint: &serde_json::Value,
+    ) -> Result<BlueprintRecord> {
         // Two pushes of one name at once: the primary key refuses the second
         // insert of a version, so retry with the next one.
         for _ in 0..5 {
@@ -626,7 +632,9 @@ impl JobQueue for PgQueue {
                 return blueprint_from_row(&row);
             }
         }
-        Err(QueueError::Corrupt(format!("blueprint {name}: no free version after 5 concurrent pushes")))
+        Err(QueueError::Corrupt(format!(
+            "blueprint {name}: no free version after 5 concurrent pushes"
+        )))
     }
 
     async fn blueprints(&self, channel: &str) -> Result<Vec<BlueprintRecord>> {
@@ -640,7 +648,12 @@ impl JobQueue for PgQueue {
         rows.iter().map(blueprint_from_row).collect()
     }
 
-    async fn blueprint(&self, channel: &str, name: &str, version: Option<i64>) -> Result<Option<BlueprintRecord>> {
+    async fn blueprint(
+        &self,
+        channel: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<BlueprintRecord>> {
         let row = sqlx::query(
             "SELECT channel, name, version, body, created_at FROM blueprints WHERE channel = $1 AND name = $2 \
              AND ($3::BIGINT IS NULL OR version = $3) ORDER BY version DESC LIMIT 1",

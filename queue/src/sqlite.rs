@@ -23,9 +23,9 @@ use uuid::Uuid;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
-    dependency_reason, requeue_reason, stale_reason, ComposeRecord, DeleteOutcome, DequeueFilter,
-    Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome, QueueError, ReapReport,
-    BlueprintRecord, Result, RowCounts,
+    dependency_reason, requeue_reason, stale_reason, BlueprintRecord, ComposeRecord, DeleteOutcome,
+    DequeueFilter, Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome,
+    QueueError, ReapReport, Result, RowCounts,
 };
 
 const JOB_COLUMNS: &str =
@@ -730,7 +730,12 @@ impl JobQueue for SqliteQueue {
         Ok(RowCounts { composes, jobs })
     }
 
-    async fn put_blueprint(&self, channel: &str, name: &str, blueprint: &Value) -> Result<BlueprintRecord> {
+    async fn put_blueprint(
+        &self,
+        channel: &str,
+        name: &str,
+        blueprint: &Value,
+    ) -> Result<BlueprintRecord> {
         let mut conn = self.writer.lock().await;
         let row = sqlx::query(
             "INSERT INTO blueprints (channel, name, version, body, created_at) \
@@ -757,7 +762,12 @@ impl JobQueue for SqliteQueue {
         rows.iter().map(blueprint_from_row).collect()
     }
 
-    async fn blueprint(&self, channel: &str, name: &str, version: Option<i64>) -> Result<Option<BlueprintRecord>> {
+    async fn blueprint(
+        &self,
+        channel: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<BlueprintRecord>> {
         let row = sqlx::query(
             "SELECT channel, name, version, body, created_at FROM blueprints WHERE channel = ?1 AND name = ?2 \
              AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",

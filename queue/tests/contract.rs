@@ -701,14 +701,36 @@ async fn blueprints_keep_every_version_per_channel(q: Arc<dyn JobQueue>) {
     assert_eq!(q.put_blueprint("a", "node", &v1).await.unwrap().version, 1);
     let second = q.put_blueprint("a", "node", &v2).await.unwrap();
     assert_eq!((second.version, second.blueprint.clone()), (2, v2.clone()));
-    q.put_blueprint("a", "login", &json!({"name": "login"})).await.unwrap();
+    q.put_blueprint("a", "login", &json!({"name": "login"}))
+        .await
+        .unwrap();
     // Another channel has its own names and versions.
     assert_eq!(q.put_blueprint("b", "node", &v1).await.unwrap().version, 1);
 
-    let latest: Vec<(String, i64)> = q.blueprints("a").await.unwrap().into_iter().map(|b| (b.name, b.version)).collect();
+    let latest: Vec<(String, i64)> = q
+        .blueprints("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.name, b.version))
+        .collect();
     assert_eq!(latest, [("login".to_owned(), 1), ("node".to_owned(), 2)]);
-    assert_eq!(q.blueprint("a", "node", None).await.unwrap().unwrap().blueprint, v2);
-    assert_eq!(q.blueprint("a", "node", Some(1)).await.unwrap().unwrap().blueprint, v1);
+    assert_eq!(
+        q.blueprint("a", "node", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .blueprint,
+        v2
+    );
+    assert_eq!(
+        q.blueprint("a", "node", Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .blueprint,
+        v1
+    );
     assert!(q.blueprint("a", "node", Some(3)).await.unwrap().is_none());
     assert!(q.blueprint("c", "node", None).await.unwrap().is_none());
 
@@ -716,7 +738,12 @@ async fn blueprints_keep_every_version_per_channel(q: Arc<dyn JobQueue>) {
     let pushes: Vec<_> = (0..4)
         .map(|i| {
             let q = q.clone();
-            tokio::spawn(async move { q.put_blueprint("a", "race", &json!({"n": i})).await.unwrap().version })
+            tokio::spawn(async move {
+                q.put_blueprint("a", "race", &json!({"n": i}))
+                    .await
+                    .unwrap()
+                    .version
+            })
         })
         .collect();
     let mut versions = Vec::new();
@@ -729,5 +756,12 @@ async fn blueprints_keep_every_version_per_channel(q: Arc<dyn JobQueue>) {
     assert!(q.delete_blueprint("a", "node").await.unwrap());
     assert!(!q.delete_blueprint("a", "node").await.unwrap());
     assert!(q.blueprint("a", "node", None).await.unwrap().is_none());
-    assert_eq!(q.blueprint("b", "node", None).await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        q.blueprint("b", "node", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
 }

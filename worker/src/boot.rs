@@ -6,31 +6,10 @@ use std::path::Path;
 
 use kiln_api::compose::BootUploadOptions;
 use kiln_boot::{
-    BssClient, Deployer, ImagePackage, ImageSource, LocalBootImage, NodeSelector, PublishRequest,
-    ServiceConfig, SmdClient,
+    BootConfig, ImagePackage, ImageSource, LocalBootImage, NodeSelector, PublishRequest,
 };
-use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-/// `[boot]` in worker.toml.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootTargetConfig {
-    /// The bucket of the boot image store.
-    pub store: kiln_targets::S3Target,
-    /// Key prefix of kiln's images in the bucket.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    /// The URL nodes fetch the bucket's objects from (`<base_url>/<key>`).
-    pub base_url: String,
-    pub bss: ServiceConfig,
-    pub smd: ServiceConfig,
-}
-
-fn default_prefix() -> String {
-    "kiln".into()
-}
 
 /// The packages the executor reported installing (dpkg or rpm stage).
 fn packages(result: &Value) -> Vec<ImagePackage> {
@@ -70,7 +49,7 @@ pub struct BootJob<'a> {
 /// Publishes (or, for a dry run, plans) the image; returns the upload
 /// status options: the image, its URLs and the per-node changes.
 pub async fn publish(
-    config: Option<&BootTargetConfig>,
+    config: Option<&BootConfig>,
     options: &Value,
     job: &BootJob<'_>,
 ) -> Result<Value, String> {
@@ -79,14 +58,7 @@ pub async fn publish(
     let options: BootUploadOptions =
         serde_json::from_value(options.clone()).map_err(|e| format!("upload_options: {e}"))?;
     let nodes = NodeSelector::from_request(&options.nodes).map_err(|e| e.to_string())?;
-    let store = kiln_targets::s3_object_store(&config.store).map_err(|e| e.to_string())?;
-    let store = kiln_boot::BootStore::new(store, &config.prefix, &config.base_url)
-        .map_err(|e| e.to_string())?;
-    let deployer = Deployer::new(
-        store,
-        BssClient::new(&config.bss).map_err(|e| e.to_string())?,
-        SmdClient::new(&config.smd).map_err(|e| e.to_string())?,
-    );
+    let deployer = config.deployer()?;
     let request = PublishRequest {
         image: ImageSource::Local(LocalBootImage {
             compose_id: job.compose_id,

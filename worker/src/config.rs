@@ -47,7 +47,7 @@ pub struct WorkerConfig {
     /// `aws.s3`, `azure`, `gcp`.
     pub targets: BTreeMap<String, TargetConfig>,
     /// The boot image store and boot service, for `boot` upload targets.
-    pub boot: Option<crate::boot::BootTargetConfig>,
+    pub boot: Option<kiln_boot::BootConfig>,
     /// `text` or `json`.
     pub log_format: String,
 }

@@ -165,27 +165,24 @@ pub async fn list_blueprints(
 }
 
 fn version_query(q: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let mut version = None;
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("version", v)) => {
-                return v.parse::<i64>().map(Some).map_err(|_| {
-                    ApiError::field(
-                        ErrorKind::InvalidQuery,
-                        "version",
-                        format!("{v:?} is not a version number"),
-                    )
-                });
-            }
-            _ => {
-                return Err(ApiError::field(
-                    ErrorKind::InvalidQuery,
-                    pair,
-                    "unknown query parameter (only version)",
-                ))
-            }
-        }
+        let Some(("version", v)) = pair.split_once('=') else {
+            return Err(ApiError::field(
+                ErrorKind::InvalidQuery,
+                pair,
+                "unknown query parameter (only version)",
+            ));
+        };
+        version = Some(v.parse::<i64>().map_err(|_| {
+            ApiError::field(
+                ErrorKind::InvalidQuery,
+                "version",
+                format!("{v:?} is not a version number"),
+            )
+        })?);
     }
-    Ok(None)
+    Ok(version)
 }
 
 /// One version of a stored blueprint (`?version=N`; the latest without it).
@@ -216,15 +213,15 @@ pub async fn get_blueprint(
 /// Deletes every version of a blueprint (composes made from it stay).
 #[utoipa::path(delete, path = "/blueprints/{name}", tag = "blueprint", operation_id = "deleteBlueprint",
     params(("name" = String, Path, description = "Blueprint name")),
-    responses((status = 204), (status = 404, body = kiln_api::error::Error)))]
+    responses((status = 200, body = Object, description = "{name, deleted: true}"), (status = 404, body = kiln_api::error::Error)))]
 pub async fn delete_blueprint(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let channel = channel(&state, &headers)?;
     if state.queue.delete_blueprint(&channel, &name).await? {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(Json(serde_json::json!({"name": name, "deleted": true})))
     } else {
         Err(not_found(&name))
     }

@@ -10,11 +10,25 @@ use kiln_testsupport::openchami::{BssTestDouble, Node, SmdTestDouble};
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let count: u32 = value("--nodes").map(|n| n.parse().map_err(|e| format!("--nodes: {e}"))).transpose()?.unwrap_or(3);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let count: u32 = value("--nodes")
+        .map(|n| n.parse().map_err(|e| format!("--nodes: {e}")))
+        .transpose()?
+        .unwrap_or(3);
     let token = value("--token");
     let nodes: Vec<Node> = (0..count)
-        .map(|i| Node::new(&format!("x1000c0s{i}b0n0"), &format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256), i + 1))
+        .map(|i| {
+            Node::new(
+                &format!("x1000c0s{i}b0n0"),
+                &format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                i + 1,
+            )
+        })
         .collect();
     let members: Vec<&str> = nodes.iter().map(|n| n.xname.as_str()).collect();
     let smd = SmdTestDouble::start(&nodes, &[("compute", &members)], token.as_deref()).await?;
@@ -24,7 +38,11 @@ async fn main() -> Result<(), String> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        for v in bss.take_violations().into_iter().chain(smd.take_violations()) {
+        for v in bss
+            .take_violations()
+            .into_iter()
+            .chain(smd.take_violations())
+        {
             eprintln!("swagger violation: {v}");
         }
     }
