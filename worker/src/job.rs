@@ -216,6 +216,9 @@ async fn build(
     if let Some(max) = config.store_max_bytes {
         argv.extend(["--cache-max-size".to_owned(), max.to_string()]);
     }
+    for id in package_stages(&manifest.manifest) {
+        argv.extend(["--checkpoint".to_owned(), id]);
+    }
     argv.push(manifest_path.to_string_lossy().into_owned());
 
     let (monitor_r, monitor_w) = match std::io::pipe() {
@@ -329,6 +332,36 @@ async fn build(
         shutdown,
     )
     .await
+}
+
+/// The ids of the stages that install packages: checkpointed, so that a
+/// build differing only in its customizations starts after them.
+fn package_stages(manifest: &Value) -> Vec<String> {
+    let Ok(ids) = kiln_manifests::ids(manifest) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (p, pids) in manifest["pipelines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(ids.pipelines)
+    {
+        for (stage, id) in p["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(pids.stages)
+        {
+            if matches!(
+                stage["type"].as_str(),
+                Some("kiln.dpkg") | Some("org.osbuild.rpm")
+            ) {
+                out.push(id);
+            }
+        }
+    }
+    out
 }
 
 /// Why the executor failed, in one line a user can act on.
