@@ -43,6 +43,8 @@ echo "== certificates"
 bash tools/gen-certs.sh --out "$data/certs" --worker worker.local >/dev/null
 
 echo "== a local Debian mirror, made with apt"
+# apt must know the versions kiln picks from the live repositories.
+apt-get update -qq
 request=$repo/examples/compute-node.json
 # The image type's packages (distributions/debian-12.toml) and the request's.
 mapfile -t wanted < <(python3 - "$request" <<'EOF'
@@ -74,7 +76,7 @@ EOF
 )
 if ((${#fetch[@]})); then
     echo "   apt-get download: ${#fetch[@]} packages"
-    (cd "$debs" && apt-get download -q "${fetch[@]}" >/dev/null)
+    (cd "$debs" && apt-get download -q -o APT::Sandbox::User=root "${fetch[@]}" >/dev/null)
 fi
 mirror=$data/mirror
 rm -rf "$mirror" && mkdir -p "$mirror/pool/main" "$mirror/dists/local/main/binary-amd64"
@@ -125,5 +127,25 @@ r = json.load(open(sys.argv[1]))
 r["image_request"]["repositories"] = [{"baseurl": "file://" + sys.argv[2], "suite": "local", "components": ["main"], "check_repo_gpg": False}]
 print(json.dumps(r))
 EOF
-"$bin/kiln" compose start --request "$data/request.json" --wait
-echo "logs: $data/composer.log, $data/worker.log"
+id=$("$bin/kiln" compose start --request "$data/request.json")
+"$bin/kiln" compose wait "$id"
+cmdline=$(curl -sf "$api/composes/$id/logs" | python3 -c '
+import json, sys
+for b in json.load(sys.stdin)["image_builds"]:
+    for j in b["jobs"]:
+        if j["type"] == "manifest": print((j.get("result") or {}).get("kernel_cmdline", ""))')
+img=$data/images/$id-0
+cat <<EOF
+
+The image: kernel $img-vmlinuz
+           initrd $img-initrd.img
+           root   $img-rootfs.squashfs
+Kernel command line: root=live:<URL of the squashfs> $cmdline
+(a 'boot' upload target puts these in the cluster's boot image store and BSS; see README.)
+Boot it here, without a network (software emulation: allow a few minutes):
+  qemu-system-x86_64 -machine q35 -accel tcg -m 2048 -smp 2 -nographic -no-reboot -nic none \\
+    -kernel $img-vmlinuz -initrd $img-initrd.img \\
+    -drive file=$img-rootfs.squashfs,format=raw,if=virtio,readonly=on \\
+    -append 'root=live:/dev/vda rd.live.overlay.overlayfs=1 console=ttyS0'
+Logs: $data/composer.log, $data/worker.log
+EOF

@@ -189,9 +189,13 @@ async fn kernel_cmdlines(composer: &Composer, id: &str, images: usize) -> Vec<Op
     out
 }
 
-fn progress_text(p: Option<&kiln_api::status::Progress>) -> String {
+fn progress_text(p: Option<&kiln_api::status::Progress>, status: ImageStatusValue) -> String {
     match p {
         None => String::new(),
+        // While uploading, progress counts bytes.
+        Some(p) if status == ImageStatusValue::Uploading => {
+            format!("{} of {} MiB", p.done >> 20, p.total >> 20)
+        }
         Some(p) => {
             let mut s = format!("pipelines {}/{}", p.done, p.total);
             if let Some(sp) = &p.subprogress {
@@ -225,7 +229,7 @@ pub fn upload_status_word(s: UploadStatusValue) -> &'static str {
 /// One line about an image while it is being made.
 fn image_line(img: &ImageStatus) -> String {
     let word = image_status_word(img.status);
-    match progress_text(img.progress.as_ref()) {
+    match progress_text(img.progress.as_ref(), img.status) {
         p if p.is_empty() => word.to_owned(),
         p => format!("{word}: {p}"),
     }
@@ -337,6 +341,8 @@ struct ImageBars {
     pipelines: ProgressBar,
     stages: Option<ProgressBar>,
     measured: bool,
+    /// The bar counts bytes (uploading), not pipelines.
+    uploading: bool,
 }
 
 impl ImageBars {
@@ -351,17 +357,27 @@ impl ImageBars {
             pipelines,
             stages: None,
             measured: false,
+            uploading: false,
         }
     }
 
     fn show(&mut self, multi: &MultiProgress, img: &ImageStatus) {
         self.pipelines.set_message(image_status_word(img.status));
         if let Some(p) = &img.progress {
-            if !self.measured {
+            let uploading = img.status == ImageStatusValue::Uploading;
+            if !self.measured || uploading != self.uploading {
                 self.measured = true;
-                self.pipelines.set_style(style(
-                    "{spinner} {prefix}{msg:10} [{bar:30}] {pos}/{len} pipelines",
-                ));
+                self.uploading = uploading;
+                self.pipelines.set_style(style(if uploading {
+                    "{spinner} {prefix}{msg:10} [{bar:30}] {bytes}/{total_bytes}"
+                } else {
+                    "{spinner} {prefix}{msg:10} [{bar:30}] {pos}/{len} pipelines"
+                }));
+                if uploading {
+                    if let Some(stages) = self.stages.take() {
+                        stages.finish_and_clear();
+                    }
+                }
             }
             self.pipelines.set_length(p.total.max(0) as u64);
             self.pipelines.set_position(p.done.max(0) as u64);
