@@ -199,7 +199,12 @@ fn every_pipeline_carries_the_source_epoch() {
     // an export pipeline without it would not be reproducible.
     for (file, m) in every_type() {
         for p in m["pipelines"].as_array().unwrap() {
-            assert_eq!(p["source-epoch"], json!(1747699200), "{file}: {}", p["name"]);
+            assert_eq!(
+                p["source-epoch"],
+                json!(1747699200),
+                "{file}: {}",
+                p["name"]
+            );
         }
     }
 }

@@ -298,7 +298,7 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
             .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x --keep-directory-symlink -C \"$2\"")
             .arg("unpack")
             .arg(&deb)
-            .arg(&tree);
+            .arg(tree);
         output(&mut c).map(|_| ())
     })?;
     // dpkg's own state, as a fresh system has it.
