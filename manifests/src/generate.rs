@@ -115,7 +115,10 @@ fn disk(
             format!("/boot/initramfs-{kver}.img"),
         ),
     };
-    let mut cmdline = format!("root=UUID={root_uuid} ro");
+    // The serial console last: /dev/console (systemd's status, emergency
+    // shells) is the serial port of a rack node or a VM, as osbuild-composer's
+    // qcow2 images do it.
+    let mut cmdline = format!("root=UUID={root_uuid} ro console=tty0 console=ttyS0,115200n8");
     if let Some(ds) = &req.customizations.cloud_init_datasource {
         cmdline.push_str(&format!(" ds={ds}"));
     }
@@ -133,7 +136,8 @@ fn disk(
         Family::Rpm => format!("/lib/modules/{kver}/vmlinuz"),
     };
     let grub_cfg = format!(
-        "set timeout=1\nset default=0\ninsmod part_msdos\ninsmod ext2\nsearch --no-floppy --fs-uuid --set=root {root_uuid}\n\
+        "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
+         set timeout=1\nset default=0\ninsmod part_msdos\ninsmod ext2\nsearch --no-floppy --fs-uuid --set=root {root_uuid}\n\
          menuentry 'kiln {kver}' {{\n    linux {vmlinuz} {cmdline}\n    initrd {initrd}\n}}\n"
     );
     let cfg_id = format!("sha256:{}", sha256_hex(grub_cfg.as_bytes()));
@@ -146,7 +150,15 @@ fn disk(
         json!({"type": "org.osbuild.fstab", "options": {"filesystems": [
             {"uuid": root_uuid, "vfs_type": "ext4", "path": "/", "options": "defaults", "freq": 1, "passno": 1}
         ]}}),
-        json!({"type": "org.osbuild.mkdir", "options": {"paths": [{"path": grub_dir, "parents": true, "exist_ok": true}]}}),
+        json!({"type": "org.osbuild.mkdir", "options": {"paths": [{"path": format!("{grub_dir}/i386-pc"), "parents": true, "exist_ok": true}]}}),
+        // What osbuild's grub2 stage does for legacy boot: the core image
+        // (grub2.inst) holds only what finds the prefix; `normal` and every
+        // module grub.cfg needs are loaded from {grub_dir}/i386-pc. They come
+        // from the tree's own GRUB package (grub-pc-bin), the same version
+        // as the build root's for the depsolved set.
+        json!({"type": "org.osbuild.copy", "options": {"paths": [
+            {"from": "tree:///usr/lib/grub/i386-pc/", "to": format!("tree://{grub_dir}/i386-pc/")}
+        ]}}),
         json!({
             "type": "org.osbuild.copy",
             "inputs": {"grubcfg": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": [{"id": cfg_id}]}},
@@ -232,14 +244,30 @@ fn kernel_release(family: Family, packages: &[&PackageFile]) -> Result<String, M
     }
 }
 
-/// The kernel command line a `pxe` image boots with, without its root: the
-/// boot target adds `root=live:<URL of rootfs.squashfs>`.
+/// The kernel command line a `pxe` image boots with over the network,
+/// without its root: the boot target adds `root=live:<URL of rootfs.squashfs>`.
 pub fn pxe_kernel_cmdline(c: &ImageCustomizations) -> String {
-    let mut args = vec![
-        "rd.live.overlay.overlayfs=1".to_string(),
-        "ip=dhcp".into(),
-        "rd.neednet=1".into(),
-    ];
+    live_cmdline(true, c)
+}
+
+/// The whole kernel command line of a `pxe` image whose root file system is
+/// `root` (`live:http://SERVER/rootfs.squashfs`, or a block device holding
+/// it: `live:/dev/vda`). The network is brought up (`ip=dhcp rd.neednet=1`)
+/// only when the root is fetched: without a network device dracut would
+/// wait for one until it gives up.
+pub fn pxe_kernel_cmdline_with_root(root: &str, c: &ImageCustomizations) -> String {
+    let fetched = root
+        .strip_prefix("live:")
+        .is_some_and(|r| r.contains("://") || r.starts_with("nfs:"));
+    format!("root={root} {}", live_cmdline(fetched, c))
+}
+
+fn live_cmdline(network: bool, c: &ImageCustomizations) -> String {
+    let mut args = vec!["rd.live.overlay.overlayfs=1".to_string()];
+    if network {
+        args.push("ip=dhcp".into());
+        args.push("rd.neednet=1".into());
+    }
     if let Some(ds) = &c.cloud_init_datasource {
         args.push(format!("ds={ds}"));
     }
@@ -334,8 +362,7 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         sources.insert("org.osbuild.inline".into(), json!({"items": inline}));
     }
     let tree = |name: &str| json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": [format!("name:{name}")]});
-    let mut pipelines =
-        vec![json!({"name": "os", "source-epoch": req.source_epoch, "stages": stages})];
+    let mut pipelines = vec![json!({"name": "os", "stages": stages})];
     match (req.image_type, &kernel) {
         ("oci", _) => pipelines.push(json!({"name": "container", "stages": [{
             "type": "org.osbuild.oci-archive",
@@ -369,6 +396,11 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
             "inputs": {"tree": tree("os")},
             "options": {"filename": req.filename},
         }]})),
+    }
+    // Every pipeline carries the epoch: archives, file systems and images
+    // take their timestamps from it, so they are reproducible too.
+    for p in &mut pipelines {
+        p["source-epoch"] = json!(req.source_epoch);
     }
     Ok(json!({
         "version": "2",

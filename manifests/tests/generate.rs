@@ -194,6 +194,22 @@ fn every_golden_manifest_validates_against_the_reference_schemas() {
 }
 
 #[test]
+fn every_pipeline_carries_the_source_epoch() {
+    // Archives, squashfs, mkfs and images take their timestamps from it:
+    // an export pipeline without it would not be reproducible.
+    for (file, m) in every_type() {
+        for p in m["pipelines"].as_array().unwrap() {
+            assert_eq!(
+                p["source-epoch"],
+                json!(1747699200),
+                "{file}: {}",
+                p["name"]
+            );
+        }
+    }
+}
+
+#[test]
 fn same_inputs_give_the_same_bytes() {
     let c = ImageCustomizations::from_customizations(&customizations());
     let a = serde_json::to_vec(&generate(&packages(), &c)).unwrap();
@@ -270,6 +286,20 @@ fn pxe_boots_the_depsolved_kernel_with_a_live_root() {
         kiln_manifests::generate::pxe_kernel_cmdline(&c),
         "rd.live.overlay.overlayfs=1 ip=dhcp rd.neednet=1 ds=nocloud-net;s=http://10.0.0.1/ci/ console=ttyS0"
     );
+    // The root fetched over HTTP brings the network up; a local block
+    // device does not wait for one.
+    assert_eq!(
+        kiln_manifests::generate::pxe_kernel_cmdline_with_root(
+            "live:http://10.0.0.1/rootfs.squashfs",
+            &c
+        ),
+        "root=live:http://10.0.0.1/rootfs.squashfs rd.live.overlay.overlayfs=1 ip=dhcp rd.neednet=1 ds=nocloud-net;s=http://10.0.0.1/ci/ console=ttyS0"
+    );
+    c.cloud_init_datasource = None;
+    assert_eq!(
+        kiln_manifests::generate::pxe_kernel_cmdline_with_root("live:/dev/vda", &c),
+        "root=live:/dev/vda rd.live.overlay.overlayfs=1 console=ttyS0"
+    );
 }
 
 #[test]
@@ -312,10 +342,31 @@ fn disk_boots_from_the_root_its_fstab_and_grub_name() {
     .unwrap();
     assert!(
         cfg.contains(&format!(
-            "linux /boot/vmlinuz-6.1.0-35-amd64 root=UUID={uuid} ro ds=nocloud-net;s=http://10.0.0.1/ci/ console=ttyS0"
+            "linux /boot/vmlinuz-6.1.0-35-amd64 root=UUID={uuid} ro console=tty0 console=ttyS0,115200n8 ds=nocloud-net;s=http://10.0.0.1/ci/ console=ttyS0"
         )),
         "{cfg}"
     );
+    assert!(
+        cfg.contains("initrd /boot/initramfs-6.1.0-35-amd64.img\n"),
+        "{cfg}"
+    );
+    // GRUB talks on the serial port too.
+    assert!(cfg.starts_with("serial --unit=0 --speed=115200\n"), "{cfg}");
+    // GRUB's core image finds `normal` and the modules grub.cfg loads in
+    // /boot/grub/i386-pc: copied there from the tree's grub-pc-bin.
+    let modules = os
+        .iter()
+        .find(|s| {
+            s["type"] == "org.osbuild.copy"
+                && s["options"]["paths"][0]["from"] == "tree:///usr/lib/grub/i386-pc/"
+        })
+        .unwrap_or_else(|| panic!("no copy of GRUB's modules in {os:#?}"));
+    assert_eq!(
+        modules["options"]["paths"][0]["to"],
+        "tree:///boot/grub/i386-pc/"
+    );
+    assert!(os.iter().any(|s| s["type"] == "org.osbuild.mkdir"
+        && s["options"]["paths"][0]["path"] == "/boot/grub/i386-pc"));
     // The disk grows to hold the root file system asked for, in whole MiB.
     let size: u64 = image[0]["options"]["size"]
         .as_str()

@@ -53,8 +53,58 @@ struct Control {
 const DEBS_IN_TREE: &str = "/var/cache/kiln-debs";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
-fn control(ctx: &Ctx, deb: &Path) -> Result<Control, String> {
-    let text = ctx.output(Command::new("dpkg-deb").arg("--field").arg(deb).args([
+/// Runs `f` on every item, on as many threads as there are CPUs; the
+/// results in the items' order. For the per-package work that is
+/// independent (reading control fields, unpacking the essential set into
+/// distinct files): dpkg itself does one package at a time.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, String> + Sync,
+) -> Result<Vec<R>, String> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<R, String>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err("a worker thread failed".into()))
+        })
+        .collect()
+}
+
+fn output(cmd: &mut Command) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{shown} failed: {}", out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("{shown}: {e}"))
+}
+
+fn control(deb: &Path) -> Result<Control, String> {
+    let text = output(Command::new("dpkg-deb").arg("--field").arg(deb).args([
         "Essential",
         "Pre-Depends",
         "Depends",
@@ -190,19 +240,22 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
     let debs = ctx.in_tree(DEBS_IN_TREE);
     fs::create_dir_all(&debs).map_err(|e| io(&debs, e))?;
     let source = PathBuf::from(&input.path);
+    let packages: Vec<&Package> = by_name.values().collect();
+    let read = parallel(&packages, |p| control(&source.join(&p.checksum)))?;
     let mut controls = HashMap::new();
     let mut file_of = HashMap::new();
-    for p in by_name.values() {
-        let deb = source.join(&p.checksum);
-        controls.insert(p.name.clone(), control(ctx, &deb)?);
-        let file = format!(
-            "{}_{}.deb",
-            p.name,
-            p.checksum.trim_start_matches("sha256:")
-        );
-        fs::copy(&deb, debs.join(&file)).map_err(|e| io(&deb, e))?;
-        file_of.insert(p.name.clone(), file);
+    for (p, c) in packages.iter().zip(read) {
+        controls.insert(p.name.clone(), c);
+        file_of.insert(p.name.clone(), p.checksum.clone());
     }
+    // The input itself, bound read-only into the tree: dpkg only reads the
+    // package files, and copying them (hundreds of MB) would be wasted.
+    rustix::mount::mount_bind(&source, &debs).map_err(|e| io(&debs, e.into()))?;
+    let _ = rustix::mount::mount_remount(
+        &debs,
+        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+        "",
+    );
 
     merged_usr(ctx, &arch)?;
     let names: Vec<String> = by_name.keys().cloned().collect();
@@ -235,16 +288,19 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
         .filter(|n| base.contains(*n))
         .cloned()
         .collect();
-    for name in &essential {
+    // Unpacked side by side: the essential packages own distinct files
+    // (dpkg --unpack below writes them again, in order, and registers them).
+    let tree = ctx.tree();
+    parallel(&essential, |name| {
         let deb = debs.join(&file_of[name]);
         let mut c = Command::new("sh");
         c.arg("-c")
             .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x --keep-directory-symlink -C \"$2\"")
             .arg("unpack")
             .arg(&deb)
-            .arg(ctx.tree());
-        ctx.run(&mut c)?;
-    }
+            .arg(tree);
+        output(&mut c).map(|_| ())
+    })?;
     // dpkg's own state, as a fresh system has it.
     let admin = ctx.in_tree("/var/lib/dpkg");
     fs::create_dir_all(admin.join("updates")).map_err(|e| io(&admin, e))?;
@@ -311,7 +367,9 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
 
     // Leave no trace of the build in the image.
     fs::remove_file(&policy).map_err(|e| io(&policy, e))?;
-    fs::remove_dir_all(&debs).map_err(|e| io(&debs, e))?;
+    rustix::mount::unmount(&debs, rustix::mount::UnmountFlags::empty())
+        .map_err(|e| io(&debs, e.into()))?;
+    fs::remove_dir(&debs).map_err(|e| io(&debs, e))?;
     for leftover in [
         "/var/lib/dpkg/status-old",
         "/var/lib/dpkg/available-old",
