@@ -33,9 +33,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "== PostgreSQL"
-mkdir -p "$state/pg" "$state/pgsock" && chown postgres "$state/pg" "$state/pgsock"
+mkdir -p "$state/pg" "$state/pgsock" "$state/pglog" && chown postgres "$state/pg" "$state/pgsock" "$state/pglog"
 runuser -u postgres -- "$pgbin/initdb" -D "$state/pg" -A trust -U postgres >/dev/null
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$state/pg" -l "$state/pg.log" -w \
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$state/pg" -l "$state/pglog/pg.log" -w \
     -o "-k $state/pgsock -p 55432 -c listen_addresses=127.0.0.1" start >/dev/null
 runuser -u postgres -- "$pgbin/createdb" -h 127.0.0.1 -p 55432 kiln
 db=postgres://postgres@127.0.0.1:55432/kiln
