@@ -314,6 +314,15 @@ pub fn release_attachments(dir: &Path) {
             crate::devices::detach(&device);
         }
     }
+    // A device still in use (a killed build's processes are still being torn
+    // down, flushing their writes) detaches when its last user closes it:
+    // wait for that, so the next build starts with nothing attached.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while loop_devices().iter().any(|(_, b)| b.starts_with(&prefix))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn unescape_mountinfo(s: &str) -> String {
