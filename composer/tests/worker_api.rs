@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{pxe_request, Backend, TestComposer};
@@ -24,18 +24,7 @@ struct Cluster {
     _server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-fn gen_certs(out: &Path, args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/gen-certs.sh");
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("running tools/gen-certs.sh");
-    assert!(status.success(), "gen-certs.sh {args:?} failed: {status}");
-}
+use kiln_testsupport::host::gen_certs;
 
 async fn start(backend: Backend) -> Cluster {
     let certs = tempfile::tempdir().unwrap();

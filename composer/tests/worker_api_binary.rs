@@ -4,24 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kiln-composer");
-
-fn gen_certs(out: &std::path::Path) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/gen-certs.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg("--out")
-        .arg(out)
-        .args(["--worker", "worker1"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// Waits until `port` accepts connections.
 fn wait_for(port: u16, child: &mut std::process::Child) {
@@ -70,7 +56,7 @@ fn without_certificates_there_is_no_worker_listener() {
 fn with_certificates_from_the_environment_workers_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    gen_certs(&certs);
+    kiln_testsupport::host::gen_certs(&certs, &["--worker", "worker1"]);
     let port = kiln_testsupport::free_port().unwrap();
     let worker_port = kiln_testsupport::free_port().unwrap();
     let env = [

@@ -11,6 +11,7 @@
 
 pub mod aptcache;
 pub mod debrepo;
+pub mod host;
 #[cfg(feature = "openchami")]
 pub mod openchami;
 pub mod rpmrepo;

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{gen_certs, local_target, Kiln};
+use kiln_testsupport::host::attachments_under;
 use kiln_testsupport::storage::S3Server;
 use serde_json::{json, Value};
 
@@ -23,18 +24,6 @@ async fn build_job(kiln: &Kiln, id: &str) -> kiln_queue::Job {
     let id = uuid::Uuid::parse_str(id).unwrap();
     let jobs = kiln.state.queue.compose_jobs(id).await.unwrap();
     jobs.into_iter().find(|j| j.job_type == "build").unwrap()
-}
-
-/// Mounts and loop devices left under a directory.
-fn attachments_under(dir: &std::path::Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,7 +3,6 @@
 //! `file://` mirror, depsolved by kiln-depsolve, written by kiln-manifests).
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -67,29 +66,8 @@ pub fn ran(result: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// Mounts and loop devices that point into `dir`.
-pub fn attachments_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(|p| format!("mount {p}"))
-        .collect();
-    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-            if b.trim().starts_with(&prefix) {
-                found.push(format!(
-                    "{} on {}",
-                    e.file_name().to_string_lossy(),
-                    b.trim()
-                ));
-            }
-        }
-    }
-    found
-}
+#[allow(unused_imports)]
+pub use kiln_testsupport::host::attachments_under;
 
 /// A Debian 12 image request: the distribution's package set for the
 /// image type plus `extra`, depsolved against a local mirror.

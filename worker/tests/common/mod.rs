@@ -26,18 +26,7 @@ pub struct Kiln {
     _mirror_dir: tempfile::TempDir,
 }
 
-pub fn gen_certs(out: &Path, args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/gen-certs.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "gen-certs.sh {args:?} failed");
-}
+pub use kiln_testsupport::host::gen_certs;
 
 /// The packages of an image type (the essential set comes with them).
 fn package_set(image_type: &str) -> Vec<String> {
