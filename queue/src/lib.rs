@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod batch;
 mod graph;
 pub mod postgres;
 pub mod sqlite;
@@ -147,7 +148,7 @@ pub struct ComposeRecord {
 }
 
 /// Which jobs a dequeuer takes. Empty `arches` or `channels` means any.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DequeueFilter {
     pub job_types: Vec<String>,
     pub arches: Vec<String>,
@@ -240,6 +241,9 @@ pub struct RowCounts {
 pub enum QueueError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The error of a statement that served several calls, for all but one.
+    #[error("database error: {0}")]
+    SharedDatabase(String),
     #[error("migrating the database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("job {job} depends on unknown job {dependency}")]

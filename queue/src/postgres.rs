@@ -1,16 +1,18 @@
 //! The PostgreSQL backend: shared by every composer of a cluster.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgPool, Row};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::batch::Batcher;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
@@ -26,11 +28,23 @@ const JOB_COLUMNS: &str =
     reason, worker, retries, created_at, started_at, finished_at, \
     deps";
 
+/// Runs of one batched statement in flight at once, per kind of call, each on
+/// a connection of its own. Beyond that, calls gather into bigger batches.
+const BATCH_SLOTS: usize = 2;
+const ENQUEUE_SLOTS: usize = 1;
+/// The most calls one statement serves.
+const MAX_BATCH: usize = 128;
+
 pub struct PgQueue {
     pool: PgPool,
     events: broadcast::Sender<JobEvent>,
     waiters: Arc<Waiters>,
     listener: tokio::task::JoinHandle<()>,
+    /// Lone jobs without dependencies, the common `enqueue`.
+    enqueues: Batcher<NewJob, ()>,
+    dequeues: Batcher<(DequeueFilter, String), Option<Lease>>,
+    /// Successful finishes; failures fail dependants in a transaction of their own.
+    successes: Batcher<(Uuid, Value), Job>,
 }
 
 impl PgQueue {
@@ -56,11 +70,61 @@ impl PgQueue {
         let (events, _) = broadcast::channel(4096);
         let waiters = Arc::new(Waiters::default());
         let listener = tokio::spawn(listen(listener, events.clone(), waiters.clone()));
+        // The batched statements find every row through an index. Planned
+        // while the table is small (a fresh database, or before autovacuum's
+        // next ANALYZE), they would keep a sequential scan in their cached
+        // plan as the table grows; on these connections they cannot.
+        let options = Arc::new(
+            (*pool.connect_options())
+                .clone()
+                .options([("enable_seqscan", "off")]),
+        );
+        let slots = |n: usize| (0..n).map(|_| None).collect::<Vec<Slot>>();
+        let enqueues = {
+            let options = options.clone();
+            Batcher::new(
+                MAX_BATCH,
+                slots(ENQUEUE_SLOTS),
+                move |slot, jobs| with_slot(options.clone(), slot, jobs, enqueue_lone),
+                |()| {},
+            )
+        };
+        let dequeues = {
+            // A lease may be forgotten by a database that crashes right after
+            // granting it: the job is then still queued, and the worker's
+            // first heartbeat hears that its lease is lost, so it stops. So a
+            // dequeue does not wait for its commit to reach the disk; enqueues
+            // and finishes (which must never be forgotten) do.
+            let options = Arc::new((*options).clone().options([("synchronous_commit", "off")]));
+            let back = pool.clone();
+            Batcher::new(
+                MAX_BATCH,
+                slots(BATCH_SLOTS),
+                move |slot, calls| with_slot(options.clone(), slot, calls, dequeue_many),
+                move |lease: Option<Lease>| {
+                    if let Some(lease) = lease {
+                        tokio::spawn(hand_back(back.clone(), lease.token));
+                    }
+                },
+            )
+        };
+        let successes = {
+            let options = options.clone();
+            Batcher::new(
+                MAX_BATCH,
+                slots(BATCH_SLOTS),
+                move |slot, calls| with_slot(options.clone(), slot, calls, succeed_many),
+                |_| {},
+            )
+        };
         Ok(PgQueue {
             pool,
             events,
             waiters,
             listener,
+            enqueues,
+            dequeues,
+            successes,
         })
     }
 
@@ -69,7 +133,6 @@ impl PgQueue {
     }
 
     async fn insert_jobs(
-        &self,
         conn: &mut PgConnection,
         compose: Option<Uuid>,
         jobs: &[NewJob],
@@ -129,32 +192,6 @@ impl PgQueue {
         Ok(())
     }
 
-    async fn try_dequeue(&self, filter: &DequeueFilter, worker: &str) -> Result<Option<Lease>> {
-        let token = Uuid::new_v4();
-        let row = sqlx::query(&format!(
-            "UPDATE jobs SET state = 'running', token = $1, worker = $2, started_at = now(), heartbeat_at = now() \
-             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND job_type = ANY($3) \
-                 AND (cardinality($4::text[]) = 0 OR arch = ANY($4)) \
-                 AND (cardinality($5::text[]) = 0 OR channel = ANY($5)) \
-                 ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING {JOB_COLUMNS}"
-        ))
-        .bind(token)
-        .bind(worker)
-        .bind(&filter.job_types)
-        .bind(&filter.arches)
-        .bind(&filter.channels)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(Lease {
-                token,
-                job: job_from_row(&r)?,
-            })
-        })
-        .transpose()
-    }
-
     /// Fails every unfinished job downstream of `id` with a reason naming it.
     async fn fail_dependants(
         conn: &mut PgConnection,
@@ -175,19 +212,6 @@ impl PgQueue {
         .execute(&mut *conn)
         .await?;
         Ok(())
-    }
-
-    async fn lease_error(&self, token: Uuid) -> Result<QueueError> {
-        let row = sqlx::query("SELECT id, state FROM jobs WHERE token = $1")
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) if r.try_get::<String, _>("state")? == "canceled" => {
-                QueueError::Canceled(r.try_get("id")?)
-            }
-            _ => QueueError::LeaseLost,
-        })
     }
 }
 
@@ -241,6 +265,289 @@ fn duplicate_as(e: sqlx::Error, f: impl FnOnce() -> QueueError) -> QueueError {
         sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => f(),
         _ => QueueError::Database(e),
     }
+}
+
+/// Leases up to `$6` queued jobs matching a filter, job k to caller k.
+static DEQUEUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH picked AS ( \
+                SELECT id, row_number() OVER () AS k FROM ( \
+                    SELECT id FROM jobs WHERE state = 'queued' AND job_type = ANY($3) \
+                    AND (cardinality($4::text[]) = 0 OR arch = ANY($4)) \
+                    AND (cardinality($5::text[]) = 0 OR channel = ANY($5)) \
+                    ORDER BY priority DESC, seq LIMIT $6 FOR UPDATE SKIP LOCKED) ready) \
+             UPDATE jobs j SET state = 'running', token = ($1::uuid[])[picked.k], \
+                 worker = ($2::text[])[picked.k], started_at = now(), heartbeat_at = now() \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING {}, j.token",
+        job_columns("j")
+    )
+});
+
+/// Marks leases `$1` successful with results `$2` and queues the dependants
+/// whose last dependency that was.
+static SUCCEED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH leased AS (SELECT id, token, state FROM jobs WHERE token = ANY($1) FOR UPDATE), \
+         done AS ( \
+            UPDATE jobs j SET state = 'success', result = ($2::jsonb[])[array_position($1, l.token)], \
+                finished_at = now(), token = NULL \
+            FROM leased l WHERE j.id = l.id AND l.state = 'running' \
+            RETURNING {}, l.token AS lease), \
+         unblocked AS ( \
+            SELECT d.job_id, count(*)::int AS n FROM job_deps d JOIN done ON d.depends_on = done.id \
+            GROUP BY d.job_id), \
+         promoted AS ( \
+            UPDATE jobs j SET pending_deps = j.pending_deps - u.n, \
+                state = CASE WHEN j.pending_deps = u.n THEN 'queued' ELSE j.state END, \
+                queued_at = CASE WHEN j.pending_deps = u.n THEN now() ELSE j.queued_at END \
+            FROM unblocked u WHERE j.id = u.job_id AND j.state = 'waiting' RETURNING j.id) \
+         SELECT * FROM done",
+        job_columns("j")
+    )
+});
+
+fn job_columns(table: &str) -> String {
+    JOB_COLUMNS
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn lease_error<'c, E>(db: E, token: Uuid) -> Result<QueueError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let row = sqlx::query("SELECT id, state FROM jobs WHERE token = $1")
+        .bind(token)
+        .fetch_optional(db)
+        .await?;
+    Ok(match row {
+        Some(r) if r.try_get::<String, _>("state")? == "canceled" => {
+            QueueError::Canceled(r.try_get("id")?)
+        }
+        _ => QueueError::LeaseLost,
+    })
+}
+
+/// One error for every call of a batch: the first gets the database's error
+/// itself, the others its text.
+fn shared_error(e: sqlx::Error, n: usize) -> Vec<QueueError> {
+    let text = e.to_string();
+    std::iter::once(QueueError::Database(e))
+        .chain((1..n).map(|_| QueueError::SharedDatabase(text.clone())))
+        .collect()
+}
+
+/// A batcher slot's own connection: made on first use, and again after one
+/// breaks. Statements on it skip the pool's checkout and its check on return
+/// (sqlx pings every connection given back to a pool: a second round trip).
+type Slot = Option<PgConnection>;
+
+/// Runs `f` on the slot's connection; calls fail with the connect error if
+/// there is none to be had. A connection that failed other than with an error
+/// from the database itself is dropped.
+async fn with_slot<Req, Resp, F>(
+    options: Arc<PgConnectOptions>,
+    mut slot: Slot,
+    calls: Vec<Req>,
+    f: F,
+) -> (Slot, Vec<Result<Resp>>)
+where
+    F: for<'c> AsyncBatch<'c, Req, Resp>,
+{
+    let conn = match slot.as_mut() {
+        Some(conn) => conn,
+        None => match PgConnection::connect_with(&options).await {
+            Ok(conn) => slot.insert(conn),
+            Err(e) => {
+                return (
+                    None,
+                    shared_error(e, calls.len()).into_iter().map(Err).collect(),
+                )
+            }
+        },
+    };
+    let results = f.call(conn, calls).await;
+    let broken = results.iter().any(
+        |r| matches!(r, Err(QueueError::Database(e)) if !matches!(e, sqlx::Error::Database(_))),
+    );
+    (if broken { None } else { slot }, results)
+}
+
+/// An async function of a connection and a batch of calls.
+trait AsyncBatch<'c, Req, Resp> {
+    type Fut: std::future::Future<Output = Vec<Result<Resp>>> + Send + 'c;
+    fn call(&self, conn: &'c mut PgConnection, calls: Vec<Req>) -> Self::Fut;
+}
+
+impl<'c, Req, Resp, F, Fut> AsyncBatch<'c, Req, Resp> for F
+where
+    F: Fn(&'c mut PgConnection, Vec<Req>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<Resp>>> + Send + 'c,
+{
+    type Fut = Fut;
+    fn call(&self, conn: &'c mut PgConnection, calls: Vec<Req>) -> Fut {
+        self(conn, calls)
+    }
+}
+
+/// Lone jobs without dependencies, queued at once: one INSERT for the batch.
+/// If it fails (a duplicate id, say), each job is inserted alone, so that the
+/// error lands on the call that caused it.
+async fn enqueue_lone(conn: &mut PgConnection, jobs: Vec<NewJob>) -> Vec<Result<()>> {
+    fn insert(
+        jobs: &[NewJob],
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(
+            "INSERT INTO jobs (id, job_type, arch, channel, args, priority, state, queued_at) \
+             SELECT id, job_type, arch, channel, args, priority, 'queued', now() \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[]) \
+                 AS t(id, job_type, arch, channel, args, priority)",
+        )
+        .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.job_type.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.arch.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.channel.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| &j.args).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+    }
+    match insert(&jobs).execute(&mut *conn).await {
+        Ok(_) => return jobs.iter().map(|_| Ok(())).collect(),
+        Err(e) if jobs.len() == 1 => {
+            return vec![Err(duplicate_as(e, || {
+                QueueError::DuplicateJob(jobs[0].id)
+            }))]
+        }
+        Err(e) => tracing::debug!(error = %e, n = jobs.len(), "batched enqueue failed; one by one"),
+    }
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        out.push(
+            insert(std::slice::from_ref(job))
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| duplicate_as(e, || QueueError::DuplicateJob(job.id))),
+        );
+    }
+    out
+}
+
+/// Dequeues for several callers: one statement per distinct filter leases up
+/// to as many jobs as it has callers, each under a fresh token.
+async fn dequeue_many(
+    conn: &mut PgConnection,
+    calls: Vec<(DequeueFilter, String)>,
+) -> Vec<Result<Option<Lease>>> {
+    let mut out: Vec<Option<Result<Option<Lease>>>> = calls.iter().map(|_| None).collect();
+    let mut groups: Vec<(&DequeueFilter, Vec<usize>)> = Vec::new();
+    for (i, (filter, _)) in calls.iter().enumerate() {
+        match groups.iter_mut().find(|(f, _)| *f == filter) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((filter, vec![i])),
+        }
+    }
+    for (filter, members) in groups {
+        let tokens: Vec<Uuid> = members.iter().map(|_| Uuid::new_v4()).collect();
+        let workers: Vec<&str> = members.iter().map(|&i| calls[i].1.as_str()).collect();
+        let rows = sqlx::query(&DEQUEUE)
+            .bind(&tokens)
+            .bind(&workers)
+            .bind(&filter.job_types)
+            .bind(&filter.arches)
+            .bind(&filter.channels)
+            .bind(members.len() as i64)
+            .fetch_all(&mut *conn)
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut leased = HashMap::new();
+                for r in &rows {
+                    let token: Uuid = match r.try_get("token") {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a dequeued row without its token");
+                            continue;
+                        }
+                    };
+                    leased.insert(token, job_from_row(r));
+                }
+                for (&i, token) in members.iter().zip(&tokens) {
+                    out[i] = Some(match leased.remove(token) {
+                        Some(job) => job.map(|job| Some(Lease { token: *token, job })),
+                        None => Ok(None),
+                    });
+                }
+            }
+            Err(e) => {
+                for (&i, e) in members.iter().zip(shared_error(e, members.len())) {
+                    out[i] = Some(Err(e));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(QueueError::Corrupt("a dequeue call got no answer".into())))
+        })
+        .collect()
+}
+
+/// A lease whose caller went away before it got it: back to the queue, as if
+/// it had never been taken (no retry counted).
+async fn hand_back(pool: PgPool, token: Uuid) {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'queued', token = NULL, worker = NULL, started_at = NULL, \
+         heartbeat_at = NULL, queued_at = now() WHERE token = $1 AND state = 'running'",
+    )
+    .bind(token)
+    .execute(&pool)
+    .await;
+    if let Err(e) = done {
+        // The heartbeat reaper takes it back later.
+        tracing::warn!(error = %e, "handing back a lease nobody received");
+    }
+}
+
+/// Successful finishes: one statement marks them all and counts each
+/// dependant's newly succeeded dependencies at once (two finished jobs of a
+/// batch may share a dependant). The leases are found by token alone and
+/// locked, and the state is checked on the locked rows: any `state =
+/// 'running'` condition on `jobs` makes the planner walk the partial index of
+/// running jobs instead, and under load that index is mostly dead entries of
+/// jobs finished since the last vacuum.
+async fn succeed_many(conn: &mut PgConnection, calls: Vec<(Uuid, Value)>) -> Vec<Result<Job>> {
+    let (tokens, results): (Vec<Uuid>, Vec<Value>) = calls.into_iter().unzip();
+    let rows = sqlx::query(&SUCCEED)
+        .bind(&tokens)
+        .bind(&results)
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => return shared_error(e, tokens.len()).into_iter().map(Err).collect(),
+    };
+    let mut finished = HashMap::new();
+    for r in &rows {
+        match r.try_get::<Uuid, _>("lease") {
+            Ok(lease) => {
+                finished.insert(lease, job_from_row(r));
+            }
+            Err(e) => tracing::error!(error = %e, "a finished row without its lease"),
+        }
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        out.push(match finished.remove(&token) {
+            Some(job) => job,
+            None => match lease_error(&mut *conn, token).await {
+                Ok(e) | Err(e) => Err(e),
+            },
+        });
+    }
+    out
 }
 
 fn blueprint_from_row(r: &PgRow) -> Result<BlueprintRecord> {
@@ -302,7 +609,7 @@ impl JobQueue for PgQueue {
         .execute(&mut *tx)
         .await
         .map_err(|e| duplicate_as(e, || QueueError::ComposeExists(compose.id)))?;
-        self.insert_jobs(&mut tx, Some(compose.id), jobs).await?;
+        Self::insert_jobs(&mut tx, Some(compose.id), jobs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -310,13 +617,13 @@ impl JobQueue for PgQueue {
     async fn enqueue(&self, jobs: &[NewJob]) -> Result<()> {
         if let [job] = jobs {
             if job.dependencies.is_empty() {
-                // The common case needs no transaction.
-                let mut conn = self.pool.acquire().await?;
-                return self.insert_jobs(&mut conn, None, jobs).await;
+                // The common case needs no transaction, and shares its
+                // statement with whatever else is enqueued at the same time.
+                return self.enqueues.call(job.clone()).await;
             }
         }
         let mut tx = self.pool.begin().await?;
-        self.insert_jobs(&mut tx, None, jobs).await?;
+        Self::insert_jobs(&mut tx, None, jobs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -328,7 +635,7 @@ impl JobQueue for PgQueue {
         wait: Duration,
     ) -> Result<Option<Lease>> {
         wait_for_job(&self.waiters, filter, wait, || {
-            self.try_dequeue(filter, worker)
+            self.dequeues.call((filter.clone(), worker.to_owned()))
         })
         .await
     }
@@ -354,28 +661,7 @@ impl JobQueue for PgQueue {
 
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
         match outcome {
-            Outcome::Success(result) => {
-                let row = sqlx::query(&format!(
-                    "WITH done AS ( \
-                        UPDATE jobs SET state = 'success', result = $2, finished_at = now(), token = NULL \
-                        WHERE token = $1 AND state = 'running' RETURNING {JOB_COLUMNS}), \
-                     promoted AS ( \
-                        UPDATE jobs j SET pending_deps = j.pending_deps - 1, \
-                            state = CASE WHEN j.pending_deps = 1 THEN 'queued' ELSE j.state END, \
-                            queued_at = CASE WHEN j.pending_deps = 1 THEN now() ELSE j.queued_at END \
-                        FROM job_deps d, done WHERE d.depends_on = done.id AND j.id = d.job_id \
-                            AND j.state = 'waiting' RETURNING j.id) \
-                     SELECT * FROM done"
-                ))
-                .bind(token)
-                .bind(&result)
-                .fetch_optional(&self.pool)
-                .await?;
-                match row {
-                    Some(r) => job_from_row(&r),
-                    None => Err(self.lease_error(token).await?),
-                }
-            }
+            Outcome::Success(result) => self.successes.call((token, result)).await,
             Outcome::Failure { reason, result } => {
                 let mut tx = self.pool.begin().await?;
                 let row = sqlx::query(&format!(
@@ -389,7 +675,7 @@ impl JobQueue for PgQueue {
                 .await?;
                 let Some(row) = row else {
                     drop(tx);
-                    return Err(self.lease_error(token).await?);
+                    return Err(lease_error(&self.pool, token).await?);
                 };
                 let job = job_from_row(&row)?;
                 Self::fail_dependants(

@@ -70,6 +70,8 @@ on_both_backends!(
     rejected_graph_writes_nothing,
     compose_listing_pages_by_channel,
     blueprints_keep_every_version_per_channel,
+    simultaneous_finishes_release_a_shared_dependant_once,
+    simultaneous_enqueues_blame_only_the_duplicate,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -764,4 +766,146 @@ async fn blueprints_keep_every_version_per_channel(q: Arc<dyn JobQueue>) {
             .version,
         1
     );
+}
+
+/// Finishes that arrive together (PostgreSQL serves them with one statement)
+/// count each dependency once: a job waiting on all of them is queued exactly
+/// when the last succeeds, and a used token is refused for each caller.
+async fn simultaneous_finishes_release_a_shared_dependant_once(q: Arc<dyn JobQueue>) {
+    for round in 0..5 {
+        let parents: Vec<NewJob> = (0..8).map(|_| job("depsolve")).collect();
+        let ids: Vec<Uuid> = parents.iter().map(|j| j.id).collect();
+        let child = job("build").depends_on(&ids);
+        let half = job("manifest").depends_on(&ids[..4]);
+        let mut graph = parents.clone();
+        graph.push(child.clone());
+        graph.push(half.clone());
+        q.create_compose(&compose("default"), &graph).await.unwrap();
+        let f = DequeueFilter::types(&["depsolve"]);
+        let leases = futures::future::join_all((0..8).map(|w| {
+            let (q, f) = (q.clone(), f.clone());
+            async move {
+                q.dequeue(&f, &format!("w{w}"), WAIT)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        }))
+        .await;
+        let got: HashSet<Uuid> = leases.iter().map(|l| l.job.id).collect();
+        assert_eq!(got, ids.iter().copied().collect(), "round {round}");
+        // The four parents of `half`, then the other four, each group at once.
+        let (first, second): (Vec<_>, Vec<_>) =
+            leases.iter().partition(|l| ids[..4].contains(&l.job.id));
+        let finish_all = |ls: Vec<&kiln_queue::Lease>| {
+            futures::future::join_all(ls.into_iter().map(|l| {
+                let q = q.clone();
+                let token = l.token;
+                async move { q.finish(token, Outcome::Success(json!({"n": 1}))).await }
+            }))
+        };
+        for r in finish_all(first.clone()).await {
+            assert_eq!(r.unwrap().state, JobState::Success);
+        }
+        assert_eq!(state(&q, half.id).await, JobState::Queued, "round {round}");
+        assert_eq!(
+            state(&q, child.id).await,
+            JobState::Waiting,
+            "round {round}"
+        );
+        for r in finish_all(second).await {
+            assert_eq!(r.unwrap().result, Some(json!({"n": 1})));
+        }
+        assert_eq!(state(&q, child.id).await, JobState::Queued, "round {round}");
+        // The same tokens again, together: every one is refused.
+        for r in finish_all(first).await {
+            assert!(matches!(r, Err(QueueError::LeaseLost)), "{r:?}");
+        }
+        for l in [&child, &half] {
+            let leased = q
+                .dequeue(&DequeueFilter::types(&["build", "manifest"]), "w", WAIT)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                leased.job.id == child.id || leased.job.id == half.id,
+                "{}",
+                l.id
+            );
+            q.finish(leased.token, Outcome::Success(json!(null)))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Lone jobs enqueued together (PostgreSQL inserts them with one statement):
+/// a duplicate id fails its own call only, and every other job is stored.
+async fn simultaneous_enqueues_blame_only_the_duplicate(q: Arc<dyn JobQueue>) {
+    let taken = job("build");
+    q.enqueue(std::slice::from_ref(&taken)).await.unwrap();
+    let mut jobs: Vec<NewJob> = (0..15).map(|_| job("build")).collect();
+    let mut dup = job("build");
+    dup.id = taken.id;
+    jobs.insert(7, dup);
+    let results = futures::future::join_all(jobs.iter().map(|j| {
+        let q = q.clone();
+        let j = j.clone();
+        async move { q.enqueue(std::slice::from_ref(&j)).await }
+    }))
+    .await;
+    for (j, r) in jobs.iter().zip(&results) {
+        if j.id == taken.id {
+            assert!(
+                matches!(r, Err(QueueError::DuplicateJob(id)) if *id == taken.id),
+                "{r:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "{r:?}");
+            assert_eq!(state(&q, j.id).await, JobState::Queued);
+        }
+    }
+    // The duplicate did not overwrite the stored job.
+    assert_eq!(q.job(taken.id).await.unwrap().unwrap().args, taken.args);
+    assert_eq!(q.row_counts().await.unwrap().jobs, 16);
+}
+
+/// Two composers (two pools, two batchers) and eight dequeuers on one
+/// database: SKIP LOCKED across processes and batches within each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_composers_racing_in_batches_never_share_a_job() {
+    const N: usize = 4_000;
+    let url = PgCluster::shared().unwrap().create_database().unwrap();
+    let a = kiln_queue::connect(&url).await.unwrap();
+    let b = kiln_queue::connect(&url).await.unwrap();
+    let jobs: Vec<NewJob> = (0..N).map(|_| job("build")).collect();
+    for chunk in jobs.chunks(1000) {
+        a.enqueue(chunk).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let q = if w % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move {
+            let f = DequeueFilter::types(&["build"]);
+            let mut got = Vec::new();
+            while let Some(l) = q
+                .dequeue(&f, &format!("racer{w}"), Duration::ZERO)
+                .await
+                .unwrap()
+            {
+                assert_eq!(l.job.worker.as_deref(), Some(format!("racer{w}").as_str()));
+                got.push(l.job.id);
+                let done = q.finish(l.token, Outcome::Success(json!(w))).await.unwrap();
+                assert_eq!((done.id, done.result), (l.job.id, Some(json!(w))));
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    for h in handles {
+        for id in h.await.unwrap() {
+            assert!(seen.insert(id), "job {id} was handed out twice");
+        }
+    }
+    assert_eq!(seen, jobs.iter().map(|j| j.id).collect::<HashSet<_>>());
 }
