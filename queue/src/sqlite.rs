@@ -37,10 +37,66 @@ const JOB_COLUMNS: &str =
 const EVENT_COLUMNS: &str = "id, compose_id, state, job_type, arch, channel";
 
 pub struct SqliteQueue {
-    writer: Mutex<SqliteConnection>,
+    writer: Arc<Mutex<SqliteConnection>>,
     readers: SqlitePool,
     events: broadcast::Sender<JobEvent>,
     waiters: Arc<Waiters>,
+}
+
+fn publish(waiters: &Waiters, sender: &broadcast::Sender<JobEvent>, events: Vec<JobEvent>) {
+    for e in events.iter().filter(|e| e.state == JobState::Queued) {
+        waiters.job_queued(&e.job_type, &e.arch, &e.channel);
+    }
+    for e in events.into_iter().filter(crate::announced) {
+        let _ = sender.send(e);
+    }
+}
+
+/// A dequeue in progress. If its caller drops it (a long-poll whose client
+/// went away) once the lease may have been taken, the lease goes back to the
+/// queue: otherwise the job would sit `running`, leased to nobody, until the
+/// heartbeat reaper counted a retry against it.
+struct Unreceived {
+    token: Uuid,
+    writer: Arc<Mutex<SqliteConnection>>,
+    waiters: Arc<Waiters>,
+    events: broadcast::Sender<JobEvent>,
+    armed: bool,
+}
+
+impl Drop for Unreceived {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (token, writer) = (self.token, self.writer.clone());
+        let (waiters, events) = (self.waiters.clone(), self.events.clone());
+        rt.spawn(async move {
+            // After whatever the dropped call left running on the connection.
+            let mut conn = writer.lock().await;
+            let back = sqlx::query(&format!(
+                "UPDATE jobs SET state = 'queued', token = NULL, worker = NULL, started_at = NULL, \
+                 heartbeat_at = NULL, queued_at = ?2 WHERE token = ?1 AND state = 'running' \
+                 RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind(token.to_string())
+            .bind(now_us())
+            .fetch_optional(&mut *conn)
+            .await;
+            drop(conn);
+            match back {
+                Ok(Some(row)) => match event_from_row(&row) {
+                    Ok(ev) => publish(&waiters, &events, vec![ev]),
+                    Err(e) => tracing::warn!(error = %e, "handing back a lease nobody received"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "handing back a lease nobody received"),
+            }
+        });
+    }
 }
 
 fn now_us() -> i64 {
@@ -161,7 +217,7 @@ impl SqliteQueue {
         let (events, _) = broadcast::channel(4096);
         let waiters = Arc::new(Waiters::default());
         Ok(SqliteQueue {
-            writer: Mutex::new(writer),
+            writer: Arc::new(Mutex::new(writer)),
             readers,
             events,
             waiters,
@@ -170,12 +226,7 @@ impl SqliteQueue {
 
     /// Sends the events of a committed write.
     fn publish(&self, events: Vec<JobEvent>) {
-        for e in events.iter().filter(|e| e.state == JobState::Queued) {
-            self.waiters.job_queued(&e.job_type, &e.arch, &e.channel);
-        }
-        for e in events.into_iter().filter(crate::announced) {
-            let _ = self.events.send(e);
-        }
+        publish(&self.waiters, &self.events, events);
     }
 
     async fn insert_jobs(
@@ -253,6 +304,13 @@ impl SqliteQueue {
 
     async fn try_dequeue(&self, filter: &DequeueFilter, worker: &str) -> Result<Option<Lease>> {
         let token = Uuid::new_v4();
+        let mut unreceived = Unreceived {
+            token,
+            writer: self.writer.clone(),
+            waiters: self.waiters.clone(),
+            events: self.events.clone(),
+            armed: true,
+        };
         let mut conn = self.writer.lock().await;
         let id: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'running', token = ?1, worker = ?2, started_at = ?3, heartbeat_at = ?3 \
@@ -271,12 +329,16 @@ impl SqliteQueue {
         .bind(list(&filter.channels))
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(id) = id else { return Ok(None) };
+        let Some(id) = id else {
+            unreceived.armed = false;
+            return Ok(None);
+        };
         let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
             .bind(&id)
             .fetch_one(&mut *conn)
             .await?;
         drop(conn);
+        unreceived.armed = false;
         let job = job_from_row(&row)?;
         self.publish(vec![JobEvent {
             job: job.id,

@@ -72,6 +72,7 @@ on_both_backends!(
     blueprints_keep_every_version_per_channel,
     simultaneous_finishes_release_a_shared_dependant_once,
     simultaneous_enqueues_blame_only_the_duplicate,
+    a_dequeue_given_up_leaves_no_job_leased,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -908,4 +909,48 @@ async fn postgres_composers_racing_in_batches_never_share_a_job() {
         }
     }
     assert_eq!(seen, jobs.iter().map(|j| j.id).collect::<HashSet<_>>());
+}
+
+/// A dequeuer that gives up while its call is in the database (an HTTP
+/// long-poll whose client went away) must not leave the job leased to nobody:
+/// it is handed back and the next dequeuer gets it.
+async fn a_dequeue_given_up_leaves_no_job_leased(q: Arc<dyn JobQueue>) {
+    let f = DequeueFilter::types(&["build"]);
+    let mut given_up = 0;
+    for round in 0..40 {
+        let j = job("build");
+        q.enqueue(std::slice::from_ref(&j)).await.unwrap();
+        // Dropped right after its first poll (the call is on its way), or
+        // after a while: from "before the answer" to "after it came".
+        let call = q.dequeue(&f, "impatient", WAIT);
+        let outcome = if round % 2 == 0 {
+            futures::FutureExt::now_or_never(call).ok_or(())
+        } else {
+            let patience = Duration::from_micros(100 * round);
+            tokio::time::timeout(patience, call).await.map_err(|_| ())
+        };
+        match outcome {
+            Ok(lease) => {
+                let lease = lease.unwrap().unwrap();
+                q.finish(lease.token, Outcome::Success(json!(null)))
+                    .await
+                    .unwrap();
+            }
+            Err(_) => {
+                given_up += 1;
+                let l = q
+                    .dequeue(&f, "patient", WAIT)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("round {round}: the job stayed leased"));
+                assert_eq!(l.job.id, j.id);
+                assert_eq!(l.job.retries, 0, "a hand-back is not a retry");
+                q.finish(l.token, Outcome::Success(json!(null)))
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(state(&q, j.id).await, JobState::Success);
+    }
+    assert!(given_up > 0, "no dequeue was given up");
 }
