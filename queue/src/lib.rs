@@ -2,7 +2,9 @@
 //!
 //! - [`postgres::PgQueue`] for production: several composers may share it; dequeue
 //!   uses `FOR UPDATE SKIP LOCKED` and waiting dequeuers are woken by
-//!   `LISTEN/NOTIFY` (a trigger notifies every job state change).
+//!   `LISTEN/NOTIFY` (a trigger announces jobs becoming ready and every change
+//!   of a compose's job). Concurrent enqueues, dequeues and finishes are
+//!   gathered into one statement each (`batch.rs`).
 //! - [`sqlite::SqliteQueue`], the embedded single-host default: one process owns
 //!   the database file; writes go through one connection, and waiters are woken
 //!   in-process.
