@@ -27,7 +27,7 @@ pub(crate) struct Batcher<Req, Resp> {
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// `run` gets a free slot's resource and the gathered requests (at most
     /// `max_batch`), and gives back the resource and one result per request,
-    /// in order. There are as many slots as `resources`; a run that panics
+    /// in order (a call left without one fails as dropped). There are as many slots as `resources`; a run that panics
     /// fails its calls and leaves `R::default()` in its slot. `orphaned` is
     /// told of each successful result whose caller has gone.
     pub(crate) fn new<R, F, Fut, O>(
@@ -66,7 +66,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 tokio::spawn(async move {
                     let (requests, replies): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
                     let n = requests.len();
-                    let (resource, mut results) =
+                    let (resource, results) =
                         match CatchPanic(Box::pin(run(resource, requests))).await {
                             Ok(done) => done,
                             Err(why) => (
@@ -82,16 +82,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                         };
                     // The slot first: the next batch need not wait for the replies.
                     let _ = free.send(resource);
-                    if results.len() != n {
-                        results = (0..n)
-                            .map(|_| {
-                                Err(QueueError::Corrupt(format!(
-                                    "a batch of {n} calls gave {} results",
-                                    results.len()
-                                )))
-                            })
-                            .collect();
-                    }
                     for (reply, result) in replies.into_iter().zip(results) {
                         if let Err(Ok(resp)) = reply.send(result) {
                             orphaned(resp);

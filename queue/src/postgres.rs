@@ -441,7 +441,7 @@ async fn dequeue_many(
     conn: &mut PgConnection,
     calls: Vec<(DequeueFilter, String)>,
 ) -> Vec<Result<Option<Lease>>> {
-    let mut out: Vec<Option<Result<Option<Lease>>>> = calls.iter().map(|_| None).collect();
+    let mut out: Vec<Result<Option<Lease>>> = calls.iter().map(|_| Ok(None)).collect();
     let mut groups: Vec<(&DequeueFilter, Vec<usize>)> = Vec::new();
     for (i, (filter, _)) in calls.iter().enumerate() {
         match groups.iter_mut().find(|(f, _)| *f == filter) {
@@ -475,24 +475,19 @@ async fn dequeue_many(
                     leased.insert(token, job_from_row(r));
                 }
                 for (&i, token) in members.iter().zip(&tokens) {
-                    out[i] = Some(match leased.remove(token) {
-                        Some(job) => job.map(|job| Some(Lease { token: *token, job })),
-                        None => Ok(None),
-                    });
+                    if let Some(job) = leased.remove(token) {
+                        out[i] = job.map(|job| Some(Lease { token: *token, job }));
+                    }
                 }
             }
             Err(e) => {
                 for (&i, e) in members.iter().zip(shared_error(e, members.len())) {
-                    out[i] = Some(Err(e));
+                    out[i] = Err(e);
                 }
             }
         }
     }
-    out.into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| Err(QueueError::Corrupt("a dequeue call got no answer".into())))
-        })
-        .collect()
+    out
 }
 
 /// A lease whose caller went away before it got it: back to the queue, as if

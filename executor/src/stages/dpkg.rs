@@ -23,7 +23,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::Ctx;
+use super::{output, Ctx};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,18 +89,6 @@ fn parallel<T: Sync, R: Send>(
                 .unwrap_or_else(|| Err("a worker thread failed".into()))
         })
         .collect()
-}
-
-fn output(cmd: &mut Command) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{shown} failed: {}", out.status));
-    }
-    String::from_utf8(out.stdout).map_err(|e| format!("{shown}: {e}"))
 }
 
 fn control(deb: &Path) -> Result<Control, String> {

@@ -242,15 +242,7 @@ impl Ctx {
 
     /// Runs a command of the build root and returns its standard output.
     pub fn output(&self, cmd: &mut Command) -> Result<String, String> {
-        let shown = format!("{cmd:?}");
-        let out = cmd
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("{shown}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("{shown} failed: {}", out.status));
-        }
-        String::from_utf8(out.stdout).map_err(|e| format!("{shown}: {e}"))
+        output(cmd)
     }
 
     /// A command run inside the tree (chroot), with /proc and /dev there.
@@ -371,4 +363,18 @@ pub fn stage_main(args_path: &str) -> i32 {
             1
         }
     }
+}
+
+/// Runs a command (its errors go to the stage's log) and returns its
+/// standard output.
+pub(crate) fn output(cmd: &mut Command) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{shown} failed: {}", out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("{shown}: {e}"))
 }
