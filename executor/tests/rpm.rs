@@ -350,17 +350,7 @@ fn a_rocky_shaped_tar_manifest_builds_from_the_test_repository() {
             ..Default::default()
         })
         .unwrap();
-    let packages: Vec<kiln_manifests::generate::PackageFile> = solution
-        .packages
-        .iter()
-        .map(|p| kiln_manifests::generate::PackageFile {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            url: p.url.clone(),
-            sha256: p.sha256.clone(),
-        })
-        .collect();
+    let packages = common::package_files(&solution);
     let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(json!({
         "name": "rocky-tar",
         "customizations": {

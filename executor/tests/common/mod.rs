@@ -69,6 +69,23 @@ pub fn ran(result: &Value) -> Vec<(String, String)> {
 #[allow(unused_imports)]
 pub use kiln_testsupport::host::attachments_under;
 
+/// The depsolved set as a manifest lists it.
+pub fn package_files(
+    solution: &kiln_depsolve::Solution,
+) -> Vec<kiln_manifests::generate::PackageFile> {
+    solution
+        .packages
+        .iter()
+        .map(|p| kiln_manifests::generate::PackageFile {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            url: p.url.clone(),
+            sha256: p.sha256.clone(),
+        })
+        .collect()
+}
+
 /// A Debian 12 image request: the distribution's package set for the
 /// image type plus `extra`, depsolved against a local mirror.
 pub struct DebianImage {
@@ -105,17 +122,7 @@ pub fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> Debia
         }))
         .unwrap();
     let solution = set.solve(&request).unwrap();
-    let packages: Vec<kiln_manifests::generate::PackageFile> = solution
-        .packages
-        .iter()
-        .map(|p| kiln_manifests::generate::PackageFile {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            url: p.url.clone(),
-            sha256: p.sha256.clone(),
-        })
-        .collect();
+    let packages = package_files(&solution);
     let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(blueprint).unwrap();
     let customizations = kiln_manifests::customize::ImageCustomizations::from_blueprint(&blueprint);
     let filename = distro
