@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{debian_image, run};
+use common::debian_image;
 use serde_json::{json, Value};
 
 const MARKER: &str = "KILN-BOOT-MARKER-7d1e";
@@ -45,20 +45,8 @@ fn blueprint(kernel_append: &str) -> Value {
 
 /// Builds `image.manifest`'s `export` into `out`; panics with the log on failure.
 fn build(manifest: &Value, dir: &Path, export: &str) -> Duration {
-    let (store, out) = (dir.join("store"), dir.join("out"));
     let started = Instant::now();
-    let r = run(
-        &[
-            "--json",
-            "--store",
-            store.to_str().unwrap(),
-            "--output-directory",
-            out.to_str().unwrap(),
-            "--export",
-            export,
-        ],
-        manifest,
-    );
+    let r = common::export(dir, manifest, &[export]);
     assert_eq!(
         r.code,
         0,

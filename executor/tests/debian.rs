@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::{debian_image, ran, run};
+use common::{debian_image, ran};
 use serde_json::{json, Value};
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8gS0Vhb3bmQnKilnTestKey admin@kiln";
@@ -116,19 +116,8 @@ fn check_tree(
 fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set() {
     let image = debian_image("tar", &[], blueprint());
     let dir = tempfile::tempdir().unwrap();
-    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
-    let r = run(
-        &[
-            "--json",
-            "--store",
-            store.to_str().unwrap(),
-            "--output-directory",
-            out.to_str().unwrap(),
-            "--export",
-            "archive",
-        ],
-        &image.manifest,
-    );
+    let out = dir.path().join("out");
+    let r = common::export(dir.path(), &image.manifest, &["archive"]);
     assert_eq!(
         r.code,
         0,
@@ -173,17 +162,8 @@ fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set()
 fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_store() {
     let image = debian_image("pxe", &[], blueprint());
     let dir = tempfile::tempdir().unwrap();
-    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
-    let args = [
-        "--json",
-        "--store",
-        store.to_str().unwrap(),
-        "--output-directory",
-        out.to_str().unwrap(),
-        "--export",
-        "pxe",
-    ];
-    let r = run(&args, &image.manifest);
+    let out = dir.path().join("out");
+    let r = common::export(dir.path(), &image.manifest, &["pxe"]);
     assert_eq!(
         r.code,
         0,
@@ -228,7 +208,7 @@ fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_stor
 
     // Unchanged manifest: everything comes from the store, no stage runs.
     std::fs::remove_dir_all(&out).unwrap();
-    let again = run(&args, &image.manifest);
+    let again = common::export(dir.path(), &image.manifest, &["pxe"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(ran(&again.json), Vec::<(String, String)>::new());
     assert_eq!(std::fs::read(pxe.join("vmlinuz")).unwrap(), kernel);

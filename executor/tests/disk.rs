@@ -65,18 +65,8 @@ struct Built {
 fn build(manifest: &Value, exports: &[&str]) -> Built {
     common::assert_valid_for_osbuild(manifest);
     let dir = tempfile::tempdir().unwrap();
-    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
-    let mut args = vec![
-        "--json",
-        "--store",
-        store.to_str().unwrap(),
-        "--output-directory",
-        out.to_str().unwrap(),
-    ];
-    for e in exports {
-        args.extend(["--export", e]);
-    }
-    let r = run(&args, manifest);
+    let out = dir.path().join("out");
+    let r = common::export(dir.path(), manifest, exports);
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
     Built { _dir: dir, out }
 }
@@ -342,18 +332,7 @@ fn a_gpt_disk_image_with_bios_boot_esp_and_root_partitions() {
 
 fn stage_error(manifest: &Value) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let r = run(
-        &[
-            "--json",
-            "--store",
-            dir.path().join("store").to_str().unwrap(),
-            "--output-directory",
-            dir.path().join("out").to_str().unwrap(),
-            "--export",
-            "image",
-        ],
-        manifest,
-    );
+    let r = common::export(dir.path(), manifest, &["image"]);
     assert_eq!(r.code, 1, "{}\n{}", r.json, r.stderr);
     r.json["error"]["details"]["stage"]["output"]
         .as_str()

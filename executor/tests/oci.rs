@@ -77,21 +77,9 @@ fn full_options() -> Value {
 
 fn build(dir: &Path, m: &Value) -> Vec<u8> {
     common::assert_valid_for_osbuild(m);
-    let (store, out) = (dir.join("store"), dir.join("out"));
-    let r = run(
-        &[
-            "--json",
-            "--store",
-            store.to_str().unwrap(),
-            "--output-directory",
-            out.to_str().unwrap(),
-            "--export",
-            "container",
-        ],
-        m,
-    );
+    let r = common::export(dir, m, &["container"]);
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
-    std::fs::read(out.join("container/container.tar")).unwrap()
+    std::fs::read(dir.join("out/container/container.tar")).unwrap()
 }
 
 /// The archive's members: name → bytes (directories as empty entries).

@@ -105,18 +105,7 @@ fn checksum(path: &Path) -> String {
 
 fn build(dir: &Path, manifest: &Value, export: &str) -> common::Run {
     common::assert_valid_for_osbuild(manifest);
-    run(
-        &[
-            "--json",
-            "--store",
-            dir.join("store").to_str().unwrap(),
-            "--output-directory",
-            dir.join("out").to_str().unwrap(),
-            "--export",
-            export,
-        ],
-        manifest,
-    )
+    common::export(dir, manifest, &[export])
 }
 
 /// `rpm -qa` of a tree: NAME-[EPOCH:]VERSION-RELEASE.ARCH, sorted.

@@ -43,6 +43,23 @@ pub fn run(args: &[&str], manifest: &Value) -> Run {
     }
 }
 
+/// `kiln-osbuild --json` with `DIR/store` as its store, `DIR/out` as its
+/// output directory, and these pipelines exported.
+pub fn export(dir: &std::path::Path, manifest: &Value, exports: &[&str]) -> Run {
+    let (store, out) = (dir.join("store"), dir.join("out"));
+    let mut args = vec![
+        "--json",
+        "--store",
+        store.to_str().unwrap(),
+        "--output-directory",
+        out.to_str().unwrap(),
+    ];
+    for e in exports {
+        args.extend(["--export", e]);
+    }
+    run(&args, manifest)
+}
+
 /// The manifest is one osbuild itself would accept: every stage's options
 /// valid against osbuild's reference schemas.
 pub fn assert_valid_for_osbuild(manifest: &Value) {
