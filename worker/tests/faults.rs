@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{gen_certs, local_target, Kiln};
+use common::{gen_certs, local_target, Kiln, Worker};
 use kiln_testsupport::host::attachments_under;
 use kiln_testsupport::storage::S3Server;
 use serde_json::{json, Value};
@@ -18,6 +18,18 @@ fn building(s: &Value) -> bool {
 
 fn finished(s: &Value) -> bool {
     matches!(s["status"].as_str(), Some("success") | Some("failure"))
+}
+
+/// A worker `w1.kiln.test` with these targets, and a compose uploading to
+/// `upload`, once its build runs or has ended.
+async fn build_started(kiln: &Kiln, targets: &str, upload: Value) -> (Worker, String) {
+    let worker = kiln.worker("w1.kiln.test", targets);
+    let id = kiln.submit(&kiln.request(json!([upload]))).await;
+    kiln.wait(&id, Duration::from_secs(300), |s| {
+        building(s) || finished(s)
+    })
+    .await;
+    (worker, id)
 }
 
 async fn build_job(kiln: &Kiln, id: &str) -> kiln_queue::Job {
@@ -36,13 +48,11 @@ async fn a_worker_killed_mid_build_loses_nothing_and_another_completes_the_job()
     .await;
     let local = kiln.dir.path().join("images");
     std::fs::create_dir_all(&local).unwrap();
-    let mut first = kiln.worker("w1.kiln.test", &local_target(&local));
-    let id = kiln
-        .submit(&kiln.request(json!([{"type": "local", "upload_options": {}}])))
-        .await;
-    kiln.wait(&id, Duration::from_secs(300), |s| {
-        building(s) || finished(s)
-    })
+    let (mut first, id) = build_started(
+        &kiln,
+        &local_target(&local),
+        json!({"type": "local", "upload_options": {}}),
+    )
     .await;
     assert!(
         !first.executors().is_empty(),
@@ -84,13 +94,11 @@ async fn cancel_mid_build_stops_the_executor_within_5_seconds() {
     let kiln = Kiln::start(|_| {}).await;
     let local = kiln.dir.path().join("images");
     std::fs::create_dir_all(&local).unwrap();
-    let worker = kiln.worker("w1.kiln.test", &local_target(&local));
-    let id = kiln
-        .submit(&kiln.request(json!([{"type": "local", "upload_options": {}}])))
-        .await;
-    kiln.wait(&id, Duration::from_secs(300), |s| {
-        building(s) || finished(s)
-    })
+    let (worker, id) = build_started(
+        &kiln,
+        &local_target(&local),
+        json!({"type": "local", "upload_options": {}}),
+    )
     .await;
     assert!(
         !worker.executors().is_empty(),
@@ -143,16 +151,8 @@ async fn a_storage_server_that_goes_away_fails_the_upload_with_its_reason() {
         s3.access_key_id,
         s3.secret_access_key
     );
-    let worker = kiln.worker("w1.kiln.test", &targets);
-    let id = kiln
-        .submit(
-            &kiln.request(json!([{"type": "aws.s3", "upload_options": {"region": "us-east-1"}}])),
-        )
-        .await;
-    kiln.wait(&id, Duration::from_secs(300), |s| {
-        building(s) || finished(s)
-    })
-    .await;
+    let upload = json!({"type": "aws.s3", "upload_options": {"region": "us-east-1"}});
+    let (worker, id) = build_started(&kiln, &targets, upload).await;
     s3.stop();
     let done = kiln.wait(&id, Duration::from_secs(600), finished).await;
     assert_eq!(done["status"], json!("failure"), "{done}\n{}", worker.log());
