@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Where the stores, trees and outputs go (a temporary directory under
-    /// /var/tmp by default; it must not be a tmpfs too small for ~1.5 GB).
+    /// /var/tmp by default; it needs about 3.5 GB free).
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Skip the peer (mmdebstrap + mksquashfs).
@@ -154,13 +154,140 @@ fn dracut_command(manifest: &serde_json::Value, kver: &str) -> Result<String> {
     ))
 }
 
-fn timed(what: &str, cmd: &mut Command, log: Option<&Path>) -> Result<Duration> {
+/// Wall time and CPU time (user + system, of the command and every process
+/// it started) of one command.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl std::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            wall: self.wall + o.wall,
+            cpu: self.cpu + o.cpu,
+        }
+    }
+}
+
+/// A cgroup of its own for one measured command, so that its CPU time
+/// includes every descendant: getrusage does not count the processes
+/// bubblewrap starts in a new pid namespace (a CPU-bound command under
+/// `bwrap --unshare-pid` shows 0 s). cgroup v1's cpuacct hierarchy or a
+/// pure cgroup v2 mount; without either the CPU figure falls back to
+/// getrusage and misses kiln's stages (the bench says so when it starts).
+struct CpuGroup {
+    dir: PathBuf,
+    v2: bool,
+    procs: std::fs::File,
+}
+
+impl CpuGroup {
+    fn new() -> Option<CpuGroup> {
+        let (root, v2) = if Path::new("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists() {
+            (PathBuf::from("/sys/fs/cgroup/cpuacct"), false)
+        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            (PathBuf::from("/sys/fs/cgroup"), true)
+        } else {
+            return None;
+        };
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("kiln-executor-bench-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+        {
+            Ok(procs) => Some(CpuGroup { dir, v2, procs }),
+            Err(_) => {
+                let _ = std::fs::remove_dir(&dir);
+                None
+            }
+        }
+    }
+
+    /// Makes `cmd`'s process join the group before it runs anything.
+    fn enter(&self, cmd: &mut Command) {
+        use std::os::unix::io::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = self.procs.as_raw_fd();
+        // SAFETY: only write(2) runs between fork and exec; "0" names the
+        // writing process itself.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0\n".as_ptr().cast(), 2) == 2 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    fn usage(&self) -> Option<Duration> {
+        if self.v2 {
+            let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+            let usec = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(Duration::from_micros(usec))
+        } else {
+            let ns = std::fs::read_to_string(self.dir.join("cpuacct.usage")).ok()?;
+            Some(Duration::from_nanos(ns.trim().parse().ok()?))
+        }
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        // The processes a sandbox's pid namespace took down with it may
+        // still be exiting for a moment after the command was waited for.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("executor-bench: {} stays (not empty)", self.dir.display());
+    }
+}
+
+/// CPU time of this process's waited-for descendants so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn timed(what: &str, cmd: &mut Command, log: Option<&Path>) -> Result<Cost> {
+    // Both sides start with nothing left to write back from the one before.
+    let _ = Command::new("sync").status();
+    let group = CpuGroup::new();
+    if let Some(g) = &group {
+        g.enter(cmd);
+    }
+    let cpu_before = children_cpu();
     let started = Instant::now();
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("{what}: {cmd:?}"))?;
-    let took = started.elapsed();
+    let wall = started.elapsed();
+    let cpu = group
+        .as_ref()
+        .and_then(CpuGroup::usage)
+        .unwrap_or_else(|| children_cpu().saturating_sub(cpu_before));
+    let took = Cost { wall, cpu };
     if let Some(log) = log {
         let mut text = out.stdout.clone();
         text.extend_from_slice(&out.stderr);
@@ -177,7 +304,7 @@ fn timed(what: &str, cmd: &mut Command, log: Option<&Path>) -> Result<Duration> 
     Ok(took)
 }
 
-fn kiln(manifest: &Path, store: &Path, out: &Path, log: Option<PathBuf>) -> Result<Duration> {
+fn kiln(manifest: &Path, store: &Path, out: &Path, log: Option<PathBuf>) -> Result<Cost> {
     let exe = std::env::current_exe()?;
     let mut c = Command::new(exe);
     c.arg("kiln-osbuild");
@@ -196,11 +323,16 @@ fn kiln(manifest: &Path, store: &Path, out: &Path, log: Option<PathBuf>) -> Resu
     )
 }
 
-fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<Duration> {
+/// The peer's two steps, each timed on its own.
+struct PeerCost {
+    mmdebstrap: Cost,
+    mksquashfs: Cost,
+}
+
+fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<PeerCost> {
     let tree = dir.join("tree");
     let squashfs = dir.join("rootfs.squashfs");
-    let started = Instant::now();
-    timed(
+    let mmdebstrap = timed(
         "mmdebstrap",
         Command::new("mmdebstrap")
             .args(["--variant=custom", "--mode=root"])
@@ -221,7 +353,7 @@ fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<D
             .env("INITRD", "No"),
         log.as_deref(),
     )?;
-    timed(
+    let mksquashfs = timed(
         "mksquashfs",
         Command::new("mksquashfs").arg(&tree).arg(&squashfs).args([
             "-noappend",
@@ -232,7 +364,52 @@ fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<D
         ]),
         None,
     )?;
-    Ok(started.elapsed())
+    Ok(PeerCost {
+        mmdebstrap,
+        mksquashfs,
+    })
+}
+
+/// The command dracut pipes its cpio archive through for `--compress X`
+/// (dracut(8) documents `--compress=zstd` as `zstd -15 -q -T0`).
+fn dracut_compressor(manifest: &serde_json::Value) -> Result<&'static str> {
+    let compress = manifest["pipelines"][0]["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["type"] == "org.osbuild.dracut"))
+        .and_then(|s| s["options"]["compress"].as_str())
+        .unwrap_or("zstd");
+    match compress {
+        "zstd" => Ok("zstd -15 -q -T0"),
+        other => bail!("no known dracut compressor command for --compress {other}"),
+    }
+}
+
+/// The initrd's compression on its own: kiln's initrd decompressed (not
+/// timed), then compressed again as dracut does it (timed), so that the
+/// compressors' share of a build can be told apart from the rest.
+fn initrd_compression(initrd: &Path, compressor: &str, dir: &Path) -> Result<Cost> {
+    let cpio = dir.join("initrd.cpio");
+    timed(
+        "zstd -d",
+        Command::new("sh")
+            .arg("-c")
+            .arg("zstd -dc \"$1\" > \"$2\"")
+            .arg("sh")
+            .arg(initrd)
+            .arg(&cpio),
+        None,
+    )?;
+    let cost = timed(
+        compressor,
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{compressor} < \"$1\" > /dev/null"))
+            .arg("sh")
+            .arg(&cpio),
+        None,
+    )?;
+    std::fs::remove_file(&cpio)?;
+    Ok(cost)
 }
 
 fn load() -> String {
@@ -261,6 +438,14 @@ fn bench(args: Args) -> Result<()> {
         img.kver,
         load()
     );
+    let compressor = dracut_compressor(&img.manifest)?;
+    if CpuGroup::new().is_none() {
+        eprintln!(
+            "executor-bench: no cgroup to count CPU time in (cgroup v1 cpuacct or v2): \
+             kiln's CPU figures will miss its sandboxed stages"
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let secs = |d: Duration| d.as_secs_f64();
     let mut rows = Vec::new();
     for run in 1..=args.runs {
@@ -278,21 +463,23 @@ fn bench(args: Args) -> Result<()> {
         }
         // The machine is shared: alternate which side goes first so that a
         // change of load does not always fall on the same side.
-        let run_peer = || -> Result<(Option<Duration>, u64)> {
+        let run_peer = || -> Result<(Option<PeerCost>, u64)> {
             if args.no_peer {
                 return Ok((None, 0));
             }
             let pdir = dir.join("peer");
             std::fs::create_dir_all(&pdir)?;
-            let t = peer(&img, &dracut, &pdir, log("peer"))?;
+            let p = peer(&img, &dracut, &pdir, log("peer"))?;
             let s = size(&pdir.join("rootfs.squashfs"));
-            let _ = Command::new("rm").arg("-rf").arg(&pdir).status();
-            eprintln!("run {run}: mmdebstrap + mksquashfs {:.1} s", secs(t));
-            Ok((Some(t), s))
+            eprintln!(
+                "run {run}: mmdebstrap + mksquashfs {:.1} s",
+                secs((p.mmdebstrap + p.mksquashfs).wall)
+            );
+            Ok((Some(p), s))
         };
-        let run_kiln = || -> Result<(Duration, Duration, u64)> {
+        let run_kiln = || -> Result<(Cost, Cost, u64)> {
             let cold = kiln(&manifest, &store, &dir.join("out-cold"), log("kiln-cold"))?;
-            eprintln!("run {run}: kiln cold {:.1} s", secs(cold));
+            eprintln!("run {run}: kiln cold {:.1} s", secs(cold.wall));
             let rebuild = kiln(
                 &manifest,
                 &store,
@@ -300,44 +487,90 @@ fn bench(args: Args) -> Result<()> {
                 log("kiln-rebuild"),
             )?;
             let s = size(&dir.join("out-cold/pxe/rootfs.squashfs"));
-            // Free the disk for the other side.
-            let _ = Command::new("rm").arg("-rf").arg(&store).status();
             Ok((cold, rebuild, s))
         };
-        let ((cold, rebuild, kiln_size), (peer_time, peer_size)) = if run % 2 == 1 {
+        let ((cold, rebuild, kiln_size), (peer_cost, peer_size)) = if run % 2 == 1 {
             let k = run_kiln()?;
             (k, run_peer()?)
         } else {
             let p = run_peer()?;
             (run_kiln()?, p)
         };
+        let load_after = load();
+        // Untimed by the two sides: the initrd's compression alone, for the
+        // compressors' share of the peer's time.
+        let initrd = initrd_compression(&dir.join("out-cold/pxe/initrd.img"), compressor, &dir)?;
+        // Removed only now (about 3 GB): a large tree deleted just before
+        // a side starts slowed that side's first writes by seconds.
         let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+        let peer_total = peer_cost.as_ref().map(|p| p.mmdebstrap + p.mksquashfs);
+        let compression_cpu = peer_cost.as_ref().map(|p| p.mksquashfs.cpu + initrd.cpu);
+        // The shortest wall time a CPU-bound amount of work can take here.
+        let on_cpus = |cpu: Duration| secs(cpu) / cpus as f64;
         let row = serde_json::json!({
             "run": run,
-            "kiln_cold_s": secs(cold),
-            "kiln_rebuild_s": secs(rebuild),
-            "peer_s": peer_time.map(secs),
-            "ratio": peer_time.map(|p| secs(cold) / secs(p)),
+            "cpus": cpus,
+            "kiln_cold_s": secs(cold.wall),
+            "kiln_cold_cpu_s": secs(cold.cpu),
+            "kiln_rebuild_s": secs(rebuild.wall),
+            "peer_s": peer_total.map(|p| secs(p.wall)),
+            "peer_cpu_s": peer_total.map(|p| secs(p.cpu)),
+            "peer_mmdebstrap_s": peer_cost.as_ref().map(|p| secs(p.mmdebstrap.wall)),
+            "peer_mksquashfs_s": peer_cost.as_ref().map(|p| secs(p.mksquashfs.wall)),
+            "peer_mksquashfs_cpu_s": peer_cost.as_ref().map(|p| secs(p.mksquashfs.cpu)),
+            "initrd_compression_s": secs(initrd.wall),
+            "initrd_compression_cpu_s": secs(initrd.cpu),
+            "ratio": peer_total.map(|p| secs(cold.wall) / secs(p.wall)),
+            "kiln_cpu_floor_ratio": peer_total.map(|p| on_cpus(cold.cpu) / secs(p.wall)),
+            "compression_floor_ratio": peer_total
+                .zip(compression_cpu)
+                .map(|(p, c)| on_cpus(c) / secs(p.wall)),
             "kiln_squashfs_bytes": kiln_size,
             "peer_squashfs_bytes": peer_size,
             "load_before": load_before,
-            "load_after": load(),
+            "load_after": load_after,
         });
         if !args.json {
+            println!("run {run} (load {load_before} -> {load_after}, {cpus} CPUs)");
             println!(
-                "run {run}: kiln cold {:7.1} s | kiln rebuild {:5.2} s | mmdebstrap+mksquashfs {} | kiln/peer {} | squashfs {} / {} MiB | load {} -> {}",
-                secs(cold),
-                secs(rebuild),
-                peer_time
-                    .map(|p| format!("{:7.1} s", secs(p)))
-                    .unwrap_or_else(|| "-".into()),
-                peer_time
-                    .map(|p| format!("{:.2}x (goal <= 0.80x)", secs(cold) / secs(p)))
-                    .unwrap_or_else(|| "-".into()),
+                "  kiln cold               {:7.1} s wall {:7.1} s CPU",
+                secs(cold.wall),
+                secs(cold.cpu)
+            );
+            println!(
+                "  kiln rebuild            {:7.2} s wall (goal <= 2 s)",
+                secs(rebuild.wall)
+            );
+            if let (Some(p), Some(total), Some(comp)) = (&peer_cost, peer_total, compression_cpu) {
+                println!(
+                    "  mmdebstrap+mksquashfs   {:7.1} s wall {:7.1} s CPU (mmdebstrap {:.1} s, mksquashfs {:.1} s)",
+                    secs(total.wall),
+                    secs(total.cpu),
+                    secs(p.mmdebstrap.wall),
+                    secs(p.mksquashfs.wall)
+                );
+                println!(
+                    "  kiln/peer               {:7.2}x (goal <= 0.80x)",
+                    secs(cold.wall) / secs(total.wall)
+                );
+                println!(
+                    "  kiln's CPU on {cpus} CPUs     {:7.1} s = {:.2}x of the peer's wall time, the least kiln's work can take here",
+                    on_cpus(cold.cpu),
+                    on_cpus(cold.cpu) / secs(total.wall)
+                );
+                println!(
+                    "  compressors alone       {:7.1} s CPU (mksquashfs {:.1}, initrd `{compressor}` {:.1}) = {:.1} s on {cpus} CPUs = {:.2}x of the peer",
+                    secs(comp),
+                    secs(p.mksquashfs.cpu),
+                    secs(initrd.cpu),
+                    on_cpus(comp),
+                    on_cpus(comp) / secs(total.wall)
+                );
+            }
+            println!(
+                "  squashfs                {} / {} MiB (kiln / peer)",
                 kiln_size >> 20,
-                peer_size >> 20,
-                row["load_before"].as_str().unwrap_or(""),
-                row["load_after"].as_str().unwrap_or(""),
+                peer_size >> 20
             );
         }
         rows.push(row);
