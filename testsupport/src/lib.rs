@@ -17,6 +17,25 @@ pub mod openchami;
 pub mod rpmrepo;
 pub mod storage;
 
+/// A depsolved set as a manifest lists its package files (image builds in
+/// tests and benchmarks).
+#[cfg(feature = "debian")]
+pub fn package_files(
+    solution: &kiln_depsolve::Solution,
+) -> Vec<kiln_manifests::generate::PackageFile> {
+    solution
+        .packages
+        .iter()
+        .map(|p| kiln_manifests::generate::PackageFile {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            url: p.url.clone(),
+            sha256: p.sha256.clone(),
+        })
+        .collect()
+}
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -95,17 +95,7 @@ fn image(mirror: &Path) -> Result<Image> {
         essential: true,
         recommends: false,
     })?;
-    let files: Vec<kiln_manifests::generate::PackageFile> = solution
-        .packages
-        .iter()
-        .map(|p| kiln_manifests::generate::PackageFile {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            url: p.url.clone(),
-            sha256: p.sha256.clone(),
-        })
-        .collect();
+    let files = kiln_testsupport::package_files(&solution);
     let customizations = kiln_manifests::customize::ImageCustomizations::default();
     let manifest = kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
         family: distro.family,
@@ -156,7 +146,7 @@ fn dracut_command(manifest: &serde_json::Value, kver: &str) -> Result<String> {
 
 /// Wall time and CPU time (user + system, of the command and every process
 /// it started) of one command.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Cost {
     wall: Duration,
     cpu: Duration,
@@ -389,16 +379,15 @@ fn dracut_compressor(manifest: &serde_json::Value) -> Result<&'static str> {
 /// compressors' share of a build can be told apart from the rest.
 fn initrd_compression(initrd: &Path, compressor: &str, dir: &Path) -> Result<Cost> {
     let cpio = dir.join("initrd.cpio");
-    timed(
-        "zstd -d",
-        Command::new("sh")
-            .arg("-c")
-            .arg("zstd -dc \"$1\" > \"$2\"")
-            .arg("sh")
-            .arg(initrd)
-            .arg(&cpio),
-        None,
-    )?;
+    let status = Command::new("zstd")
+        .args(["-q", "-d", "-f", "-o"])
+        .arg(&cpio)
+        .arg(initrd)
+        .status()
+        .context("zstd -d")?;
+    if !status.success() {
+        bail!("zstd -d {}: {status}", initrd.display());
+    }
     let cost = timed(
         compressor,
         Command::new("sh")

@@ -86,22 +86,8 @@ pub fn ran(result: &Value) -> Vec<(String, String)> {
 #[allow(unused_imports)]
 pub use kiln_testsupport::host::attachments_under;
 
-/// The depsolved set as a manifest lists it.
-pub fn package_files(
-    solution: &kiln_depsolve::Solution,
-) -> Vec<kiln_manifests::generate::PackageFile> {
-    solution
-        .packages
-        .iter()
-        .map(|p| kiln_manifests::generate::PackageFile {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            url: p.url.clone(),
-            sha256: p.sha256.clone(),
-        })
-        .collect()
-}
+#[allow(unused_imports)]
+pub use kiln_testsupport::package_files;
 
 /// A Debian 12 image request: the distribution's package set for the
 /// image type plus `extra`, depsolved against a local mirror.
