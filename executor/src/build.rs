@@ -46,6 +46,13 @@ pub enum Failure {
         stage: Box<StageLog>,
     },
     Interrupted,
+    /// An export would carry private key material the manifest does not
+    /// allow (`kiln.identity.clean`'s `keep-private-keys`).
+    PrivateKeys {
+        export: String,
+        pipeline: String,
+        paths: Vec<String>,
+    },
     Internal(String),
 }
 
@@ -193,6 +200,12 @@ pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &
         }
     }
     if let Some(out) = &opts.output_dir {
+        for name in &opts.exports {
+            if let Err(f) = b.check_private_keys(manifest, name) {
+                report.failure = Some(f);
+                return report;
+            }
+        }
         for name in &opts.exports {
             if let Err(e) = b.export(name, out) {
                 report.failure = Some(internal(format!("export {name}: {e}")));
@@ -485,6 +498,77 @@ impl Builder<'_> {
         };
         let _ = crate::store::remove_tree(&scratch);
         result
+    }
+
+    /// Refuses an export whose trees (the exported pipeline's and those
+    /// of every pipeline it takes as input) hold private key material
+    /// that the pipeline's `kiln.identity.clean` stages do not keep on
+    /// purpose. Inputs are checked before the pipelines that take them, so
+    /// the error names the tree a key was put in; a key kept upstream may
+    /// then reappear inside an artifact made from that tree (an
+    /// uncompressed tar), which is not a new finding.
+    fn check_private_keys(&self, manifest: &Manifest, export: &str) -> Result<(), Failure> {
+        let index = |name: &str| manifest.pipelines.iter().position(|p| p.name == name);
+        let inputs = |i: usize| -> Vec<usize> {
+            let mut out = Vec::new();
+            for s in &manifest.pipelines[i].stages {
+                for input in s.inputs.values().filter(|i| i.origin == Origin::Pipeline) {
+                    for (r, _) in &input.references {
+                        out.extend(index(r.strip_prefix("name:").unwrap_or(r)));
+                    }
+                }
+            }
+            out
+        };
+        // Post-order: every pipeline after the pipelines it takes as input.
+        let mut order = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(usize, bool)> = index(export).map(|i| (i, false)).into_iter().collect();
+        while let Some((i, expanded)) = stack.pop() {
+            if expanded {
+                order.push(i);
+            } else if seen.insert(i) {
+                stack.push((i, true));
+                stack.extend(inputs(i).into_iter().map(|j| (j, false)));
+            }
+        }
+        let mut keeps_keys: BTreeMap<usize, bool> = BTreeMap::new();
+        for i in order {
+            let p = &manifest.pipelines[i];
+            let mut kept = BTreeSet::new();
+            for s in p.stages.iter().filter(|s| s.kind == "kiln.identity.clean") {
+                let o: crate::stages::identity::CleanOptions =
+                    serde_json::from_value(s.options.clone()).map_err(internal)?;
+                kept.extend(o.keep_private_keys);
+            }
+            let upstream_keeps = inputs(i)
+                .iter()
+                .any(|j| keeps_keys.get(j).copied().unwrap_or(false));
+            keeps_keys.insert(i, upstream_keeps || !kept.is_empty());
+            let Some(lease) = self.trees.get(&p.name) else {
+                continue;
+            };
+            let found = crate::secrets::scan(&lease.tree)
+                .map_err(|e| internal(format!("scanning {} for private keys: {e}", p.name)))?;
+            let paths: Vec<String> = found
+                .into_iter()
+                .filter(|f| {
+                    let kept_here = kept.contains(&f.path);
+                    let inside_kept_upstream =
+                        upstream_keeps && f.kind == crate::secrets::FindingKind::PemBlock;
+                    !(kept_here || inside_kept_upstream)
+                })
+                .map(|f| f.path)
+                .collect();
+            if !paths.is_empty() {
+                return Err(Failure::PrivateKeys {
+                    export: export.to_owned(),
+                    pipeline: p.name.clone(),
+                    paths,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Copies a built pipeline's tree to `OUT/NAME`, replacing it whole.

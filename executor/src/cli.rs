@@ -258,6 +258,16 @@ fn failure_text(f: &build::Failure) -> String {
             stage.error.as_deref().unwrap_or("failed")
         ),
         build::Failure::Interrupted => "interrupted".into(),
+        build::Failure::PrivateKeys {
+            export,
+            pipeline,
+            paths,
+        } => format!(
+            "refusing to export {export}: the tree of pipeline {pipeline} holds private key \
+             material at {} (a key meant to be in the image is listed in the pipeline's \
+             kiln.identity.clean stage, option keep-private-keys)",
+            paths.join(", ")
+        ),
         build::Failure::Internal(e) => e.clone(),
     }
 }
@@ -294,6 +304,18 @@ fn result_json(report: &build::Report) -> Value {
             "type": "error",
             "success": false,
             "error": {"type": "org.osbuild.error.sources", "reason": e.reason, "details": {"checksum": e.checksum}},
+        }),
+        Some(
+            f @ build::Failure::PrivateKeys {
+                export,
+                pipeline,
+                paths,
+            },
+        ) => json!({
+            "type": "error",
+            "success": false,
+            "error": {"type": "kiln.error.private-keys", "reason": failure_text(f),
+                      "details": {"export": export, "pipeline": pipeline, "paths": paths}},
         }),
         Some(f) => json!({
             "type": "error",

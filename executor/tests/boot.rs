@@ -24,23 +24,59 @@ const MARKER: &str = "KILN-BOOT-MARKER-7d1e";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A oneshot unit that prints MARKER on the serial port once multi-user
-/// is reached (systemd's own status lines stop once a getty owns it), and
-/// e2scrub_reap masked: it starves under emulation and delays multi-user.
+/// is reached (systemd's own status lines stop once a getty owns it), with
+/// the state of the SSH daemon and the fingerprint of the host key this
+/// boot made, and e2scrub_reap masked: it starves under emulation and
+/// delays multi-user.
 fn blueprint(kernel_append: &str) -> Value {
-    let unit = format!(
-        "[Unit]\nDescription=kiln boot marker\nAfter=multi-user.target\n\n\
-         [Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo {MARKER} > /dev/ttyS0'\n\n\
-         [Install]\nWantedBy=multi-user.target\n"
+    let script = format!(
+        "#!/bin/sh\n\
+         fp=$(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub 2>&1 | cut -d' ' -f2)\n\
+         echo \"{MARKER} ssh=$(systemctl is-active ssh.service) fp=$fp end\" > /dev/ttyS0\n"
     );
+    let unit = "[Unit]\nDescription=kiln boot marker\nAfter=multi-user.target\n\n\
+         [Service]\nType=oneshot\nExecStart=/usr/local/sbin/kiln-marker\n\n\
+         [Install]\nWantedBy=multi-user.target\n";
     json!({
         "name": "boot-proof",
         "customizations": {
             "hostname": "node-boot",
             "kernel": {"append": kernel_append},
-            "files": [{"path": "/etc/systemd/system/kiln-marker.service", "data": unit, "mode": "0644"}],
+            "files": [
+                {"path": "/usr/local/sbin/kiln-marker", "data": script, "mode": "0755"},
+                {"path": "/etc/systemd/system/kiln-marker.service", "data": unit, "mode": "0644"},
+            ],
             "services": {"enabled": ["kiln-marker.service"], "masked": ["e2scrub_reap.service"]}
         }
     })
+}
+
+/// What the marker line says: the SSH daemon's state and the host key's
+/// fingerprint.
+fn marker_report(console: &str) -> (String, String) {
+    let line = console
+        .lines()
+        .find(|l| l.contains(MARKER))
+        .unwrap_or_else(|| panic!("no marker line in:\n{console}"));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+            .to_owned()
+    };
+    (field("ssh="), field("fp="))
+}
+
+/// The image's artifacts hold no private key (unpacked and scanned).
+fn assert_no_private_key(artifacts: &[std::path::PathBuf]) {
+    for (artifact, kind, keys) in kiln_testsupport::artifacts::scan_artifacts(artifacts).unwrap() {
+        assert_eq!(
+            keys,
+            Vec::<std::path::PathBuf>::new(),
+            "{} ({kind})",
+            artifact.display()
+        );
+    }
 }
 
 /// Builds `image.manifest`'s `export` into `out`; panics with the log on failure.
@@ -103,7 +139,12 @@ fn boot_until_marker(args: &[String]) -> (Duration, String) {
             // QEMU exited (-no-reboot: a panic or a poweroff).
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if String::from_utf8_lossy(&console).contains(MARKER) {
+        // The whole marker line: what it reports follows the marker.
+        let text = String::from_utf8_lossy(&console);
+        if text
+            .split_once(MARKER)
+            .is_some_and(|(_, rest)| rest.contains(" end"))
+        {
             found = Some(started.elapsed());
             break;
         }
@@ -140,17 +181,18 @@ fn booted_cmdline(console: &str) -> &str {
 #[test]
 fn debian_12_pxe_image_boots_from_its_squashfs_to_multi_user() {
     let bp = blueprint("console=ttyS0 rd.shell=0 rd.emergency=poweroff panic=-1");
-    let image = debian_image("pxe", &[], bp.clone());
+    let image = debian_image("pxe", &["openssh-server"], bp.clone());
     let dir = tempfile::tempdir().unwrap();
     let built = build(&image.manifest, dir.path(), "pxe");
     let pxe = dir.path().join("out/pxe");
+    assert_no_private_key(&[pxe.join("initrd.img"), pxe.join("rootfs.squashfs")]);
     // The command line a boot target would give, with the squashfs as a
     // local block device instead of a URL.
     let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(bp).unwrap();
     let c = kiln_manifests::customize::ImageCustomizations::from_blueprint(&blueprint);
     let cmdline = kiln_manifests::generate::pxe_kernel_cmdline_with_root("live:/dev/vda", &c);
     assert!(!cmdline.contains("rd.neednet"), "{cmdline}");
-    let (took, console) = boot_until_marker(&[
+    let args = [
         "-kernel".into(),
         pxe.join("vmlinuz").display().to_string(),
         "-initrd".into(),
@@ -162,21 +204,38 @@ fn debian_12_pxe_image_boots_from_its_squashfs_to_multi_user() {
         ),
         "-append".into(),
         cmdline.clone(),
-    ]);
+    ];
+    let (took, console) = boot_until_marker(&args);
     assert_eq!(booted_cmdline(&console), cmdline);
-    eprintln!("pxe: built in {built:?}, marker after {took:?}");
+    // The image has no host key: the node made its own before sshd
+    // started, and makes a new one on every boot of its live root.
+    let (ssh, first) = marker_report(&console);
+    assert_eq!(ssh, "active", "ssh.service");
+    assert!(first.starts_with("SHA256:"), "{first}");
+    let (again, second_console) = boot_until_marker(&args);
+    let (ssh, second) = marker_report(&second_console);
+    assert_eq!(ssh, "active", "ssh.service, second boot");
+    assert!(second.starts_with("SHA256:"), "{second}");
+    assert_ne!(first, second, "two boots of one image share a host key");
+    eprintln!(
+        "pxe: built in {built:?}, marker after {took:?} and {again:?}; host keys {first} and {second}"
+    );
 }
 
 #[test]
 fn debian_12_disk_image_boots_grub_and_its_kernel_to_multi_user() {
     let image = debian_image(
         "disk",
-        &[],
+        &["openssh-server"],
         blueprint("rd.shell=0 rd.emergency=poweroff panic=-1"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let built = build(&image.manifest, dir.path(), "qcow2");
+    let started = Instant::now();
+    let r = common::export(dir.path(), &image.manifest, &["image", "qcow2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    let built = started.elapsed();
     let qcow2 = dir.path().join("out/qcow2/disk.qcow2");
+    assert_no_private_key(&[dir.path().join("out/image/disk.raw"), qcow2.clone()]);
     // Booted from a copy-on-write snapshot: the artifact stays as built.
     let (took, console) = boot_until_marker(&[
         "-drive".into(),
@@ -205,5 +264,8 @@ fn debian_12_disk_image_boots_grub_and_its_kernel_to_multi_user() {
         )),
         "{cmdline}"
     );
+    let (ssh, fp) = marker_report(&console);
+    assert_eq!(ssh, "active", "ssh.service");
+    assert!(fp.starts_with("SHA256:"), "{fp}");
     eprintln!("disk: built in {built:?}, marker after {took:?}");
 }

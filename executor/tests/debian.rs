@@ -112,6 +112,20 @@ fn check_tree(
     assert!(!installed.is_empty());
 }
 
+/// The unit that makes a node's SSH host keys is in the image and enabled.
+fn assert_node_identity(read: &dyn Fn(&str) -> String, link: &dyn Fn(&str) -> String) {
+    let unit = read("/usr/lib/systemd/system/kiln-node-identity.service");
+    assert!(
+        unit.contains("ExecStart=/usr/bin/ssh-keygen -A\n"),
+        "{unit}"
+    );
+    assert!(unit.contains("Before=ssh.service\n"), "{unit}");
+    assert_eq!(
+        link("/etc/systemd/system/multi-user.target.wants/kiln-node-identity.service"),
+        "/usr/lib/systemd/system/kiln-node-identity.service"
+    );
+}
+
 #[test]
 fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set() {
     let image = debian_image("tar", &[], blueprint());
@@ -160,7 +174,7 @@ fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set()
 
 #[test]
 fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_store() {
-    let image = debian_image("pxe", &[], blueprint());
+    let image = debian_image("pxe", &["openssh-server"], blueprint());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let r = common::export(dir.path(), &image.manifest, &["pxe"]);
@@ -205,6 +219,21 @@ fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_stor
         line.trim().rsplit(" -> ").next().unwrap().to_owned()
     };
     check_tree(&read, &link, &image.packages);
+    // No node shares a host key: the image has none, and a unit makes them at boot.
+    assert_node_identity(&read, &link);
+    let scanned = kiln_testsupport::artifacts::scan_artifacts(&[
+        pxe.join("initrd.img"),
+        pxe.join("rootfs.squashfs"),
+    ])
+    .unwrap();
+    for (artifact, kind, keys) in scanned {
+        assert_eq!(
+            keys,
+            Vec::<std::path::PathBuf>::new(),
+            "{} ({kind})",
+            artifact.display()
+        );
+    }
 
     // Unchanged manifest: everything comes from the store, no stage runs.
     std::fs::remove_dir_all(&out).unwrap();

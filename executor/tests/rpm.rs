@@ -63,6 +63,27 @@ const SPECS: &[RpmSpec<'static>] = &[
         // A Lua scriptlet: it runs in the tree, which has no shell.
         scripts: "%post -p <lua>\nlocal f = io.open(\"/usr/share/kiln/post-ran\", \"w\")\nf:write(\"post ran\\n\")\nf:close()\n",
     },
+    // Stands in for Rocky's openssh-server: its %post makes host keys, as
+    // package scripts do (Rocky's own makes them at boot; Debian's at install).
+    RpmSpec {
+        name: "openssh-server",
+        evr: "8.7p1-1",
+        arch: "x86_64",
+        tags: "Requires: kiln-setup",
+        files: &[("/etc/ssh/sshd_config", "PermitRootLogin no\n")],
+        scripts: "%post -p <lua>\n\
+            for _, t in ipairs({\"ecdsa\", \"ed25519\", \"rsa\"}) do\n\
+              local f = io.open(\"/etc/ssh/ssh_host_\" .. t .. \"_key\", \"w\")\n\
+              f:write(\"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\\n-----END OPENSSH PRIVATE KEY-----\\n\")\n\
+              f:close()\n\
+              f = io.open(\"/etc/ssh/ssh_host_\" .. t .. \"_key.pub\", \"w\")\n\
+              f:write(\"ssh-\" .. t .. \" AAAA root@build\\n\")\n\
+              f:close()\n\
+            end\n\
+            local m = io.open(\"/etc/machine-id\", \"w\")\n\
+            m:write(\"0123456789abcdef0123456789abcdef\\n\")\n\
+            m:close()\n",
+    },
     RpmSpec {
         name: "kiln-extra",
         evr: "1.0-1",
@@ -415,4 +436,84 @@ fn a_rocky_shaped_tar_manifest_builds_from_the_test_repository() {
     assert_eq!(read("etc/kiln/motd"), "hello from kiln\n");
     assert!(read("home/admin/.ssh/authorized_keys").contains("admin@x"));
     assert_eq!(read(POST_MARK.trim_start_matches('/')), "post ran\n");
+}
+
+/// Rocky-shaped `tar` and `oci` images with an openssh-server whose %post
+/// makes host keys: the manifest's clean stage removes them and empties the
+/// machine id, the unit that makes them at boot is there, and neither
+/// artifact holds a private key. (The test repository has no kernel, so
+/// `pxe` and `disk` are Debian's alone; see debian.rs and boot.rs.)
+#[test]
+fn rocky_shaped_tar_and_oci_images_carry_no_host_key() {
+    let repo = repo();
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let set = rt
+        .block_on(kiln_depsolve::RepoSet::open(kiln_depsolve::RepoConfig {
+            arch: "x86_64".into(),
+            sources: vec![format!("rpm file://{}", repo.path.display())
+                .parse()
+                .unwrap()],
+            cache_dir: cache.path().to_owned(),
+            keyring: None,
+        }))
+        .unwrap();
+    let solution = set
+        .solve(&kiln_depsolve::Request {
+            packages: vec!["kiln-base".into(), "openssh-server".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let packages = common::package_files(&solution);
+    let customizations = kiln_manifests::customize::ImageCustomizations::default();
+    let rocky = kiln_distro::Catalog::embedded().unwrap();
+    let rocky = rocky.get("rocky-9").unwrap();
+    let manifest = |image_type: &str, filename: &str| {
+        kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
+            family: rocky.family,
+            arch: "x86_64",
+            image_type,
+            filename,
+            source_epoch: rocky.source_epoch,
+            packages: &packages,
+            customizations: &customizations,
+        })
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tar = manifest("tar", "root.tar");
+    let r = build(dir.path(), &tar, "archive");
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    let r = build(dir.path(), &manifest("oci", "image.oci.tar"), "container");
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    let out = dir.path().join("out");
+    let scanned = kiln_testsupport::artifacts::scan_artifacts(&[
+        out.join("archive/root.tar"),
+        out.join("container/image.oci.tar"),
+    ])
+    .unwrap();
+    for (artifact, kind, keys) in &scanned {
+        assert_eq!(
+            keys,
+            &Vec::<PathBuf>::new(),
+            "{} ({kind})",
+            artifact.display()
+        );
+    }
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    kiln_testsupport::artifacts::unpack(&out.join("archive/root.tar"), &root).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/machine-id")).unwrap(),
+        ""
+    );
+    assert!(!root.join("etc/ssh/ssh_host_rsa_key.pub").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ssh/sshd_config")).unwrap(),
+        "PermitRootLogin no\n"
+    );
+    let unit =
+        std::fs::read_to_string(root.join("usr/lib/systemd/system/kiln-node-identity.service"))
+            .unwrap();
+    assert!(unit.contains("Before=sshd.service\n"), "{unit}");
 }

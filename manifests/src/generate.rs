@@ -335,6 +335,7 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         Family::Rpm => json!({"type": "org.osbuild.rpm", "inputs": inputs}),
     };
     let mut stages = vec![install];
+    stages.extend(node_identity_stages(&packages));
     stages.extend(customization_stages(req.customizations, &mut inline));
     let mut disk_pipelines = Vec::new();
     let kernel = match req.image_type {
@@ -361,6 +362,12 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     if !inline.is_empty() {
         sources.insert("org.osbuild.inline".into(), json!({"items": inline}));
     }
+    // Last in `os`, after everything that runs package tools: every
+    // artifact is made from the cleaned tree.
+    stages.push(json!({
+        "type": "kiln.identity.clean",
+        "options": {"remove": IDENTITY_REMOVE, "empty": IDENTITY_EMPTY},
+    }));
     let tree = |name: &str| json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": [format!("name:{name}")]});
     let mut pipelines = vec![json!({"name": "os", "stages": stages})];
     match (req.image_type, &kernel) {
@@ -411,6 +418,67 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
             "generators": [{"name": "kiln", "version": env!("CARGO_PKG_VERSION")}],
         },
     }))
+}
+
+/// What package scripts leave in a tree that makes it one machine: host
+/// keys (openssh-server), the snakeoil TLS key pair (ssl-cert), D-Bus's
+/// machine id, systemd's random seed and credential secret. Every node
+/// booting the image makes its own.
+pub const IDENTITY_REMOVE: &[&str] = &[
+    "/etc/ssh/ssh_host_dsa_key",
+    "/etc/ssh/ssh_host_dsa_key.pub",
+    "/etc/ssh/ssh_host_ecdsa_key",
+    "/etc/ssh/ssh_host_ecdsa_key.pub",
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_ed25519_key.pub",
+    "/etc/ssh/ssh_host_rsa_key",
+    "/etc/ssh/ssh_host_rsa_key.pub",
+    "/etc/ssl/private/ssl-cert-snakeoil.key",
+    "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+    "/var/lib/dbus/machine-id",
+    "/var/lib/systemd/random-seed",
+    "/var/lib/systemd/credential.secret",
+];
+
+/// Emptied rather than removed: systemd writes a new id into an empty
+/// `/etc/machine-id` on each node's first boot (osbuild's `first-boot: no`).
+pub const IDENTITY_EMPTY: &[&str] = &["/etc/machine-id"];
+
+/// The unit that makes a node's own keys at boot, where the image has
+/// packages that need them.
+pub const NODE_IDENTITY_UNIT: &str = "kiln-node-identity.service";
+
+/// A oneshot unit, before the SSH daemon (`ssh.service` on Debian,
+/// `sshd.service` on RPM systems) and after cloud-init (which writes keys
+/// a site provides per node): it generates only the keys that are missing,
+/// so a site's own keys are kept. On a live `pxe` root that is every boot.
+fn node_identity_stages(packages: &[&PackageFile]) -> Vec<Value> {
+    let has = |name: &str| packages.iter().any(|p| p.name == name);
+    let mut exec = Vec::new();
+    if has("openssh-server") {
+        exec.push("/usr/bin/ssh-keygen -A");
+    }
+    if has("ssl-cert") {
+        exec.push("/usr/sbin/make-ssl-cert generate-default-snakeoil");
+    }
+    if exec.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        json!({"type": "org.osbuild.systemd.unit.create", "options": {
+            "filename": NODE_IDENTITY_UNIT,
+            "config": {
+                "Unit": {
+                    "Description": "Generate this node's SSH host keys and other per-node keys missing from the image",
+                    "After": ["local-fs.target", "cloud-init.service"],
+                    "Before": ["ssh.service", "sshd.service"],
+                },
+                "Service": {"Type": "oneshot", "RemainAfterExit": true, "ExecStart": exec},
+                "Install": {"WantedBy": ["multi-user.target"]},
+            },
+        }}),
+        json!({"type": "org.osbuild.systemd", "options": {"enabled_services": [NODE_IDENTITY_UNIT]}}),
+    ]
 }
 
 /// The pipeline an image type exports (its main artifact).

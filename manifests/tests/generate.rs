@@ -104,7 +104,12 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 Family::Debian,
                 "pxe",
                 "rootfs.squashfs",
-                &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+                // With an SSH server: the unit that makes its host keys at boot.
+                &with_kernel(
+                    with_kernel(packages(), "openssh-server", "1:9.2p1-2+deb12u5"),
+                    "linux-image-6.1.0-35-amd64",
+                    "6.1.137-1",
+                ),
                 &c,
             ),
         ),
@@ -114,7 +119,11 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 Family::Rpm,
                 "pxe",
                 "rootfs.squashfs",
-                &with_kernel(rpm_packages(), "kernel-core", "5.14.0-503.14.1.el9_5"),
+                &with_kernel(
+                    with_kernel(rpm_packages(), "openssh-server", "8.7p1-43.el9"),
+                    "kernel-core",
+                    "5.14.0-503.14.1.el9_5",
+                ),
                 &c,
             ),
         ),
@@ -141,14 +150,16 @@ fn every_type() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// `pkgs` and one more package (a kernel, an SSH server).
 fn with_kernel(mut pkgs: Vec<PackageFile>, name: &str, version: &str) -> Vec<PackageFile> {
+    let fill = if name == "openssh-server" { "e" } else { "f" };
     let arch = pkgs[0].arch.clone();
     pkgs.push(PackageFile {
         name: name.into(),
         version: version.into(),
         arch: arch.clone(),
         url: format!("file:///srv/mirror/{name}_{version}_{arch}"),
-        sha256: "f".repeat(64),
+        sha256: fill.repeat(64),
     });
     pkgs
 }

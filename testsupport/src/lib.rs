@@ -10,6 +10,7 @@
 //! binaries end with `exit`, and statics are never dropped).
 
 pub mod aptcache;
+pub mod artifacts;
 pub mod debrepo;
 pub mod host;
 #[cfg(feature = "openchami")]

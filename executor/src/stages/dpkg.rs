@@ -366,12 +366,8 @@ pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
     ] {
         let _ = fs::remove_file(ctx.in_tree(leftover));
     }
-    // Every node booting this image must make its own machine id.
-    let machine_id = ctx.in_tree("/etc/machine-id");
-    if machine_id.exists() {
-        fs::write(&machine_id, "").map_err(|e| io(&machine_id, e))?;
-    }
-    let _ = fs::remove_file(ctx.in_tree("/var/lib/dbus/machine-id"));
+    // Machine ids, host keys and seeds the scripts made are the manifest's
+    // `kiln.identity.clean` stage's to remove, at the end of the pipeline.
 
     let installed = ctx.output(
         Command::new("dpkg-query")

@@ -12,6 +12,7 @@ mod disk;
 mod dpkg;
 mod files;
 mod grub;
+pub(crate) mod identity;
 mod oci;
 mod rpm;
 mod system;
@@ -130,7 +131,17 @@ static STAGES: &[StageDef] = &[
         oci::oci_archive
     ),
     stage!("org.osbuild.rpm", rpm::RpmOptions, rpm::rpm),
+    stage!(
+        "org.osbuild.systemd.unit.create",
+        identity::UnitCreateOptions,
+        identity::unit_create
+    ),
     stage!("kiln.dpkg", dpkg::DpkgOptions, dpkg::dpkg),
+    stage!(
+        "kiln.identity.clean",
+        identity::CleanOptions,
+        identity::clean
+    ),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static StageDef> {
