@@ -32,8 +32,43 @@ pub struct ComposerConfig {
     pub worker_api: WorkerApiConfig,
     /// How often loaded repositories are re-read for new packages.
     pub repo_refresh_secs: u64,
+    pub repositories: RepositoriesConfig,
     /// `text` or `json`.
     pub log_format: LogFormat,
+}
+
+/// `[repositories]`: what loading a repository's indexes may cost. A
+/// hostile or broken mirror gets a clear error, not the composer's memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoriesConfig {
+    /// Largest index file fetched, as served (compressed).
+    pub max_fetch_bytes: u64,
+    /// Largest index once decompressed.
+    pub max_index_bytes: u64,
+    /// Time for one fetch, from the request to its last byte.
+    pub fetch_timeout_secs: u64,
+}
+
+impl Default for RepositoriesConfig {
+    fn default() -> Self {
+        let d = kiln_depsolve::fetch::FetchLimits::default();
+        RepositoriesConfig {
+            max_fetch_bytes: d.max_fetch_bytes,
+            max_index_bytes: d.max_index_bytes,
+            fetch_timeout_secs: d.fetch_timeout.as_secs(),
+        }
+    }
+}
+
+impl RepositoriesConfig {
+    pub fn limits(&self) -> kiln_depsolve::fetch::FetchLimits {
+        kiln_depsolve::fetch::FetchLimits {
+            max_fetch_bytes: self.max_fetch_bytes,
+            max_index_bytes: self.max_index_bytes,
+            fetch_timeout: std::time::Duration::from_secs(self.fetch_timeout_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +161,7 @@ impl Default for ComposerConfig {
             jobs: JobsConfig::default(),
             worker_api: WorkerApiConfig::default(),
             repo_refresh_secs: 3600,
+            repositories: RepositoriesConfig::default(),
             log_format: LogFormat::Text,
         }
     }

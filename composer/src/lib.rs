@@ -51,11 +51,12 @@ impl AppState {
         let queue = kiln_queue::connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("opening the queue at {}: {e}", redact(&url)))?;
+        let limits = config.repositories.limits();
         Ok(AppState {
             queue,
             catalog: Arc::new(catalog),
             config: Arc::new(config),
-            repos: Arc::new(repos::RepoCache::default()),
+            repos: Arc::new(repos::RepoCache::new(limits)),
             live: Arc::new(live::Live::default()),
         })
     }

@@ -23,6 +23,8 @@ type Key = (String, Vec<String>);
 #[derive(Default)]
 pub struct RepoCache {
     sets: Mutex<HashMap<Key, Arc<OnceCell<RepoSet>>>>,
+    /// Bounds on every fetch and decompression of a repository's indexes.
+    limits: kiln_depsolve::fetch::FetchLimits,
 }
 
 /// An error of a repository or a solve, as the API tells it.
@@ -38,6 +40,13 @@ pub fn depsolve_error(e: DepsolveError) -> ApiError {
 }
 
 impl RepoCache {
+    pub fn new(limits: kiln_depsolve::fetch::FetchLimits) -> Self {
+        RepoCache {
+            sets: Mutex::default(),
+            limits,
+        }
+    }
+
     /// Re-reads every loaded set (conditional requests; unchanged metadata
     /// costs a 304 or a file stat) and swaps in the new indexes. Returns how
     /// many sets failed to refresh: they keep serving their old index.
@@ -108,18 +117,22 @@ impl RepoCache {
             sets.entry(key).or_default().clone()
         };
         let cache_dir = data_dir.join("repo-cache");
+        let limits = self.limits;
         cell.get_or_try_init(|| async move {
             let sources = lines
                 .iter()
                 .map(|l| l.parse::<Source>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(depsolve_error)?;
-            RepoSet::open(RepoConfig {
-                arch: package_arch,
-                sources,
-                cache_dir,
-                keyring: None,
-            })
+            RepoSet::open_with(
+                RepoConfig {
+                    arch: package_arch,
+                    sources,
+                    cache_dir,
+                    keyring: None,
+                },
+                limits,
+            )
             .await
             .map_err(depsolve_error)
         })

@@ -31,6 +31,8 @@ pub enum DepsolveError {
     Signature { file: String, detail: String },
     #[error("{file}: {detail}")]
     BadRelease { file: String, detail: String },
+    #[error("{what}: larger than the limit of {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
     #[error("{file}: cannot decompress: {detail}")]
     Decompress { file: String, detail: String },
     #[error("{path}: {source}")]

@@ -3,17 +3,44 @@
 //! (ETag / Last-Modified), so an unchanged index costs one 304.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::DepsolveError;
 
+/// What one repository file may cost: a hostile or broken mirror cannot
+/// exhaust the composer's memory or hold a load forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Largest file fetched, in bytes, as served (compressed).
+    pub max_fetch_bytes: u64,
+    /// Largest index once decompressed, in bytes.
+    pub max_index_bytes: u64,
+    /// Time for one fetch, from the request to its last byte.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for FetchLimits {
+    /// Sized for Debian main: bookworm's amd64 `Packages` is ~95 MiB
+    /// uncompressed (~10 MiB as `.xz`), Rocky's BaseOS/AppStream primary
+    /// files ~60 MiB; a mirror may serve the plain file.
+    fn default() -> Self {
+        FetchLimits {
+            max_fetch_bytes: 256 << 20,
+            max_index_bytes: 512 << 20,
+            fetch_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Downloads files, keeping a content-addressed copy of each.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     cache_dir: PathBuf,
+    limits: FetchLimits,
 }
 
 /// What the cache remembers about a URL.
@@ -30,6 +57,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 impl Fetcher {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, DepsolveError> {
+        Self::with_limits(cache_dir, FetchLimits::default())
+    }
+
+    pub fn with_limits(
+        cache_dir: impl Into<PathBuf>,
+        limits: FetchLimits,
+    ) -> Result<Self, DepsolveError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("kiln-depsolve/", env!("CARGO_PKG_VERSION")))
             // A stalled mirror must fail the request, not hang it.
@@ -43,12 +77,46 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             cache_dir: cache_dir.into(),
+            limits,
         })
     }
 
-    /// Fetches `url`; `Ok(None)` when the server or disk says it does not exist.
+    pub fn limits(&self) -> FetchLimits {
+        self.limits
+    }
+
+    /// Fetches `url`; `Ok(None)` when the server or disk says it does not
+    /// exist. Bounded in bytes and in time ([`FetchLimits`]).
     pub async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, DepsolveError> {
+        let limit = self.limits.fetch_timeout;
+        match tokio::time::timeout(limit, self.get_unbounded_in_time(url)).await {
+            Ok(r) => r,
+            Err(_) => Err(DepsolveError::Fetch {
+                url: url.to_string(),
+                detail: format!("not complete after {} s", limit.as_secs()),
+            }),
+        }
+    }
+
+    fn too_large(&self, url: &str) -> DepsolveError {
+        DepsolveError::TooLarge {
+            what: url.to_string(),
+            limit: self.limits.max_fetch_bytes,
+        }
+    }
+
+    async fn get_unbounded_in_time(&self, url: &str) -> Result<Option<Vec<u8>>, DepsolveError> {
         if let Some(path) = url.strip_prefix("file://") {
+            let io = |source| DepsolveError::Io {
+                path: path.to_string(),
+                source,
+            };
+            match tokio::fs::metadata(path).await {
+                Ok(m) if m.len() > self.limits.max_fetch_bytes => return Err(self.too_large(url)),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io(e)),
+            }
             return match tokio::fs::read(path).await {
                 Ok(d) => Ok(Some(d)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -87,7 +155,7 @@ impl Fetcher {
                     }
                 }
                 let _ = tokio::fs::remove_file(&meta_path).await;
-                return Box::pin(self.get(url)).await;
+                return Box::pin(self.get_unbounded_in_time(url)).await;
             }
         }
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
@@ -104,11 +172,21 @@ impl Fetcher {
         };
         let etag = header(reqwest::header::ETAG);
         let last_modified = header(reqwest::header::LAST_MODIFIED);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| fetch_err(e.to_string()))?
-            .to_vec();
+        // Refused by its announced size, else counted as it arrives.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.limits.max_fetch_bytes)
+        {
+            return Err(self.too_large(url));
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
+            if (body.len() + chunk.len()) as u64 > self.limits.max_fetch_bytes {
+                return Err(self.too_large(url));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let entry = CacheEntry {
             sha256: sha256_hex(&body),
             etag,

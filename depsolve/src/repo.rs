@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::compression::decompress_to_string;
+use crate::compression::decompress_within;
 use crate::debindex::IndexSource;
 use crate::error::DepsolveError;
-use crate::fetch::{sha256_hex, Fetcher};
+use crate::fetch::{sha256_hex, FetchLimits, Fetcher};
 use crate::index::PackageIndex;
 use crate::release::{self, Release};
 use crate::rpm;
@@ -54,7 +54,16 @@ impl RepoSet {
     /// Fetches, verifies and parses every source. Parsing runs on a
     /// blocking thread (rayon inside), so this is safe to await anywhere.
     pub async fn open(config: RepoConfig) -> Result<RepoSet, DepsolveError> {
-        let fetcher = Fetcher::new(&config.cache_dir)?;
+        Self::open_with(config, FetchLimits::default()).await
+    }
+
+    /// [`RepoSet::open`] with explicit bounds on every fetch and
+    /// decompression (also used by later refreshes).
+    pub async fn open_with(
+        config: RepoConfig,
+        limits: FetchLimits,
+    ) -> Result<RepoSet, DepsolveError> {
+        let fetcher = Fetcher::with_limits(&config.cache_dir, limits)?;
         let index = load(&fetcher, &config).await?;
         Ok(RepoSet {
             inner: Arc::new(Inner {
@@ -174,6 +183,7 @@ async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex
         .flatten()
         .collect();
     let arch = config.arch.clone();
+    let max_index_bytes = fetcher.limits().max_index_bytes;
     // The snapshot of a built index is keyed by exactly what it was built
     // from: the verified files' hashes, their URLs, the arch and the format.
     let mut key = format!("{}\n{:?}\n{arch}\n", env!("CARGO_PKG_VERSION"), kind);
@@ -188,7 +198,7 @@ async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex
         if let Some(index) = snapshot::read(&snapshot_path) {
             return Ok(index);
         }
-        let index = build_from(kind, &arch, files)?;
+        let index = build_from(kind, &arch, files, max_index_bytes)?;
         if let Err(e) = snapshot::write(&index, &snapshot_path) {
             tracing::warn!(
                 "cannot write index snapshot {}: {e}",
@@ -205,6 +215,7 @@ fn build_from(
     kind: SourceKind,
     arch: &str,
     files: Vec<Downloaded>,
+    max_index_bytes: u64,
 ) -> Result<Arc<PackageIndex>, DepsolveError> {
     {
         use rayon::prelude::*;
@@ -212,7 +223,7 @@ fn build_from(
             .into_par_iter()
             .map(|f| {
                 Ok(IndexSource {
-                    text: decompress_to_string(&f.label, &f.data)?,
+                    text: decompress_within(&f.label, &f.data, max_index_bytes)?,
                     base_url: f.base_url,
                     label: f.label,
                 })
