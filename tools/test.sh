@@ -20,17 +20,21 @@ packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv
           bubblewrap squashfs-tools fdisk dosfstools e2fsprogs grub-pc-bin grub2-common zstd cpio
           qemu-utils qemu-system-x86 skopeo umoci mmdebstrap)
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# Two passes: installing one package can remove another of the list (a
+# machine image with backports' qemu-utils loses it to bookworm's
+# qemu-system-x86, whose qemu-system-common conflicts with it).
+for pass in 1 2; do
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    ((${#missing[@]})) || break
     echo "installing: ${missing[*]}"
     as_root=()
     [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-    "${as_root[@]}" apt-get update -qq
+    [ "$pass" -eq 2 ] || "${as_root[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+done
 # kiln-depsolve compares itself with apt on the machine's real bookworm indexes.
 if ! ls /var/lib/apt/lists/*_dists_bookworm_main_binary-amd64_Packages* >/dev/null 2>&1; then
     as_root=()
