@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::deb_repo::{self, DebRepo};
+use common::deb_repo::{self, config, DebRepo};
 use common::http::HttpServer;
 use kiln_depsolve::fetch::FetchLimits;
-use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Source};
-
-fn config(line: &str, keyring: &Path, cache: &Path) -> RepoConfig {
-    RepoConfig {
-        arch: "amd64".into(),
-        sources: vec![line.parse::<Source>().unwrap()],
-        cache_dir: cache.to_path_buf(),
-        keyring: Some(keyring.to_path_buf()),
-    }
-}
+use kiln_depsolve::{DepsolveError, RepoSet};
 
 const LIMITS: FetchLimits = FetchLimits {
     max_fetch_bytes: 1 << 20,
@@ -47,22 +37,8 @@ fn padded_suite(repo: &DebRepo, suite: &str, size: usize, gz: bool) {
                 .arg(bin.join("Packages")),
         );
     }
-    let release = deb_repo::run(
-        Command::new("apt-ftparchive")
-            .current_dir(repo.root.join(format!("dists/{suite}")))
-            .args([
-                "-o",
-                &format!("APT::FTPArchive::Release::Suite={suite}"),
-                "-o",
-                "APT::FTPArchive::Release::Architectures=amd64",
-                "-o",
-                "APT::FTPArchive::Release::Components=main",
-                "release",
-                ".",
-            ]),
-    );
+    deb_repo::write_release(&repo.root, suite);
     let suite_dir = repo.root.join(format!("dists/{suite}"));
-    std::fs::write(suite_dir.join("Release"), release).unwrap();
     deb_repo::sign_suite(&repo.gnupghome, &suite_dir, true, false);
 }
 

@@ -6,19 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::deb_repo::{self, DebRepo};
+use common::deb_repo::{self, config, DebRepo};
 use common::http::HttpServer;
 use kiln_depsolve::fetch::sha256_hex;
-use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Request, Source};
-
-fn config(line: &str, keyring: &Path, cache: &Path) -> RepoConfig {
-    RepoConfig {
-        arch: "amd64".into(),
-        sources: vec![line.parse::<Source>().unwrap()],
-        cache_dir: cache.to_path_buf(),
-        keyring: Some(keyring.to_path_buf()),
-    }
-}
+use kiln_depsolve::{DepsolveError, RepoSet, Request};
 
 fn hello() -> Request {
     Request {

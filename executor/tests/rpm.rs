@@ -108,6 +108,28 @@ fn repo() -> Repo {
 }
 
 impl Repo {
+    /// kiln-depsolve's answer for `names` on this repository, as the
+    /// composer would get it.
+    fn solve(&self, names: &[&str]) -> kiln_depsolve::Solution {
+        let cache = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let set = rt
+            .block_on(kiln_depsolve::RepoSet::open(kiln_depsolve::RepoConfig {
+                arch: "x86_64".into(),
+                sources: vec![format!("rpm file://{}", self.path.display())
+                    .parse()
+                    .unwrap()],
+                cache_dir: cache.path().to_owned(),
+                keyring: None,
+            }))
+            .unwrap();
+        set.solve(&kiln_depsolve::Request {
+            packages: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     fn file(&self, prefix: &str) -> PathBuf {
         std::fs::read_dir(&self.path)
             .unwrap()
@@ -342,24 +364,7 @@ fn invalid_rpm_options_name_their_path() {
 #[test]
 fn a_rocky_shaped_tar_manifest_builds_from_the_test_repository() {
     let repo = repo();
-    let cache = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let set = rt
-        .block_on(kiln_depsolve::RepoSet::open(kiln_depsolve::RepoConfig {
-            arch: "x86_64".into(),
-            sources: vec![format!("rpm file://{}", repo.path.display())
-                .parse()
-                .unwrap()],
-            cache_dir: cache.path().to_owned(),
-            keyring: None,
-        }))
-        .unwrap();
-    let solution = set
-        .solve(&kiln_depsolve::Request {
-            packages: vec!["kiln-base".into()],
-            ..Default::default()
-        })
-        .unwrap();
+    let solution = repo.solve(&["kiln-base"]);
     let packages = common::package_files(&solution);
     let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(json!({
         "name": "rocky-tar",
@@ -446,24 +451,7 @@ fn a_rocky_shaped_tar_manifest_builds_from_the_test_repository() {
 #[test]
 fn rocky_shaped_tar_and_oci_images_carry_no_host_key() {
     let repo = repo();
-    let cache = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let set = rt
-        .block_on(kiln_depsolve::RepoSet::open(kiln_depsolve::RepoConfig {
-            arch: "x86_64".into(),
-            sources: vec![format!("rpm file://{}", repo.path.display())
-                .parse()
-                .unwrap()],
-            cache_dir: cache.path().to_owned(),
-            keyring: None,
-        }))
-        .unwrap();
-    let solution = set
-        .solve(&kiln_depsolve::Request {
-            packages: vec!["kiln-base".into(), "openssh-server".into()],
-            ..Default::default()
-        })
-        .unwrap();
+    let solution = repo.solve(&["kiln-base", "openssh-server"]);
     let packages = common::package_files(&solution);
     let customizations = kiln_manifests::customize::ImageCustomizations::default();
     let rocky = kiln_distro::Catalog::embedded().unwrap();

@@ -56,21 +56,10 @@ fn stages_mut<'a>(manifest: &'a mut Value, pipeline: &str) -> &'a mut Vec<Value>
 }
 
 fn build(dir: &Path, manifest: &Value, exports: &[&str], checkpoint: Option<&str>) -> common::Run {
-    let (store, out) = (dir.join("store"), dir.join("out"));
-    let mut args = vec![
-        "--json",
-        "--store",
-        store.to_str().unwrap(),
-        "--output-directory",
-        out.to_str().unwrap(),
-    ];
-    if let Some(c) = checkpoint {
-        args.extend(["--checkpoint", c]);
+    match checkpoint {
+        Some(id) => common::export_with(dir, manifest, exports, &["--checkpoint", id]),
+        None => common::export(dir, manifest, exports),
     }
-    for e in exports {
-        args.extend(["--export", e]);
-    }
-    common::run(&args, manifest)
 }
 
 fn assert_ok(r: &common::Run) {

@@ -92,6 +92,11 @@ pub fn index_suite_as(root: &Path, suite: &str, compression: &str) {
         }
         _ => {}
     }
+    write_release(root, suite);
+}
+
+/// `dists/SUITE/Release` for what the suite's directory holds now (unsigned).
+pub fn write_release(root: &Path, suite: &str) {
     let release = run(Command::new("apt-ftparchive")
         .current_dir(root.join(format!("dists/{suite}")))
         .args([
@@ -105,6 +110,16 @@ pub fn index_suite_as(root: &Path, suite: &str, compression: &str) {
             ".",
         ]));
     std::fs::write(root.join(format!("dists/{suite}/Release")), release).unwrap();
+}
+
+/// An amd64 repository set of one sources line, trusted through `keyring`.
+pub fn config(line: &str, keyring: &Path, cache: &Path) -> kiln_depsolve::RepoConfig {
+    kiln_depsolve::RepoConfig {
+        arch: "amd64".into(),
+        sources: vec![line.parse::<kiln_depsolve::Source>().unwrap()],
+        cache_dir: cache.to_path_buf(),
+        keyring: Some(keyring.to_path_buf()),
+    }
 }
 
 impl DebRepo {

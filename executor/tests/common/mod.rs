@@ -46,6 +46,16 @@ pub fn run(args: &[&str], manifest: &Value) -> Run {
 /// `kiln-osbuild --json` with `DIR/store` as its store, `DIR/out` as its
 /// output directory, and these pipelines exported.
 pub fn export(dir: &std::path::Path, manifest: &Value, exports: &[&str]) -> Run {
+    export_with(dir, manifest, exports, &[])
+}
+
+/// [`export`] with more arguments (`--checkpoint ID`, ...).
+pub fn export_with(
+    dir: &std::path::Path,
+    manifest: &Value,
+    exports: &[&str],
+    more: &[&str],
+) -> Run {
     let (store, out) = (dir.join("store"), dir.join("out"));
     let mut args = vec![
         "--json",
@@ -54,6 +64,7 @@ pub fn export(dir: &std::path::Path, manifest: &Value, exports: &[&str]) -> Run 
         "--output-directory",
         out.to_str().unwrap(),
     ];
+    args.extend(more);
     for e in exports {
         args.extend(["--export", e]);
     }
