@@ -95,6 +95,12 @@ impl DebRepo {
             .arg("pool")
             .current_dir(&self.dir))?;
         write(&bin.join("Packages"), packages)?;
+        self.release()
+    }
+
+    /// (Re)writes `Release` for the index files `dists/test` holds now, so
+    /// a test can replace them (a damaged or hostile index, correctly listed).
+    pub fn release(&self) -> Result<()> {
         let release = run(Command::new("apt-ftparchive")
             .args([
                 "-o",
