@@ -14,6 +14,7 @@ pub mod debrepo;
 pub mod host;
 #[cfg(feature = "openchami")]
 pub mod openchami;
+pub mod reference;
 pub mod rpmrepo;
 pub mod storage;
 
