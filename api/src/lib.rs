@@ -13,6 +13,7 @@ pub mod customizations;
 pub mod depsolve;
 pub mod distribution;
 pub mod error;
+pub mod events;
 pub mod status;
 pub mod validate;
 pub mod worker;

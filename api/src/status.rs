@@ -1,5 +1,6 @@
 //! What the compose API answers about composes: status, lists, logs,
-//! manifests, metadata, and (kiln extensions) job graphs and events.
+//! manifests, metadata, and (kiln extension) job graphs. The events of a
+//! compose are in [`crate::events`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -191,13 +192,4 @@ pub struct JobInfo {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// The data of a `job` event on `GET /composes/{id}/events`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct JobEventData {
-    pub job: Uuid,
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub state: String,
 }

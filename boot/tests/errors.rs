@@ -149,6 +149,11 @@ async fn bss_refuses_malformed_hosts_and_macs_with_400() {
 #[tokio::test]
 async fn the_doubles_refuse_requests_outside_the_swagger() {
     let c = Cluster::start().await;
+    if !c.bss.checks_swagger() {
+        // Without the swagger there is nothing to refuse by (the skip is
+        // reported when the doubles start).
+        return;
+    }
     let http = reqwest::Client::new();
     let bss = |m: reqwest::Method, path: &str| {
         http.request(m, format!("{}{path}", c.bss.url()))
@@ -234,7 +239,11 @@ async fn the_doubles_refuse_requests_outside_the_swagger() {
 #[test]
 fn the_doubles_check_their_own_answers_too() {
     use kiln_testsupport::openchami::{reference_dir, swagger::Swagger};
-    let bss = Swagger::load(&reference_dir().unwrap().join("bss-swagger.yaml"), "").unwrap();
+    let dir = match reference_dir() {
+        Ok(dir) => dir,
+        Err(absent) => return kiln_testsupport::reference::skipped(&absent),
+    };
+    let bss = Swagger::load(&dir.join("bss-swagger.yaml"), "").unwrap();
     let get = bss
         .check_request("GET", "/boot/v1/bootparameters", &[], None, b"")
         .unwrap_or_else(|e| panic!("{e:?}"));

@@ -1,4 +1,6 @@
-//! Without the swagger documents the doubles do not start, and say why.
+//! When KILN_OPENCHAMI_REFERENCE names a directory without the swagger
+//! documents, the doubles do not start, and say why. (Without it, and without
+//! ../shared/reference, they start unchecked and report the check skipped.)
 //! (Alone in its test binary: it changes an environment variable.)
 
 use kiln_testsupport::openchami::{reference_dir, BssTestDouble};

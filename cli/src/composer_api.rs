@@ -143,7 +143,7 @@ impl Composer {
                 cause: cause_chain(&e),
             })
         });
-        Ok(Box::pin(sse::events(bytes)))
+        Ok(Box::pin(sse::events(&url, bytes)))
     }
 
     async fn send(

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_api::events::{ComposeEvent, JobEventData};
 use kiln_api::status::{
-    ComposeLogs, ComposeStatus, ComposeStatusValue, ImageStatus, ImageStatusValue, JobEventData,
-    UploadStatus, UploadStatusValue,
+    ComposeLogs, ComposeStatus, ComposeStatusValue, ImageStatus, ImageStatusValue, UploadStatus,
+    UploadStatusValue,
 };
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::compose::Output;
@@ -29,12 +29,6 @@ pub struct FollowOptions {
     pub output: Output,
     /// Print the build's log lines as they come.
     pub follow_logs: bool,
-}
-
-#[derive(Deserialize)]
-struct LogEventData {
-    #[serde(default)]
-    lines: Vec<String>,
 }
 
 /// Follows compose `id` until it ends, then reports where its images went.
@@ -109,30 +103,19 @@ async fn watch(
                         }
                     };
                     failures = 0;
-                    let unexpected = |what: &str, e: serde_json::Error| ApiError::Unexpected {
+                    let unexpected = |e: serde_json::Error| ApiError::Unexpected {
                         url: composer.url(&path),
-                        message: format!("a {what} event that is not the API's: {e}"),
+                        message: format!("a {} event that is not the API's: {e}", ev.event),
                     };
-                    match ev.event.as_str() {
-                        "status" => {
-                            let value: Value = serde_json::from_str(&ev.data)
-                                .map_err(|e| unexpected("status", e))?;
-                            let status: ComposeStatus = serde_json::from_value(value.clone())
-                                .map_err(|e| unexpected("status", e))?;
+                    match ComposeEvent::parse(&ev.event, &ev.data).map_err(unexpected)? {
+                        Some(ComposeEvent::Status(status)) => {
                             view.status(&status);
-                            last = Some(value);
+                            // Kept as the composer sent it, for `--output json`.
+                            last = Some(serde_json::from_str(&ev.data).map_err(unexpected)?);
                         }
-                        "job" => {
-                            let job: JobEventData =
-                                serde_json::from_str(&ev.data).map_err(|e| unexpected("job", e))?;
-                            view.job(&job);
-                        }
-                        "log" if opts.follow_logs => {
-                            let log: LogEventData =
-                                serde_json::from_str(&ev.data).map_err(|e| unexpected("log", e))?;
-                            view.log(&log.lines);
-                        }
-                        _ => {}
+                        Some(ComposeEvent::Job(job)) => view.job(&job),
+                        Some(ComposeEvent::Log(log)) if opts.follow_logs => view.log(&log.lines),
+                        Some(ComposeEvent::Log(_)) | None => {}
                     }
                 }
                 match (broken, &last) {

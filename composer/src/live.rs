@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use kiln_api::events::LogEventData;
 use kiln_api::status::Progress;
 use kiln_api::worker::BuildPhase;
 use tokio::sync::broadcast;
@@ -24,10 +25,10 @@ pub enum LiveEvent {
         compose: Option<Uuid>,
         job: Uuid,
     },
+    /// New log lines, as the `log` event sends them.
     Log {
         compose: Option<Uuid>,
-        job: Uuid,
-        lines: Vec<String>,
+        log: LogEventData,
     },
 }
 
@@ -104,8 +105,7 @@ impl Live {
         if !lines.is_empty() {
             let _ = self.tx.send(LiveEvent::Log {
                 compose,
-                job,
-                lines,
+                log: LogEventData { job, lines },
             });
         }
     }

@@ -32,6 +32,8 @@ impl Monitor {
         let seq = match fd {
             Some(fd) => {
                 // Fail early on a descriptor that is not open.
+                // SAFETY: the borrow lasts for this one call, and fcntl on a
+                // closed descriptor is an error, not undefined behaviour.
                 rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
                 // SAFETY: the caller passed this descriptor for us to own.
                 Some(Mutex::new(unsafe { File::from_raw_fd(fd) }))

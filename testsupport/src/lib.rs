@@ -15,6 +15,7 @@ pub mod debrepo;
 pub mod host;
 #[cfg(feature = "openchami")]
 pub mod openchami;
+pub mod reference;
 pub mod rpmrepo;
 pub mod storage;
 

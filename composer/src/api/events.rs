@@ -1,10 +1,10 @@
 //! `GET /composes/{id}/events`: a Server-Sent Events stream of a compose.
 //!
-//! Events: `status` (a ComposeStatus) first and after every change (job
-//! states, and the progress workers report), `job` (job id, type, new state)
-//! for every job state change, and `log` (job id, lines) for the log lines of
-//! running builds. The stream ends after the `status` event of a finished
-//! compose.
+//! Events (`kiln_api::events::ComposeEvent`): `status` (a ComposeStatus)
+//! first and after every change (job states, and the progress workers
+//! report), `job` (job id, type, new state) for every job state change, and
+//! `log` (job id, lines) for the log lines of running builds. The stream ends
+//! after the `status` event of a finished compose.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,7 +15,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream};
-use kiln_api::status::{ComposeStatus, JobEventData};
+use kiln_api::events::{ComposeEvent, JobEventData};
+use kiln_api::status::ComposeStatus;
 use kiln_queue::{Job, JobState};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -26,37 +27,32 @@ use crate::live::LiveEvent;
 use crate::status::{compose_status, is_finished};
 use crate::AppState;
 
+fn sse_event(ev: &ComposeEvent) -> Event {
+    let event = Event::default().event(ev.name());
+    match ev.data() {
+        Ok(data) => event.data(data),
+        // Not reached: the payloads serialise infallibly.
+        Err(_) => event,
+    }
+}
+
 fn job_event(j: &Job) -> Event {
-    let data = JobEventData {
+    sse_event(&ComposeEvent::Job(JobEventData {
         job: j.id,
         job_type: j.job_type.clone(),
         state: j.state.as_str().into(),
-    };
-    Event::default()
-        .event("job")
-        .json_data(&data)
-        .unwrap_or_default()
-}
-
-fn log_event(job: Uuid, lines: Vec<String>) -> Event {
-    Event::default()
-        .event("log")
-        .json_data(serde_json::json!({"job": job, "lines": lines}))
-        .unwrap_or_default()
+    }))
 }
 
 fn status_event(s: &ComposeStatus) -> Event {
-    Event::default()
-        .event("status")
-        .json_data(s)
-        .unwrap_or_else(|_| Event::default().event("status"))
+    sse_event(&ComposeEvent::Status(Box::new(s.clone())))
 }
 
 /// Live status of a compose, as Server-Sent Events. kiln extension.
 #[utoipa::path(get, path = "/composes/{id}/events", tag = "compose", operation_id = "getComposeEvents",
     params(("id" = String, Path, description = "Compose id")),
     responses(
-        (status = 200, description = "text/event-stream of `status` (ComposeStatus), `job` (JobEventData) and `log` ({job, lines}) events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of `status` (ComposeStatus), `job` (JobEventData) and `log` (LogEventData) events", content_type = "text/event-stream", body = String),
         (status = 400, body = kiln_api::error::Error),
         (status = 404, body = kiln_api::error::Error)))]
 pub async fn get_events(
@@ -101,8 +97,8 @@ pub async fn get_events(
                     Err(RecvError::Closed) => return,
                 },
                 ev = live_rx.recv() => match ev {
-                    Ok(LiveEvent::Log { compose: Some(c), job, lines }) if c == compose.id => {
-                        if tx.send(Ok(log_event(job, lines))).await.is_err() {
+                    Ok(LiveEvent::Log { compose: Some(c), log }) if c == compose.id => {
+                        if tx.send(Ok(sse_event(&ComposeEvent::Log(log)))).await.is_err() {
                             return;
                         }
                         continue;

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_composer::{AppState, ComposerConfig};
@@ -121,17 +120,19 @@ pub fn pxe_request() -> Value {
     })
 }
 
-/// The reference Cloud API document (beside the repository, in shared/).
-pub fn reference() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/composer-api/cloudapi-v2.openapi.yml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the reference Cloud API document is absent ({}: {e}); this test compares against it",
-            path.display()
-        )
-    });
-    serde_yaml::from_str(&text).expect("reference YAML")
+/// The reference Cloud API document (beside the repository, in shared/);
+/// None, reported as skipped, when it is absent (a plain clone).
+pub fn reference() -> Option<Value> {
+    let Some(dir) = kiln_testsupport::reference::dir("composer-api") else {
+        kiln_testsupport::reference::skipped(
+            "the Cloud API document (../shared/reference/composer-api) is absent: answers not checked against its schemas",
+        );
+        return None;
+    };
+    let path = dir.join("cloudapi-v2.openapi.yml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the reference Cloud API document {}: {e}", path.display()));
+    Some(serde_yaml::from_str(&text).expect("reference YAML"))
 }
 
 /// What is wrong with `instance` as `#/components/schemas/<name>` of the reference.
@@ -147,7 +148,9 @@ pub fn violations(reference: &Value, name: &str, instance: &Value) -> Vec<String
         .collect()
 }
 
-pub fn check(reference: &Value, name: &str, instance: &Value) {
+/// Asserts that `instance` is a `<name>` of the reference, when it is there.
+pub fn check(reference: &Option<Value>, name: &str, instance: &Value) {
+    let Some(reference) = reference else { return };
     let errors = violations(reference, name, instance);
     assert!(
         errors.is_empty(),

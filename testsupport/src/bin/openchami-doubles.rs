@@ -4,6 +4,7 @@
 //! `SMD_URL=...`, then serves until killed. Every request is checked against
 //! OpenCHAMI's swagger files (../shared/reference/openchami, or
 //! $KILN_OPENCHAMI_REFERENCE); violations are printed as they happen.
+//! Without the swagger files the doubles serve unchecked and say so.
 
 use kiln_testsupport::openchami::{BssTestDouble, Node, SmdTestDouble};
 

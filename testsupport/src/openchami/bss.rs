@@ -64,6 +64,12 @@ impl BssTestDouble {
         self.server.url()
     }
 
+    /// Whether requests and answers are checked against the swagger (false
+    /// without the reference documents).
+    pub fn checks_swagger(&self) -> bool {
+        self.server.checks_swagger()
+    }
+
     /// The boot parameters stored per host.
     pub fn entries(&self) -> BTreeMap<String, BssEntry> {
         lock(&self.state.entries).clone()

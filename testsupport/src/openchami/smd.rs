@@ -51,6 +51,12 @@ impl SmdTestDouble {
         self.server.url()
     }
 
+    /// Whether requests and answers are checked against the swagger (false
+    /// without the reference documents).
+    pub fn checks_swagger(&self) -> bool {
+        self.server.checks_swagger()
+    }
+
     pub fn set_group(&self, label: &str, members: &[&str]) {
         lock(&self.state.groups).insert(
             label.to_owned(),

@@ -250,8 +250,9 @@ impl Drop for CpuGroup {
 
 /// CPU time of this process's waited-for descendants so far.
 fn children_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: rusage is plain integers, for which all zeroes is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
     if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
         return Duration::ZERO;
     }

@@ -1,0 +1,15 @@
+# The closing line of tools/test.sh, from cargo test's output:
+#   cargo test -p kiln-boot 2>&1 | awk -f tools/summary.awk
+# Skipped counts the tests cargo ignored and the tests that could not make
+# their reference checks (the reference documents live beside the repository,
+# in ../shared/reference/; kiln_testsupport::reference::skipped prints the
+# marker, once per test).
+/^test result:/ {
+    for (i = 1; i <= NF; i++) {
+        if ($(i) ~ /^passed;?$/) p += $(i-1)
+        if ($(i) ~ /^failed;?$/) f += $(i-1)
+        if ($(i) ~ /^ignored;?$/) s += $(i-1)
+    }
+}
+/^kiln-test-skipped:/ { s++ }
+END { printf "\nkiln: %d passed, %d failed, %d skipped\n", p, f, s }
