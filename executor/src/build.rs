@@ -548,7 +548,7 @@ impl Builder<'_> {
             let Some(lease) = self.trees.get(&p.name) else {
                 continue;
             };
-            let found = crate::secrets::scan(&lease.tree)
+            let found = crate::secrets::scan_object(&lease.tree)
                 .map_err(|e| internal(format!("scanning {} for private keys: {e}", p.name)))?;
             let paths: Vec<String> = found
                 .into_iter()

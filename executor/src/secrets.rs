@@ -10,19 +10,20 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// Files up to this size are read for PEM blocks: keys are a few KiB, and
 /// reading kernel modules and firmware would only cost time.
 const MAX_SCANNED: u64 = 1 << 20;
 
 /// Private key material found in a tree, by absolute path in the image.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Finding {
     pub path: String,
     pub kind: FindingKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FindingKind {
     /// A file named as OpenSSH names host keys.
     HostKeyName,
@@ -131,6 +132,29 @@ pub fn scan(tree: &Path) -> std::io::Result<Vec<Finding>> {
     Ok(findings)
 }
 
+/// [`scan`] of a committed store object's tree, remembered beside it
+/// (`objects/<id>/private-keys.json`): the tree never changes, so a
+/// rebuild from the store does not read it again.
+pub fn scan_object(tree: &Path) -> std::io::Result<Vec<Finding>> {
+    let cache = tree.with_file_name("private-keys.json");
+    if let Ok(found) = fs::read(&cache)
+        .map_err(|e| e.to_string())
+        .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
+    {
+        return Ok(found);
+    }
+    let found = scan(tree)?;
+    let tmp = cache.with_extension(format!("json.tmp{}", std::process::id()));
+    let written = serde_json::to_vec(&found)
+        .map_err(std::io::Error::other)
+        .and_then(|d| fs::write(&tmp, d))
+        .and_then(|_| fs::rename(&tmp, &cache));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +206,20 @@ mod tests {
         let found = scan(t).unwrap();
         let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["/etc/ssh/ssh_host_ed25519_key", "/srv/site.pem"]);
+    }
+
+    #[test]
+    fn an_objects_scan_is_remembered_beside_its_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        fs::write(tree.join("etc/k.pem"), KEY).unwrap();
+        let first = scan_object(&tree).unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(dir.path().join("private-keys.json").is_file());
+        // The remembered answer is what a second scan returns.
+        fs::remove_file(tree.join("etc/k.pem")).unwrap();
+        assert_eq!(scan_object(&tree).unwrap(), first);
+        assert!(scan(&tree).unwrap().is_empty());
     }
 }

@@ -5,6 +5,7 @@
 //! ```text
 //! STORE/objects/<stage id>/tree        a committed tree, never modified
 //! STORE/objects/<stage id>/meta.json   the metadata its stages reported
+//! STORE/objects/<stage id>/private-keys.json  the export check's scan of the tree
 //! STORE/objects/<stage id>.lock        flock: shared while a build reads it
 //! STORE/sources/org.osbuild.files/<checksum>
 //! STORE/tmp/<build>/                   one running build's working trees
