@@ -144,7 +144,7 @@ fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Re
             ),
         ));
     }
-    for (i, r) in image.repositories.iter().enumerate() {
+    for (i, r) in image.repositories().iter().enumerate() {
         validate_repository(r, &format!("{path}.repositories[{i}]"), distro.family)?;
     }
     for (i, t) in image.upload_targets.iter().enumerate() {
@@ -258,7 +258,7 @@ pub fn jobs(req: &ComposeRequest, distro: &Distribution, channel: &str) -> Vec<N
     for (index, (_, image)) in req.images().into_iter().enumerate() {
         let arch = &image.architecture;
         // Empty: the distribution's own repositories, with their keyrings.
-        let repositories: Vec<Repository> = image.repositories.clone();
+        let repositories: Vec<Repository> = image.repositories().to_vec();
         let mut packages = distro.packages(arch, &image.image_type).unwrap_or_default();
         packages.extend(extra.iter().cloned());
         let package_arch = distro
