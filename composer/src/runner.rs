@@ -14,13 +14,13 @@ use kiln_api::depsolve::DepsolvedPackage;
 use kiln_api::validate::Family;
 use kiln_depsolve::Request;
 use kiln_manifests::customize::ImageCustomizations;
-use kiln_manifests::generate::{self, ImageRequest, PackageFile};
+use kiln_manifests::generate::{self, ImageRequest};
+use kiln_manifests::packages::package_files;
 use kiln_queue::{DequeueFilter, Job, LeaseStatus, Outcome, QueueError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::api::depsolve::solved;
 use crate::plan::{JOB_DEPSOLVE, JOB_MANIFEST};
 use crate::AppState;
 
@@ -143,7 +143,7 @@ async fn depsolve(state: &AppState, job: &Job) -> Result<Value, String> {
     let packages: Vec<DepsolvedPackage> = solution
         .packages
         .into_iter()
-        .map(|p| solved(distro.family, p))
+        .map(|p| p.depsolved(distro.family))
         .collect();
     Ok(json!({ "packages": packages }))
 }
@@ -191,24 +191,7 @@ async fn manifest(state: &AppState, job: &Job) -> Result<Value, String> {
         }
     }
     let solved = solved.ok_or("no depsolve result to build from")?;
-    let files: Vec<PackageFile> = solved
-        .into_iter()
-        .map(|p| {
-            let version = match (&p.epoch, p.release.is_empty()) {
-                (Some(e), false) => format!("{e}:{}-{}", p.version, p.release),
-                (Some(e), true) => format!("{e}:{}", p.version),
-                (None, false) => format!("{}-{}", p.version, p.release),
-                (None, true) => p.version.clone(),
-            };
-            PackageFile {
-                name: p.name,
-                version,
-                arch: p.arch,
-                url: p.url,
-                sha256: p.checksum.trim_start_matches("sha256:").to_owned(),
-            }
-        })
-        .collect();
+    let files = package_files(&solved);
     let customizations = match (&request.customizations, &request.blueprint) {
         (Some(c), _) => ImageCustomizations::from_customizations(c),
         (None, Some(b)) => ImageCustomizations::from_blueprint(b),
