@@ -1,7 +1,7 @@
 //! The types that cross kiln's wire, in one place so that the composer, the
 //! CLI and the workers cannot drift apart. `worker` is the protocol between
-//! the composer and its workers, `osbuild` the executor's `--json` result
-//! and monitor records.
+//! the composer and its workers, `jobs` the typed arguments and results of
+//! every job kind, `osbuild` the executor's `--json` result and monitor records.
 //!
 //! The compose API keeps the shape of osbuild-composer's Cloud API v2
 //! (`/api/image-builder-composer/v2`): field names, nesting and status values
@@ -14,6 +14,7 @@ pub mod customizations;
 pub mod depsolve;
 pub mod distribution;
 pub mod error;
+pub mod jobs;
 pub mod osbuild;
 pub mod status;
 pub mod validate;

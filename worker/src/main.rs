@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use kiln_api::jobs::JobKind;
 use kiln_api::worker::RequestJob;
 use tokio::sync::watch;
 
@@ -182,14 +183,15 @@ async fn slot(
                 continue;
             }
         };
-        tracing::info!(job = %job.id, job_type = %job.job_type, compose = ?job.compose_id, "job taken");
-        let ended = if job.job_type == "build" {
+        let kind = job.job.kind();
+        tracing::info!(job = %job.id, job_type = %kind, compose = ?job.compose_id, "job taken");
+        let ended = if kind == JobKind::Build {
             job::run(&client, &config, &job, shutdown.clone()).await
         } else {
             job::Ended::Finish(kiln_api::worker::FinishJob {
                 success: false,
                 result: None,
-                reason: Some(format!("kiln-worker does not run {:?} jobs", job.job_type)),
+                reason: Some(format!("kiln-worker does not run {kind} jobs")),
             })
         };
         match ended {
