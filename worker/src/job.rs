@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, ClientError};
-use crate::config::WorkerConfig;
+use crate::config::{Executor, WorkerConfig};
 use crate::Shutdown;
 
 /// How a job ended for this worker.
@@ -157,8 +157,8 @@ async fn build(
     if let Err(e) = prepared {
         return failed(format!("preparing {}: {e}", dir.display()), None);
     }
-    let (program, mut argv): (PathBuf, Vec<String>) = if config.executor == "builtin" {
-        match std::env::current_exe() {
+    let (program, mut argv): (PathBuf, Vec<String>) = match &config.executor {
+        Executor::Builtin => match std::env::current_exe() {
             Ok(exe) => (exe, vec!["osbuild".into()]),
             Err(e) => {
                 return failed(
@@ -166,9 +166,8 @@ async fn build(
                     None,
                 )
             }
-        }
-    } else {
-        (PathBuf::from(&config.executor), Vec::new())
+        },
+        Executor::Path(path) => (path.clone(), Vec::new()),
     };
     argv.extend(
         [
