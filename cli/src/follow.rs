@@ -90,7 +90,8 @@ async fn watch(
     view: &mut View,
 ) -> Result<Value, ApiError> {
     let path = format!("/composes/{id}/events");
-    let mut last: Option<Value> = None;
+    // The last status, as sent and as read.
+    let mut last: Option<(Value, ComposeStatus)> = None;
     let mut failures = 0u32;
     loop {
         let broken = match composer.events(&path).await {
@@ -121,7 +122,7 @@ async fn watch(
                             let status: ComposeStatus = serde_json::from_value(value.clone())
                                 .map_err(|e| unexpected("status", e))?;
                             view.status(&status);
-                            last = Some(value);
+                            last = Some((value, status));
                         }
                         "job" => {
                             let job: JobEventData =
@@ -137,7 +138,9 @@ async fn watch(
                     }
                 }
                 match (broken, &last) {
-                    (None, Some(v)) if is_over(v) => return Ok(v.clone()),
+                    (None, Some((v, s))) if s.status != ComposeStatusValue::Pending => {
+                        return Ok(v.clone())
+                    }
                     (None, _) => ApiError::Unexpected {
                         url: composer.url(&path),
                         message: "the event stream ended before the compose did".into(),
@@ -153,10 +156,6 @@ async fn watch(
         view.note(&format!("event stream broke ({broken}); reconnecting"));
         tokio::time::sleep(Duration::from_secs(u64::from(failures))).await;
     }
-}
-
-fn is_over(status: &Value) -> bool {
-    status.get("status").and_then(Value::as_str) != Some("pending")
 }
 
 /// The kernel command line of each image that has one (pxe), from the
