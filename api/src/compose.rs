@@ -25,6 +25,13 @@ pub struct ComposeRequest {
     pub blueprint: Option<Blueprint>,
 }
 
+impl ImageRequest {
+    /// The repositories asked for; empty: the distribution's own.
+    pub fn repositories(&self) -> &[Repository] {
+        self.repositories.as_deref().unwrap_or_default()
+    }
+}
+
 impl ComposeRequest {
     /// Every image request with the JSON path it came from.
     pub fn images(&self) -> Vec<(String, &ImageRequest)> {
@@ -48,8 +55,10 @@ pub struct ImageRequest {
     /// An image type of the distribution for this architecture: `tar`, `pxe`, `disk`, `oci`.
     pub image_type: String,
     /// Repositories to build from. Empty or absent: the distribution's own.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repositories: Vec<Repository>,
+    /// Kept as submitted (absent, empty or listed), so that the compose's
+    /// metadata echoes the request; the reference requires the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<Repository>>,
     /// Where the image goes; each target is uploaded to separately.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upload_targets: Vec<UploadTarget>,

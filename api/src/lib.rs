@@ -1,6 +1,7 @@
 //! The types that cross kiln's wire, in one place so that the composer, the
 //! CLI and the workers cannot drift apart. `worker` is the protocol between
-//! the composer and its workers.
+//! the composer and its workers, `jobs` the typed arguments and results of
+//! every job kind, `osbuild` the executor's `--json` result and monitor records.
 //!
 //! The compose API keeps the shape of osbuild-composer's Cloud API v2
 //! (`/api/image-builder-composer/v2`): field names, nesting and status values
@@ -14,6 +15,8 @@ pub mod depsolve;
 pub mod distribution;
 pub mod error;
 pub mod events;
+pub mod jobs;
+pub mod osbuild;
 pub mod status;
 pub mod validate;
 pub mod worker;

@@ -80,6 +80,9 @@ pub struct SubProgress {
     pub total: i64,
 }
 
+/// How one upload target of an image went. `options` is the reference's
+/// per-target object; [`UploadStatus::details`] reads it as
+/// [`UploadDetails`], and the constructors write it from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UploadStatus {
     pub status: UploadStatusValue,
@@ -87,6 +90,102 @@ pub struct UploadStatus {
     pub target_type: String,
     #[schema(value_type = Object)]
     pub options: Value,
+}
+
+/// The upload target kind that publishes boot images.
+pub const BOOT_TARGET: &str = "boot";
+
+impl UploadStatus {
+    /// A successful upload to object storage (`local`, `aws.s3`, `gcp`, `azure`).
+    pub fn stored(target_type: &str, upload: &StoredUpload) -> UploadStatus {
+        UploadStatus {
+            status: UploadStatusValue::Success,
+            target_type: target_type.to_owned(),
+            options: serde_json::json!(upload),
+        }
+    }
+
+    /// A successful `boot` publication (or its dry run).
+    pub fn booted(upload: &BootUpload) -> UploadStatus {
+        UploadStatus {
+            status: UploadStatusValue::Success,
+            target_type: BOOT_TARGET.to_owned(),
+            options: serde_json::json!(upload),
+        }
+    }
+
+    /// A failed upload, with its reason and the files that made it.
+    pub fn failed(target_type: &str, failure: &UploadFailure) -> UploadStatus {
+        UploadStatus {
+            status: UploadStatusValue::Failure,
+            target_type: target_type.to_owned(),
+            options: serde_json::json!(failure),
+        }
+    }
+
+    /// The options as their type: by status, then by target kind.
+    pub fn details(&self) -> Result<UploadDetails, serde_json::Error> {
+        Ok(match self.status {
+            UploadStatusValue::Failure => {
+                UploadDetails::Failed(UploadFailure::deserialize(&self.options)?)
+            }
+            _ if self.target_type == BOOT_TARGET => {
+                UploadDetails::Boot(BootUpload::deserialize(&self.options)?)
+            }
+            _ => UploadDetails::Stored(StoredUpload::deserialize(&self.options)?),
+        })
+    }
+}
+
+/// What an upload status's options say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UploadDetails {
+    Stored(StoredUpload),
+    Boot(BootUpload),
+    Failed(UploadFailure),
+}
+
+/// Where an image's files went in object storage.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StoredUpload {
+    /// The first file's URL (the image itself).
+    pub url: Option<String>,
+    #[serde(default)]
+    pub files: Vec<UploadedFile>,
+}
+
+/// One uploaded file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedFile {
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A boot image published (or planned, for a dry run). The plan, image
+/// and file records are kiln-boot's own types, kept as they serialise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootUpload {
+    pub dry_run: bool,
+    pub plan: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Value>,
+    /// The root file system's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_cmdline: Option<String>,
+}
+
+/// Why an upload failed; `files` lists what was uploaded before it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadFailure {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<UploadedFile>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -114,7 +213,36 @@ pub struct ComposeLogs {
     pub href: String,
     /// One entry per image: the results and log lines of its jobs.
     #[schema(value_type = Vec<Object>)]
-    pub image_builds: Vec<Value>,
+    pub image_builds: Vec<ImageBuildLog>,
+}
+
+/// The jobs of one image, as `GET /composes/{id}/logs` reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageBuildLog {
+    pub image: usize,
+    pub jobs: Vec<JobLog>,
+}
+
+/// One job: how it ended, and its result as the job contract types it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobLog {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub result: Option<Value>,
+}
+
+impl JobLog {
+    /// The job's result, read by its kind; `None` when it has none.
+    pub fn result(&self) -> Option<Result<crate::jobs::JobResult, crate::jobs::JobError>> {
+        let result = self.result.as_ref()?;
+        Some(
+            crate::jobs::JobKind::parse(&self.job_type)
+                .and_then(|k| crate::jobs::JobResult::decode(k, result)),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -136,6 +264,21 @@ pub struct ComposeMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Vec<PackageMetadata>>,
     pub request: ComposeRequest,
+}
+
+impl From<crate::depsolve::DepsolvedPackage> for PackageMetadata {
+    fn from(p: crate::depsolve::DepsolvedPackage) -> Self {
+        PackageMetadata {
+            package_type: p.package_type,
+            name: p.name,
+            version: p.version,
+            release: p.release,
+            epoch: p.epoch,
+            arch: p.arch,
+            sigmd5: p.sigmd5,
+            checksum: Some(p.checksum),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

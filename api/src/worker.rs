@@ -18,6 +18,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{ErrorKind, FieldError};
+pub use crate::jobs::{Artifact, BuildResult};
+use crate::jobs::{
+    BuildArgs, DepsolveArgs, DepsolveResult, JobError, JobKind, JobResult, ManifestArgs,
+    ManifestResult,
+};
 
 /// The prefix of every worker API path.
 pub const WORKER_API_PREFIX: &str = "/api/worker/v1";
@@ -77,19 +82,48 @@ impl RequestJob {
 /// A job handed to a worker. `token` proves the lease: heartbeat and finish
 /// name it, and it is worth as much as the job, so it is never logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobAssignment {
     pub token: Uuid,
     pub id: Uuid,
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub args: Value,
     /// The compose the job belongs to; none for a lone job.
     pub compose_id: Option<Uuid>,
-    /// The results of the jobs this one depends on, in dependency order
-    /// (a build gets its manifest job's result).
-    #[serde(default)]
-    pub dependency_results: Vec<Value>,
+    /// The job's kind (`type`), its arguments (`args`) and what the jobs
+    /// it depends on made.
+    #[serde(flatten)]
+    pub job: AssignedJob,
+}
+
+/// A job's typed arguments, with the typed results of the jobs it depends
+/// on: the composer reads them from the queue by their kinds, so a worker
+/// never guesses which dependency result is which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum AssignedJob {
+    Depsolve {
+        args: DepsolveArgs,
+    },
+    Manifest {
+        args: ManifestArgs,
+        /// The depsolve job's result; none when the job has no depsolve job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        depsolved: Option<DepsolveResult>,
+    },
+    Build {
+        args: BuildArgs,
+        /// The manifest job's result; none when the job has no manifest job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<ManifestResult>,
+    },
+}
+
+impl AssignedJob {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            AssignedJob::Depsolve { .. } => JobKind::Depsolve,
+            AssignedJob::Manifest { .. } => JobKind::Manifest,
+            AssignedJob::Build { .. } => JobKind::Build,
+        }
+    }
 }
 
 /// What a running build is doing.
@@ -139,28 +173,6 @@ impl JobProgressUpdate {
     }
 }
 
-/// What a `build` job's result holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BuildResult {
-    /// One status per upload target, in the image request's order.
-    pub uploads: Vec<crate::status::UploadStatus>,
-    /// The image's files (name, size, sha256), as built.
-    pub artifacts: Vec<Artifact>,
-    /// The kernel command line of a `pxe` image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_cmdline: Option<String>,
-    /// The executor's per-stage log (its `--json` result's `log`).
-    #[serde(default)]
-    pub log: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Artifact {
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
 /// What a heartbeat tells the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +204,27 @@ pub struct FinishJob {
 }
 
 impl FinishJob {
+    /// A job that succeeded with `result`.
+    pub fn succeeded(result: &JobResult) -> Result<FinishJob, JobError> {
+        Ok(FinishJob {
+            success: true,
+            result: Some(result.encode()?),
+            reason: None,
+        })
+    }
+
+    /// A job that failed for `reason`, with what it got done.
+    pub fn failed(
+        reason: impl Into<String>,
+        result: Option<&JobResult>,
+    ) -> Result<FinishJob, JobError> {
+        Ok(FinishJob {
+            success: false,
+            result: result.map(JobResult::encode).transpose()?,
+            reason: Some(reason.into()),
+        })
+    }
+
     /// Checks the request, naming the field at fault.
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(r) = &self.result {
@@ -291,10 +324,15 @@ mod tests {
         let a = JobAssignment {
             token: Uuid::nil(),
             id: Uuid::nil(),
-            job_type: "build".into(),
-            args: json!({}),
             compose_id: None,
-            dependency_results: vec![],
+            job: AssignedJob::Build {
+                args: BuildArgs {
+                    image: 0,
+                    image_type: "tar".into(),
+                    targets: vec![],
+                },
+                manifest: None,
+            },
         };
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["type"], "build");
@@ -306,5 +344,31 @@ mod tests {
             .unwrap(),
             json!({"status": "canceled"})
         );
+        assert_eq!(v["args"]["image"], 0);
+        assert!(v.get("manifest").is_none());
+        let back: JobAssignment = serde_json::from_value(v).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.job.kind(), JobKind::Build);
+    }
+
+    #[test]
+    fn a_build_gets_its_manifest_typed() {
+        let v = json!({
+            "token": Uuid::nil(), "id": Uuid::nil(), "compose_id": null, "type": "build",
+            "args": {"image": 1, "image_type": "pxe", "targets": []},
+            "manifest": {"manifest": {}, "export": "pxe", "filename": "initrd.img",
+                         "kernel_cmdline": "quiet", "checkpoints": ["abc"]},
+        });
+        let a: JobAssignment = serde_json::from_value(v).unwrap();
+        let AssignedJob::Build {
+            args,
+            manifest: Some(m),
+        } = a.job
+        else {
+            panic!("not a build with its manifest");
+        };
+        assert_eq!(args.image, 1);
+        assert_eq!(m.checkpoints, vec!["abc".to_owned()]);
+        assert_eq!(m.kernel_cmdline.as_deref(), Some("quiet"));
     }
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use kiln_api::compose::ComposeId;
-use kiln_api::status::{ComposeList, ComposeStatus, ComposeStatusValue, ImageStatus, UploadStatus};
+use kiln_api::jobs::JobResult;
+use kiln_api::status::{
+    ComposeList, ComposeLogs, ComposeStatus, ComposeStatusValue, ImageStatus, JobLog,
+};
 use serde_json::Value;
 
 use crate::compose_request::{self, ImageFlags};
@@ -363,25 +366,17 @@ async fn list(
 
 async fn logs(composer: &Composer, output: Output, id: &str) -> anyhow::Result<ExitCode> {
     let id = compose_id(id)?;
-    let value: Value = composer.get(&format!("/composes/{id}/logs")).await?;
+    let path = format!("/composes/{id}/logs");
+    let value: Value = composer.get(&path).await?;
     if output == Output::Json {
         print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let builds = value
-        .get("image_builds")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for b in &builds {
-        let image = b.get("image").and_then(Value::as_u64).unwrap_or(0);
-        println!("image {image}");
-        for job in b
-            .get("jobs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+    let logs: ComposeLogs = serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("{}: not a compose's logs: {e}", composer.url(&path)))?;
+    for b in &logs.image_builds {
+        println!("image {}", b.image);
+        for job in &b.jobs {
             print_job_log(job);
         }
     }
@@ -390,46 +385,38 @@ async fn logs(composer: &Composer, output: Output, id: &str) -> anyhow::Result<E
 
 /// One job of `kiln compose logs`: how it ended, its result's highlights,
 /// and the executor's per-stage output.
-fn print_job_log(job: &Value) {
-    let s = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("");
-    println!("  {} {}: {}", s("type"), s("id"), s("state"));
-    if !s("reason").is_empty() {
-        println!("    reason: {}", s("reason"));
+fn print_job_log(job: &JobLog) {
+    println!("  {} {}: {}", job.job_type, job.id, job.state);
+    if let Some(reason) = job.reason.as_deref().filter(|r| !r.is_empty()) {
+        println!("    reason: {reason}");
     }
-    let Some(result) = job.get("result").filter(|r| r.is_object()) else {
-        return;
+    // A result this CLI cannot read (another kind, an older composer) shows
+    // no highlights; `--output json` still has it whole.
+    let (kernel_cmdline, uploads, log) = match job.result() {
+        Some(Ok(JobResult::Manifest(m))) => (m.kernel_cmdline, Vec::new(), None),
+        Some(Ok(JobResult::Build(b))) => (b.kernel_cmdline, b.uploads, b.log),
+        _ => return,
     };
-    if let Some(c) = result.get("kernel_cmdline").and_then(Value::as_str) {
+    if let Some(c) = kernel_cmdline {
         println!("    kernel command line: {c}");
     }
-    if let Some(uploads) = result.get("uploads") {
-        if let Ok(uploads) = serde_json::from_value::<Vec<UploadStatus>>(uploads.clone()) {
-            for u in &uploads {
-                for line in upload_lines(u) {
-                    println!("    {line}");
-                }
-            }
+    for u in &uploads {
+        for line in upload_lines(u) {
+            println!("    {line}");
         }
     }
-    for (pipeline, stages) in result
-        .get("log")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        for stage in stages.as_array().into_iter().flatten() {
-            let f = |k: &str| stage.get(k).and_then(Value::as_str).unwrap_or("");
-            let failed = stage.get("success") == Some(&Value::Bool(false));
+    for (pipeline, stages) in log.iter().flatten() {
+        for stage in stages {
             println!(
                 "    [{pipeline}] {}{}",
-                f("type"),
-                if failed { " (failed)" } else { "" }
+                stage.kind,
+                if stage.success { "" } else { " (failed)" }
             );
-            for line in f("output").lines() {
+            for line in stage.output.lines() {
                 println!("      {line}");
             }
-            if !f("error").is_empty() {
-                println!("      error: {}", f("error"));
+            if let Some(e) = stage.error.as_deref().filter(|e| !e.is_empty()) {
+                println!("      error: {e}");
             }
         }
     }

@@ -123,7 +123,8 @@ pub fn from_flags(f: &ImageFlags) -> Result<ComposeRequest, String> {
         image_request: Some(ImageRequest {
             architecture: f.arch.to_owned(),
             image_type: f.image_type.to_owned(),
-            repositories,
+            // Absent rather than empty: the distribution's own.
+            repositories: (!repositories.is_empty()).then_some(repositories),
             upload_targets,
             upload_options: None,
             size: f.size,

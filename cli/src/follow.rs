@@ -13,9 +13,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_api::events::{ComposeEvent, JobEventData};
+use kiln_api::jobs::{JobKind, JobResult};
 use kiln_api::status::{
-    ComposeLogs, ComposeStatus, ComposeStatusValue, ImageStatus, ImageStatusValue, UploadStatus,
-    UploadStatusValue,
+    ComposeLogs, ComposeStatus, ComposeStatusValue, ImageStatus, ImageStatusValue, UploadDetails,
+    UploadStatus, UploadStatusValue,
 };
 use serde_json::{json, Value};
 
@@ -83,7 +84,8 @@ async fn watch(
     view: &mut View,
 ) -> Result<Value, ApiError> {
     let path = format!("/composes/{id}/events");
-    let mut last: Option<Value> = None;
+    // The last status, as sent and as read.
+    let mut last: Option<(Value, ComposeStatus)> = None;
     let mut failures = 0u32;
     loop {
         let broken = match composer.events(&path).await {
@@ -111,7 +113,8 @@ async fn watch(
                         Some(ComposeEvent::Status(status)) => {
                             view.status(&status);
                             // Kept as the composer sent it, for `--output json`.
-                            last = Some(serde_json::from_str(&ev.data).map_err(unexpected)?);
+                            let sent: Value = serde_json::from_str(&ev.data).map_err(unexpected)?;
+                            last = Some((sent, *status));
                         }
                         Some(ComposeEvent::Job(job)) => view.job(&job),
                         Some(ComposeEvent::Log(log)) if opts.follow_logs => view.log(&log.lines),
@@ -119,7 +122,9 @@ async fn watch(
                     }
                 }
                 match (broken, &last) {
-                    (None, Some(v)) if is_over(v) => return Ok(v.clone()),
+                    (None, Some((v, s))) if s.status != ComposeStatusValue::Pending => {
+                        return Ok(v.clone())
+                    }
                     (None, _) => ApiError::Unexpected {
                         url: composer.url(&path),
                         message: "the event stream ended before the compose did".into(),
@@ -137,10 +142,6 @@ async fn watch(
     }
 }
 
-fn is_over(status: &Value) -> bool {
-    status.get("status").and_then(Value::as_str) != Some("pending")
-}
-
 /// The kernel command line of each image that has one (pxe), from the
 /// results of its jobs. Missing results (an older composer, a failure
 /// before the manifest) leave `None`.
@@ -154,19 +155,21 @@ async fn kernel_cmdlines(composer: &Composer, id: &str, images: usize) -> Vec<Op
         }
     };
     for build in &logs.image_builds {
-        let Some(i) = build.get("image").and_then(Value::as_u64) else {
-            continue;
-        };
-        let jobs = build.get("jobs").and_then(Value::as_array);
         // The build's own result first: it is what was built.
-        let found = ["build", "manifest"].iter().find_map(|t| {
-            jobs.into_iter()
-                .flatten()
-                .filter(|j| j.get("type").and_then(Value::as_str) == Some(t))
-                .find_map(|j| j.pointer("/result/kernel_cmdline")?.as_str())
-        });
-        if let (Some(slot), Some(c)) = (out.get_mut(i as usize), found) {
-            *slot = Some(c.to_owned());
+        let from = |kind: JobKind| {
+            build
+                .jobs
+                .iter()
+                .filter(|j| j.job_type == kind.as_str())
+                .find_map(|j| match j.result()?.ok()? {
+                    JobResult::Build(b) => b.kernel_cmdline,
+                    JobResult::Manifest(m) => m.kernel_cmdline,
+                    JobResult::Depsolve(_) => None,
+                })
+        };
+        let found = from(JobKind::Build).or_else(|| from(JobKind::Manifest));
+        if let (Some(slot), Some(c)) = (out.get_mut(build.image), found) {
+            *slot = Some(c);
         }
     }
     out
@@ -220,36 +223,30 @@ fn image_line(img: &ImageStatus) -> String {
 
 /// Where an upload went: its lines of the final report.
 pub fn upload_lines(u: &UploadStatus) -> Vec<String> {
-    let opt = |k: &str| u.options.get(k).and_then(Value::as_str);
     let mut head = format!("{}: {}", u.target_type, upload_status_word(u.status));
-    if let Some(url) = opt("url") {
+    let (url, files, reason) = match u.details() {
+        Ok(UploadDetails::Stored(s)) => (s.url, s.files, None),
+        Ok(UploadDetails::Boot(b)) => (b.url, Vec::new(), None),
+        Ok(UploadDetails::Failed(f)) => (None, f.files.unwrap_or_default(), Some(f.reason)),
+        // Options this CLI cannot read: the head line alone.
+        Err(_) => (None, Vec::new(), None),
+    };
+    if let Some(url) = url {
         head.push_str(&format!("  {url}"));
     }
     let mut out = vec![head];
-    for f in u
-        .options
-        .get("files")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let s = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("");
-        let mut line = format!("  {}", s("name"));
-        if let Some(size) = f.get("size").and_then(Value::as_u64) {
-            line.push_str(&format!("  {size} bytes"));
+    for f in files {
+        let mut line = format!("  {}  {} bytes", f.name, f.size);
+        if !f.sha256.is_empty() {
+            line.push_str(&format!("  sha256:{}", f.sha256));
         }
-        if !s("sha256").is_empty() {
-            line.push_str(&format!("  sha256:{}", s("sha256")));
-        }
-        if !s("url").is_empty() {
-            line.push_str(&format!("  {}", s("url")));
+        if !f.url.is_empty() {
+            line.push_str(&format!("  {}", f.url));
         }
         out.push(line);
     }
-    if u.status == UploadStatusValue::Failure {
-        if let Some(r) = opt("reason") {
-            out.push(format!("  reason: {r}"));
-        }
+    if let Some(r) = reason {
+        out.push(format!("  reason: {r}"));
     }
     out
 }
@@ -306,11 +303,10 @@ fn report_failure(status: &ComposeStatus) {
         }
         for u in img.upload_statuses.iter().flatten() {
             if u.status == UploadStatusValue::Failure {
-                let reason = u
-                    .options
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no reason given");
+                let reason = match u.details() {
+                    Ok(UploadDetails::Failed(f)) => f.reason,
+                    _ => "no reason given".into(),
+                };
                 eprintln!("kiln: upload to {} failed: {reason}", u.target_type);
             }
         }

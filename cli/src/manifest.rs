@@ -178,14 +178,8 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let files: Vec<PackageFile> = solution
         .packages
-        .into_iter()
-        .map(|p| PackageFile {
-            name: p.name,
-            version: p.version,
-            arch: p.arch,
-            url: p.url,
-            sha256: p.sha256,
-        })
+        .iter()
+        .map(|p| PackageFile::from(&p.depsolved(distro.family)))
         .collect();
     let filename = distro
         .image_type(arch, &args.image_type)

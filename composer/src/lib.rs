@@ -11,6 +11,7 @@ use kiln_queue::JobQueue;
 
 pub mod api;
 pub mod config;
+pub mod jobs;
 pub mod live;
 pub mod plan;
 pub mod repos;

@@ -5,20 +5,17 @@
 //! composer, as in osbuild-composer; `build` is taken by a worker of the
 //! image's architecture, which also uploads to the image's targets.
 
-use kiln_api::compose::{ComposeRequest, ImageRequest, Repository};
+use kiln_api::compose::{ComposeRequest, ImageRequest, UploadTarget};
 use kiln_api::error::ErrorKind;
+use kiln_api::jobs::{BuildArgs, DepsolveArgs, JobArgs, JobError, ManifestArgs};
 use kiln_api::validate::{
     validate_blueprint, validate_customizations, validate_repository, validate_upload_target,
 };
 use kiln_distro::{Catalog, Distribution};
 use kiln_queue::NewJob;
-use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
-
-pub const JOB_DEPSOLVE: &str = "depsolve";
-pub const JOB_MANIFEST: &str = "manifest";
-pub const JOB_BUILD: &str = "build";
+use crate::jobs::new_job;
 
 /// Most images one compose may ask for.
 pub const MAX_IMAGES: usize = 16;
@@ -144,7 +141,7 @@ fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Re
             ),
         ));
     }
-    for (i, r) in image.repositories.iter().enumerate() {
+    for (i, r) in image.repositories().iter().enumerate() {
         validate_repository(r, &format!("{path}.repositories[{i}]"), distro.family)?;
     }
     for (i, t) in image.upload_targets.iter().enumerate() {
@@ -207,14 +204,13 @@ fn validate_boot_target(
 
 /// The upload targets of an image: its `upload_targets`, plus a `local` one
 /// for `upload_options`.
-pub fn targets(image: &ImageRequest) -> Vec<Value> {
-    let mut out: Vec<Value> = image
-        .upload_targets
-        .iter()
-        .map(|t| json!({"type": t.target_type, "upload_options": t.upload_options}))
-        .collect();
+pub fn targets(image: &ImageRequest) -> Vec<UploadTarget> {
+    let mut out = image.upload_targets.clone();
     if let Some(o) = &image.upload_options {
-        out.push(json!({"type": "local", "upload_options": o}));
+        out.push(UploadTarget {
+            target_type: "local".into(),
+            upload_options: o.clone(),
+        });
     }
     out
 }
@@ -252,50 +248,64 @@ fn requested_packages(req: &ComposeRequest) -> Vec<String> {
 
 /// The job graph of a validated request: one depsolve → manifest → build
 /// chain per image.
-pub fn jobs(req: &ComposeRequest, distro: &Distribution, channel: &str) -> Vec<NewJob> {
+pub fn jobs(
+    req: &ComposeRequest,
+    distro: &Distribution,
+    channel: &str,
+) -> Result<Vec<NewJob>, JobError> {
     let extra = requested_packages(req);
     let mut jobs = Vec::new();
-    for (index, (_, image)) in req.images().into_iter().enumerate() {
-        let arch = &image.architecture;
-        // Empty: the distribution's own repositories, with their keyrings.
-        let repositories: Vec<Repository> = image.repositories.clone();
-        let mut packages = distro.packages(arch, &image.image_type).unwrap_or_default();
+    for (image, (_, request)) in req.images().into_iter().enumerate() {
+        let arch = &request.architecture;
+        let mut packages = distro
+            .packages(arch, &request.image_type)
+            .unwrap_or_default();
         packages.extend(extra.iter().cloned());
         let package_arch = distro
             .architecture(arch)
             .map(|a| a.package_arch.clone())
             .unwrap_or_default();
-        let depsolve = NewJob::new(
-            JOB_DEPSOLVE,
-            arch,
-            channel,
-            json!({
-                "image": index,
-                "distribution": distro.name,
-                "family": distro.family,
-                "architecture": arch,
-                "package_arch": package_arch,
-                "image_type": image.image_type,
-                "repositories": repositories,
-                "payload_repositories": req.customizations.as_ref().and_then(|c| c.payload_repositories.clone()).unwrap_or_default(),
-                "packages": packages,
+        let depsolve = new_job(
+            &JobArgs::Depsolve(DepsolveArgs {
+                image,
+                distribution: distro.name.clone(),
+                family: distro.family,
+                architecture: arch.clone(),
+                package_arch,
+                image_type: request.image_type.clone(),
+                repositories: request.repositories().to_vec(),
+                payload_repositories: req
+                    .customizations
+                    .as_ref()
+                    .and_then(|c| c.payload_repositories.clone())
+                    .unwrap_or_default(),
+                packages,
             }),
-        );
-        let manifest = NewJob::new(
-            JOB_MANIFEST,
             arch,
             channel,
-            json!({"image": index, "distribution": distro.name, "architecture": arch, "image_type": image.image_type}),
-        )
+        )?;
+        let manifest = new_job(
+            &JobArgs::Manifest(ManifestArgs {
+                image,
+                distribution: distro.name.clone(),
+                architecture: arch.clone(),
+                image_type: request.image_type.clone(),
+            }),
+            arch,
+            channel,
+        )?
         .depends_on(&[depsolve.id]);
-        let build = NewJob::new(
-            JOB_BUILD,
+        let build = new_job(
+            &JobArgs::Build(BuildArgs {
+                image,
+                image_type: request.image_type.clone(),
+                targets: targets(request),
+            }),
             arch,
             channel,
-            json!({"image": index, "image_type": image.image_type, "targets": targets(image)}),
-        )
+        )?
         .depends_on(&[manifest.id]);
         jobs.extend([depsolve, manifest, build]);
     }
-    jobs
+    Ok(jobs)
 }

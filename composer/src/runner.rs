@@ -9,27 +9,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::compose::{ComposeRequest, Repository};
-use kiln_api::depsolve::DepsolvedPackage;
+use kiln_api::compose::ComposeRequest;
+use kiln_api::jobs::{
+    DepsolveArgs, DepsolveResult, JobKind, JobResult, ManifestArgs, ManifestResult,
+};
 use kiln_api::validate::Family;
+use kiln_api::worker::AssignedJob;
 use kiln_depsolve::Request;
 use kiln_manifests::customize::ImageCustomizations;
-use kiln_manifests::generate::{self, ImageRequest, PackageFile};
-use kiln_queue::{DequeueFilter, Job, LeaseStatus, Outcome, QueueError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use kiln_manifests::generate::{self, ImageRequest};
+use kiln_manifests::packages::{install_stage_ids, package_files};
+use kiln_queue::{DequeueFilter, Job, LeaseStatus, QueueError};
 use tokio::sync::Semaphore;
 
-use crate::api::depsolve::solved;
-use crate::plan::{JOB_DEPSOLVE, JOB_MANIFEST};
+use crate::jobs;
 use crate::AppState;
+
+/// The kinds of job the composer runs itself.
+const COMPOSER_JOBS: [JobKind; 2] = [JobKind::Depsolve, JobKind::Manifest];
 
 /// Starts the job loop; it runs until the returned task is aborted.
 pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(state.config.jobs.concurrency.max(1)));
-        let filter = DequeueFilter::types(&[JOB_DEPSOLVE, JOB_MANIFEST]);
+        let filter = DequeueFilter::types(&COMPOSER_JOBS.map(JobKind::as_str));
         let name = format!("composer@{}", hostname());
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -80,19 +84,16 @@ async fn run(state: &AppState, lease: kiln_queue::Lease) {
             }
         })
     };
-    let outcome = match job.job_type.as_str() {
-        JOB_DEPSOLVE => depsolve(state, &job).await,
-        JOB_MANIFEST => manifest(state, &job).await,
-        other => Err(format!("the composer does not run {other} jobs")),
+    let ended = match jobs::assignment(state.queue.as_ref(), &job).await {
+        Ok(AssignedJob::Depsolve { args }) => depsolve(state, args).await.map(JobResult::from),
+        Ok(AssignedJob::Manifest { args, depsolved }) => manifest(state, &job, args, depsolved)
+            .await
+            .map(JobResult::from),
+        Ok(other) => Err(format!("the composer does not run {} jobs", other.kind())),
+        Err(e) => Err(e.to_string()),
     };
     beat.abort();
-    let outcome = match outcome {
-        Ok(result) => Outcome::Success(result),
-        Err(reason) => Outcome::Failure {
-            reason,
-            result: None,
-        },
-    };
+    let outcome = jobs::outcome(ended);
     match state.queue.finish(lease.token, outcome).await {
         Ok(j) => {
             tracing::info!(job = %j.id, kind = %j.job_type, state = j.state.as_str(), "composer job done")
@@ -102,20 +103,7 @@ async fn run(state: &AppState, lease: kiln_queue::Lease) {
     }
 }
 
-#[derive(Deserialize)]
-struct DepsolveArgs {
-    distribution: String,
-    architecture: String,
-    #[serde(default)]
-    repositories: Vec<Repository>,
-    #[serde(default)]
-    payload_repositories: Vec<Repository>,
-    packages: Vec<String>,
-}
-
-async fn depsolve(state: &AppState, job: &Job) -> Result<Value, String> {
-    let args: DepsolveArgs =
-        serde_json::from_value(job.args.clone()).map_err(|e| format!("job arguments: {e}"))?;
+async fn depsolve(state: &AppState, args: DepsolveArgs) -> Result<DepsolveResult, String> {
     let distro = state
         .catalog
         .get(&args.distribution)
@@ -140,24 +128,21 @@ async fn depsolve(state: &AppState, job: &Job) -> Result<Value, String> {
         })
         .await
         .map_err(|e| e.to_string())?;
-    let packages: Vec<DepsolvedPackage> = solution
-        .packages
-        .into_iter()
-        .map(|p| solved(distro.family, p))
-        .collect();
-    Ok(json!({ "packages": packages }))
+    Ok(DepsolveResult {
+        packages: solution
+            .packages
+            .iter()
+            .map(|p| p.depsolved(distro.family))
+            .collect(),
+    })
 }
 
-#[derive(Deserialize)]
-struct ManifestArgs {
-    distribution: String,
-    architecture: String,
-    image_type: String,
-}
-
-async fn manifest(state: &AppState, job: &Job) -> Result<Value, String> {
-    let args: ManifestArgs =
-        serde_json::from_value(job.args.clone()).map_err(|e| format!("job arguments: {e}"))?;
+async fn manifest(
+    state: &AppState,
+    job: &Job,
+    args: ManifestArgs,
+    depsolved: Option<DepsolveResult>,
+) -> Result<ManifestResult, String> {
     let distro = state
         .catalog
         .get(&args.distribution)
@@ -173,42 +158,8 @@ async fn manifest(state: &AppState, job: &Job) -> Result<Value, String> {
         .ok_or("its compose is gone")?;
     let request: ComposeRequest =
         serde_json::from_value(compose.request).map_err(|e| format!("stored request: {e}"))?;
-    let mut solved: Option<Vec<DepsolvedPackage>> = None;
-    for dep in &job.dependencies {
-        let Some(d) = state.queue.job(*dep).await.map_err(|e| e.to_string())? else {
-            continue;
-        };
-        if d.job_type == JOB_DEPSOLVE {
-            let packages = d
-                .result
-                .as_ref()
-                .and_then(|r| r.get("packages"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            solved = Some(
-                serde_json::from_value(packages).map_err(|e| format!("depsolve result: {e}"))?,
-            );
-        }
-    }
-    let solved = solved.ok_or("no depsolve result to build from")?;
-    let files: Vec<PackageFile> = solved
-        .into_iter()
-        .map(|p| {
-            let version = match (&p.epoch, p.release.is_empty()) {
-                (Some(e), false) => format!("{e}:{}-{}", p.version, p.release),
-                (Some(e), true) => format!("{e}:{}", p.version),
-                (None, false) => format!("{}-{}", p.version, p.release),
-                (None, true) => p.version.clone(),
-            };
-            PackageFile {
-                name: p.name,
-                version,
-                arch: p.arch,
-                url: p.url,
-                sha256: p.checksum.trim_start_matches("sha256:").to_owned(),
-            }
-        })
-        .collect();
+    let depsolved = depsolved.ok_or("no depsolve result to build from")?;
+    let files = package_files(&depsolved.packages);
     let customizations = match (&request.customizations, &request.blueprint) {
         (Some(c), _) => ImageCustomizations::from_customizations(c),
         (None, Some(b)) => ImageCustomizations::from_blueprint(b),
@@ -232,13 +183,13 @@ async fn manifest(state: &AppState, job: &Job) -> Result<Value, String> {
         customizations: &customizations,
     })
     .map_err(|e| e.to_string())?;
-    let mut result = json!({
-        "manifest": manifest,
-        "export": generate::export_pipeline(&args.image_type),
-        "filename": filename,
-    });
-    if args.image_type == "pxe" {
-        result["kernel_cmdline"] = json!(generate::pxe_kernel_cmdline(&customizations));
-    }
-    Ok(result)
+    let checkpoints = install_stage_ids(&manifest).map_err(|e| e.to_string())?;
+    Ok(ManifestResult {
+        export: generate::export_pipeline(&args.image_type).to_owned(),
+        filename,
+        kernel_cmdline: (args.image_type == "pxe")
+            .then(|| generate::pxe_kernel_cmdline(&customizations)),
+        checkpoints,
+        manifest,
+    })
 }

@@ -2,17 +2,17 @@
 //! Nothing is stored twice: the queue is the one source of truth.
 
 use kiln_api::compose::ComposeRequest;
+use kiln_api::jobs::{Build, JobKind};
 use kiln_api::status::{
     ComposeStatus, ComposeStatusError, ComposeStatusValue, ImageStatus, ImageStatusValue, JobInfo,
     UploadStatus,
 };
+use kiln_api::worker::BuildPhase;
 use kiln_api::API_PREFIX;
 use kiln_queue::{ComposeRecord, Job, JobState};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::live::Live;
-use crate::plan::JOB_BUILD;
-use kiln_api::worker::BuildPhase;
 
 /// Error ids in `image_status.error.id`.
 pub const IMAGE_ERROR_CANCELED: u32 = 100;
@@ -24,7 +24,7 @@ pub fn compose_href(id: uuid::Uuid) -> String {
 
 /// Which image (in request order) a job works for.
 pub fn image_of(job: &Job) -> usize {
-    job.args.get("image").and_then(Value::as_u64).unwrap_or(0) as usize
+    crate::jobs::image(job)
 }
 
 pub fn job_info(job: &Job) -> JobInfo {
@@ -49,14 +49,17 @@ pub fn job_info(job: &Job) -> JobInfo {
 /// a path), which only exists once the upload ran.
 fn upload_statuses(build: Option<&Job>) -> Vec<UploadStatus> {
     build
-        .and_then(|b| b.result.as_ref())
-        .and_then(|r| r.get("uploads"))
-        .and_then(|u| serde_json::from_value::<Vec<UploadStatus>>(u.clone()).ok())
+        .and_then(crate::jobs::result::<Build>)
+        .and_then(Result::ok)
+        .map(|r| r.uploads)
         .unwrap_or_default()
 }
 
 fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
-    let build = jobs.iter().copied().find(|j| j.job_type == JOB_BUILD);
+    let build = jobs
+        .iter()
+        .copied()
+        .find(|j| crate::jobs::is(j, JobKind::Build));
     let canceled = jobs.iter().find(|j| j.state == JobState::Canceled);
     let failed = jobs.iter().find(|j| j.state == JobState::Failed);
     let (status, error) = if let Some(j) = canceled {

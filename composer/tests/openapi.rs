@@ -90,6 +90,36 @@ async fn answers_match_the_reference_schemas() {
 }
 
 #[tokio::test]
+async fn metadata_echoes_the_request_as_submitted() {
+    let reference = reference();
+    let c = start(Backend::Sqlite).await;
+    // The reference requires `repositories`; an empty list asks for the
+    // distribution's own, and comes back as it was sent.
+    for repositories in [
+        json!([]),
+        json!([{"baseurl": "http://127.0.0.1:1/debian", "suite": "bookworm", "components": ["main"]}]),
+    ] {
+        let request = json!({
+            "distribution": "debian-12",
+            "image_request": {
+                "architecture": "x86_64",
+                "image_type": "oci",
+                "repositories": repositories,
+                "upload_targets": [{"type": "aws.s3", "upload_options": {"region": "local"}}]
+            }
+        });
+        check(&reference, "ComposeRequest", &request);
+        let (status, id) = c.post("/compose", &request).await;
+        assert_eq!(status, 201, "{id}");
+        let id = id["id"].as_str().unwrap().to_owned();
+        let (status, meta) = c.get(&format!("/composes/{id}/metadata")).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(meta["request"], request);
+        check(&reference, "ComposeMetadata", &meta);
+    }
+}
+
+#[tokio::test]
 async fn openapi_is_generated_and_covers_every_route() {
     let reference = reference();
     let c = start(Backend::Sqlite).await;

@@ -1,5 +1,6 @@
 //! Requests and solutions: the public face of the resolver.
 
+use kiln_api::depsolve::{split_evr, DepsolvedPackage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DepsolveError;
@@ -40,6 +41,28 @@ impl SolvedPackage {
             url: index.url(p),
             sha256: index.str(p.sha256).to_string(),
             size: p.size(),
+        }
+    }
+
+    /// The package in the API's shape: the depsolve job's result and
+    /// `POST /depsolve`'s answer. `family` names the package type.
+    pub fn depsolved(&self, family: kiln_api::validate::Family) -> DepsolvedPackage {
+        let (epoch, version, release) = split_evr(&self.version);
+        DepsolvedPackage {
+            package_type: match family {
+                kiln_api::validate::Family::Debian => "deb",
+                kiln_api::validate::Family::Rpm => "rpm",
+            }
+            .into(),
+            name: self.name.clone(),
+            version,
+            release,
+            epoch,
+            arch: self.arch.clone(),
+            sigmd5: String::new(),
+            checksum: format!("sha256:{}", self.sha256),
+            url: self.url.clone(),
+            size: self.size,
         }
     }
 }

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kiln_api::osbuild::{
+    BuildError, BuildOutput, ErrorDetails, FailedStage, PrivateKeys, StageLog, StageLogs,
+};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -82,11 +85,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("kiln-osbuild: writing the result: {e}"),
+    }
 }
 
 fn invalid(errors: &[manifest::ValidationError], as_json: bool) -> ExitCode {
@@ -273,56 +276,80 @@ fn failure_text(f: &build::Failure) -> String {
 }
 
 /// The result object, in osbuild's v2 shape.
-fn result_json(report: &build::Report) -> Value {
-    let mut log = serde_json::Map::new();
-    for (name, stages) in &report.log {
-        let entries: Vec<Value> = stages
-            .iter()
-            .map(|s| {
-                let mut e = json!({"id": s.id, "type": s.kind, "output": s.output});
-                if !s.success {
-                    e["success"] = json!(false);
-                    if let Some(err) = &s.error {
-                        e["error"] = json!(err);
-                    }
-                }
-                e
-            })
-            .collect();
-        log.insert(name.clone(), Value::Array(entries));
-    }
-    let mut out = match &report.failure {
-        None => json!({"type": "result", "success": true, "metadata": report.metadata}),
-        Some(build::Failure::Stage { stage, .. }) => json!({
-            "type": "error",
-            "success": false,
-            "error": {"type": "org.osbuild.error.stage", "details": {"stage": {
-                "id": stage.id, "type": stage.kind, "output": stage.output, "error": stage.error,
-            }}},
-        }),
-        Some(build::Failure::Source(e)) => json!({
-            "type": "error",
-            "success": false,
-            "error": {"type": "org.osbuild.error.sources", "reason": e.reason, "details": {"checksum": e.checksum}},
-        }),
+fn result_json(report: &build::Report) -> BuildOutput {
+    let log: StageLogs = report
+        .log
+        .iter()
+        .map(|(name, stages)| {
+            let entries = stages
+                .iter()
+                .map(|s| StageLog {
+                    id: s.id.clone(),
+                    kind: s.kind.clone(),
+                    output: s.output.clone(),
+                    success: s.success,
+                    // Only a failed stage reports its error.
+                    error: if s.success { None } else { s.error.clone() },
+                })
+                .collect();
+            (name.clone(), entries)
+        })
+        .collect();
+    let error =
+        |kind: &str, reason: Option<String>, details: Option<ErrorDetails>| BuildOutput::Error {
+            success: false,
+            error: BuildError {
+                kind: kind.into(),
+                reason,
+                details: details.map(Box::new),
+            },
+            log: log.clone(),
+        };
+    match &report.failure {
+        None => BuildOutput::Result {
+            success: true,
+            metadata: report.metadata.clone(),
+            log,
+        },
+        Some(build::Failure::Stage { stage, .. }) => error(
+            "org.osbuild.error.stage",
+            None,
+            Some(ErrorDetails {
+                stage: Some(FailedStage {
+                    id: stage.id.clone(),
+                    kind: stage.kind.clone(),
+                    output: stage.output.clone(),
+                    error: stage.error.clone(),
+                }),
+                ..Default::default()
+            }),
+        ),
+        Some(build::Failure::Source(e)) => error(
+            "org.osbuild.error.sources",
+            Some(e.reason.clone()),
+            Some(ErrorDetails {
+                checksum: Some(e.checksum.clone()),
+                ..Default::default()
+            }),
+        ),
         Some(
             f @ build::Failure::PrivateKeys {
                 export,
                 pipeline,
                 paths,
             },
-        ) => json!({
-            "type": "error",
-            "success": false,
-            "error": {"type": "kiln.error.private-keys", "reason": failure_text(f),
-                      "details": {"export": export, "pipeline": pipeline, "paths": paths}},
-        }),
-        Some(f) => json!({
-            "type": "error",
-            "success": false,
-            "error": {"type": "org.osbuild.error", "reason": failure_text(f)},
-        }),
-    };
-    out["log"] = Value::Object(log);
-    out
+        ) => error(
+            "kiln.error.private-keys",
+            Some(failure_text(f)),
+            Some(ErrorDetails {
+                private_keys: Some(PrivateKeys {
+                    export: export.clone(),
+                    pipeline: pipeline.clone(),
+                    paths: paths.clone(),
+                }),
+                ..Default::default()
+            }),
+        ),
+        Some(f) => error("org.osbuild.error", Some(failure_text(f)), None),
+    }
 }

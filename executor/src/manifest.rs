@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use kiln_api::osbuild::{BuildOutput, ValidationIssue};
+
 use crate::stages;
 
 /// One error of an invalid manifest: where (a JSON path, as osbuild prints
@@ -46,13 +48,18 @@ impl ValidationError {
 }
 
 /// The result object osbuild prints for an invalid manifest.
-pub fn validation_report(errors: &[ValidationError]) -> Value {
-    json!({
-        "type": "https://osbuild.org/validation-error",
-        "success": false,
-        "title": "JSON Schema validation failed",
-        "errors": errors.iter().map(|e| json!({"message": e.message, "path": e.path})).collect::<Vec<_>>(),
-    })
+pub fn validation_report(errors: &[ValidationError]) -> BuildOutput {
+    BuildOutput::Invalid {
+        success: false,
+        title: "JSON Schema validation failed".into(),
+        errors: errors
+            .iter()
+            .map(|e| ValidationIssue {
+                message: e.message.clone(),
+                path: e.path.clone(),
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,10 @@ use std::os::fd::FromRawFd;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use kiln_api::osbuild::{
+    MonitorContext, MonitorProgress, MonitorRecord, PipelineContext, StageContext,
+};
+use serde_json::Value;
 
 /// Where the build stands: which pipeline of how many, which stage.
 #[derive(Debug, Clone, Default)]
@@ -43,30 +46,53 @@ impl Monitor {
         Ok(Monitor { seq, human })
     }
 
-    fn context(pos: &Position) -> Value {
-        let mut ctx = json!({"origin": "org.osbuild"});
-        if let Some((name, id)) = &pos.pipeline {
-            let mut p = json!({"name": name, "id": id});
-            if let Some((sname, sid)) = &pos.stage {
-                p["stage"] = json!({"name": sname, "id": sid});
-            }
-            ctx["pipeline"] = p;
+    fn context(pos: &Position) -> MonitorContext {
+        MonitorContext {
+            origin: "org.osbuild".into(),
+            pipeline: pos.pipeline.as_ref().map(|(name, id)| PipelineContext {
+                name: name.clone(),
+                id: id.clone(),
+                stage: pos.stage.as_ref().map(|(name, id)| StageContext {
+                    name: name.clone(),
+                    id: id.clone(),
+                }),
+            }),
         }
-        ctx
     }
 
-    fn progress(pos: &Position) -> Value {
-        let mut prog = json!({"name": "pipelines/sources", "total": pos.pipeline_count, "done": pos.pipeline_index});
-        if let Some((name, _)) = &pos.pipeline {
-            prog["progress"] = json!({"name": format!("pipeline: {name}"), "total": pos.stage_count, "done": pos.stage_index});
+    fn progress(pos: &Position) -> MonitorProgress {
+        MonitorProgress {
+            name: "pipelines/sources".into(),
+            total: pos.pipeline_count as i64,
+            done: pos.pipeline_index as i64,
+            progress: pos.pipeline.as_ref().map(|(name, _)| {
+                Box::new(MonitorProgress {
+                    name: format!("pipeline: {name}"),
+                    total: pos.stage_count as i64,
+                    done: pos.stage_index as i64,
+                    progress: None,
+                })
+            }),
         }
-        prog
     }
 
-    fn write(&self, record: &Value) {
+    fn record(pos: &Position, message: &str, result: Option<Value>) -> MonitorRecord {
+        MonitorRecord {
+            message: message.to_owned(),
+            result,
+            context: Self::context(pos),
+            progress: Some(Self::progress(pos)),
+            timestamp: Self::now(),
+        }
+    }
+
+    fn write(&self, record: &MonitorRecord) {
         if let Some(seq) = &self.seq {
+            let Ok(json) = serde_json::to_vec(record) else {
+                return;
+            };
             let mut buf = vec![0x1e];
-            buf.extend(record.to_string().into_bytes());
+            buf.extend(json);
             buf.push(b'\n');
             if let Ok(mut f) = seq.lock() {
                 // A reader that went away must not fail the build.
@@ -87,12 +113,7 @@ impl Monitor {
         if self.human {
             eprintln!("{message}");
         }
-        self.write(&json!({
-            "message": message,
-            "context": Self::context(pos),
-            "progress": Self::progress(pos),
-            "timestamp": Self::now(),
-        }));
+        self.write(&Self::record(pos, message, None));
     }
 
     /// An event worth a human line too (pipeline or stage start, sources).
@@ -102,12 +123,6 @@ impl Monitor {
 
     /// A finished stage.
     pub fn result(&self, pos: &Position, result: &Value) {
-        self.write(&json!({
-            "message": "",
-            "result": result,
-            "context": Self::context(pos),
-            "progress": Self::progress(pos),
-            "timestamp": Self::now(),
-        }));
+        self.write(&Self::record(pos, "", Some(result.clone())));
     }
 }

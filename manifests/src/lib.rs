@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub mod customize;
 pub mod generate;
+pub mod packages;
 pub mod pyjson;
 
 /// A manifest problem, with the JSON path of the part at fault.

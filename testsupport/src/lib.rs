@@ -20,7 +20,9 @@ pub mod rpmrepo;
 pub mod storage;
 
 /// A depsolved set as a manifest lists its package files (image builds in
-/// tests and benchmarks).
+/// tests and benchmarks), through the same conversions as the composer's.
+/// The package type is not part of a manifest's file, so the family given
+/// to the API's shape does not change the result.
 #[cfg(feature = "debian")]
 pub fn package_files(
     solution: &kiln_depsolve::Solution,
@@ -28,13 +30,7 @@ pub fn package_files(
     solution
         .packages
         .iter()
-        .map(|p| kiln_manifests::generate::PackageFile {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            url: p.url.clone(),
-            sha256: p.sha256.clone(),
-        })
+        .map(|p| (&p.depsolved(kiln_api::validate::Family::Debian)).into())
         .collect()
 }
 

@@ -5,37 +5,25 @@
 use std::path::Path;
 
 use kiln_api::compose::BootUploadOptions;
+use kiln_api::osbuild::BuildOutput;
+use kiln_api::status::BootUpload;
 use kiln_boot::{
     BootConfig, ImagePackage, ImageSource, LocalBootImage, NodeSelector, PublishRequest,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// The packages the executor reported installing (dpkg or rpm stage).
-fn packages(result: &Value) -> Vec<ImagePackage> {
-    let mut out = Vec::new();
-    for pipeline in result["metadata"]
-        .as_object()
+fn packages(result: &BuildOutput) -> Vec<ImagePackage> {
+    result
+        .installed_packages()
         .into_iter()
-        .flat_map(|m| m.values())
-    {
-        for stage in pipeline.as_object().into_iter().flat_map(|s| s.values()) {
-            for p in stage["packages"].as_array().into_iter().flatten() {
-                if let (Some(name), Some(version), Some(arch)) = (
-                    p["name"].as_str(),
-                    p["version"].as_str(),
-                    p["arch"].as_str(),
-                ) {
-                    out.push(ImagePackage {
-                        name: name.into(),
-                        version: version.into(),
-                        arch: arch.into(),
-                    });
-                }
-            }
-        }
-    }
-    out
+        .map(|p| ImagePackage {
+            name: p.name,
+            version: p.version,
+            arch: p.arch,
+        })
+        .collect()
 }
 
 pub struct BootJob<'a> {
@@ -43,16 +31,16 @@ pub struct BootJob<'a> {
     pub arch: &'a str,
     pub exported: &'a Path,
     pub kernel_cmdline: &'a str,
-    pub result: &'a Value,
+    pub result: &'a BuildOutput,
 }
 
-/// Publishes (or, for a dry run, plans) the image; returns the upload
-/// status options: the image, its URLs and the per-node changes.
+/// Publishes (or, for a dry run, plans) the image; returns what the upload
+/// status reports: the image, its URLs and the per-node changes.
 pub async fn publish(
     config: Option<&BootConfig>,
     options: &Value,
     job: &BootJob<'_>,
-) -> Result<Value, String> {
+) -> Result<BootUpload, String> {
     let config =
         config.ok_or("this worker has no boot image store configured (worker.toml [boot])")?;
     let options: BootUploadOptions =
@@ -80,19 +68,30 @@ pub async fn publish(
         deployer.publish(&request).await
     }
     .map_err(|e| e.to_string())?;
-    let mut status = json!({"dry_run": dry_run, "plan": plan});
+    let mut status = BootUpload {
+        dry_run,
+        plan: to_json(&plan)?,
+        image: None,
+        url: None,
+        files: None,
+        kernel_cmdline: None,
+    };
     if let kiln_boot::Action::Publish { image, .. } = &plan.action {
-        status["image"] = json!(image);
+        status.image = Some(to_json(image)?);
         if !dry_run {
             let record = deployer
                 .store()
                 .record(image)
                 .await
                 .map_err(|e| e.to_string())?;
-            status["url"] = json!(record.files.rootfs.url);
-            status["files"] = json!({"kernel": record.files.kernel, "initrd": record.files.initrd, "rootfs": record.files.rootfs});
-            status["kernel_cmdline"] = json!(record.kernel_cmdline);
+            status.url = Some(record.files.rootfs.url.clone());
+            status.files = Some(to_json(&record.files)?);
+            status.kernel_cmdline = Some(record.kernel_cmdline.clone());
         }
     }
     Ok(status)
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
 }

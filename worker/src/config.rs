@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use kiln_api::jobs::JobKind;
 use kiln_targets::TargetConfig;
 use serde::Deserialize;
 
@@ -25,14 +26,14 @@ pub struct WorkerConfig {
     /// Architecture built here, as the distributions name it.
     pub arch: String,
     /// Job types taken.
-    pub job_types: Vec<String>,
+    pub job_types: Vec<JobKind>,
     /// Channels (tenants) served; empty serves every channel.
     pub channels: Vec<String>,
     /// Builds run at once.
     pub concurrency: usize,
     /// `builtin` (this binary's own kiln-osbuild) or the path of an
     /// osbuild-compatible executor (`/usr/bin/kiln-osbuild`, `/usr/bin/osbuild`).
-    pub executor: String,
+    pub executor: Executor,
     /// The executor's object store, shared by this worker's builds.
     pub store: PathBuf,
     /// Scratch space: one directory per running job.
@@ -49,7 +50,37 @@ pub struct WorkerConfig {
     /// The boot image store and boot service, for `boot` upload targets.
     pub boot: Option<kiln_boot::BootConfig>,
     /// `text` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
+}
+
+/// The program that runs a build's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "PathBuf")]
+pub enum Executor {
+    /// This binary's own kiln-osbuild (`kiln-worker osbuild`): `builtin`.
+    Builtin,
+    /// An osbuild-compatible executor.
+    Path(PathBuf),
+}
+
+impl From<PathBuf> for Executor {
+    fn from(p: PathBuf) -> Executor {
+        if p.as_os_str() == "builtin" {
+            Executor::Builtin
+        } else {
+            Executor::Path(p)
+        }
+    }
+}
+
+/// How the worker's own log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For a human on a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 impl Default for WorkerConfig {
@@ -60,10 +91,10 @@ impl Default for WorkerConfig {
             cert: None,
             key: None,
             arch: std::env::consts::ARCH.into(),
-            job_types: vec!["build".into()],
+            job_types: vec![JobKind::Build],
             channels: Vec::new(),
             concurrency: 1,
-            executor: "builtin".into(),
+            executor: Executor::Builtin,
             store: PathBuf::from("kiln-worker/store"),
             work_dir: PathBuf::from("kiln-worker/jobs"),
             store_max_bytes: None,
@@ -71,7 +102,7 @@ impl Default for WorkerConfig {
             poll_secs: 30,
             targets: BTreeMap::new(),
             boot: None,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -137,5 +168,38 @@ impl WorkerConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<WorkerConfig, String> {
+        Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn executor_log_format_and_job_types_keep_their_toml_shape() {
+        let c = parse("").unwrap();
+        assert_eq!(c.executor, Executor::Builtin);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.job_types, vec![JobKind::Build]);
+        let c = parse(
+            "executor = \"/usr/bin/osbuild\"\nlog_format = \"json\"\njob_types = [\"build\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.executor, Executor::Path("/usr/bin/osbuild".into()));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            parse("executor = \"builtin\"").unwrap().executor,
+            Executor::Builtin
+        );
+        // A typo is refused when the configuration is read, not at the first job.
+        assert!(parse("log_format = \"yaml\"").is_err());
+        assert!(parse("job_types = [\"upload\"]").is_err());
     }
 }

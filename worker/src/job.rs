@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::status::{Progress, SubProgress, UploadStatus, UploadStatusValue};
-use kiln_api::worker::{
-    Artifact, BuildPhase, BuildResult, FinishJob, JobAssignment, JobProgressUpdate,
+use kiln_api::jobs::{Artifact, BuildArgs, BuildResult, JobResult, ManifestResult};
+use kiln_api::osbuild::{BuildOutput, MonitorRecord, StageLogs};
+use kiln_api::status::{
+    Progress, StoredUpload, SubProgress, UploadFailure, UploadStatus, UploadedFile, BOOT_TARGET,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use kiln_api::worker::{AssignedJob, BuildPhase, FinishJob, JobAssignment, JobProgressUpdate};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, ClientError};
-use crate::config::WorkerConfig;
+use crate::config::{Executor, WorkerConfig};
 use crate::Shutdown;
 
 /// How a job ended for this worker.
@@ -32,30 +32,6 @@ pub enum Ended {
     /// Given up without a result (abort, or the lease was taken back); the
     /// composer requeues it once its heartbeats stop.
     HandedBack(String),
-}
-
-#[derive(Deserialize)]
-struct BuildArgs {
-    image: usize,
-    #[serde(default)]
-    targets: Vec<TargetRequest>,
-}
-
-#[derive(Deserialize)]
-struct TargetRequest {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    upload_options: Value,
-}
-
-#[derive(Deserialize)]
-struct ManifestResult {
-    manifest: Value,
-    export: String,
-    filename: String,
-    #[serde(default)]
-    kernel_cmdline: Option<String>,
 }
 
 enum MonitorMsg {
@@ -87,26 +63,21 @@ fn read_monitor(reader: std::io::PipeReader, tx: mpsc::UnboundedSender<MonitorMs
 
 fn handle_record(record: &[u8], tx: &mpsc::UnboundedSender<MonitorMsg>) {
     let text = String::from_utf8_lossy(record);
-    let Ok(v) = serde_json::from_str::<Value>(text.trim_start_matches('\x1e').trim()) else {
+    let Ok(r) = serde_json::from_str::<MonitorRecord>(text.trim_start_matches('\x1e').trim())
+    else {
         return;
     };
-    if let Some(m) = v
-        .get("message")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-    {
-        let _ = tx.send(MonitorMsg::Log(m.to_owned()));
+    if !r.message.is_empty() {
+        let _ = tx.send(MonitorMsg::Log(r.message));
     }
-    if let Some(p) = v.get("progress") {
-        let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
-        let sub = p.get("progress").map(|s| SubProgress {
-            done: num(s, "done"),
-            total: num(s, "total"),
+    if let Some(p) = r.progress {
+        let sub = p.progress.map(|s| SubProgress {
+            done: s.done,
+            total: s.total,
         });
-        let total = num(p, "total");
         let _ = tx.send(MonitorMsg::Progress(Progress {
-            done: num(p, "done").min(total),
-            total,
+            done: p.done.min(p.total),
+            total: p.total,
             subprogress: sub.filter(|s| s.done <= s.total),
         }));
     }
@@ -138,32 +109,35 @@ pub async fn run(
     job: &JobAssignment,
     mut shutdown: watch::Receiver<Shutdown>,
 ) -> Ended {
-    let args: BuildArgs = match serde_json::from_value(job.args.clone()) {
-        Ok(a) => a,
-        Err(e) => return failed(format!("job arguments: {e}"), None),
+    let AssignedJob::Build { args, manifest } = &job.job else {
+        return failed(
+            format!("not a build job but a {} job", job.job.kind()),
+            None,
+        );
     };
-    let Some(manifest) = job
-        .dependency_results
-        .iter()
-        .find_map(|r| serde_json::from_value::<ManifestResult>(r.clone()).ok())
-    else {
+    let Some(manifest) = manifest else {
         return failed(
             "the job came without its manifest (no manifest job result)".into(),
             None,
         );
     };
     let dir = config.work_dir.join(job.id.to_string());
-    let result = build(client, config, job, &args, &manifest, &dir, &mut shutdown).await;
+    let result = build(client, config, job, args, manifest, &dir, &mut shutdown).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn failed(reason: String, result: Option<Value>) -> Ended {
-    Ended::Finish(FinishJob {
-        success: false,
-        result,
-        reason: Some(reason),
-    })
+fn failed(reason: String, result: Option<BuildResult>) -> Ended {
+    let result = result.map(JobResult::Build);
+    match FinishJob::failed(reason.as_str(), result.as_ref()) {
+        Ok(finish) => Ended::Finish(finish),
+        // Unreachable for these types; still report the failure itself.
+        Err(e) => Ended::Finish(FinishJob {
+            success: false,
+            result: None,
+            reason: Some(format!("{reason} (its result could not be written: {e})")),
+        }),
+    }
 }
 
 async fn build(
@@ -183,8 +157,8 @@ async fn build(
     if let Err(e) = prepared {
         return failed(format!("preparing {}: {e}", dir.display()), None);
     }
-    let (program, mut argv): (PathBuf, Vec<String>) = if config.executor == "builtin" {
-        match std::env::current_exe() {
+    let (program, mut argv): (PathBuf, Vec<String>) = match &config.executor {
+        Executor::Builtin => match std::env::current_exe() {
             Ok(exe) => (exe, vec!["osbuild".into()]),
             Err(e) => {
                 return failed(
@@ -192,9 +166,8 @@ async fn build(
                     None,
                 )
             }
-        }
-    } else {
-        (PathBuf::from(&config.executor), Vec::new())
+        },
+        Executor::Path(path) => (path.clone(), Vec::new()),
     };
     argv.extend(
         [
@@ -216,8 +189,8 @@ async fn build(
     if let Some(max) = config.store_max_bytes {
         argv.extend(["--cache-max-size".to_owned(), max.to_string()]);
     }
-    for id in package_stages(&manifest.manifest) {
-        argv.extend(["--checkpoint".to_owned(), id]);
+    for id in &manifest.checkpoints {
+        argv.extend(["--checkpoint".to_owned(), id.clone()]);
     }
     argv.push(manifest_path.to_string_lossy().into_owned());
 
@@ -313,14 +286,25 @@ async fn build(
         }
     };
     let stdout = stdout_task.await.unwrap_or_default();
-    let result: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    // Not a result at all (a crash, another program): the exit status says why.
+    let result: Option<BuildOutput> = serde_json::from_str(&stdout).ok();
     let code = status.ok().and_then(|s| s.code());
-    if code != Some(0) || result["success"] != json!(true) {
-        return failed(
-            executor_failure(code, &result),
-            Some(json!({"log": trimmed_log(&result)})),
-        );
-    }
+    let succeeded = result.as_ref().is_some_and(BuildOutput::succeeded);
+    let result = match result {
+        Some(r) if code == Some(0) && succeeded => r,
+        r => {
+            let log = r.as_ref().and_then(BuildOutput::log).map(trimmed_log);
+            return failed(
+                executor_failure(code, r.as_ref()),
+                Some(BuildResult {
+                    uploads: Vec::new(),
+                    artifacts: Vec::new(),
+                    kernel_cmdline: None,
+                    log,
+                }),
+            );
+        }
+    };
     upload(
         client,
         config,
@@ -334,55 +318,10 @@ async fn build(
     .await
 }
 
-/// The ids of the stages that install packages: checkpointed, so that a
-/// build differing only in its customizations starts after them.
-fn package_stages(manifest: &Value) -> Vec<String> {
-    let Ok(ids) = kiln_manifests::ids(manifest) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (p, pids) in manifest["pipelines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .zip(ids.pipelines)
-    {
-        for (stage, id) in p["stages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .zip(pids.stages)
-        {
-            if matches!(
-                stage["type"].as_str(),
-                Some("kiln.dpkg") | Some("org.osbuild.rpm")
-            ) {
-                out.push(id);
-            }
-        }
-    }
-    out
-}
-
 /// Why the executor failed, in one line a user can act on.
-fn executor_failure(code: Option<i32>, result: &Value) -> String {
-    let error = &result["error"];
-    if let Some(stage) = error["details"].get("stage") {
-        let msg = stage["error"].as_str().unwrap_or("failed");
-        return format!(
-            "stage {} failed: {msg}",
-            stage["type"].as_str().unwrap_or("?")
-        );
-    }
-    if let Some(reason) = error.get("reason").and_then(Value::as_str) {
-        return format!(
-            "{}: {reason}",
-            error["type"].as_str().unwrap_or("build error")
-        );
-    }
-    if let Some(errors) = result.get("errors").and_then(Value::as_array) {
-        let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
-        return format!("invalid manifest ({} errors): {first}", errors.len());
+fn executor_failure(code: Option<i32>, result: Option<&BuildOutput>) -> String {
+    if let Some(why) = result.and_then(BuildOutput::failure) {
+        return why;
     }
     match code {
         Some(c) => format!("the executor exited with status {c}"),
@@ -391,21 +330,16 @@ fn executor_failure(code: Option<i32>, result: &Value) -> String {
 }
 
 /// The executor's per-stage log, each output cut to its last 16 KiB.
-fn trimmed_log(result: &Value) -> Value {
-    let mut log = result.get("log").cloned().unwrap_or(Value::Null);
-    if let Some(pipelines) = log.as_object_mut() {
-        for stages in pipelines.values_mut() {
-            for s in stages.as_array_mut().into_iter().flatten() {
-                if let Some(out) = s.get("output").and_then(Value::as_str) {
-                    if out.len() > 16 << 10 {
-                        let mut cut = out.len() - (16 << 10);
-                        while !out.is_char_boundary(cut) {
-                            cut += 1;
-                        }
-                        s["output"] = json!(format!("[…]{}", &out[cut..]));
-                    }
-                }
+fn trimmed_log(log: &StageLogs) -> StageLogs {
+    let mut log = log.clone();
+    for stage in log.values_mut().flatten() {
+        let out = &stage.output;
+        if out.len() > 16 << 10 {
+            let mut cut = out.len() - (16 << 10);
+            while !out.is_char_boundary(cut) {
+                cut += 1;
             }
+            stage.output = format!("[…]{}", &out[cut..]);
         }
     }
     log
@@ -437,7 +371,7 @@ async fn upload(
     args: &BuildArgs,
     manifest: &ManifestResult,
     exported: &Path,
-    result: &Value,
+    result: &BuildOutput,
     shutdown: &mut watch::Receiver<Shutdown>,
 ) -> Ended {
     // The image's files: the named artifact first, then the rest (a pxe
@@ -488,7 +422,8 @@ async fn upload(
         let mut statuses = Vec::new();
         let mut first_failure = None;
         for t in &args.targets {
-            if t.kind == "boot" {
+            let kind = t.target_type.as_str();
+            if kind == BOOT_TARGET {
                 let boot_job = crate::boot::BootJob {
                     compose_id: owner,
                     arch: &config.arch,
@@ -498,42 +433,40 @@ async fn upload(
                 };
                 match crate::boot::publish(config.boot.as_ref(), &t.upload_options, &boot_job).await
                 {
-                    Ok(options) => statuses.push(UploadStatus {
-                        status: UploadStatusValue::Success,
-                        target_type: t.kind.clone(),
-                        options,
-                    }),
+                    Ok(published) => statuses.push(UploadStatus::booted(&published)),
                     Err(reason) => {
                         tracing::warn!(job = %job.id, target = "boot", %reason, "boot publish failed");
                         first_failure
                             .get_or_insert_with(|| format!("upload to boot failed: {reason}"));
-                        statuses.push(UploadStatus {
-                            status: UploadStatusValue::Failure,
-                            target_type: t.kind.clone(),
-                            options: json!({"reason": reason}),
-                        });
+                        statuses.push(UploadStatus::failed(
+                            kind,
+                            &UploadFailure {
+                                reason,
+                                files: None,
+                            },
+                        ));
                     }
                 }
                 continue;
             }
-            let Some(target) = config.targets.get(&t.kind) else {
+            let Some(target) = config.targets.get(kind) else {
                 let reason = format!(
-                    "this worker has no {:?} target configured (worker.toml [targets.{:?}])",
-                    t.kind, t.kind
+                    "this worker has no {kind:?} target configured (worker.toml [targets.{kind:?}])"
                 );
-                first_failure
-                    .get_or_insert_with(|| format!("upload to {} failed: {reason}", t.kind));
-                statuses.push(UploadStatus {
-                    status: UploadStatusValue::Failure,
-                    target_type: t.kind.clone(),
-                    options: json!({"reason": reason}),
-                });
+                first_failure.get_or_insert_with(|| format!("upload to {kind} failed: {reason}"));
+                statuses.push(UploadStatus::failed(
+                    kind,
+                    &UploadFailure {
+                        reason,
+                        files: None,
+                    },
+                ));
                 continue;
             };
             let mut uploaded = Vec::new();
             let mut failure = None;
             for (path, art) in files.iter().zip(&artifacts) {
-                let name = if t.kind == "local" {
+                let name = if kind == "local" {
                     format!("{owner}-{}-{}", args.image, art.name)
                 } else {
                     format!("{owner}/{}/{}", args.image, art.name)
@@ -547,7 +480,12 @@ async fn upload(
                 {
                     Ok(obj) => {
                         done.store(base + art.size, Ordering::SeqCst);
-                        uploaded.push(json!({"name": art.name, "url": obj.url, "size": obj.size, "sha256": obj.sha256}));
+                        uploaded.push(UploadedFile {
+                            name: art.name.clone(),
+                            url: obj.url,
+                            size: obj.size,
+                            sha256: obj.sha256,
+                        });
                     }
                     Err(e) => {
                         failure = Some(e.to_string());
@@ -556,15 +494,24 @@ async fn upload(
                 }
             }
             match failure {
-                None => statuses.push(UploadStatus {
-                    status: UploadStatusValue::Success,
-                    target_type: t.kind.clone(),
-                    options: json!({"url": uploaded.first().and_then(|u| u.get("url")).cloned().unwrap_or(Value::Null), "files": uploaded}),
-                }),
+                None => statuses.push(UploadStatus::stored(
+                    kind,
+                    &StoredUpload {
+                        url: uploaded.first().map(|u| u.url.clone()),
+                        files: uploaded,
+                    },
+                )),
                 Some(reason) => {
-                    tracing::warn!(job = %job.id, target = %t.kind, %reason, "upload failed");
-                    first_failure.get_or_insert_with(|| format!("upload to {} failed: {reason}", t.kind));
-                    statuses.push(UploadStatus { status: UploadStatusValue::Failure, target_type: t.kind.clone(), options: json!({"reason": reason, "files": uploaded}) });
+                    tracing::warn!(job = %job.id, target = %kind, %reason, "upload failed");
+                    first_failure
+                        .get_or_insert_with(|| format!("upload to {kind} failed: {reason}"));
+                    statuses.push(UploadStatus::failed(
+                        kind,
+                        &UploadFailure {
+                            reason,
+                            files: Some(uploaded),
+                        },
+                    ));
                 }
             }
         }
@@ -599,15 +546,13 @@ async fn upload(
         uploads: statuses,
         artifacts: artifacts.clone(),
         kernel_cmdline: manifest.kernel_cmdline.clone(),
-        log: trimmed_log(result),
+        log: result.log().map(trimmed_log),
     };
-    let value = serde_json::to_value(&build_result).unwrap_or(Value::Null);
     match first_failure {
-        None => Ended::Finish(FinishJob {
-            success: true,
-            result: Some(value),
-            reason: None,
-        }),
-        Some(reason) => failed(reason, Some(value)),
+        None => match FinishJob::succeeded(&JobResult::Build(build_result)) {
+            Ok(finish) => Ended::Finish(finish),
+            Err(e) => failed(format!("writing the result: {e}"), None),
+        },
+        Some(reason) => failed(reason, Some(build_result)),
     }
 }

@@ -9,17 +9,18 @@ use axum::Json;
 use chrono::Utc;
 use kiln_api::compose::{ComposeId, ComposeRequest};
 use kiln_api::error::{Error, ErrorKind};
+use kiln_api::jobs::{Depsolve, JobKind, Manifest};
 use kiln_api::status::{
     ComposeDeleteStatus, ComposeJobs, ComposeList, ComposeLogs, ComposeManifests, ComposeMetadata,
-    ComposeStatus, PackageMetadata,
+    ComposeStatus, ImageBuildLog, JobLog, PackageMetadata,
 };
 use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobState};
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::{parse_json, ApiError};
 use super::with_status;
-use crate::plan::{self, JOB_DEPSOLVE, JOB_MANIFEST};
+use crate::jobs;
+use crate::plan;
 use crate::status::{compose_href, compose_status, image_of, job_info};
 use crate::AppState;
 
@@ -133,7 +134,7 @@ pub async fn submit(
     req: ComposeRequest,
 ) -> Result<Response, ApiError> {
     let distro = plan::validate(&req, &state.catalog)?;
-    let jobs = plan::jobs(&req, distro, &channel);
+    let jobs = plan::jobs(&req, distro, &channel).map_err(ApiError::internal)?;
     let compose = ComposeRecord {
         id: Uuid::new_v4(),
         channel,
@@ -241,14 +242,14 @@ pub async fn cancel_compose(
     Ok(Json(compose_status(&compose, &jobs, &state.live)))
 }
 
-fn job_summary(j: &Job) -> Value {
-    json!({
-        "id": j.id,
-        "type": j.job_type,
-        "state": j.state.as_str(),
-        "reason": j.reason,
-        "result": j.result,
-    })
+fn job_summary(j: &Job) -> JobLog {
+    JobLog {
+        id: j.id,
+        job_type: j.job_type.clone(),
+        state: j.state.as_str().into(),
+        reason: j.reason.clone(),
+        result: j.result.clone(),
+    }
 }
 
 /// The logs of a compose: per image, each job's state, reason and result.
@@ -263,11 +264,13 @@ pub async fn get_logs(
     let (compose, jobs) = load(&state, &headers, &id).await?;
     let images = jobs.iter().map(|j| image_of(j) + 1).max().unwrap_or(0);
     let image_builds = (0..images)
-        .map(|i| {
-            json!({
-                "image": i,
-                "jobs": jobs.iter().filter(|j| image_of(j) == i).map(job_summary).collect::<Vec<_>>(),
-            })
+        .map(|image| ImageBuildLog {
+            image,
+            jobs: jobs
+                .iter()
+                .filter(|j| image_of(j) == image)
+                .map(job_summary)
+                .collect(),
         })
         .collect();
     Ok(Json(ComposeLogs {
@@ -290,8 +293,9 @@ pub async fn get_manifests(
     let (compose, jobs) = load(&state, &headers, &id).await?;
     let manifests = jobs
         .iter()
-        .filter(|j| j.job_type == JOB_MANIFEST && j.state == JobState::Success)
-        .filter_map(|j| j.result.as_ref()?.get("manifest").cloned())
+        .filter(|j| j.state == JobState::Success)
+        .filter_map(|j| jobs::result::<Manifest>(j)?.ok())
+        .map(|r| r.manifest)
         .collect();
     Ok(Json(ComposeManifests {
         id: compose.id,
@@ -315,17 +319,16 @@ pub async fn get_metadata(
         serde_json::from_value(compose.request.clone()).map_err(ApiError::internal)?;
     let solved: Vec<&Job> = jobs
         .iter()
-        .filter(|j| j.job_type == JOB_DEPSOLVE && j.state == JobState::Success)
+        .filter(|j| jobs::is(j, JobKind::Depsolve) && j.state == JobState::Success)
         .collect();
     let packages = if solved.is_empty() {
         None
     } else {
         let mut all = Vec::new();
         for j in solved {
-            if let Some(p) = j.result.as_ref().and_then(|r| r.get("packages")) {
-                let list: Vec<PackageMetadata> =
-                    serde_json::from_value(p.clone()).map_err(ApiError::internal)?;
-                all.extend(list);
+            if let Some(r) = jobs::result::<Depsolve>(j) {
+                let r = r.map_err(ApiError::internal)?;
+                all.extend(r.packages.into_iter().map(PackageMetadata::from));
             }
         }
         Some(all)

@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use kiln_api::depsolve::{
-    split_evr, DepsolveRequest, DepsolveResponse, DepsolvedPackage, PackageDetails,
-    SearchPackagesRequest, SearchPackagesResponse,
+    split_evr, DepsolveRequest, DepsolveResponse, PackageDetails, SearchPackagesRequest,
+    SearchPackagesResponse,
 };
 use kiln_api::error::{Error, ErrorKind};
 use kiln_api::validate::{validate_blueprint, Family};
-use kiln_depsolve::{Request, SolvedPackage};
+use kiln_depsolve::Request;
 use kiln_distro::Distribution;
 
 use super::error::{parse_json, ApiError};
@@ -29,30 +29,6 @@ fn distribution<'a>(state: &'a AppState, name: &str) -> Result<&'a Distribution,
             ),
         )
     })
-}
-
-fn package_type(family: Family) -> &'static str {
-    match family {
-        Family::Debian => "deb",
-        Family::Rpm => "rpm",
-    }
-}
-
-/// A solved package in the API's shape.
-pub fn solved(family: Family, p: SolvedPackage) -> DepsolvedPackage {
-    let (epoch, version, release) = split_evr(&p.version);
-    DepsolvedPackage {
-        package_type: package_type(family).into(),
-        name: p.name,
-        version,
-        release,
-        epoch,
-        arch: p.arch,
-        sigmd5: String::new(),
-        checksum: format!("sha256:{}", p.sha256),
-        url: p.url,
-        size: p.size,
-    }
 }
 
 /// Depsolve a blueprint: the exact package set, with where to fetch each package.
@@ -122,7 +98,7 @@ pub async fn post_depsolve(
         packages: solution
             .packages
             .into_iter()
-            .map(|p| solved(distro.family, p))
+            .map(|p| p.depsolved(distro.family))
             .collect(),
     }))
 }

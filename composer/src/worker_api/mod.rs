@@ -27,6 +27,7 @@ use kiln_queue::{DequeueFilter, LeaseStatus, Outcome, QueueError};
 use uuid::Uuid;
 
 use crate::api::error::{parse_json, ApiError};
+use crate::jobs::JobsError;
 use crate::AppState;
 
 pub mod tls;
@@ -147,23 +148,27 @@ async fn request_job(
     let Some(lease) = lease else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    // The job's typed arguments and what its dependencies made (a build
+    // gets its manifest job's result). A job that cannot be read that way
+    // cannot run anywhere: it fails, and the worker asks again.
+    let job = match crate::jobs::assignment(state.queue.as_ref(), &lease.job).await {
+        Ok(job) => job,
+        Err(JobsError::Queue(e)) => return Err(e.into()),
+        Err(JobsError::Contract(e)) => {
+            tracing::error!(job = %lease.job.id, error = %e, "a job that cannot be handed out failed");
+            crate::jobs::refuse(state.queue.as_ref(), lease.token, e.to_string()).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    };
     tracing::info!(job = %lease.job.id, job_type = %lease.job.job_type, worker = %worker.0, "job handed to a worker");
-    // A build needs what its dependencies made (the manifest job's result).
-    let mut dependency_results = Vec::new();
-    for dep in &lease.job.dependencies {
-        let result = state.queue.job(*dep).await?.and_then(|j| j.result);
-        dependency_results.push(result.unwrap_or(serde_json::Value::Null));
-    }
     state
         .live
         .leased(lease.token, lease.job.id, lease.job.compose_id);
     Ok(Json(JobAssignment {
         token: lease.token,
         id: lease.job.id,
-        job_type: lease.job.job_type,
-        args: lease.job.args,
         compose_id: lease.job.compose_id,
-        dependency_results,
+        job,
     })
     .into_response())
 }
