@@ -69,10 +69,28 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     Failure::Internal(e.to_string())
 }
 
+fn pipeline_index(manifest: &Manifest, name: &str) -> Option<usize> {
+    let name = name.strip_prefix("name:").unwrap_or(name);
+    manifest.pipelines.iter().position(|p| p.name == name)
+}
+
+/// The pipelines whose trees pipeline `i`'s stages take as inputs.
+fn pipeline_inputs(manifest: &Manifest, i: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for s in &manifest.pipelines[i].stages {
+        for input in s.inputs.values().filter(|i| i.origin == Origin::Pipeline) {
+            for (r, _) in &input.references {
+                out.extend(pipeline_index(manifest, r));
+            }
+        }
+    }
+    out
+}
+
 /// The pipelines to build: the exports, the pipelines of checkpoints, and
 /// everything they need (build roots and pipeline inputs), in manifest order.
 fn needed(manifest: &Manifest, opts: &BuildOptions) -> BTreeSet<usize> {
-    let index = |name: &str| manifest.pipelines.iter().position(|p| p.name == name);
+    let index = |name: &str| pipeline_index(manifest, name);
     let mut todo: Vec<usize> = opts.exports.iter().filter_map(|e| index(e)).collect();
     for c in &opts.checkpoints {
         if let Some(i) = index(c.strip_prefix("name:").unwrap_or(c)) {
@@ -93,13 +111,7 @@ fn needed(manifest: &Manifest, opts: &BuildOptions) -> BTreeSet<usize> {
         if let Some(b) = &p.build {
             todo.extend(index(b));
         }
-        for s in &p.stages {
-            for input in s.inputs.values().filter(|i| i.origin == Origin::Pipeline) {
-                for (r, _) in &input.references {
-                    todo.extend(index(r.strip_prefix("name:").unwrap_or(r)));
-                }
-            }
-        }
+        todo.extend(pipeline_inputs(manifest, i));
     }
     out
 }
@@ -508,22 +520,14 @@ impl Builder<'_> {
     /// then reappear inside an artifact made from that tree (an
     /// uncompressed tar), which is not a new finding.
     fn check_private_keys(&self, manifest: &Manifest, export: &str) -> Result<(), Failure> {
-        let index = |name: &str| manifest.pipelines.iter().position(|p| p.name == name);
-        let inputs = |i: usize| -> Vec<usize> {
-            let mut out = Vec::new();
-            for s in &manifest.pipelines[i].stages {
-                for input in s.inputs.values().filter(|i| i.origin == Origin::Pipeline) {
-                    for (r, _) in &input.references {
-                        out.extend(index(r.strip_prefix("name:").unwrap_or(r)));
-                    }
-                }
-            }
-            out
-        };
+        let inputs = |i: usize| pipeline_inputs(manifest, i);
         // Post-order: every pipeline after the pipelines it takes as input.
         let mut order = Vec::new();
         let mut seen = BTreeSet::new();
-        let mut stack: Vec<(usize, bool)> = index(export).map(|i| (i, false)).into_iter().collect();
+        let mut stack: Vec<(usize, bool)> = pipeline_index(manifest, export)
+            .map(|i| (i, false))
+            .into_iter()
+            .collect();
         while let Some((i, expanded)) = stack.pop() {
             if expanded {
                 order.push(i);

@@ -105,10 +105,11 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 "pxe",
                 "rootfs.squashfs",
                 // With an SSH server: the unit that makes its host keys at boot.
-                &with_kernel(
-                    with_kernel(packages(), "openssh-server", "1:9.2p1-2+deb12u5"),
+                &with_package(
+                    with_package(packages(), "openssh-server", "1:9.2p1-2+deb12u5", "e"),
                     "linux-image-6.1.0-35-amd64",
                     "6.1.137-1",
+                    "f",
                 ),
                 &c,
             ),
@@ -119,10 +120,11 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 Family::Rpm,
                 "pxe",
                 "rootfs.squashfs",
-                &with_kernel(
-                    with_kernel(rpm_packages(), "openssh-server", "8.7p1-43.el9"),
+                &with_package(
+                    with_package(rpm_packages(), "openssh-server", "8.7p1-43.el9", "e"),
                     "kernel-core",
                     "5.14.0-503.14.1.el9_5",
+                    "f",
                 ),
                 &c,
             ),
@@ -133,7 +135,7 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 Family::Debian,
                 "disk",
                 "disk.qcow2",
-                &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+                &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
                 &c,
             ),
         ),
@@ -143,16 +145,21 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 Family::Rpm,
                 "disk",
                 "disk.qcow2",
-                &with_kernel(rpm_packages(), "kernel-core", "5.14.0-503.14.1.el9_5"),
+                &with_package(rpm_packages(), "kernel-core", "5.14.0-503.14.1.el9_5", "f"),
                 &c,
             ),
         ),
     ]
 }
 
-/// `pkgs` and one more package (a kernel, an SSH server).
-fn with_kernel(mut pkgs: Vec<PackageFile>, name: &str, version: &str) -> Vec<PackageFile> {
-    let fill = if name == "openssh-server" { "e" } else { "f" };
+/// `pkgs` and one more package (a kernel, an SSH server), its checksum
+/// `fill` repeated.
+fn with_package(
+    mut pkgs: Vec<PackageFile>,
+    name: &str,
+    version: &str,
+    fill: &str,
+) -> Vec<PackageFile> {
     let arch = pkgs[0].arch.clone();
     pkgs.push(PackageFile {
         name: name.into(),
@@ -275,7 +282,7 @@ fn pxe_boots_the_depsolved_kernel_with_a_live_root() {
         Family::Debian,
         "pxe",
         "rootfs.squashfs",
-        &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
         &c,
     );
     let os = m["pipelines"][0]["stages"].as_array().unwrap();
@@ -324,7 +331,7 @@ fn disk_boots_from_the_root_its_fstab_and_grub_name() {
         Family::Debian,
         "disk",
         "disk.qcow2",
-        &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
         &c,
     );
     let image = &m["pipelines"][1]["stages"];
@@ -398,7 +405,7 @@ fn disk_boots_from_the_root_its_fstab_and_grub_name() {
         Family::Debian,
         "disk",
         "disk.qcow2",
-        &with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+        &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
         &c,
     );
     assert_eq!(again, m);
@@ -424,10 +431,11 @@ fn image_types_not_written_yet_are_refused_by_name() {
     let err = manifest(&req("pxe", &pkgs)).unwrap_err();
     assert_eq!(err.path, "packages");
     assert!(err.message.contains("needs a kernel"), "{err}");
-    let two = with_kernel(
-        with_kernel(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1"),
+    let two = with_package(
+        with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
         "linux-image-6.1.0-36-amd64",
         "6.1.140-1",
+        "f",
     );
     assert!(manifest(&req("pxe", &two))
         .unwrap_err()

@@ -92,7 +92,10 @@ pub fn clean(ctx: &Ctx) -> Result<Value, String> {
             continue;
         };
         match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
-            Ok(()) => removed.push(path.clone()),
+            Ok(()) => {
+                eprintln!("removed {path}");
+                removed.push(path.clone());
+            }
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(format!("removing {path}: {e}")),
         }
@@ -109,16 +112,13 @@ pub fn clean(ctx: &Ctx) -> Result<Value, String> {
             OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(_) => emptied.push(path.clone()),
+            Ok(_) => {
+                eprintln!("emptied {path}");
+                emptied.push(path.clone());
+            }
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(format!("emptying {path}: {e}")),
         }
-    }
-    for p in &removed {
-        eprintln!("removed {p}");
-    }
-    for p in &emptied {
-        eprintln!("emptied {p}");
     }
     Ok(json!({"removed": removed, "emptied": emptied}))
 }
@@ -152,20 +152,20 @@ enum UnitPath {
     Etc,
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UnitConfig {
-    #[serde(rename = "Unit", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Unit", default)]
     unit: Option<UnitSection>,
-    #[serde(rename = "Service", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Service", default)]
     service: Option<ServiceSection>,
-    #[serde(rename = "Mount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Mount", default)]
     mount: Option<MountSection>,
-    #[serde(rename = "Socket", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Socket", default)]
     socket: Option<SocketSection>,
-    #[serde(rename = "Swap", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Swap", default)]
     swap: Option<SwapSection>,
-    #[serde(rename = "Install", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Install", default)]
     install: Option<InstallSection>,
 }
 
@@ -371,6 +371,29 @@ mod tests {
         for bad in ["etc/x", "/etc/../x", "/etc//x", "/./x", "/"] {
             assert!(tree_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_link_in_the_tree_cannot_lead_the_stage_outside_it() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), "host file").unwrap();
+        let tree_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tree_dir.path().join("etc")).unwrap();
+        // A package's absolute link, and one climbing out with `..`.
+        std::os::unix::fs::symlink(outside.path(), tree_dir.path().join("etc/abs")).unwrap();
+        let up = "../".repeat(16) + outside.path().to_str().unwrap().trim_start_matches('/');
+        std::os::unix::fs::symlink(&up, tree_dir.path().join("etc/up")).unwrap();
+        let tree = rustix::fs::open(
+            tree_dir.path(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        for hostile in ["/etc/abs/victim", "/etc/up/victim"] {
+            // Resolved inside the tree, where no such directory exists.
+            assert!(open_parent(&tree, hostile).unwrap().is_none(), "{hostile}");
+        }
+        assert!(outside.path().join("victim").exists());
     }
 
     #[test]
