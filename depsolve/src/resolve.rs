@@ -135,9 +135,27 @@ impl<'a> Marker<'a> {
 
     /// Marked packages (other than `except`) that satisfy `d`.
     fn installed_matches(&self, d: &Dependency, except: NameId) -> Vec<u32> {
+        self.matches(d, Some(except), |s| s.install)
+    }
+
+    /// Candidate packages that satisfy one alternative (apt's
+    /// `VersionVector::FromDependency` with the CANDIDATE selector).
+    fn candidates_for(&self, d: &Dependency, except: Option<NameId>) -> Vec<u32> {
+        self.matches(d, except, |s| s.candidate)
+    }
+
+    /// The packages `pick` chooses for their names (the marked one, or the
+    /// candidate) that satisfy `d`, directly or through a provide, except
+    /// those of the name `except`.
+    fn matches(
+        &self,
+        d: &Dependency,
+        except: Option<NameId>,
+        pick: impl Fn(&NameState) -> Option<u32>,
+    ) -> Vec<u32> {
         let mut out = Vec::new();
-        if d.name != except {
-            if let Some(p) = self.st(d.name).install {
+        if Some(d.name) != except {
+            if let Some(p) = pick(self.st(d.name)) {
                 if self.idx.satisfies_directly(self.pkg(p), d) {
                     out.push(p);
                 }
@@ -145,34 +163,8 @@ impl<'a> Marker<'a> {
         }
         for &[p, j] in self.idx.providers(d.name) {
             let owner = self.pkg(p);
-            if owner.name != except
-                && self.st(owner.name).install == Some(p)
-                && self
-                    .idx
-                    .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)
-                && !out.contains(&p)
-            {
-                out.push(p);
-            }
-        }
-        out
-    }
-
-    /// Candidate packages that satisfy one alternative (apt's
-    /// `VersionVector::FromDependency` with the CANDIDATE selector).
-    fn candidates_for(&self, d: &Dependency, except: Option<NameId>) -> Vec<u32> {
-        let mut out = Vec::new();
-        if Some(d.name) != except {
-            if let Some(c) = self.st(d.name).candidate {
-                if self.idx.satisfies_directly(self.pkg(c), d) {
-                    out.push(c);
-                }
-            }
-        }
-        for &[p, j] in self.idx.providers(d.name) {
-            let owner = self.pkg(p);
             if Some(owner.name) != except
-                && self.st(owner.name).candidate == Some(p)
+                && pick(self.st(owner.name)) == Some(p)
                 && self
                     .idx
                     .provide_satisfies(&self.idx.provides_of(owner)[j as usize], d)

@@ -403,6 +403,17 @@ fn add_requirement(
     Ok(())
 }
 
+/// An index of one repository at `file:///r` whose primary.xml is `xml`.
+#[cfg(test)]
+fn one_repo(xml: String) -> Arc<PackageIndex> {
+    let source = RpmSource {
+        base_url: "file:///r".into(),
+        label: "primary.xml".into(),
+        xml,
+    };
+    build_index("amd64", &[source]).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,15 +442,7 @@ mod tests {
     #[test]
     fn unsupported_rich_dependency_stays_unsatisfiable() {
         let xml = PRIMARY.replace("(gamma or (delta and eta))", "(gamma with delta)");
-        let idx = build_index(
-            "amd64",
-            &[RpmSource {
-                base_url: "file:///r".into(),
-                label: "primary.xml".into(),
-                xml,
-            }],
-        )
-        .unwrap();
+        let idx = one_repo(xml);
         let p = idx.package(0);
         assert!(idx
             .groups(p.depends)
@@ -454,15 +457,7 @@ mod tests {
 
     #[test]
     fn lowers_rich_dependencies() {
-        let idx = build_index(
-            "amd64",
-            &[RpmSource {
-                base_url: "file:///r".into(),
-                label: "primary.xml".into(),
-                xml: PRIMARY.replace("(gamma or (delta and eta))", "(gamma or delta)"),
-            }],
-        )
-        .unwrap();
+        let idx = one_repo(PRIMARY.replace("(gamma or (delta and eta))", "(gamma or delta)"));
         let p = idx.package(0);
         assert_eq!(idx.version(p), "1.0-1");
         assert_eq!(idx.arch(), "x86_64");
@@ -492,15 +487,7 @@ mod solve_tests {
 
     fn names(packages: &[String], request: &[&str]) -> Vec<String> {
         let xml = format!("<metadata>{}</metadata>", packages.concat());
-        let idx = build_index(
-            "amd64",
-            &[RpmSource {
-                base_url: "file:///r".into(),
-                label: "primary.xml".into(),
-                xml,
-            }],
-        )
-        .unwrap();
+        let idx = one_repo(xml);
         let req = Request {
             packages: request.iter().map(|s| s.to_string()).collect(),
             ..Default::default()

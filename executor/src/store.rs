@@ -80,6 +80,20 @@ impl Store {
         self.root.join("objects").join(id)
     }
 
+    /// The lock file beside object `id`: readers hold it shared while they
+    /// use the object, eviction takes it exclusively.
+    fn object_lock(&self, id: &str) -> io::Result<File> {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path(id))
+    }
+
+    fn lock_path(&self, id: &str) -> PathBuf {
+        self.root.join("objects").join(format!("{id}.lock"))
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.object_dir(id).join("tree").is_dir()
     }
@@ -89,12 +103,7 @@ impl Store {
         if !self.contains(id) {
             return Ok(None);
         }
-        let lock_path = self.root.join("objects").join(format!("{id}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
+        let lock = self.object_lock(id)?;
         flock(&lock, FlockOperation::LockShared)?;
         // Evicted between the check and the lock: treat as absent.
         if !self.contains(id) {
@@ -214,12 +223,7 @@ impl Store {
             if total <= max {
                 break;
             }
-            let lock_path = self.root.join("objects").join(format!("{id}.lock"));
-            let lock = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)?;
+            let lock = self.object_lock(&id)?;
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
                 continue;
             }
@@ -229,7 +233,7 @@ impl Store {
             let doomed = self.root.join("tmp").join(format!("evict-{id}"));
             fs::rename(&dir, &doomed)?;
             remove_tree(&doomed)?;
-            let _ = fs::remove_file(&lock_path);
+            let _ = fs::remove_file(self.lock_path(&id));
             total = total.saturating_sub(size);
         }
         if total > max {
