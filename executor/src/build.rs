@@ -18,7 +18,8 @@ use crate::devices::{self, LoopDevice};
 use crate::manifest::{Manifest, Origin, Pipeline, Stage};
 use crate::monitor::{Monitor, Position};
 use crate::sandbox::{Outcome, Sandbox, INPUTS};
-use crate::stages::{InputArgs, MountArgs, StageArgs};
+use crate::stages::identity::Clean;
+use crate::stages::{self, InputArgs, MountArgs, StageArgs};
 use crate::store::{ObjectLease, Store, WorkDir};
 
 pub struct BuildOptions {
@@ -540,8 +541,12 @@ impl Builder<'_> {
         for i in order {
             let p = &manifest.pipelines[i];
             let mut kept = BTreeSet::new();
-            for s in p.stages.iter().filter(|s| s.kind == "kiln.identity.clean") {
-                let o: crate::stages::identity::CleanOptions =
+            for s in p
+                .stages
+                .iter()
+                .filter(|s| s.kind == <Clean as stages::Stage>::NAME)
+            {
+                let o: <Clean as stages::Stage>::Options =
                     serde_json::from_value(s.options.clone()).map_err(internal)?;
                 kept.extend(o.keep_private_keys);
             }

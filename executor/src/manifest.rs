@@ -373,7 +373,7 @@ fn parse_stage(p: &mut Parser, v: &Value, path: &[Value]) -> Option<Stage> {
             );
         }
         Some(stage) => {
-            for (rel, msg) in (stage.check)(&options) {
+            for (rel, msg) in stage.check(&options) {
                 let mut ep = opath.clone();
                 ep.extend(rel);
                 p.fail(&ep, msg);

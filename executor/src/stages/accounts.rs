@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::files::{lookup_id, Id};
-use super::{Ctx, TREE};
+use super::{Ctx, Stage, TREE};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,23 +31,29 @@ fn exists(ctx: &Ctx, db: &str, name: &str) -> bool {
     lookup_id(ctx, db, &Id::Name(name.to_owned())).is_ok()
 }
 
-pub fn groups(ctx: &Ctx) -> Result<Value, String> {
-    let o: GroupsOptions = ctx.options()?;
-    for (name, g) in o.groups {
-        if o.force && exists(ctx, "/etc/group", &name) {
-            continue;
-        }
-        let mut c = Command::new("groupadd");
-        c.args(["--root", TREE]);
-        if let Some(gid) = g.gid {
-            c.arg("--gid").arg(gid.to_string());
-            if o.force {
-                c.arg("--non-unique");
+pub struct Groups;
+
+impl Stage for Groups {
+    const NAME: &'static str = "org.osbuild.groups";
+    type Options = GroupsOptions;
+
+    fn run(ctx: &Ctx, o: GroupsOptions) -> Result<Value, String> {
+        for (name, g) in o.groups {
+            if o.force && exists(ctx, "/etc/group", &name) {
+                continue;
             }
+            let mut c = Command::new("groupadd");
+            c.args(["--root", TREE]);
+            if let Some(gid) = g.gid {
+                c.arg("--gid").arg(gid.to_string());
+                if o.force {
+                    c.arg("--non-unique");
+                }
+            }
+            ctx.run(c.arg("--").arg(&name))?;
         }
-        ctx.run(c.arg("--").arg(&name))?;
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -75,55 +81,61 @@ struct User {
     force_password_reset: Option<bool>,
 }
 
-pub fn users(ctx: &Ctx) -> Result<Value, String> {
-    let o: UsersOptions = ctx.options()?;
-    for (name, u) in o.users {
-        let existing = exists(ctx, "/etc/passwd", &name);
-        let mut c = Command::new(if existing { "usermod" } else { "useradd" });
-        c.args(["--root", TREE]);
-        if !existing {
-            c.arg("--create-home");
+pub struct Users;
+
+impl Stage for Users {
+    const NAME: &'static str = "org.osbuild.users";
+    type Options = UsersOptions;
+
+    fn run(ctx: &Ctx, o: UsersOptions) -> Result<Value, String> {
+        for (name, u) in o.users {
+            let existing = exists(ctx, "/etc/passwd", &name);
+            let mut c = Command::new(if existing { "usermod" } else { "useradd" });
+            c.args(["--root", TREE]);
+            if !existing {
+                c.arg("--create-home");
+            }
+            if let Some(uid) = u.uid {
+                c.arg("--uid").arg(uid.to_string());
+            }
+            if let Some(gid) = u.gid {
+                c.arg("--gid").arg(gid.to_string());
+            }
+            if !u.groups.is_empty() {
+                c.arg("--groups").arg(u.groups.join(","));
+            }
+            if let Some(d) = &u.description {
+                c.arg("--comment").arg(d);
+            }
+            if let Some(h) = &u.home {
+                c.arg("--home").arg(h);
+            }
+            if let Some(s) = &u.shell {
+                c.arg("--shell").arg(s);
+            }
+            if let Some(p) = &u.password {
+                c.arg("--password").arg(p);
+            }
+            if let Some(e) = u.expiredate {
+                // Days since the epoch, as shadow(5) stores it.
+                c.arg("--expiredate").arg(e.to_string());
+            }
+            ctx.run(c.arg("--").arg(&name))?;
+            if u.force_password_reset == Some(true) {
+                ctx.run(
+                    Command::new("chage")
+                        .args(["--root", TREE, "--lastday", "0", "--"])
+                        .arg(&name),
+                )?;
+            }
+            let mut keys: Vec<&String> = u.key.iter().collect();
+            keys.extend(u.keys.iter());
+            if !keys.is_empty() {
+                authorize(ctx, &name, &keys)?;
+            }
         }
-        if let Some(uid) = u.uid {
-            c.arg("--uid").arg(uid.to_string());
-        }
-        if let Some(gid) = u.gid {
-            c.arg("--gid").arg(gid.to_string());
-        }
-        if !u.groups.is_empty() {
-            c.arg("--groups").arg(u.groups.join(","));
-        }
-        if let Some(d) = &u.description {
-            c.arg("--comment").arg(d);
-        }
-        if let Some(h) = &u.home {
-            c.arg("--home").arg(h);
-        }
-        if let Some(s) = &u.shell {
-            c.arg("--shell").arg(s);
-        }
-        if let Some(p) = &u.password {
-            c.arg("--password").arg(p);
-        }
-        if let Some(e) = u.expiredate {
-            // Days since the epoch, as shadow(5) stores it.
-            c.arg("--expiredate").arg(e.to_string());
-        }
-        ctx.run(c.arg("--").arg(&name))?;
-        if u.force_password_reset == Some(true) {
-            ctx.run(
-                Command::new("chage")
-                    .args(["--root", TREE, "--lastday", "0", "--"])
-                    .arg(&name),
-            )?;
-        }
-        let mut keys: Vec<&String> = u.key.iter().collect();
-        keys.extend(u.keys.iter());
-        if !keys.is_empty() {
-            authorize(ctx, &name, &keys)?;
-        }
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 /// Writes `~/.ssh/authorized_keys`, owned by the user, as sshd requires.

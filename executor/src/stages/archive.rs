@@ -5,7 +5,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, Stage};
 
 /// The single tree input an archive stage packs.
 fn tree_input(ctx: &Ctx) -> Result<String, String> {
@@ -61,83 +61,89 @@ enum RootNode {
     Omit,
 }
 
-pub fn tar(ctx: &Ctx) -> Result<Value, String> {
-    let o: TarOptions = ctx.options()?;
-    if o.root_node.is_some() && o.paths.is_some() {
-        return Err("'root-node' and 'paths' exclude each other".into());
-    }
-    let input = tree_input(ctx)?;
-    let out = output_file(ctx, &o.filename)?;
-    let format = match o.format {
-        TarFormat::Gnu => "gnu",
-        TarFormat::Oldgnu => "oldgnu",
-        TarFormat::Posix => "posix",
-        TarFormat::Ustar => "ustar",
-        TarFormat::V7 => "v7",
-    };
-    let mut c = Command::new("tar");
-    c.arg(format!("--format={format}")).arg("--sort=name");
-    match o.compression.as_deref() {
-        None | Some("auto") => {
-            c.arg("--auto-compress");
+pub struct Tar;
+
+impl Stage for Tar {
+    const NAME: &'static str = "org.osbuild.tar";
+    type Options = TarOptions;
+
+    fn run(ctx: &Ctx, o: TarOptions) -> Result<Value, String> {
+        if o.root_node.is_some() && o.paths.is_some() {
+            return Err("'root-node' and 'paths' exclude each other".into());
         }
-        Some("xz") => {
-            c.arg("--xz");
+        let input = tree_input(ctx)?;
+        let out = output_file(ctx, &o.filename)?;
+        let format = match o.format {
+            TarFormat::Gnu => "gnu",
+            TarFormat::Oldgnu => "oldgnu",
+            TarFormat::Posix => "posix",
+            TarFormat::Ustar => "ustar",
+            TarFormat::V7 => "v7",
+        };
+        let mut c = Command::new("tar");
+        c.arg(format!("--format={format}")).arg("--sort=name");
+        match o.compression.as_deref() {
+            None | Some("auto") => {
+                c.arg("--auto-compress");
+            }
+            Some("xz") => {
+                c.arg("--xz");
+            }
+            Some("gzip") => {
+                c.arg("--gzip");
+            }
+            Some("zstd") => {
+                c.arg("--zstd");
+            }
+            Some(other) => {
+                return Err(format!(
+                    "compression {other:?} is not one of auto, xz, gzip, zstd"
+                ))
+            }
         }
-        Some("gzip") => {
-            c.arg("--gzip");
+        // Extended attributes travel only in pax archives.
+        let pax = matches!(o.format, TarFormat::Posix);
+        if o.acls.unwrap_or(true) && pax {
+            c.arg("--acls");
         }
-        Some("zstd") => {
-            c.arg("--zstd");
+        if o.selinux.unwrap_or(true) && pax {
+            c.arg("--selinux");
         }
-        Some(other) => {
-            return Err(format!(
-                "compression {other:?} is not one of auto, xz, gzip, zstd"
-            ))
+        if o.xattrs.unwrap_or(true) && pax {
+            c.arg("--xattrs").arg("--xattrs-include=*");
         }
-    }
-    // Extended attributes travel only in pax archives.
-    let pax = matches!(o.format, TarFormat::Posix);
-    if o.acls.unwrap_or(true) && pax {
-        c.arg("--acls");
-    }
-    if o.selinux.unwrap_or(true) && pax {
-        c.arg("--selinux");
-    }
-    if o.xattrs.unwrap_or(true) && pax {
-        c.arg("--xattrs").arg("--xattrs-include=*");
-    }
-    if o.sparse {
-        c.arg("--sparse");
-    }
-    if let Some(t) = &o.transform {
-        c.arg("--transform").arg(t);
-    }
-    if o.numeric_owner == Some(true) {
-        c.arg("--numeric-owner");
-    }
-    c.arg("-cf").arg(&out).arg("-C").arg(&input);
-    match (&o.paths, &o.root_node) {
-        (Some(paths), _) => {
-            c.arg("--").args(paths);
+        if o.sparse {
+            c.arg("--sparse");
         }
-        (None, Some(RootNode::Omit)) => {
-            let mut names: Vec<String> = std::fs::read_dir(&input)
-                .map_err(|e| format!("{input}: {e}"))?
-                .filter_map(|e| {
-                    e.ok()
-                        .map(|e| format!("./{}", e.file_name().to_string_lossy()))
-                })
-                .collect();
-            names.sort();
-            c.arg("--").args(names);
+        if let Some(t) = &o.transform {
+            c.arg("--transform").arg(t);
         }
-        _ => {
-            c.arg(".");
+        if o.numeric_owner == Some(true) {
+            c.arg("--numeric-owner");
         }
+        c.arg("-cf").arg(&out).arg("-C").arg(&input);
+        match (&o.paths, &o.root_node) {
+            (Some(paths), _) => {
+                c.arg("--").args(paths);
+            }
+            (None, Some(RootNode::Omit)) => {
+                let mut names: Vec<String> = std::fs::read_dir(&input)
+                    .map_err(|e| format!("{input}: {e}"))?
+                    .filter_map(|e| {
+                        e.ok()
+                            .map(|e| format!("./{}", e.file_name().to_string_lossy()))
+                    })
+                    .collect();
+                names.sort();
+                c.arg("--").args(names);
+            }
+            _ => {
+                c.arg(".");
+            }
+        }
+        ctx.run(&mut c)?;
+        Ok(Value::Null)
     }
-    ctx.run(&mut c)?;
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -183,40 +189,46 @@ enum Bcj {
     Ia64,
 }
 
-pub fn squashfs(ctx: &Ctx) -> Result<Value, String> {
-    let o: SquashfsOptions = ctx.options()?;
-    let source = match &o.source {
-        Some(url) => ctx.resolve(url)?.to_string_lossy().into_owned(),
-        None => tree_input(ctx)?,
-    };
-    let out = output_file(ctx, &o.filename)?;
-    let mut c = Command::new("mksquashfs");
-    c.arg(&source)
-        .arg(&out)
-        .args(["-noappend", "-quiet", "-no-progress"]);
-    if let Some(comp) = &o.compression {
-        let method = match comp.method {
-            SquashMethod::Gzip => "gzip",
-            SquashMethod::Lz4 => "lz4",
-            SquashMethod::Xz => "xz",
-            SquashMethod::Zstd => "zstd",
+pub struct Squashfs;
+
+impl Stage for Squashfs {
+    const NAME: &'static str = "org.osbuild.squashfs";
+    type Options = SquashfsOptions;
+
+    fn run(ctx: &Ctx, o: SquashfsOptions) -> Result<Value, String> {
+        let source = match &o.source {
+            Some(url) => ctx.resolve(url)?.to_string_lossy().into_owned(),
+            None => tree_input(ctx)?,
         };
-        c.arg("-comp").arg(method);
-        if let Some(bcj) = comp.options.as_ref().and_then(|o| o.bcj) {
-            let filter = match bcj {
-                Bcj::X86 => "x86",
-                Bcj::Arm => "arm",
-                Bcj::Armthumb => "armthumb",
-                Bcj::Powerpc => "powerpc",
-                Bcj::Sparc => "sparc",
-                Bcj::Ia64 => "ia64",
+        let out = output_file(ctx, &o.filename)?;
+        let mut c = Command::new("mksquashfs");
+        c.arg(&source)
+            .arg(&out)
+            .args(["-noappend", "-quiet", "-no-progress"]);
+        if let Some(comp) = &o.compression {
+            let method = match comp.method {
+                SquashMethod::Gzip => "gzip",
+                SquashMethod::Lz4 => "lz4",
+                SquashMethod::Xz => "xz",
+                SquashMethod::Zstd => "zstd",
             };
-            c.arg("-Xbcj").arg(filter);
+            c.arg("-comp").arg(method);
+            if let Some(bcj) = comp.options.as_ref().and_then(|o| o.bcj) {
+                let filter = match bcj {
+                    Bcj::X86 => "x86",
+                    Bcj::Arm => "arm",
+                    Bcj::Armthumb => "armthumb",
+                    Bcj::Powerpc => "powerpc",
+                    Bcj::Sparc => "sparc",
+                    Bcj::Ia64 => "ia64",
+                };
+                c.arg("-Xbcj").arg(filter);
+            }
         }
+        if !o.exclude_paths.is_empty() {
+            c.arg("-regex").arg("-e").args(&o.exclude_paths);
+        }
+        ctx.run(&mut c)?;
+        Ok(Value::Null)
     }
-    if !o.exclude_paths.is_empty() {
-        c.arg("-regex").arg("-e").args(&o.exclude_paths);
-    }
-    ctx.run(&mut c)?;
-    Ok(Value::Null)
 }

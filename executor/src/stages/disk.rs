@@ -6,7 +6,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,19 +15,25 @@ pub struct TruncateOptions {
     size: String,
 }
 
-pub fn truncate(ctx: &Ctx) -> Result<Value, String> {
-    let o: TruncateOptions = ctx.options()?;
-    if o.filename.split('/').any(|c| c == "..") {
-        return Err(format!("{:?} leaves the tree", o.filename));
+pub struct Truncate;
+
+impl Stage for Truncate {
+    const NAME: &'static str = "org.osbuild.truncate";
+    type Options = TruncateOptions;
+
+    fn run(ctx: &Ctx, o: TruncateOptions) -> Result<Value, String> {
+        if o.filename.split('/').any(|c| c == "..") {
+            return Err(format!("{:?} leaves the tree", o.filename));
+        }
+        ctx.run(
+            Command::new("truncate")
+                .arg("--size")
+                .arg(&o.size)
+                .arg("--")
+                .arg(ctx.in_tree(&o.filename)),
+        )?;
+        Ok(Value::Null)
     }
-    ctx.run(
-        Command::new("truncate")
-            .arg("--size")
-            .arg(&o.size)
-            .arg("--")
-            .arg(ctx.in_tree(&o.filename)),
-    )?;
-    Ok(Value::Null)
 }
 
 /// The device a file-system stage formats: the one named `device`.
@@ -50,42 +56,48 @@ pub struct MkfsExt4Options {
     verity: Option<bool>,
 }
 
-pub fn mkfs_ext4(ctx: &Ctx) -> Result<Value, String> {
-    let o: MkfsExt4Options = ctx.options()?;
-    let dev = device(ctx)?;
-    let mut c = Command::new("mkfs.ext4");
-    c.args(["-q", "-F", "-U"]).arg(&o.uuid);
-    if let Some(l) = &o.label {
-        c.arg("-L").arg(l);
-    }
-    let mut ext = Vec::new();
-    if let Some(lazy) = o.lazy_init {
-        let v = u8::from(lazy);
-        ext.push(format!("lazy_itable_init={v},lazy_journal_init={v}"));
-    }
-    if !ext.is_empty() {
-        c.arg("-E").arg(ext.join(","));
-    }
-    let mut features = Vec::new();
-    for (on, name) in [
-        (o.metadata_csum_seed, "metadata_csum_seed"),
-        (o.orphan_file, "orphan_file"),
-        (o.verity, "verity"),
-    ] {
-        if let Some(on) = on {
-            features.push(if on {
-                name.to_owned()
-            } else {
-                format!("^{name}")
-            });
+pub struct MkfsExt4;
+
+impl Stage for MkfsExt4 {
+    const NAME: &'static str = "org.osbuild.mkfs.ext4";
+    type Options = MkfsExt4Options;
+
+    fn run(ctx: &Ctx, o: MkfsExt4Options) -> Result<Value, String> {
+        let dev = device(ctx)?;
+        let mut c = Command::new("mkfs.ext4");
+        c.args(["-q", "-F", "-U"]).arg(&o.uuid);
+        if let Some(l) = &o.label {
+            c.arg("-L").arg(l);
         }
+        let mut ext = Vec::new();
+        if let Some(lazy) = o.lazy_init {
+            let v = u8::from(lazy);
+            ext.push(format!("lazy_itable_init={v},lazy_journal_init={v}"));
+        }
+        if !ext.is_empty() {
+            c.arg("-E").arg(ext.join(","));
+        }
+        let mut features = Vec::new();
+        for (on, name) in [
+            (o.metadata_csum_seed, "metadata_csum_seed"),
+            (o.orphan_file, "orphan_file"),
+            (o.verity, "verity"),
+        ] {
+            if let Some(on) = on {
+                features.push(if on {
+                    name.to_owned()
+                } else {
+                    format!("^{name}")
+                });
+            }
+        }
+        if !features.is_empty() {
+            c.arg("-O").arg(features.join(","));
+        }
+        // SOURCE_DATE_EPOCH makes mke2fs's timestamps and hash seed repeatable.
+        ctx.run(c.arg(&dev))?;
+        Ok(Value::Null)
     }
-    if !features.is_empty() {
-        c.arg("-O").arg(features.join(","));
-    }
-    // SOURCE_DATE_EPOCH makes mke2fs's timestamps and hash seed repeatable.
-    ctx.run(c.arg(&dev))?;
-    Ok(Value::Null)
 }
 
 /// A value that goes into an sfdisk script or a `qemu-img -o` list, where
@@ -230,29 +242,35 @@ fn sfdisk_script(o: &SfdiskOptions, device: &str) -> Result<String, String> {
     Ok(script)
 }
 
-pub fn sfdisk(ctx: &Ctx) -> Result<Value, String> {
-    let o: SfdiskOptions = ctx.options()?;
-    let dev = device(ctx)?;
-    let script = sfdisk_script(&o, &dev)?;
-    print!("{script}");
-    let mut child = Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&dev)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("sfdisk: {e}"))?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().ok_or("sfdisk: no stdin")?;
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("sfdisk: writing the script: {e}"))?;
+pub struct Sfdisk;
+
+impl Stage for Sfdisk {
+    const NAME: &'static str = "org.osbuild.sfdisk";
+    type Options = SfdiskOptions;
+
+    fn run(ctx: &Ctx, o: SfdiskOptions) -> Result<Value, String> {
+        let dev = device(ctx)?;
+        let script = sfdisk_script(&o, &dev)?;
+        print!("{script}");
+        let mut child = Command::new("sfdisk")
+            .arg("--quiet")
+            .arg(&dev)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("sfdisk: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().ok_or("sfdisk: no stdin")?;
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| format!("sfdisk: writing the script: {e}"))?;
+        }
+        let status = child.wait().map_err(|e| format!("sfdisk: {e}"))?;
+        if !status.success() {
+            return Err(format!("sfdisk {dev} failed: {status}"));
+        }
+        Ok(Value::Null)
     }
-    let status = child.wait().map_err(|e| format!("sfdisk: {e}"))?;
-    if !status.success() {
-        return Err(format!("sfdisk {dev} failed: {status}"));
-    }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -305,24 +323,30 @@ fn fat_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Err
     }
 }
 
-pub fn mkfs_fat(ctx: &Ctx) -> Result<Value, String> {
-    let o: MkfsFatOptions = ctx.options()?;
-    let dev = device(ctx)?;
-    let mut c = Command::new("mkfs.fat");
-    // -I: the loop device is the file system, not a disk whose table matters.
-    c.arg("-I").arg("-i").arg(&o.volid);
-    if let Some(l) = &o.label {
-        c.arg("-n").arg(l);
+pub struct MkfsFat;
+
+impl Stage for MkfsFat {
+    const NAME: &'static str = "org.osbuild.mkfs.fat";
+    type Options = MkfsFatOptions;
+
+    fn run(ctx: &Ctx, o: MkfsFatOptions) -> Result<Value, String> {
+        let dev = device(ctx)?;
+        let mut c = Command::new("mkfs.fat");
+        // -I: the loop device is the file system, not a disk whose table matters.
+        c.arg("-I").arg("-i").arg(&o.volid);
+        if let Some(l) = &o.label {
+            c.arg("-n").arg(l);
+        }
+        if let Some(f) = o.fat_size {
+            c.arg("-F").arg(f.to_string());
+        }
+        if let Some(g) = &o.geometry {
+            c.arg("-g")
+                .arg(format!("{}/{}", g.heads, g.sectors_per_track));
+        }
+        ctx.run(c.arg(&dev))?;
+        Ok(Value::Null)
     }
-    if let Some(f) = o.fat_size {
-        c.arg("-F").arg(f.to_string());
-    }
-    if let Some(g) = &o.geometry {
-        c.arg("-g")
-            .arg(format!("{}/{}", g.heads, g.sectors_per_track));
-    }
-    ctx.run(c.arg(&dev))?;
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -466,27 +490,33 @@ fn convert_args(format: &ImageFormat) -> (&'static str, Vec<String>) {
     (kind, args)
 }
 
-pub fn qemu(ctx: &Ctx) -> Result<Value, String> {
-    let o: QemuOptions = ctx.options()?;
-    let input = ctx.input("image")?;
-    let [file] = input.files.as_slice() else {
-        return Err(format!(
-            "the image input must name exactly one file, it names {}",
-            input.files.len()
-        ));
-    };
-    if file.split('/').any(|c| c == "..") {
-        return Err(format!("{file:?} leaves the input"));
+pub struct Qemu;
+
+impl Stage for Qemu {
+    const NAME: &'static str = "org.osbuild.qemu";
+    type Options = QemuOptions;
+
+    fn run(ctx: &Ctx, o: QemuOptions) -> Result<Value, String> {
+        let input = ctx.input("image")?;
+        let [file] = input.files.as_slice() else {
+            return Err(format!(
+                "the image input must name exactly one file, it names {}",
+                input.files.len()
+            ));
+        };
+        if file.split('/').any(|c| c == "..") {
+            return Err(format!("{file:?} leaves the input"));
+        }
+        let source = std::path::Path::new(&input.path).join(file.trim_start_matches('/'));
+        let target = super::archive::output_file(ctx, &o.filename)?;
+        let (kind, args) = convert_args(&o.format);
+        ctx.run(
+            Command::new("qemu-img")
+                .args(["convert", "-O", kind])
+                .args(&args)
+                .arg(&source)
+                .arg(&target),
+        )?;
+        Ok(Value::Null)
     }
-    let source = std::path::Path::new(&input.path).join(file.trim_start_matches('/'));
-    let target = super::archive::output_file(ctx, &o.filename)?;
-    let (kind, args) = convert_args(&o.format);
-    ctx.run(
-        Command::new("qemu-img")
-            .args(["convert", "-O", kind])
-            .args(&args)
-            .arg(&source)
-            .arg(&target),
-    )?;
-    Ok(Value::Null)
 }

@@ -23,7 +23,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{output, Ctx};
+use super::{output, Ctx, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,220 +200,230 @@ fn dpkg_in_tree(ctx: &Ctx, args: &[&str], debs: &[String]) -> Result<(), String>
     ctx.run(&mut c)
 }
 
-pub fn dpkg(ctx: &Ctx) -> Result<Value, String> {
-    let o: DpkgOptions = ctx.options()?;
-    let input = ctx.input("packages")?;
-    let files: BTreeSet<&String> = input.files.iter().collect();
-    let mut by_name: BTreeMap<String, Package> = BTreeMap::new();
-    for p in &o.packages {
-        if !files.contains(&p.checksum) {
-            return Err(format!(
-                "package {} {}: {} is not in the packages input",
-                p.name, p.version, p.checksum
-            ));
-        }
-        if by_name.insert(p.name.clone(), p.clone()).is_some() {
-            return Err(format!("package {} is listed twice", p.name));
-        }
-    }
-    let arch = o
-        .packages
-        .iter()
-        .map(|p| p.arch.as_str())
-        .find(|a| *a != "all")
-        .ok_or("no architecture-specific package in the set: cannot tell the tree's architecture")?
-        .to_owned();
+pub struct Dpkg;
 
-    // The package files, visible in the chroot under readable names.
-    let debs = ctx.in_tree(DEBS_IN_TREE);
-    fs::create_dir_all(&debs).map_err(|e| io(&debs, e))?;
-    let source = PathBuf::from(&input.path);
-    let packages: Vec<&Package> = by_name.values().collect();
-    let read = parallel(&packages, |p| control(&source.join(&p.checksum)))?;
-    let mut controls = HashMap::new();
-    let mut file_of = HashMap::new();
-    for (p, c) in packages.iter().zip(read) {
-        controls.insert(p.name.clone(), c);
-        file_of.insert(p.name.clone(), p.checksum.clone());
-    }
-    // The input itself, bound read-only into the tree: dpkg only reads the
-    // package files, and copying them (hundreds of MB) would be wasted.
-    rustix::mount::mount_bind(&source, &debs).map_err(|e| io(&debs, e.into()))?;
-    let _ = rustix::mount::mount_remount(
-        &debs,
-        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
-        "",
-    );
+impl Stage for Dpkg {
+    const NAME: &'static str = "kiln.dpkg";
+    type Options = DpkgOptions;
 
-    merged_usr(ctx, &arch)?;
-    let names: Vec<String> = by_name.keys().cloned().collect();
-    let order = dependency_order(&names, &controls);
-    // The essential set: Essential packages and everything they depend
-    // on (libc, for one, is not Essential itself but dpkg needs it).
-    let mut base: BTreeSet<String> = BTreeSet::new();
-    let mut todo: Vec<String> = order
-        .iter()
-        .filter(|n| controls[*n].essential)
-        .cloned()
-        .collect();
-    if todo.is_empty() {
-        return Err("the set has no Essential package: it cannot make a working tree".into());
-    }
-    while let Some(n) = todo.pop() {
-        if let Some(c) = controls.get(&n) {
-            if base.insert(n.clone()) {
-                todo.extend(
-                    c.depends
-                        .iter()
-                        .filter(|d| controls.contains_key(*d))
-                        .cloned(),
-                );
-            }
-        }
-    }
-    let essential: Vec<String> = order
-        .iter()
-        .filter(|n| base.contains(*n))
-        .cloned()
-        .collect();
-    // Unpacked side by side: the essential packages own distinct files
-    // (dpkg --unpack below writes them again, in order, and registers them).
-    let tree = ctx.tree();
-    parallel(&essential, |name| {
-        let deb = debs.join(&file_of[name]);
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x --keep-directory-symlink -C \"$2\"")
-            .arg("unpack")
-            .arg(&deb)
-            .arg(tree);
-        output(&mut c).map(|_| ())
-    })?;
-    // dpkg's own state, as a fresh system has it.
-    let admin = ctx.in_tree("/var/lib/dpkg");
-    fs::create_dir_all(admin.join("updates")).map_err(|e| io(&admin, e))?;
-    fs::create_dir_all(admin.join("info")).map_err(|e| io(&admin, e))?;
-    for f in ["status", "available"] {
-        fs::write(admin.join(f), "").map_err(|e| io(&admin.join(f), e))?;
-    }
-    fs::write(admin.join("arch"), format!("{arch}\n")).map_err(|e| io(&admin, e))?;
-    if o.skip_docs {
-        let cfg = ctx.in_tree("/etc/dpkg/dpkg.cfg.d/90kiln-nodoc");
-        fs::create_dir_all(cfg.parent().unwrap_or(Path::new("/"))).map_err(|e| io(&cfg, e))?;
-        fs::write(
-            &cfg,
-            "path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\n",
-        )
-        .map_err(|e| io(&cfg, e))?;
-    }
-    let policy = ctx.in_tree(POLICY_RC_D);
-    fs::write(
-        &policy,
-        "#!/bin/sh\n# kiln: no service starts while the image is built\nexit 101\n",
-    )
-    .map_err(|e| io(&policy, e))?;
-    fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(|e| io(&policy, e))?;
-
-    let file_list =
-        |names: &[String]| -> Vec<String> { names.iter().map(|n| file_of[n].clone()).collect() };
-    // base-passwd makes the users other packages' scripts need, and
-    // base-files the directories; both go first, as debootstrap does.
-    let mut rest_essential = essential.clone();
-    for first in ["base-passwd", "base-files"] {
-        if let Some(pos) = rest_essential.iter().position(|n| n == first) {
-            rest_essential.remove(pos);
-            dpkg_in_tree(
-                ctx,
-                &["--install", "--force-depends"],
-                &file_list(&[first.to_owned()]),
-            )?;
-        }
-    }
-    dpkg_in_tree(
-        ctx,
-        &["--unpack", "--force-depends"],
-        &file_list(&rest_essential),
-    )?;
-    dpkg_in_tree(
-        ctx,
-        &[
-            "--configure",
-            "--pending",
-            "--force-configure-any",
-            "--force-depends",
-        ],
-        &[],
-    )?;
-    let others: Vec<String> = order
-        .iter()
-        .filter(|n| !base.contains(*n))
-        .cloned()
-        .collect();
-    dpkg_in_tree(ctx, &["--unpack", "--force-depends"], &file_list(&others))?;
-    // Without forcing: every dependency must now be satisfied.
-    dpkg_in_tree(ctx, &["--configure", "--pending"], &[])?;
-
-    // Leave no trace of the build in the image.
-    fs::remove_file(&policy).map_err(|e| io(&policy, e))?;
-    rustix::mount::unmount(&debs, rustix::mount::UnmountFlags::empty())
-        .map_err(|e| io(&debs, e.into()))?;
-    fs::remove_dir(&debs).map_err(|e| io(&debs, e))?;
-    for leftover in [
-        "/var/lib/dpkg/status-old",
-        "/var/lib/dpkg/available-old",
-        "/var/cache/debconf/config.dat-old",
-        "/var/cache/debconf/templates.dat-old",
-    ] {
-        let _ = fs::remove_file(ctx.in_tree(leftover));
-    }
-    // Machine ids, host keys and seeds the scripts made are the manifest's
-    // `kiln.identity.clean` stage's to remove, at the end of the pipeline.
-
-    let installed = ctx.output(
-        Command::new("dpkg-query")
-            .arg(format!("--admindir={}", admin.display()))
-            .args([
-                "--show",
-                "--showformat",
-                "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n",
-            ]),
-    )?;
-    let mut listed = Vec::new();
-    let mut found = BTreeMap::new();
-    for line in installed.lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        if let [status, name, version, arch] = f.as_slice() {
-            if status.trim() != "ii" {
+    fn run(ctx: &Ctx, o: DpkgOptions) -> Result<Value, String> {
+        let input = ctx.input("packages")?;
+        let files: BTreeSet<&String> = input.files.iter().collect();
+        let mut by_name: BTreeMap<String, Package> = BTreeMap::new();
+        for p in &o.packages {
+            if !files.contains(&p.checksum) {
                 return Err(format!(
-                    "{name} {version} is not fully installed (dpkg status {:?})",
-                    status.trim()
+                    "package {} {}: {} is not in the packages input",
+                    p.name, p.version, p.checksum
                 ));
             }
-            found.insert(name.to_string(), version.to_string());
-            listed.push(json!({"name": name, "version": version, "arch": arch}));
-        }
-    }
-    for p in by_name.values() {
-        match found.get(&p.name) {
-            Some(v) if *v == p.version => {}
-            Some(v) => {
-                return Err(format!(
-                    "{} is installed at {v}, not the requested {}",
-                    p.name, p.version
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "{} {} is missing from the dpkg database",
-                    p.name, p.version
-                ))
+            if by_name.insert(p.name.clone(), p.clone()).is_some() {
+                return Err(format!("package {} is listed twice", p.name));
             }
         }
+        let arch = o
+            .packages
+            .iter()
+            .map(|p| p.arch.as_str())
+            .find(|a| *a != "all")
+            .ok_or(
+                "no architecture-specific package in the set: cannot tell the tree's architecture",
+            )?
+            .to_owned();
+
+        // The package files, visible in the chroot under readable names.
+        let debs = ctx.in_tree(DEBS_IN_TREE);
+        fs::create_dir_all(&debs).map_err(|e| io(&debs, e))?;
+        let source = PathBuf::from(&input.path);
+        let packages: Vec<&Package> = by_name.values().collect();
+        let read = parallel(&packages, |p| control(&source.join(&p.checksum)))?;
+        let mut controls = HashMap::new();
+        let mut file_of = HashMap::new();
+        for (p, c) in packages.iter().zip(read) {
+            controls.insert(p.name.clone(), c);
+            file_of.insert(p.name.clone(), p.checksum.clone());
+        }
+        // The input itself, bound read-only into the tree: dpkg only reads the
+        // package files, and copying them (hundreds of MB) would be wasted.
+        rustix::mount::mount_bind(&source, &debs).map_err(|e| io(&debs, e.into()))?;
+        let _ = rustix::mount::mount_remount(
+            &debs,
+            rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+            "",
+        );
+
+        merged_usr(ctx, &arch)?;
+        let names: Vec<String> = by_name.keys().cloned().collect();
+        let order = dependency_order(&names, &controls);
+        // The essential set: Essential packages and everything they depend
+        // on (libc, for one, is not Essential itself but dpkg needs it).
+        let mut base: BTreeSet<String> = BTreeSet::new();
+        let mut todo: Vec<String> = order
+            .iter()
+            .filter(|n| controls[*n].essential)
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return Err("the set has no Essential package: it cannot make a working tree".into());
+        }
+        while let Some(n) = todo.pop() {
+            if let Some(c) = controls.get(&n) {
+                if base.insert(n.clone()) {
+                    todo.extend(
+                        c.depends
+                            .iter()
+                            .filter(|d| controls.contains_key(*d))
+                            .cloned(),
+                    );
+                }
+            }
+        }
+        let essential: Vec<String> = order
+            .iter()
+            .filter(|n| base.contains(*n))
+            .cloned()
+            .collect();
+        // Unpacked side by side: the essential packages own distinct files
+        // (dpkg --unpack below writes them again, in order, and registers them).
+        let tree = ctx.tree();
+        parallel(&essential, |name| {
+            let deb = debs.join(&file_of[name]);
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x --keep-directory-symlink -C \"$2\"")
+                .arg("unpack")
+                .arg(&deb)
+                .arg(tree);
+            output(&mut c).map(|_| ())
+        })?;
+        // dpkg's own state, as a fresh system has it.
+        let admin = ctx.in_tree("/var/lib/dpkg");
+        fs::create_dir_all(admin.join("updates")).map_err(|e| io(&admin, e))?;
+        fs::create_dir_all(admin.join("info")).map_err(|e| io(&admin, e))?;
+        for f in ["status", "available"] {
+            fs::write(admin.join(f), "").map_err(|e| io(&admin.join(f), e))?;
+        }
+        fs::write(admin.join("arch"), format!("{arch}\n")).map_err(|e| io(&admin, e))?;
+        if o.skip_docs {
+            let cfg = ctx.in_tree("/etc/dpkg/dpkg.cfg.d/90kiln-nodoc");
+            fs::create_dir_all(cfg.parent().unwrap_or(Path::new("/"))).map_err(|e| io(&cfg, e))?;
+            fs::write(
+                &cfg,
+                "path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\n",
+            )
+            .map_err(|e| io(&cfg, e))?;
+        }
+        let policy = ctx.in_tree(POLICY_RC_D);
+        fs::write(
+            &policy,
+            "#!/bin/sh\n# kiln: no service starts while the image is built\nexit 101\n",
+        )
+        .map_err(|e| io(&policy, e))?;
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o755))
+            .map_err(|e| io(&policy, e))?;
+
+        let file_list = |names: &[String]| -> Vec<String> {
+            names.iter().map(|n| file_of[n].clone()).collect()
+        };
+        // base-passwd makes the users other packages' scripts need, and
+        // base-files the directories; both go first, as debootstrap does.
+        let mut rest_essential = essential.clone();
+        for first in ["base-passwd", "base-files"] {
+            if let Some(pos) = rest_essential.iter().position(|n| n == first) {
+                rest_essential.remove(pos);
+                dpkg_in_tree(
+                    ctx,
+                    &["--install", "--force-depends"],
+                    &file_list(&[first.to_owned()]),
+                )?;
+            }
+        }
+        dpkg_in_tree(
+            ctx,
+            &["--unpack", "--force-depends"],
+            &file_list(&rest_essential),
+        )?;
+        dpkg_in_tree(
+            ctx,
+            &[
+                "--configure",
+                "--pending",
+                "--force-configure-any",
+                "--force-depends",
+            ],
+            &[],
+        )?;
+        let others: Vec<String> = order
+            .iter()
+            .filter(|n| !base.contains(*n))
+            .cloned()
+            .collect();
+        dpkg_in_tree(ctx, &["--unpack", "--force-depends"], &file_list(&others))?;
+        // Without forcing: every dependency must now be satisfied.
+        dpkg_in_tree(ctx, &["--configure", "--pending"], &[])?;
+
+        // Leave no trace of the build in the image.
+        fs::remove_file(&policy).map_err(|e| io(&policy, e))?;
+        rustix::mount::unmount(&debs, rustix::mount::UnmountFlags::empty())
+            .map_err(|e| io(&debs, e.into()))?;
+        fs::remove_dir(&debs).map_err(|e| io(&debs, e))?;
+        for leftover in [
+            "/var/lib/dpkg/status-old",
+            "/var/lib/dpkg/available-old",
+            "/var/cache/debconf/config.dat-old",
+            "/var/cache/debconf/templates.dat-old",
+        ] {
+            let _ = fs::remove_file(ctx.in_tree(leftover));
+        }
+        // Machine ids, host keys and seeds the scripts made are the manifest's
+        // `kiln.identity.clean` stage's to remove, at the end of the pipeline.
+
+        let installed = ctx.output(
+            Command::new("dpkg-query")
+                .arg(format!("--admindir={}", admin.display()))
+                .args([
+                    "--show",
+                    "--showformat",
+                    "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n",
+                ]),
+        )?;
+        let mut listed = Vec::new();
+        let mut found = BTreeMap::new();
+        for line in installed.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            if let [status, name, version, arch] = f.as_slice() {
+                if status.trim() != "ii" {
+                    return Err(format!(
+                        "{name} {version} is not fully installed (dpkg status {:?})",
+                        status.trim()
+                    ));
+                }
+                found.insert(name.to_string(), version.to_string());
+                listed.push(json!({"name": name, "version": version, "arch": arch}));
+            }
+        }
+        for p in by_name.values() {
+            match found.get(&p.name) {
+                Some(v) if *v == p.version => {}
+                Some(v) => {
+                    return Err(format!(
+                        "{} is installed at {v}, not the requested {}",
+                        p.name, p.version
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "{} {} is missing from the dpkg database",
+                        p.name, p.version
+                    ))
+                }
+            }
+        }
+        if let Some(extra) = found.keys().find(|n| !by_name.contains_key(*n)) {
+            return Err(format!("{extra} is installed but was not requested"));
+        }
+        Ok(json!({"packages": listed}))
     }
-    if let Some(extra) = found.keys().find(|n| !by_name.contains_key(*n)) {
-        return Err(format!("{extra} is installed but was not requested"));
-    }
-    Ok(json!({"packages": listed}))
 }
 
 #[cfg(test)]

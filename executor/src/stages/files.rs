@@ -11,7 +11,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::Ctx;
+use super::{Ctx, Stage};
 
 fn io(path: &Path, e: std::io::Error) -> String {
     format!("{}: {e}", path.display())
@@ -42,33 +42,39 @@ struct MkdirPath {
     exist_ok: bool,
 }
 
-pub fn mkdir(ctx: &Ctx) -> Result<Value, String> {
-    let o: MkdirOptions = ctx.options()?;
-    for p in o.paths {
-        let target = if p.path.contains("://") {
-            ctx.resolve(&p.path)?
-        } else {
-            ctx.in_tree(&p.path)
-        };
-        if p.path.split('/').any(|c| c == "..") {
-            return Err(format!("{:?}: '..' is not allowed", p.path));
+pub struct Mkdir;
+
+impl Stage for Mkdir {
+    const NAME: &'static str = "org.osbuild.mkdir";
+    type Options = MkdirOptions;
+
+    fn run(ctx: &Ctx, o: MkdirOptions) -> Result<Value, String> {
+        for p in o.paths {
+            let target = if p.path.contains("://") {
+                ctx.resolve(&p.path)?
+            } else {
+                ctx.in_tree(&p.path)
+            };
+            if p.path.split('/').any(|c| c == "..") {
+                return Err(format!("{:?}: '..' is not allowed", p.path));
+            }
+            let made = if p.parents {
+                fs::create_dir_all(&target)
+            } else {
+                fs::create_dir(&target)
+            };
+            match made {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.exist_ok => {}
+                Err(e) => return Err(io(&target, e)),
+            }
+            // osbuild's default mode is 0777 minus the umask (022).
+            let mode = p.mode.unwrap_or(0o755);
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(|e| io(&target, e))?;
         }
-        let made = if p.parents {
-            fs::create_dir_all(&target)
-        } else {
-            fs::create_dir(&target)
-        };
-        match made {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.exist_ok => {}
-            Err(e) => return Err(io(&target, e)),
-        }
-        // osbuild's default mode is 0777 minus the umask (022).
-        let mode = p.mode.unwrap_or(0o755);
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-            .map_err(|e| io(&target, e))?;
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -86,27 +92,34 @@ struct CopyPath {
     remove_destination: bool,
 }
 
-pub fn copy(ctx: &Ctx) -> Result<Value, String> {
-    let o: CopyOptions = ctx.options()?;
-    for p in o.paths {
-        let from = ctx.resolve(&p.from)?;
-        let to = ctx.resolve(&p.to)?;
-        if p.remove_destination && to.is_file() {
-            fs::remove_file(&to).map_err(|e| io(&to, e))?;
+/// `org.osbuild.copy` (`Copy` would hide the prelude's trait here).
+pub struct CopyFiles;
+
+impl Stage for CopyFiles {
+    const NAME: &'static str = "org.osbuild.copy";
+    type Options = CopyOptions;
+
+    fn run(ctx: &Ctx, o: CopyOptions) -> Result<Value, String> {
+        for p in o.paths {
+            let from = ctx.resolve(&p.from)?;
+            let to = ctx.resolve(&p.to)?;
+            if p.remove_destination && to.is_file() {
+                fs::remove_file(&to).map_err(|e| io(&to, e))?;
+            }
+            // A source ending in '/' means its contents, as with rsync.
+            let mut src = from.into_os_string();
+            if p.from.ends_with('/') {
+                src.push("/.");
+            }
+            ctx.run(
+                Command::new("cp")
+                    .args(["--reflink=auto", "-a"])
+                    .arg(&src)
+                    .arg(&to),
+            )?;
         }
-        // A source ending in '/' means its contents, as with rsync.
-        let mut src = from.into_os_string();
-        if p.from.ends_with('/') {
-            src.push("/.");
-        }
-        ctx.run(
-            Command::new("cp")
-                .args(["--reflink=auto", "-a"])
-                .arg(&src)
-                .arg(&to),
-        )?;
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -124,16 +137,22 @@ struct ChmodItem {
     recursive: bool,
 }
 
-pub fn chmod(ctx: &Ctx) -> Result<Value, String> {
-    let o: ChmodOptions = ctx.options()?;
-    for (path, item) in o.items {
-        let mut c = Command::new("chmod");
-        if item.recursive {
-            c.arg("-R");
+pub struct Chmod;
+
+impl Stage for Chmod {
+    const NAME: &'static str = "org.osbuild.chmod";
+    type Options = ChmodOptions;
+
+    fn run(ctx: &Ctx, o: ChmodOptions) -> Result<Value, String> {
+        for (path, item) in o.items {
+            let mut c = Command::new("chmod");
+            if item.recursive {
+                c.arg("-R");
+            }
+            ctx.run(c.arg(&item.mode).arg("--").arg(ctx.in_tree(&path)))?;
         }
-        ctx.run(c.arg(&item.mode).arg("--").arg(ctx.in_tree(&path)))?;
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -175,36 +194,42 @@ pub(super) fn lookup_id(ctx: &Ctx, db: &str, id: &Id) -> Result<u32, String> {
     }
 }
 
-pub fn chown(ctx: &Ctx) -> Result<Value, String> {
-    let o: ChownOptions = ctx.options()?;
-    for (path, item) in o.items {
-        let user = item
-            .user
-            .as_ref()
-            .map(|u| lookup_id(ctx, "/etc/passwd", u))
-            .transpose()?;
-        let group = item
-            .group
-            .as_ref()
-            .map(|g| lookup_id(ctx, "/etc/group", g))
-            .transpose()?;
-        let spec = format!(
-            "{}:{}",
-            user.map(|u| u.to_string()).unwrap_or_default(),
-            group.map(|g| g.to_string()).unwrap_or_default()
-        );
-        let mut c = Command::new("chown");
-        if item.recursive {
-            c.arg("-R");
+pub struct Chown;
+
+impl Stage for Chown {
+    const NAME: &'static str = "org.osbuild.chown";
+    type Options = ChownOptions;
+
+    fn run(ctx: &Ctx, o: ChownOptions) -> Result<Value, String> {
+        for (path, item) in o.items {
+            let user = item
+                .user
+                .as_ref()
+                .map(|u| lookup_id(ctx, "/etc/passwd", u))
+                .transpose()?;
+            let group = item
+                .group
+                .as_ref()
+                .map(|g| lookup_id(ctx, "/etc/group", g))
+                .transpose()?;
+            let spec = format!(
+                "{}:{}",
+                user.map(|u| u.to_string()).unwrap_or_default(),
+                group.map(|g| g.to_string()).unwrap_or_default()
+            );
+            let mut c = Command::new("chown");
+            if item.recursive {
+                c.arg("-R");
+            }
+            ctx.run(
+                c.arg("--no-dereference")
+                    .arg(spec)
+                    .arg("--")
+                    .arg(ctx.in_tree(&path)),
+            )?;
         }
-        ctx.run(
-            c.arg("--no-dereference")
-                .arg(spec)
-                .arg("--")
-                .arg(ctx.in_tree(&path)),
-        )?;
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -213,10 +238,16 @@ pub struct HostnameOptions {
     hostname: String,
 }
 
-pub fn hostname(ctx: &Ctx) -> Result<Value, String> {
-    let o: HostnameOptions = ctx.options()?;
-    write(&ctx.in_tree("/etc/hostname"), &format!("{}\n", o.hostname))?;
-    Ok(Value::Null)
+pub struct Hostname;
+
+impl Stage for Hostname {
+    const NAME: &'static str = "org.osbuild.hostname";
+    type Options = HostnameOptions;
+
+    fn run(ctx: &Ctx, o: HostnameOptions) -> Result<Value, String> {
+        write(&ctx.in_tree("/etc/hostname"), &format!("{}\n", o.hostname))?;
+        Ok(Value::Null)
+    }
 }
 
 #[derive(Deserialize)]
@@ -225,27 +256,33 @@ pub struct TimezoneOptions {
     zone: String,
 }
 
-pub fn timezone(ctx: &Ctx) -> Result<Value, String> {
-    let o: TimezoneOptions = ctx.options()?;
-    if o.zone.split('/').any(|c| c == ".." || c.is_empty()) {
-        return Err(format!("{:?} is not a time zone name", o.zone));
+pub struct Timezone;
+
+impl Stage for Timezone {
+    const NAME: &'static str = "org.osbuild.timezone";
+    type Options = TimezoneOptions;
+
+    fn run(ctx: &Ctx, o: TimezoneOptions) -> Result<Value, String> {
+        if o.zone.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(format!("{:?} is not a time zone name", o.zone));
+        }
+        let zoneinfo = format!("/usr/share/zoneinfo/{}", o.zone);
+        if !ctx.in_tree(&zoneinfo).exists() {
+            return Err(format!(
+                "time zone {:?} is not in the tree ({zoneinfo} is missing: is tzdata installed?)",
+                o.zone
+            ));
+        }
+        let localtime = ctx.in_tree("/etc/localtime");
+        let _ = fs::remove_file(&localtime);
+        std::os::unix::fs::symlink(format!("..{zoneinfo}"), &localtime)
+            .map_err(|e| io(&localtime, e))?;
+        // Debian also reads the zone's name from /etc/timezone.
+        if ctx.in_tree("/etc/debian_version").exists() {
+            write(&ctx.in_tree("/etc/timezone"), &format!("{}\n", o.zone))?;
+        }
+        Ok(Value::Null)
     }
-    let zoneinfo = format!("/usr/share/zoneinfo/{}", o.zone);
-    if !ctx.in_tree(&zoneinfo).exists() {
-        return Err(format!(
-            "time zone {:?} is not in the tree ({zoneinfo} is missing: is tzdata installed?)",
-            o.zone
-        ));
-    }
-    let localtime = ctx.in_tree("/etc/localtime");
-    let _ = fs::remove_file(&localtime);
-    std::os::unix::fs::symlink(format!("..{zoneinfo}"), &localtime)
-        .map_err(|e| io(&localtime, e))?;
-    // Debian also reads the zone's name from /etc/timezone.
-    if ctx.in_tree("/etc/debian_version").exists() {
-        write(&ctx.in_tree("/etc/timezone"), &format!("{}\n", o.zone))?;
-    }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -254,14 +291,20 @@ pub struct LocaleOptions {
     language: String,
 }
 
-pub fn locale(ctx: &Ctx) -> Result<Value, String> {
-    let o: LocaleOptions = ctx.options()?;
-    let line = format!("LANG={}\n", o.language);
-    write(&ctx.in_tree("/etc/locale.conf"), &line)?;
-    if ctx.in_tree("/etc/debian_version").exists() {
-        write(&ctx.in_tree("/etc/default/locale"), &line)?;
+pub struct Locale;
+
+impl Stage for Locale {
+    const NAME: &'static str = "org.osbuild.locale";
+    type Options = LocaleOptions;
+
+    fn run(ctx: &Ctx, o: LocaleOptions) -> Result<Value, String> {
+        let line = format!("LANG={}\n", o.language);
+        write(&ctx.in_tree("/etc/locale.conf"), &line)?;
+        if ctx.in_tree("/etc/debian_version").exists() {
+            write(&ctx.in_tree("/etc/default/locale"), &line)?;
+        }
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -284,33 +327,39 @@ struct Filesystem {
     passno: Option<u32>,
 }
 
-pub fn fstab(ctx: &Ctx) -> Result<Value, String> {
-    let o: FstabOptions = ctx.options()?;
-    let mut out = String::new();
-    for fs in o.filesystems {
-        let source = match (&fs.device, &fs.uuid, &fs.label, &fs.partlabel) {
-            (Some(d), _, _, _) => d.clone(),
-            (_, Some(u), _, _) => format!("UUID={u}"),
-            (_, _, Some(l), _) => format!("LABEL={l}"),
-            (_, _, _, Some(p)) => format!("PARTLABEL={p}"),
-            _ => {
-                return Err(format!(
-                    "file system for {:?} names no device, uuid, label or partlabel",
-                    fs.path
-                ))
-            }
-        };
-        out.push_str(&format!(
-            "{source}\t{}\t{}\t{}\t{} {}\n",
-            fs.path,
-            fs.vfs_type.as_deref().unwrap_or("none"),
-            fs.options.as_deref().unwrap_or("defaults"),
-            fs.freq.unwrap_or(0),
-            fs.passno.unwrap_or(0)
-        ));
+pub struct Fstab;
+
+impl Stage for Fstab {
+    const NAME: &'static str = "org.osbuild.fstab";
+    type Options = FstabOptions;
+
+    fn run(ctx: &Ctx, o: FstabOptions) -> Result<Value, String> {
+        let mut out = String::new();
+        for fs in o.filesystems {
+            let source = match (&fs.device, &fs.uuid, &fs.label, &fs.partlabel) {
+                (Some(d), _, _, _) => d.clone(),
+                (_, Some(u), _, _) => format!("UUID={u}"),
+                (_, _, Some(l), _) => format!("LABEL={l}"),
+                (_, _, _, Some(p)) => format!("PARTLABEL={p}"),
+                _ => {
+                    return Err(format!(
+                        "file system for {:?} names no device, uuid, label or partlabel",
+                        fs.path
+                    ))
+                }
+            };
+            out.push_str(&format!(
+                "{source}\t{}\t{}\t{}\t{} {}\n",
+                fs.path,
+                fs.vfs_type.as_deref().unwrap_or("none"),
+                fs.options.as_deref().unwrap_or("defaults"),
+                fs.freq.unwrap_or(0),
+                fs.passno.unwrap_or(0)
+            ));
+        }
+        write(&ctx.in_tree("/etc/fstab"), &out)?;
+        Ok(Value::Null)
     }
-    write(&ctx.in_tree("/etc/fstab"), &out)?;
-    Ok(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -322,26 +371,32 @@ pub struct KernelCmdlineOptions {
     kernel_cmdline_size: Option<u32>,
 }
 
-pub fn kernel_cmdline(ctx: &Ctx) -> Result<Value, String> {
-    let o: KernelCmdlineOptions = ctx.options()?;
-    let mut line = String::new();
-    if let Some(uuid) = &o.root_fs_uuid {
-        line.push_str(&format!("root=UUID={uuid}"));
-    }
-    if !o.kernel_opts.is_empty() {
-        if !line.is_empty() {
-            line.push(' ');
+pub struct KernelCmdline;
+
+impl Stage for KernelCmdline {
+    const NAME: &'static str = "org.osbuild.kernel-cmdline";
+    type Options = KernelCmdlineOptions;
+
+    fn run(ctx: &Ctx, o: KernelCmdlineOptions) -> Result<Value, String> {
+        let mut line = String::new();
+        if let Some(uuid) = &o.root_fs_uuid {
+            line.push_str(&format!("root=UUID={uuid}"));
         }
-        line.push_str(&o.kernel_opts);
-    }
-    if let Some(max) = o.kernel_cmdline_size {
-        if line.len() > max as usize {
-            return Err(format!(
-                "the command line is {} bytes, over kernel_cmdline_size {max}",
-                line.len()
-            ));
+        if !o.kernel_opts.is_empty() {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&o.kernel_opts);
         }
+        if let Some(max) = o.kernel_cmdline_size {
+            if line.len() > max as usize {
+                return Err(format!(
+                    "the command line is {} bytes, over kernel_cmdline_size {max}",
+                    line.len()
+                ));
+            }
+        }
+        write(&ctx.in_tree("/etc/kernel/cmdline"), &format!("{line}\n"))?;
+        Ok(json!({}))
     }
-    write(&ctx.in_tree("/etc/kernel/cmdline"), &format!("{line}\n"))?;
-    Ok(json!({}))
 }

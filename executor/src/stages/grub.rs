@@ -20,7 +20,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,76 +257,82 @@ fn write_at(f: &mut File, offset: u64, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("writing at byte {offset}: {e}"))
 }
 
-pub fn grub2_inst(ctx: &Ctx) -> Result<Value, String> {
-    let o: Grub2InstOptions = ctx.options()?;
-    if o.platform != "i386-pc" {
-        return Err(format!(
-            "platform {:?}: kiln installs GRUB for i386-pc only",
-            o.platform
-        ));
-    }
-    let sector = o.sector_size.unwrap_or(512);
-    if sector != 512 {
-        return Err(format!(
-            "sector-size {sector}: BIOS boot uses 512-byte sectors"
-        ));
-    }
-    let image = super::archive::output_file(ctx, &o.filename)?;
-    let prefix = prefix_string(&o.prefix)?;
-    println!("prefix: {prefix}");
-    let mut core = make_core(ctx, &o, &prefix)?;
-    let core_sectors = (core.len() as u64).div_ceil(sector);
-    let (label, parts) = partitions(ctx, &image)?;
-    let location = match o.location {
-        Some(l) => l,
-        None => default_location(&label, &parts)?,
-    };
-    check_fits(&label, &parts, location, location + core_sectors)?;
+pub struct Grub2Inst;
 
-    // diskboot loads sectors start..start+len; grub-mkimage wrote the length.
-    if core.len() < 512 {
-        return Err(format!(
-            "the core image is {} bytes, not a boot image",
+impl Stage for Grub2Inst {
+    const NAME: &'static str = "org.osbuild.grub2.inst";
+    type Options = Grub2InstOptions;
+
+    fn run(ctx: &Ctx, o: Grub2InstOptions) -> Result<Value, String> {
+        if o.platform != "i386-pc" {
+            return Err(format!(
+                "platform {:?}: kiln installs GRUB for i386-pc only",
+                o.platform
+            ));
+        }
+        let sector = o.sector_size.unwrap_or(512);
+        if sector != 512 {
+            return Err(format!(
+                "sector-size {sector}: BIOS boot uses 512-byte sectors"
+            ));
+        }
+        let image = super::archive::output_file(ctx, &o.filename)?;
+        let prefix = prefix_string(&o.prefix)?;
+        println!("prefix: {prefix}");
+        let mut core = make_core(ctx, &o, &prefix)?;
+        let core_sectors = (core.len() as u64).div_ceil(sector);
+        let (label, parts) = partitions(ctx, &image)?;
+        let location = match o.location {
+            Some(l) => l,
+            None => default_location(&label, &parts)?,
+        };
+        check_fits(&label, &parts, location, location + core_sectors)?;
+
+        // diskboot loads sectors start..start+len; grub-mkimage wrote the length.
+        if core.len() < 512 {
+            return Err(format!(
+                "the core image is {} bytes, not a boot image",
+                core.len()
+            ));
+        }
+        let len = u16::from_le_bytes([core[BLOCKLIST_LEN], core[BLOCKLIST_LEN + 1]]);
+        if u64::from(len) + 1 < core_sectors {
+            return Err(format!(
+                "the core image has {core_sectors} sectors but its first sector loads {len} more"
+            ));
+        }
+        core[BLOCKLIST_START..BLOCKLIST_START + 8].copy_from_slice(&(location + 1).to_le_bytes());
+
+        let boot_path = format!("/usr/lib/grub/{}/boot.img", o.platform);
+        let mut boot = Vec::new();
+        File::open(&boot_path)
+            .and_then(|mut f| f.read_to_end(&mut boot))
+            .map_err(|e| format!("{boot_path}: {e}"))?;
+        if boot.len() != 512 {
+            return Err(format!(
+                "{boot_path} is {} bytes, not one sector",
+                boot.len()
+            ));
+        }
+        let k = KERNEL_SECTOR as usize;
+        boot[k..k + 8].copy_from_slice(&location.to_le_bytes());
+
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+        write_at(&mut f, location * sector, &core)?;
+        // Only the boot code: the disk signature and partition table stay.
+        write_at(&mut f, 0, &boot[..BOOT_CODE])?;
+        f.sync_all()
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+        println!(
+            "core image: {} bytes at sector {location}; boot sector points at it",
             core.len()
-        ));
+        );
+        Ok(Value::Null)
     }
-    let len = u16::from_le_bytes([core[BLOCKLIST_LEN], core[BLOCKLIST_LEN + 1]]);
-    if u64::from(len) + 1 < core_sectors {
-        return Err(format!(
-            "the core image has {core_sectors} sectors but its first sector loads {len} more"
-        ));
-    }
-    core[BLOCKLIST_START..BLOCKLIST_START + 8].copy_from_slice(&(location + 1).to_le_bytes());
-
-    let boot_path = format!("/usr/lib/grub/{}/boot.img", o.platform);
-    let mut boot = Vec::new();
-    File::open(&boot_path)
-        .and_then(|mut f| f.read_to_end(&mut boot))
-        .map_err(|e| format!("{boot_path}: {e}"))?;
-    if boot.len() != 512 {
-        return Err(format!(
-            "{boot_path} is {} bytes, not one sector",
-            boot.len()
-        ));
-    }
-    let k = KERNEL_SECTOR as usize;
-    boot[k..k + 8].copy_from_slice(&location.to_le_bytes());
-
-    let mut f = File::options()
-        .read(true)
-        .write(true)
-        .open(&image)
-        .map_err(|e| format!("{}: {e}", image.display()))?;
-    write_at(&mut f, location * sector, &core)?;
-    // Only the boot code: the disk signature and partition table stay.
-    write_at(&mut f, 0, &boot[..BOOT_CODE])?;
-    f.sync_all()
-        .map_err(|e| format!("{}: {e}", image.display()))?;
-    println!(
-        "core image: {} bytes at sector {location}; boot sector points at it",
-        core.len()
-    );
-    Ok(Value::Null)
 }
 
 #[cfg(test)]

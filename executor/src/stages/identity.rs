@@ -12,7 +12,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::Ctx;
+use super::{Ctx, Stage};
 
 /// Options of `kiln.identity.clean` (schema: `manifests/stages/kiln.identity.clean.meta.json`).
 #[derive(Debug, Default, Deserialize)]
@@ -75,52 +75,58 @@ fn open_parent<'p>(tree: &OwnedFd, path: &'p str) -> Result<Option<(OwnedFd, &'p
     }
 }
 
-pub fn clean(ctx: &Ctx) -> Result<Value, String> {
-    let o: CleanOptions = ctx.options()?;
-    for p in &o.keep_private_keys {
-        tree_path(p)?;
-    }
-    let tree = rustix::fs::open(
-        ctx.tree(),
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("{}: {e}", ctx.tree().display()))?;
-    let mut removed = Vec::new();
-    for path in &o.remove {
-        let Some((dir, name)) = open_parent(&tree, path)? else {
-            continue;
-        };
-        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
-            Ok(()) => {
-                eprintln!("removed {path}");
-                removed.push(path.clone());
-            }
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(format!("removing {path}: {e}")),
+pub struct Clean;
+
+impl Stage for Clean {
+    const NAME: &'static str = "kiln.identity.clean";
+    type Options = CleanOptions;
+
+    fn run(ctx: &Ctx, o: CleanOptions) -> Result<Value, String> {
+        for p in &o.keep_private_keys {
+            tree_path(p)?;
         }
-    }
-    let mut emptied = Vec::new();
-    for path in &o.empty {
-        let Some((dir, name)) = open_parent(&tree, path)? else {
-            continue;
-        };
-        // O_NOFOLLOW: a link planted at this name is not a way out of the tree.
-        match rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        let tree = rustix::fs::open(
+            ctx.tree(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        ) {
-            Ok(_) => {
-                eprintln!("emptied {path}");
-                emptied.push(path.clone());
+        )
+        .map_err(|e| format!("{}: {e}", ctx.tree().display()))?;
+        let mut removed = Vec::new();
+        for path in &o.remove {
+            let Some((dir, name)) = open_parent(&tree, path)? else {
+                continue;
+            };
+            match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+                Ok(()) => {
+                    eprintln!("removed {path}");
+                    removed.push(path.clone());
+                }
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(format!("removing {path}: {e}")),
             }
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(format!("emptying {path}: {e}")),
         }
+        let mut emptied = Vec::new();
+        for path in &o.empty {
+            let Some((dir, name)) = open_parent(&tree, path)? else {
+                continue;
+            };
+            // O_NOFOLLOW: a link planted at this name is not a way out of the tree.
+            match rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(_) => {
+                    eprintln!("emptied {path}");
+                    emptied.push(path.clone());
+                }
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(format!("emptying {path}: {e}")),
+            }
+        }
+        Ok(json!({"removed": removed, "emptied": emptied}))
     }
-    Ok(json!({"removed": removed, "emptied": emptied}))
 }
 
 /// Options of osbuild's `org.osbuild.systemd.unit.create` (the sections
@@ -298,67 +304,73 @@ fn render_section(out: &mut String, name: &str, section: &impl Serialize) -> Res
     Ok(())
 }
 
-pub fn unit_create(ctx: &Ctx) -> Result<Value, String> {
-    let o: UnitCreateOptions = ctx.options()?;
-    let c = &o.config;
-    // The schema's rules: a name systemd accepts, and one kind of unit,
-    // the one its suffix names.
-    let (stem, suffix) = o
-        .filename
-        .rsplit_once('.')
-        .ok_or_else(|| format!("{:?} has no unit suffix", o.filename))?;
-    let valid_char = |ch: char| ch.is_alphanumeric() || "_:.\\-@".contains(ch);
-    if stem.is_empty() || !stem.chars().all(valid_char) || stem.matches('@').count() > 1 {
-        return Err(format!("{:?} is not a unit file name", o.filename));
+pub struct UnitCreate;
+
+impl Stage for UnitCreate {
+    const NAME: &'static str = "org.osbuild.systemd.unit.create";
+    type Options = UnitCreateOptions;
+
+    fn run(ctx: &Ctx, o: UnitCreateOptions) -> Result<Value, String> {
+        let c = &o.config;
+        // The schema's rules: a name systemd accepts, and one kind of unit,
+        // the one its suffix names.
+        let (stem, suffix) = o
+            .filename
+            .rsplit_once('.')
+            .ok_or_else(|| format!("{:?} has no unit suffix", o.filename))?;
+        let valid_char = |ch: char| ch.is_alphanumeric() || "_:.\\-@".contains(ch);
+        if stem.is_empty() || !stem.chars().all(valid_char) || stem.matches('@').count() > 1 {
+            return Err(format!("{:?} is not a unit file name", o.filename));
+        }
+        let kinds = [
+            ("service", c.service.is_some()),
+            ("mount", c.mount.is_some()),
+            ("socket", c.socket.is_some()),
+            ("swap", c.swap.is_some()),
+        ];
+        let present: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
+        if present != [suffix] {
+            return Err(format!(
+                "{:?} needs exactly a {suffix:?} section, the config has {present:?}",
+                o.filename
+            ));
+        }
+        if suffix == "service" && (c.unit.is_none() || c.install.is_none()) {
+            return Err("a service needs Unit, Service and Install sections".into());
+        }
+        let mut text = String::new();
+        if let Some(s) = &c.unit {
+            render_section(&mut text, "Unit", s)?;
+        }
+        if let Some(s) = &c.service {
+            render_section(&mut text, "Service", s)?;
+        }
+        if let Some(s) = &c.mount {
+            render_section(&mut text, "Mount", s)?;
+        }
+        if let Some(s) = &c.socket {
+            render_section(&mut text, "Socket", s)?;
+        }
+        if let Some(s) = &c.swap {
+            render_section(&mut text, "Swap", s)?;
+        }
+        if let Some(s) = &c.install {
+            render_section(&mut text, "Install", s)?;
+        }
+        let dir = match (o.unit_type, o.unit_path) {
+            (UnitType::System, UnitPath::Usr) => "/usr/lib/systemd/system",
+            (UnitType::System, UnitPath::Etc) => "/etc/systemd/system",
+            (UnitType::Global, UnitPath::Usr) => "/usr/lib/systemd/user",
+            (UnitType::Global, UnitPath::Etc) => "/etc/systemd/user",
+        };
+        let dir = ctx.in_tree(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(&o.filename);
+        let mut f = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Value::Null)
     }
-    let kinds = [
-        ("service", c.service.is_some()),
-        ("mount", c.mount.is_some()),
-        ("socket", c.socket.is_some()),
-        ("swap", c.swap.is_some()),
-    ];
-    let present: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
-    if present != [suffix] {
-        return Err(format!(
-            "{:?} needs exactly a {suffix:?} section, the config has {present:?}",
-            o.filename
-        ));
-    }
-    if suffix == "service" && (c.unit.is_none() || c.install.is_none()) {
-        return Err("a service needs Unit, Service and Install sections".into());
-    }
-    let mut text = String::new();
-    if let Some(s) = &c.unit {
-        render_section(&mut text, "Unit", s)?;
-    }
-    if let Some(s) = &c.service {
-        render_section(&mut text, "Service", s)?;
-    }
-    if let Some(s) = &c.mount {
-        render_section(&mut text, "Mount", s)?;
-    }
-    if let Some(s) = &c.socket {
-        render_section(&mut text, "Socket", s)?;
-    }
-    if let Some(s) = &c.swap {
-        render_section(&mut text, "Swap", s)?;
-    }
-    if let Some(s) = &c.install {
-        render_section(&mut text, "Install", s)?;
-    }
-    let dir = match (o.unit_type, o.unit_path) {
-        (UnitType::System, UnitPath::Usr) => "/usr/lib/systemd/system",
-        (UnitType::System, UnitPath::Etc) => "/etc/systemd/system",
-        (UnitType::Global, UnitPath::Usr) => "/usr/lib/systemd/user",
-        (UnitType::Global, UnitPath::Etc) => "/etc/systemd/user",
-    };
-    let dir = ctx.in_tree(dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(&o.filename);
-    let mut f = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Value::Null)
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! The stages kiln-osbuild runs. Each stage has typed options (unknown keys
-//! refused, so a manifest error names its path before anything runs) and a
-//! `run` that executes inside the sandbox, on `/run/osbuild/tree`.
+//! The stages kiln-osbuild runs. Each stage is a type implementing
+//! [`Stage`]: its name, its typed options (unknown keys refused, so a
+//! manifest error names its path before anything runs) and a `run` that
+//! executes inside the sandbox, on `/run/osbuild/tree`, given those options.
+//! The registry lists the stage types; an entry's validation check and its
+//! run-time deserialisation both come from the stage's one `Options` type.
 //!
 //! Names under `org.osbuild.` take osbuild's options (the subset kiln's
 //! manifests use; a test compares them with osbuild's schemas); `kiln.*`
@@ -30,15 +33,61 @@ use crate::sandbox::{API, MOUNTS, TREE};
 /// An error at a path below `options`.
 pub type OptionError = (Vec<Value>, String);
 
+/// A stage: the name manifests call it by, the type its options
+/// deserialise into, and what it does with them.
+///
+/// The options a manifest is validated against and the options `run`
+/// receives are one type, `Self::Options`: the registry entry
+/// ([`StageDef::of`]) makes both the validation-time check and the run-time
+/// deserialisation from it, and `run` is handed the value already
+/// deserialised. So a stage cannot be checked as one type and read as
+/// another; a mismatch is a type error, found by the compiler, instead of
+/// a manifest that validates and then fails (or means something else)
+/// inside the sandbox.
+pub trait Stage {
+    /// The stage's `type` in a manifest.
+    const NAME: &'static str;
+    /// The stage's options, with unknown keys refused
+    /// (`deny_unknown_fields`), so a bad option names its path before
+    /// anything runs.
+    type Options: DeserializeOwned;
+    /// Runs inside the sandbox, on `/run/osbuild/tree`; the value returned
+    /// is the stage's metadata.
+    fn run(ctx: &Ctx, options: Self::Options) -> Result<Value, String>;
+}
+
+/// A registry entry: a stage's name, its options check and its run, all
+/// made from one [`Stage`] by [`StageDef::of`] (the fields are private, so
+/// there is no other way to make one).
 pub struct StageDef {
-    pub name: &'static str,
-    pub check: fn(&Value) -> Vec<OptionError>,
-    pub run: fn(&Ctx) -> Result<Value, String>,
+    name: &'static str,
+    check: fn(&Value) -> Vec<OptionError>,
+    run: fn(&Ctx) -> Result<Value, String>,
+}
+
+impl StageDef {
+    pub const fn of<S: Stage>() -> StageDef {
+        StageDef {
+            name: S::NAME,
+            check: check_as::<S::Options>,
+            run: run_as::<S>,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Checks a manifest's options for this stage: the errors, each with
+    /// its path below `options`.
+    pub fn check(&self, options: &Value) -> Vec<OptionError> {
+        (self.check)(options)
+    }
 }
 
 /// Options are checked by deserializing them into the stage's type; the
 /// first error is reported with its path.
-pub fn check_as<T: DeserializeOwned>(v: &Value) -> Vec<OptionError> {
+fn check_as<T: DeserializeOwned>(v: &Value) -> Vec<OptionError> {
     match serde_path_to_error::deserialize::<_, T>(v.clone()) {
         Ok(_) => Vec::new(),
         Err(e) => {
@@ -57,91 +106,41 @@ pub fn check_as<T: DeserializeOwned>(v: &Value) -> Vec<OptionError> {
     }
 }
 
-macro_rules! stage {
-    ($name:literal, $opts:ty, $run:path) => {
-        StageDef {
-            name: $name,
-            check: check_as::<$opts>,
-            run: $run,
-        }
-    };
+/// The run side of an entry: the stage's options, deserialised into the
+/// same type [`check_as`] checked, handed to its `run`.
+fn run_as<S: Stage>(ctx: &Ctx) -> Result<Value, String> {
+    let options =
+        serde_json::from_value(ctx.args.options.clone()).map_err(|e| format!("options: {e}"))?;
+    S::run(ctx, options)
 }
 
 static STAGES: &[StageDef] = &[
-    stage!("org.osbuild.mkdir", files::MkdirOptions, files::mkdir),
-    stage!("org.osbuild.copy", files::CopyOptions, files::copy),
-    stage!("org.osbuild.chmod", files::ChmodOptions, files::chmod),
-    stage!("org.osbuild.chown", files::ChownOptions, files::chown),
-    stage!(
-        "org.osbuild.hostname",
-        files::HostnameOptions,
-        files::hostname
-    ),
-    stage!(
-        "org.osbuild.timezone",
-        files::TimezoneOptions,
-        files::timezone
-    ),
-    stage!("org.osbuild.locale", files::LocaleOptions, files::locale),
-    stage!("org.osbuild.fstab", files::FstabOptions, files::fstab),
-    stage!(
-        "org.osbuild.kernel-cmdline",
-        files::KernelCmdlineOptions,
-        files::kernel_cmdline
-    ),
-    stage!("org.osbuild.users", accounts::UsersOptions, accounts::users),
-    stage!(
-        "org.osbuild.groups",
-        accounts::GroupsOptions,
-        accounts::groups
-    ),
-    stage!(
-        "org.osbuild.systemd",
-        system::SystemdOptions,
-        system::systemd
-    ),
-    stage!("org.osbuild.dracut", system::DracutOptions, system::dracut),
-    stage!("org.osbuild.tar", archive::TarOptions, archive::tar),
-    stage!(
-        "org.osbuild.squashfs",
-        archive::SquashfsOptions,
-        archive::squashfs
-    ),
-    stage!(
-        "org.osbuild.truncate",
-        disk::TruncateOptions,
-        disk::truncate
-    ),
-    stage!(
-        "org.osbuild.mkfs.ext4",
-        disk::MkfsExt4Options,
-        disk::mkfs_ext4
-    ),
-    stage!("org.osbuild.sfdisk", disk::SfdiskOptions, disk::sfdisk),
-    stage!("org.osbuild.mkfs.fat", disk::MkfsFatOptions, disk::mkfs_fat),
-    stage!(
-        "org.osbuild.grub2.inst",
-        grub::Grub2InstOptions,
-        grub::grub2_inst
-    ),
-    stage!("org.osbuild.qemu", disk::QemuOptions, disk::qemu),
-    stage!(
-        "org.osbuild.oci-archive",
-        oci::OciArchiveOptions,
-        oci::oci_archive
-    ),
-    stage!("org.osbuild.rpm", rpm::RpmOptions, rpm::rpm),
-    stage!(
-        "org.osbuild.systemd.unit.create",
-        identity::UnitCreateOptions,
-        identity::unit_create
-    ),
-    stage!("kiln.dpkg", dpkg::DpkgOptions, dpkg::dpkg),
-    stage!(
-        "kiln.identity.clean",
-        identity::CleanOptions,
-        identity::clean
-    ),
+    StageDef::of::<files::Mkdir>(),
+    StageDef::of::<files::CopyFiles>(),
+    StageDef::of::<files::Chmod>(),
+    StageDef::of::<files::Chown>(),
+    StageDef::of::<files::Hostname>(),
+    StageDef::of::<files::Timezone>(),
+    StageDef::of::<files::Locale>(),
+    StageDef::of::<files::Fstab>(),
+    StageDef::of::<files::KernelCmdline>(),
+    StageDef::of::<accounts::Users>(),
+    StageDef::of::<accounts::Groups>(),
+    StageDef::of::<system::Systemd>(),
+    StageDef::of::<system::Dracut>(),
+    StageDef::of::<archive::Tar>(),
+    StageDef::of::<archive::Squashfs>(),
+    StageDef::of::<disk::Truncate>(),
+    StageDef::of::<disk::MkfsExt4>(),
+    StageDef::of::<disk::Sfdisk>(),
+    StageDef::of::<disk::MkfsFat>(),
+    StageDef::of::<grub::Grub2Inst>(),
+    StageDef::of::<disk::Qemu>(),
+    StageDef::of::<oci::OciArchive>(),
+    StageDef::of::<rpm::Rpm>(),
+    StageDef::of::<identity::UnitCreate>(),
+    StageDef::of::<dpkg::Dpkg>(),
+    StageDef::of::<identity::Clean>(),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static StageDef> {
@@ -183,7 +182,8 @@ pub struct MountArgs {
     pub options: Value,
 }
 
-/// The running stage's view: its options, where things are, and helpers.
+/// The running stage's view: its arguments, where things are, and helpers
+/// (its options come to `run` already deserialised).
 pub struct Ctx {
     pub args: StageArgs,
     pub mounts: BTreeMap<String, PathBuf>,
@@ -191,10 +191,6 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn options<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_value(self.args.options.clone()).map_err(|e| format!("options: {e}"))
-    }
-
     pub fn tree(&self) -> &Path {
         Path::new(TREE)
     }
@@ -388,4 +384,18 @@ pub(crate) fn output(cmd: &mut Command) -> Result<String, String> {
         return Err(format!("{shown} failed: {}", out.status));
     }
     String::from_utf8(out.stdout).map_err(|e| format!("{shown}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_is_registered_once_under_its_name() {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in names() {
+            assert!(seen.insert(name), "{name} is registered twice");
+            assert_eq!(lookup(name).map(StageDef::name), Some(name));
+        }
+    }
 }

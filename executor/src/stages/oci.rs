@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::Ctx;
+use super::{Ctx, Stage};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
@@ -241,75 +241,81 @@ fn to_bytes(v: &Value) -> Result<Vec<u8>, String> {
     serde_json::to_vec(v).map_err(|e| e.to_string())
 }
 
-pub fn oci_archive(ctx: &Ctx) -> Result<Value, String> {
-    let o: OciArchiveOptions = ctx.options()?;
-    let base = ctx.input("base")?.path.clone();
-    let target = super::archive::output_file(ctx, &o.filename)?;
-    let epoch = ctx.args.source_epoch;
-    // The layout is staged in the output tree (on disk, unlike /tmp) and
-    // removed once archived.
-    let work = ctx.in_tree(".kiln-oci-layout");
-    let blobs = work.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
+pub struct OciArchive;
 
-    let (layer, diff_id) = put_layer(&base, &blobs, epoch)?;
-    let created = timestamp(epoch);
-    let mut config = json!({
-        "created": created,
-        "architecture": o.architecture,
-        "os": "linux",
-        "config": runtime_config(&o.config),
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": "kiln-osbuild org.osbuild.oci-archive"}],
-    });
-    if let Some(v) = &o.variant {
-        config["variant"] = json!(v);
-    }
-    let config = put_blob(&blobs, &to_bytes(&config)?)?;
-    let mut manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": descriptor(CONFIG_TYPE, &config),
-        "layers": [descriptor(LAYER_TYPE, &layer)],
-    });
-    if !o.annotations.is_empty() {
-        manifest["annotations"] = json!(o.annotations);
-    }
-    let manifest = put_blob(&blobs, &to_bytes(&manifest)?)?;
-    let mut platform = json!({"architecture": o.architecture, "os": "linux"});
-    if let Some(v) = &o.variant {
-        platform["variant"] = json!(v);
-    }
-    let mut entry = descriptor(MANIFEST_TYPE, &manifest);
-    entry["platform"] = platform;
-    let index = json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": [entry]});
-    for (name, doc) in [
-        ("index.json", index),
-        ("oci-layout", json!({"imageLayoutVersion": "1.0.0"})),
-    ] {
-        let path = work.join(name);
-        fs::write(&path, to_bytes(&doc)?).map_err(|e| io(&path, e))?;
-    }
+impl Stage for OciArchive {
+    const NAME: &'static str = "org.osbuild.oci-archive";
+    type Options = OciArchiveOptions;
 
-    ctx.run(
-        Command::new("tar")
-            .args([
-                "--create",
-                "--format=gnu",
-                "--sort=name",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "--mode=u=rwX,go=rX",
-            ])
-            .arg(format!("--mtime=@{}", epoch.unwrap_or(0)))
-            .arg("--file")
-            .arg(&target)
-            .arg("--directory")
-            .arg(&work)
-            .args(["oci-layout", "index.json", "blobs"]),
-    )?;
-    fs::remove_dir_all(&work).map_err(|e| io(&work, e))?;
-    println!("manifest {}, layer {}", manifest.digest, layer.digest);
-    Ok(Value::Null)
+    fn run(ctx: &Ctx, o: OciArchiveOptions) -> Result<Value, String> {
+        let base = ctx.input("base")?.path.clone();
+        let target = super::archive::output_file(ctx, &o.filename)?;
+        let epoch = ctx.args.source_epoch;
+        // The layout is staged in the output tree (on disk, unlike /tmp) and
+        // removed once archived.
+        let work = ctx.in_tree(".kiln-oci-layout");
+        let blobs = work.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
+
+        let (layer, diff_id) = put_layer(&base, &blobs, epoch)?;
+        let created = timestamp(epoch);
+        let mut config = json!({
+            "created": created,
+            "architecture": o.architecture,
+            "os": "linux",
+            "config": runtime_config(&o.config),
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": created, "created_by": "kiln-osbuild org.osbuild.oci-archive"}],
+        });
+        if let Some(v) = &o.variant {
+            config["variant"] = json!(v);
+        }
+        let config = put_blob(&blobs, &to_bytes(&config)?)?;
+        let mut manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": descriptor(CONFIG_TYPE, &config),
+            "layers": [descriptor(LAYER_TYPE, &layer)],
+        });
+        if !o.annotations.is_empty() {
+            manifest["annotations"] = json!(o.annotations);
+        }
+        let manifest = put_blob(&blobs, &to_bytes(&manifest)?)?;
+        let mut platform = json!({"architecture": o.architecture, "os": "linux"});
+        if let Some(v) = &o.variant {
+            platform["variant"] = json!(v);
+        }
+        let mut entry = descriptor(MANIFEST_TYPE, &manifest);
+        entry["platform"] = platform;
+        let index = json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": [entry]});
+        for (name, doc) in [
+            ("index.json", index),
+            ("oci-layout", json!({"imageLayoutVersion": "1.0.0"})),
+        ] {
+            let path = work.join(name);
+            fs::write(&path, to_bytes(&doc)?).map_err(|e| io(&path, e))?;
+        }
+
+        ctx.run(
+            Command::new("tar")
+                .args([
+                    "--create",
+                    "--format=gnu",
+                    "--sort=name",
+                    "--owner=0",
+                    "--group=0",
+                    "--numeric-owner",
+                    "--mode=u=rwX,go=rX",
+                ])
+                .arg(format!("--mtime=@{}", epoch.unwrap_or(0)))
+                .arg("--file")
+                .arg(&target)
+                .arg("--directory")
+                .arg(&work)
+                .args(["oci-layout", "index.json", "blobs"]),
+        )?;
+        fs::remove_dir_all(&work).map_err(|e| io(&work, e))?;
+        println!("manifest {}, layer {}", manifest.digest, layer.digest);
+        Ok(Value::Null)
+    }
 }

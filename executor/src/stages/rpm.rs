@@ -11,7 +11,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, TREE};
+use super::{Ctx, Stage, TREE};
 
 /// The RPM database inside the tree when the manifest does not say: where
 /// the RHEL 9 family's rpm keeps it. The build root's own default may be
@@ -171,79 +171,85 @@ fn installed(ctx: &Ctx, o: &RpmOptions) -> Result<Vec<Value>, String> {
         .collect())
 }
 
-pub fn rpm(ctx: &Ctx) -> Result<Value, String> {
-    let o: RpmOptions = ctx.options()?;
-    check_tree_path("dbpath", o.dbpath())?;
-    for p in &o.gpgkeys_fromtree {
-        check_tree_path("gpgkeys.fromtree", p)?;
-    }
-    let input = ctx.input("packages")?;
-    if input.files.is_empty() {
-        return Err("the packages input names no package".into());
-    }
-    let db = ctx.in_tree(o.dbpath());
-    fs::create_dir_all(&db).map_err(|e| io(&db, e))?;
-    // Scriptlets run chrooted in the tree and need /dev, /proc and /sys.
-    ctx.mount_api_filesystems()?;
+pub struct Rpm;
 
-    for (i, key) in o.gpgkeys.iter().enumerate() {
-        let file = Path::new("/tmp").join(format!("gpgkey-{i}.asc"));
-        fs::write(&file, key).map_err(|e| io(&file, e))?;
-        import_key(ctx, &o, &file)?;
-    }
+impl Stage for Rpm {
+    const NAME: &'static str = "org.osbuild.rpm";
+    type Options = RpmOptions;
 
-    let mut masked = Vec::new();
-    if o.disable_dracut {
-        for plugin in DRACUT_PLUGINS {
-            let path = ctx.in_tree(plugin);
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-            }
-            if !path.exists() {
-                std::os::unix::fs::symlink("/dev/null", &path).map_err(|e| io(&path, e))?;
-                masked.push(path);
+    fn run(ctx: &Ctx, o: RpmOptions) -> Result<Value, String> {
+        check_tree_path("dbpath", o.dbpath())?;
+        for p in &o.gpgkeys_fromtree {
+            check_tree_path("gpgkeys.fromtree", p)?;
+        }
+        let input = ctx.input("packages")?;
+        if input.files.is_empty() {
+            return Err("the packages input names no package".into());
+        }
+        let db = ctx.in_tree(o.dbpath());
+        fs::create_dir_all(&db).map_err(|e| io(&db, e))?;
+        // Scriptlets run chrooted in the tree and need /dev, /proc and /sys.
+        ctx.mount_api_filesystems()?;
+
+        for (i, key) in o.gpgkeys.iter().enumerate() {
+            let file = Path::new("/tmp").join(format!("gpgkey-{i}.asc"));
+            fs::write(&file, key).map_err(|e| io(&file, e))?;
+            import_key(ctx, &o, &file)?;
+        }
+
+        let mut masked = Vec::new();
+        if o.disable_dracut {
+            for plugin in DRACUT_PLUGINS {
+                let path = ctx.in_tree(plugin);
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+                }
+                if !path.exists() {
+                    std::os::unix::fs::symlink("/dev/null", &path).map_err(|e| io(&path, e))?;
+                    masked.push(path);
+                }
             }
         }
-    }
 
-    let mut install = o.command("rpm");
-    install.args(["--install", "--verbose"]);
-    if o.exclude.docs {
-        install.arg("--excludedocs");
-    }
-    if o.nodeps {
-        install.arg("--nodeps");
-    }
-    if o.ignorearch {
-        install.arg("--ignorearch");
-    }
-    if let Some(langs) = &o.install_langs {
-        install
-            .arg("--define")
-            .arg(format!("_install_langs {}", langs.join(":")));
-    }
-    // The package files are named by checksum; rpm reads what they are.
-    let dir = Path::new(&input.path);
-    install.args(input.files.iter().map(|f| dir.join(f)));
-    let result = ctx.run(&mut install);
-    // Take the masks away even when the installation failed.
-    for path in &masked {
-        fs::remove_file(path).map_err(|e| io(path, e))?;
-    }
-    result?;
+        let mut install = o.command("rpm");
+        install.args(["--install", "--verbose"]);
+        if o.exclude.docs {
+            install.arg("--excludedocs");
+        }
+        if o.nodeps {
+            install.arg("--nodeps");
+        }
+        if o.ignorearch {
+            install.arg("--ignorearch");
+        }
+        if let Some(langs) = &o.install_langs {
+            install
+                .arg("--define")
+                .arg(format!("_install_langs {}", langs.join(":")));
+        }
+        // The package files are named by checksum; rpm reads what they are.
+        let dir = Path::new(&input.path);
+        install.args(input.files.iter().map(|f| dir.join(f)));
+        let result = ctx.run(&mut install);
+        // Take the masks away even when the installation failed.
+        for path in &masked {
+            fs::remove_file(path).map_err(|e| io(path, e))?;
+        }
+        result?;
 
-    for p in &o.gpgkeys_fromtree {
-        import_key(ctx, &o, &ctx.in_tree(p))?;
-    }
+        for p in &o.gpgkeys_fromtree {
+            import_key(ctx, &o, &ctx.in_tree(p))?;
+        }
 
-    let packages = installed(ctx, &o)?;
-    if packages.len() < input.files.len() {
-        return Err(format!(
-            "rpm installed {} packages of the {} given",
-            packages.len(),
-            input.files.len()
-        ));
+        let packages = installed(ctx, &o)?;
+        if packages.len() < input.files.len() {
+            return Err(format!(
+                "rpm installed {} packages of the {} given",
+                packages.len(),
+                input.files.len()
+            ));
+        }
+        println!("{} packages installed", packages.len());
+        Ok(json!({"packages": packages}))
     }
-    println!("{} packages installed", packages.len());
-    Ok(json!({"packages": packages}))
 }
