@@ -1,12 +1,14 @@
 //! `POST /depsolve/blueprint` and `POST /search/packages`.
 
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 use crate::compose::Repository;
 use crate::customizations::Blueprint;
 
 /// Depsolve a blueprint's packages (and an image type's, when named).
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepsolveRequest {
@@ -17,7 +19,6 @@ pub struct DepsolveRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<Repository>,
     /// Add the image type's default packages (and, for Debian, the base system).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_type: Option<String>,
 }
 
@@ -28,6 +29,7 @@ pub struct DepsolveResponse {
 
 /// A package of a solution: the reference's package metadata, plus where to
 /// fetch it (`url`, `size`; kiln extension).
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DepsolvedPackage {
     /// `deb` or `rpm`.
@@ -36,7 +38,6 @@ pub struct DepsolvedPackage {
     pub name: String,
     pub version: String,
     pub release: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
     pub arch: String,
     /// Empty: kiln does not read RPM header signatures.
@@ -63,12 +64,12 @@ pub struct SearchPackagesResponse {
     pub packages: Vec<PackageDetails>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PackageDetails {
     pub name: String,
     pub version: String,
     pub release: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
     pub arch: String,
     /// Where the package is fetched from. kiln extension.

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 /// A repository of a distribution, as `GET /distributions` lists it.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BlueprintRepository {
     pub id: String,
@@ -13,17 +15,12 @@ pub struct BlueprintRepository {
     pub baseurls: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpgkeys: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpgcheck: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_gpgcheck: Option<bool>,
     /// Debian suite. kiln extension.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suite: Option<String>,
     /// Debian components. kiln extension.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<Vec<String>>,
 }
 
@@ -31,19 +28,16 @@ pub struct BlueprintRepository {
 pub type DistributionList = BTreeMap<String, BTreeMap<String, Vec<BlueprintRepository>>>;
 
 /// `GET /distributions/{distro}`.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DistributionDetails {
     pub id: String,
     pub kind: String,
     pub href: String,
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codename: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releasever: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
     pub architectures: BTreeMap<String, ArchitectureInfo>,
 }
@@ -54,12 +48,11 @@ pub struct ArchitectureInfo {
     pub image_types: BTreeMap<String, ImageTypeInfo>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageTypeInfo {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,

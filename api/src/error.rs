@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 use crate::API_PREFIX;
@@ -165,6 +166,7 @@ impl ErrorKind {
 }
 
 /// The error object of every failed request.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Error {
     pub id: String,
@@ -174,7 +176,6 @@ pub struct Error {
     pub reason: String,
     pub operation_id: String,
     /// `{"field": "<json path>"}` when a field of the request was at fault.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
 }

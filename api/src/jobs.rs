@@ -13,6 +13,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 
 use crate::compose::{Repository, UploadTarget};
 use crate::depsolve::DepsolvedPackage;
@@ -175,6 +176,7 @@ pub struct ManifestArgs {
 }
 
 /// The manifest and what a worker needs to run it.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestResult {
     /// The osbuild v2 manifest (the compose's `/manifests`).
@@ -184,7 +186,6 @@ pub struct ManifestResult {
     /// The image's file name in that tree.
     pub filename: String,
     /// The kernel command line of a `pxe` image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_cmdline: Option<String>,
     /// Stage ids to keep in the executor's store (`--checkpoint`): the
     /// package installation, so that a build differing only in its
@@ -207,6 +208,7 @@ pub struct BuildArgs {
 }
 
 /// What a `build` job's result holds.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildResult {
     /// One status per upload target, in the image request's order; none
@@ -217,11 +219,10 @@ pub struct BuildResult {
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
     /// The kernel command line of a `pxe` image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_cmdline: Option<String>,
     /// The executor's per-stage log (its `--json` result's `log`), each
     /// output trimmed; `null` when the executor reported none.
-    #[serde(default)]
+    #[serialize_always]
     pub log: Option<crate::osbuild::StageLogs>,
 }
 

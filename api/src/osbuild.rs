@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 
 /// The `type` of a validation failure's result.
 pub const VALIDATION_ERROR: &str = "https://osbuild.org/validation-error";
@@ -116,14 +117,13 @@ pub struct InstalledPackage {
 /// osbuild's error object: `org.osbuild.error.stage` (with the stage),
 /// `org.osbuild.error.sources` (with a reason and the checksum), or
 /// `org.osbuild.error` (a reason).
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildError {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Boxed: the details are large and most errors have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Box<ErrorDetails>>,
 }
 
@@ -144,11 +144,10 @@ impl std::fmt::Display for BuildError {
     }
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ErrorDetails {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<FailedStage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
     /// `kiln.error.private-keys`: the export refused, the pipeline whose
     /// tree holds the keys, and their paths in the image.
@@ -177,6 +176,7 @@ pub struct FailedStage {
 }
 
 /// One stage of the log. `success` and `error` appear only for a failure.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageLog {
     #[serde(default)]
@@ -187,7 +187,6 @@ pub struct StageLog {
     pub output: String,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub success: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -209,36 +208,36 @@ pub struct ValidationIssue {
 }
 
 /// One `JSONSeqMonitor` record (RFC 7464: 0x1e, JSON, newline).
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonitorRecord {
     /// A log line; empty for a stage's result.
     #[serde(default)]
     pub message: String,
     /// A finished stage: id, name, success, output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(default)]
     pub context: MonitorContext,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<MonitorProgress>,
     #[serde(default)]
     pub timestamp: f64,
 }
 
 /// Where a record comes from.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct MonitorContext {
     #[serde(default)]
     pub origin: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineContext>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineContext {
     pub name: String,
+    #[serialize_always]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<StageContext>,
 }
 
@@ -250,6 +249,7 @@ pub struct StageContext {
 
 /// Pipelines done of all (`pipelines/sources`), and within the current one
 /// its stages.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonitorProgress {
     #[serde(default)]
@@ -258,7 +258,6 @@ pub struct MonitorProgress {
     pub total: i64,
     #[serde(default)]
     pub done: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Box<MonitorProgress>>,
 }
 

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -53,24 +54,21 @@ pub struct ComposeStatus {
     pub canceled: bool,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageStatus {
     pub status: ImageStatusValue,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_status: Option<UploadStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_statuses: Option<Vec<UploadStatus>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ComposeStatusError>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     pub done: i64,
     pub total: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subprogress: Option<SubProgress>,
 }
 
@@ -165,34 +163,31 @@ pub struct UploadedFile {
 
 /// A boot image published (or planned, for a dry run). The plan, image
 /// and file records are kiln-boot's own types, kept as they serialise.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootUpload {
     pub dry_run: bool,
     pub plan: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Value>,
     /// The root file system's URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_cmdline: Option<String>,
 }
 
 /// Why an upload failed; `files` lists what was uploaded before it did.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UploadFailure {
     pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<UploadedFile>>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ComposeStatusError {
     pub id: u32,
     pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
 }
@@ -255,13 +250,13 @@ pub struct ComposeManifests {
     pub manifests: Vec<Value>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ComposeMetadata {
     pub id: Uuid,
     pub kind: String,
     pub href: String,
     /// The packages of the images, once depsolved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Vec<PackageMetadata>>,
     pub request: ComposeRequest,
 }
@@ -281,6 +276,7 @@ impl From<crate::depsolve::DepsolvedPackage> for PackageMetadata {
     }
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PackageMetadata {
     #[serde(rename = "type")]
@@ -288,11 +284,9 @@ pub struct PackageMetadata {
     pub name: String,
     pub version: String,
     pub release: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
     pub arch: String,
     pub sigmd5: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
 }
 
@@ -314,6 +308,7 @@ pub struct ComposeJobs {
 }
 
 /// One job of a compose's graph.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobInfo {
     pub id: Uuid,
@@ -325,14 +320,10 @@ pub struct JobInfo {
     /// Index of the image (in request order) the job works for.
     pub image: usize,
     pub dependencies: Vec<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub retries: i32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     pub created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }

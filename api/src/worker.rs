@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 use uuid::Uuid;
 
 use crate::error::{ErrorKind, FieldError};
@@ -96,6 +97,7 @@ pub struct JobAssignment {
 /// A job's typed arguments, with the typed results of the jobs it depends
 /// on: the composer reads them from the queue by their kinds, so a worker
 /// never guesses which dependency result is which.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum AssignedJob {
@@ -105,13 +107,11 @@ pub enum AssignedJob {
     Manifest {
         args: ManifestArgs,
         /// The depsolve job's result; none when the job has no depsolve job.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         depsolved: Option<DepsolveResult>,
     },
     Build {
         args: BuildArgs,
         /// The manifest job's result; none when the job has no manifest job.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         manifest: Option<ManifestResult>,
     },
 }
