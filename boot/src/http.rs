@@ -74,7 +74,7 @@ pub(crate) struct ServiceClient {
 }
 
 impl ServiceClient {
-    pub fn new(service: Service, key: &'static str, config: &ServiceConfig) -> Result<Self> {
+    pub(crate) fn new(service: Service, key: &'static str, config: &ServiceConfig) -> Result<Self> {
         let field = format!("{key}.url");
         let url = url::Url::parse(&config.url).map_err(|e| BootError::InvalidField {
             field: field.clone(),
@@ -104,11 +104,11 @@ impl ServiceClient {
         })
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let req = self.http.request(method, url);
         match &self.token {
             Some(t) => req.bearer_auth(t.expose()),
@@ -118,7 +118,7 @@ impl ServiceClient {
 
     /// Sends `req`; returns the status and body of a 2xx answer, `None` for
     /// 404 when `not_found_ok`, and an error naming the service otherwise.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: &Method,
         url: &str,
@@ -163,7 +163,7 @@ impl ServiceClient {
         })
     }
 
-    pub fn decode<T: DeserializeOwned>(&self, url: &str, body: &[u8]) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(&self, url: &str, body: &[u8]) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| BootError::Decode {
             service: self.service,
             url: url.to_owned(),

@@ -14,7 +14,7 @@ use super::{Ctx, Stage, TREE};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GroupsOptions {
+pub(super) struct GroupsOptions {
     #[serde(default)]
     groups: BTreeMap<String, Group>,
     #[serde(default)]
@@ -31,7 +31,7 @@ fn exists(ctx: &Ctx, db: &str, name: &str) -> bool {
     lookup_id(ctx, db, &Id::Name(name.to_owned())).is_ok()
 }
 
-pub struct Groups;
+pub(super) struct Groups;
 
 impl Stage for Groups {
     const NAME: &'static str = "org.osbuild.groups";
@@ -58,7 +58,7 @@ impl Stage for Groups {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UsersOptions {
+pub(super) struct UsersOptions {
     #[serde(default)]
     users: BTreeMap<String, User>,
 }
@@ -81,7 +81,7 @@ struct User {
     force_password_reset: Option<bool>,
 }
 
-pub struct Users;
+pub(super) struct Users;
 
 impl Stage for Users {
     const NAME: &'static str = "org.osbuild.users";

@@ -21,7 +21,7 @@ pub(super) fn output_file(ctx: &Ctx, filename: &str) -> Result<std::path::PathBu
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TarOptions {
+pub(super) struct TarOptions {
     filename: String,
     #[serde(default = "gnu")]
     format: TarFormat,
@@ -61,7 +61,7 @@ enum RootNode {
     Omit,
 }
 
-pub struct Tar;
+pub(super) struct Tar;
 
 impl Stage for Tar {
     const NAME: &'static str = "org.osbuild.tar";
@@ -148,7 +148,7 @@ impl Stage for Tar {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SquashfsOptions {
+pub(super) struct SquashfsOptions {
     filename: String,
     source: Option<String>,
     #[serde(default)]
@@ -189,7 +189,7 @@ enum Bcj {
     Ia64,
 }
 
-pub struct Squashfs;
+pub(super) struct Squashfs;
 
 impl Stage for Squashfs {
     const NAME: &'static str = "org.osbuild.squashfs";

@@ -10,12 +10,12 @@ use super::{Ctx, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TruncateOptions {
+pub(super) struct TruncateOptions {
     filename: String,
     size: String,
 }
 
-pub struct Truncate;
+pub(super) struct Truncate;
 
 impl Stage for Truncate {
     const NAME: &'static str = "org.osbuild.truncate";
@@ -47,7 +47,7 @@ pub(super) fn device(ctx: &Ctx) -> Result<String, String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MkfsExt4Options {
+pub(super) struct MkfsExt4Options {
     uuid: String,
     label: Option<String>,
     lazy_init: Option<bool>,
@@ -56,7 +56,7 @@ pub struct MkfsExt4Options {
     verity: Option<bool>,
 }
 
-pub struct MkfsExt4;
+pub(super) struct MkfsExt4;
 
 impl Stage for MkfsExt4 {
     const NAME: &'static str = "org.osbuild.mkfs.ext4";
@@ -123,7 +123,7 @@ fn optional_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SfdiskOptions {
+pub(super) struct SfdiskOptions {
     #[serde(deserialize_with = "token")]
     uuid: String,
     label: TableLabel,
@@ -242,7 +242,7 @@ fn sfdisk_script(o: &SfdiskOptions, device: &str) -> Result<String, String> {
     Ok(script)
 }
 
-pub struct Sfdisk;
+pub(super) struct Sfdisk;
 
 impl Stage for Sfdisk {
     const NAME: &'static str = "org.osbuild.sfdisk";
@@ -275,7 +275,7 @@ impl Stage for Sfdisk {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MkfsFatOptions {
+pub(super) struct MkfsFatOptions {
     #[serde(deserialize_with = "volume_id")]
     volid: String,
     #[serde(default, deserialize_with = "fat_label")]
@@ -323,7 +323,7 @@ fn fat_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Err
     }
 }
 
-pub struct MkfsFat;
+pub(super) struct MkfsFat;
 
 impl Stage for MkfsFat {
     const NAME: &'static str = "org.osbuild.mkfs.fat";
@@ -351,7 +351,7 @@ impl Stage for MkfsFat {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct QemuOptions {
+pub(super) struct QemuOptions {
     filename: String,
     format: ImageFormat,
 }
@@ -490,7 +490,7 @@ fn convert_args(format: &ImageFormat) -> (&'static str, Vec<String>) {
     (kind, args)
 }
 
-pub struct Qemu;
+pub(super) struct Qemu;
 
 impl Stage for Qemu {
     const NAME: &'static str = "org.osbuild.qemu";

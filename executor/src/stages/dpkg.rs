@@ -27,7 +27,7 @@ use super::{output, Ctx, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DpkgOptions {
+pub(super) struct DpkgOptions {
     packages: Vec<Package>,
     #[serde(default, rename = "skip-docs")]
     skip_docs: bool,
@@ -200,7 +200,7 @@ fn dpkg_in_tree(ctx: &Ctx, args: &[&str], debs: &[String]) -> Result<(), String>
     ctx.run(&mut c)
 }
 
-pub struct Dpkg;
+pub(super) struct Dpkg;
 
 impl Stage for Dpkg {
     const NAME: &'static str = "kiln.dpkg";

@@ -26,7 +26,7 @@ fn write(path: &Path, content: &str) -> Result<(), String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MkdirOptions {
+pub(super) struct MkdirOptions {
     #[serde(default)]
     paths: Vec<MkdirPath>,
 }
@@ -42,7 +42,7 @@ struct MkdirPath {
     exist_ok: bool,
 }
 
-pub struct Mkdir;
+pub(super) struct Mkdir;
 
 impl Stage for Mkdir {
     const NAME: &'static str = "org.osbuild.mkdir";
@@ -79,7 +79,7 @@ impl Stage for Mkdir {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CopyOptions {
+pub(super) struct CopyOptions {
     paths: Vec<CopyPath>,
 }
 
@@ -93,7 +93,7 @@ struct CopyPath {
 }
 
 /// `org.osbuild.copy` (`Copy` would hide the prelude's trait here).
-pub struct CopyFiles;
+pub(super) struct CopyFiles;
 
 impl Stage for CopyFiles {
     const NAME: &'static str = "org.osbuild.copy";
@@ -124,7 +124,7 @@ impl Stage for CopyFiles {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChmodOptions {
+pub(super) struct ChmodOptions {
     #[serde(default)]
     items: BTreeMap<String, ChmodItem>,
 }
@@ -137,7 +137,7 @@ struct ChmodItem {
     recursive: bool,
 }
 
-pub struct Chmod;
+pub(super) struct Chmod;
 
 impl Stage for Chmod {
     const NAME: &'static str = "org.osbuild.chmod";
@@ -157,7 +157,7 @@ impl Stage for Chmod {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChownOptions {
+pub(super) struct ChownOptions {
     #[serde(default)]
     items: BTreeMap<String, ChownItem>,
 }
@@ -194,7 +194,7 @@ pub(super) fn lookup_id(ctx: &Ctx, db: &str, id: &Id) -> Result<u32, String> {
     }
 }
 
-pub struct Chown;
+pub(super) struct Chown;
 
 impl Stage for Chown {
     const NAME: &'static str = "org.osbuild.chown";
@@ -234,11 +234,11 @@ impl Stage for Chown {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostnameOptions {
+pub(super) struct HostnameOptions {
     hostname: String,
 }
 
-pub struct Hostname;
+pub(super) struct Hostname;
 
 impl Stage for Hostname {
     const NAME: &'static str = "org.osbuild.hostname";
@@ -252,11 +252,11 @@ impl Stage for Hostname {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimezoneOptions {
+pub(super) struct TimezoneOptions {
     zone: String,
 }
 
-pub struct Timezone;
+pub(super) struct Timezone;
 
 impl Stage for Timezone {
     const NAME: &'static str = "org.osbuild.timezone";
@@ -287,11 +287,11 @@ impl Stage for Timezone {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LocaleOptions {
+pub(super) struct LocaleOptions {
     language: String,
 }
 
-pub struct Locale;
+pub(super) struct Locale;
 
 impl Stage for Locale {
     const NAME: &'static str = "org.osbuild.locale";
@@ -309,7 +309,7 @@ impl Stage for Locale {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FstabOptions {
+pub(super) struct FstabOptions {
     filesystems: Vec<Filesystem>,
 }
 
@@ -327,7 +327,7 @@ struct Filesystem {
     passno: Option<u32>,
 }
 
-pub struct Fstab;
+pub(super) struct Fstab;
 
 impl Stage for Fstab {
     const NAME: &'static str = "org.osbuild.fstab";
@@ -364,14 +364,14 @@ impl Stage for Fstab {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KernelCmdlineOptions {
+pub(super) struct KernelCmdlineOptions {
     root_fs_uuid: Option<String>,
     #[serde(default)]
     kernel_opts: String,
     kernel_cmdline_size: Option<u32>,
 }
 
-pub struct KernelCmdline;
+pub(super) struct KernelCmdline;
 
 impl Stage for KernelCmdline {
     const NAME: &'static str = "org.osbuild.kernel-cmdline";

@@ -24,7 +24,7 @@ use super::{Ctx, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Grub2InstOptions {
+pub(super) struct Grub2InstOptions {
     filename: String,
     platform: String,
     location: Option<u64>,
@@ -257,7 +257,7 @@ fn write_at(f: &mut File, offset: u64, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("writing at byte {offset}: {e}"))
 }
 
-pub struct Grub2Inst;
+pub(super) struct Grub2Inst;
 
 impl Stage for Grub2Inst {
     const NAME: &'static str = "org.osbuild.grub2.inst";

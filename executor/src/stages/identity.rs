@@ -17,7 +17,7 @@ use super::{Ctx, Stage};
 /// Options of `kiln.identity.clean` (schema: `manifests/stages/kiln.identity.clean.meta.json`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CleanOptions {
+pub(crate) struct CleanOptions {
     /// Removed when present (files and symbolic links, never directories).
     #[serde(default)]
     pub remove: Vec<String>,
@@ -75,7 +75,7 @@ fn open_parent<'p>(tree: &OwnedFd, path: &'p str) -> Result<Option<(OwnedFd, &'p
     }
 }
 
-pub struct Clean;
+pub(crate) struct Clean;
 
 impl Stage for Clean {
     const NAME: &'static str = "kiln.identity.clean";
@@ -133,7 +133,7 @@ impl Stage for Clean {
 /// and keys its schema allows; anything else is refused).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UnitCreateOptions {
+pub(crate) struct UnitCreateOptions {
     filename: String,
     #[serde(rename = "unit-type", default)]
     unit_type: UnitType,
@@ -304,7 +304,7 @@ fn render_section(out: &mut String, name: &str, section: &impl Serialize) -> Res
     Ok(())
 }
 
-pub struct UnitCreate;
+pub(crate) struct UnitCreate;
 
 impl Stage for UnitCreate {
     const NAME: &'static str = "org.osbuild.systemd.unit.create";

@@ -29,7 +29,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OciArchiveOptions {
+pub(super) struct OciArchiveOptions {
     architecture: String,
     variant: Option<String>,
     filename: String,
@@ -241,7 +241,7 @@ fn to_bytes(v: &Value) -> Result<Vec<u8>, String> {
     serde_json::to_vec(v).map_err(|e| e.to_string())
 }
 
-pub struct OciArchive;
+pub(super) struct OciArchive;
 
 impl Stage for OciArchive {
     const NAME: &'static str = "org.osbuild.oci-archive";

@@ -26,7 +26,7 @@ const DRACUT_PLUGINS: &[&str] = &[
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RpmOptions {
+pub(super) struct RpmOptions {
     dbpath: Option<String>,
     #[serde(default)]
     gpgkeys: Vec<String>,
@@ -171,7 +171,7 @@ fn installed(ctx: &Ctx, o: &RpmOptions) -> Result<Vec<Value>, String> {
         .collect())
 }
 
-pub struct Rpm;
+pub(super) struct Rpm;
 
 impl Stage for Rpm {
     const NAME: &'static str = "org.osbuild.rpm";

@@ -10,7 +10,7 @@ use super::{Ctx, Stage, TREE};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SystemdOptions {
+pub(super) struct SystemdOptions {
     #[serde(default)]
     enabled_services: Vec<String>,
     #[serde(default)]
@@ -22,7 +22,7 @@ pub struct SystemdOptions {
     default_target: Option<String>,
 }
 
-pub struct Systemd;
+pub(super) struct Systemd;
 
 impl Stage for Systemd {
     const NAME: &'static str = "org.osbuild.systemd";
@@ -62,7 +62,7 @@ impl Stage for Systemd {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DracutOptions {
+pub(super) struct DracutOptions {
     kernel: Vec<String>,
     compress: Option<String>,
     #[serde(default)]
@@ -88,7 +88,7 @@ pub struct DracutOptions {
     reproducible: Option<bool>,
 }
 
-pub struct Dracut;
+pub(super) struct Dracut;
 
 impl Stage for Dracut {
     const NAME: &'static str = "org.osbuild.dracut";
