@@ -132,6 +132,7 @@ impl RepoCache {
                     keyring: None,
                 },
                 limits,
+                None,
             )
             .await
             .map_err(depsolve_error)

@@ -43,6 +43,8 @@ pub enum DepsolveError {
     },
     #[error("unsolvable request:\n{}", .problems.join("\n"))]
     Unsolvable { problems: Vec<String> },
+    #[error("repository policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("internal task failed: {0}")]
     Task(String),
 }

@@ -3,12 +3,14 @@
 //! (ETag / Last-Modified), so an unchanged index costs one 304.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::DepsolveError;
+use crate::policy::RepoPolicy;
 
 /// What one repository file may cost: a hostile or broken mirror cannot
 /// exhaust the composer's memory or hold a load forever.
@@ -41,6 +43,7 @@ pub struct Fetcher {
     client: reqwest::Client,
     cache_dir: PathBuf,
     limits: FetchLimits,
+    policy: Arc<RepoPolicy>,
 }
 
 /// What the cache remembers about a URL.
@@ -51,24 +54,44 @@ struct CacheEntry {
     last_modified: Option<String>,
 }
 
+/// An error and its causes, `: `-separated: reqwest's own message names
+/// only the step ("error sending request"), its sources say why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
 impl Fetcher {
-    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, DepsolveError> {
-        Self::with_limits(cache_dir, FetchLimits::default())
-    }
-
-    pub fn with_limits(
+    /// A fetcher that reads only what `policy` allows, within `limits`.
+    pub fn new(
         cache_dir: impl Into<PathBuf>,
         limits: FetchLimits,
+        policy: Arc<RepoPolicy>,
     ) -> Result<Self, DepsolveError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("kiln-depsolve/", env!("CARGO_PKG_VERSION")))
             // A stalled mirror must fail the request, not hang it.
             .connect_timeout(std::time::Duration::from_secs(20))
             .read_timeout(std::time::Duration::from_secs(60))
+            // Addresses are checked where they are resolved, and redirects
+            // against the same policy; a proxy from the environment would
+            // resolve names itself, out of the policy's sight.
+            .dns_resolver(policy.resolver())
+            .redirect(policy.redirects(5))
+            .no_proxy()
             .build()
             .map_err(|e| DepsolveError::Fetch {
                 url: String::new(),
@@ -78,6 +101,7 @@ impl Fetcher {
             client,
             cache_dir: cache_dir.into(),
             limits,
+            policy,
         })
     }
 
@@ -88,6 +112,7 @@ impl Fetcher {
     /// Fetches `url`; `Ok(None)` when the server or disk says it does not
     /// exist. Bounded in bytes and in time ([`FetchLimits`]).
     pub async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, DepsolveError> {
+        self.policy.check(url)?;
         let limit = self.limits.fetch_timeout;
         match tokio::time::timeout(limit, self.get_unbounded_in_time(url)).await {
             Ok(r) => r,
@@ -144,7 +169,7 @@ impl Fetcher {
                 req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let resp = req.send().await.map_err(|e| fetch_err(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| fetch_err(error_chain(&e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED {
             if let Some(c) = &cached {
@@ -181,7 +206,7 @@ impl Fetcher {
         }
         let mut resp = resp;
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(error_chain(&e)))? {
             if (body.len() + chunk.len()) as u64 > self.limits.max_fetch_bytes {
                 return Err(self.too_large(url));
             }

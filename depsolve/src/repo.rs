@@ -10,6 +10,7 @@ use crate::debindex::IndexSource;
 use crate::error::DepsolveError;
 use crate::fetch::{sha256_hex, FetchLimits, Fetcher};
 use crate::index::PackageIndex;
+use crate::policy::RepoPolicy;
 use crate::release::{self, Release};
 use crate::rpm;
 use crate::snapshot;
@@ -41,6 +42,11 @@ pub struct RepoSet {
     inner: Arc<Inner>,
 }
 
+/// A policy allowing exactly the configured sources.
+fn own_sources(config: &RepoConfig) -> RepoPolicy {
+    RepoPolicy::exactly(config.sources.iter().map(|s| s.url.clone()))
+}
+
 /// Downloaded, verified, still compressed index files of one load.
 struct Downloaded {
     base_url: String,
@@ -54,16 +60,21 @@ impl RepoSet {
     /// Fetches, verifies and parses every source. Parsing runs on a
     /// blocking thread (rayon inside), so this is safe to await anywhere.
     pub async fn open(config: RepoConfig) -> Result<RepoSet, DepsolveError> {
-        Self::open_with(config, FetchLimits::default()).await
+        Self::open_with(config, FetchLimits::default(), None).await
     }
 
     /// [`RepoSet::open`] with explicit bounds on every fetch and
-    /// decompression (also used by later refreshes).
+    /// decompression (also used by later refreshes), and the policy every
+    /// URL, redirect and resolved address must pass. Without a policy, the
+    /// configured sources are the allowed prefixes (the caller named them;
+    /// a redirect elsewhere is still refused).
     pub async fn open_with(
         config: RepoConfig,
         limits: FetchLimits,
+        policy: Option<Arc<RepoPolicy>>,
     ) -> Result<RepoSet, DepsolveError> {
-        let fetcher = Fetcher::with_limits(&config.cache_dir, limits)?;
+        let policy = policy.unwrap_or_else(|| Arc::new(own_sources(&config)));
+        let fetcher = Fetcher::new(&config.cache_dir, limits, policy)?;
         let index = load(&fetcher, &config).await?;
         Ok(RepoSet {
             inner: Arc::new(Inner {
@@ -79,7 +90,8 @@ impl RepoSet {
         config: RepoConfig,
         index: Arc<PackageIndex>,
     ) -> Result<RepoSet, DepsolveError> {
-        let fetcher = Fetcher::new(&config.cache_dir)?;
+        let policy = Arc::new(own_sources(&config));
+        let fetcher = Fetcher::new(&config.cache_dir, FetchLimits::default(), policy)?;
         Ok(RepoSet {
             inner: Arc::new(Inner {
                 config,

@@ -53,7 +53,7 @@ async fn a_decompression_bomb_an_oversized_index_and_a_silent_server_are_refused
     let bomb = repo.root.join("dists/bomb/main/binary-amd64/Packages.gz");
     assert!(std::fs::metadata(&bomb).unwrap().len() < LIMITS.max_fetch_bytes);
     let line = format!("deb {} bomb main", repo.file_url());
-    let err = RepoSet::open_with(config(&line, &repo.keyring, cache.path()), LIMITS)
+    let err = RepoSet::open_with(config(&line, &repo.keyring, cache.path()), LIMITS, None)
         .await
         .err()
         .expect("a bomb must be refused");
@@ -70,7 +70,7 @@ async fn a_decompression_bomb_an_oversized_index_and_a_silent_server_are_refused
     padded_suite(&repo, "big", 2 << 20, false);
     let server = HttpServer::serve(&repo.root);
     let line = format!("deb {} big main", server.url());
-    let err = RepoSet::open_with(config(&line, &repo.keyring, cache.path()), LIMITS)
+    let err = RepoSet::open_with(config(&line, &repo.keyring, cache.path()), LIMITS, None)
         .await
         .err()
         .expect("an oversized index must be refused");
@@ -92,7 +92,7 @@ async fn a_decompression_bomb_an_oversized_index_and_a_silent_server_are_refused
     let url = format!("http://{}", silent.local_addr().unwrap());
     let line = format!("deb [trusted=yes] {url} stable main");
     let started = Instant::now();
-    let err = RepoSet::open_with(config(&line, &repo.keyring, cache.path()), LIMITS)
+    let err = RepoSet::open_with(config(&line, &repo.keyring, cache.path()), LIMITS, None)
         .await
         .err()
         .expect("a silent server must fail the load");
