@@ -193,8 +193,15 @@ pub struct ComposeStatusError {
     pub id: u32,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<Value>,
+    pub details: Option<ImageErrorDetails>,
+}
+
+/// The job an image's error comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageErrorDetails {
+    pub job: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
