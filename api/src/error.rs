@@ -5,7 +5,6 @@
 //! puts the offending field in `details.field` and names it in `reason` too.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
@@ -176,8 +175,15 @@ pub struct Error {
     pub reason: String,
     pub operation_id: String,
     /// `{"field": "<json path>"}` when a field of the request was at fault.
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<Value>,
+    pub details: Option<ErrorDetails>,
+}
+
+/// What an error says beyond its reason.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetails {
+    /// The JSON path (or header name) of the field at fault.
+    pub field: Option<String>,
 }
 
 impl Error {
@@ -241,6 +247,33 @@ impl FieldError {
     }
 }
 
+/// How a [`FieldError`] travels through serde, whose errors are text:
+/// `` `field`: message (IMAGE-BUILDER-COMPOSER-<id>) ``.
+const SERDE_CODE: &str = " (IMAGE-BUILDER-COMPOSER-";
+
+impl FieldError {
+    /// This error as a deserializer's error, for a type that checks what it
+    /// reads (an upload target). The field is relative to where the
+    /// deserializer was; [`FieldError::from_serde`] reads it back.
+    pub fn into_serde<E: serde::de::Error>(self) -> E {
+        E::custom(format_args!(
+            "`{}`: {}{SERDE_CODE}{})",
+            self.field,
+            self.message,
+            self.kind.id()
+        ))
+    }
+
+    /// The error [`FieldError::into_serde`] wrote, from the message of the
+    /// deserializer's error (without serde_json's position suffix).
+    pub fn from_serde(message: &str) -> Option<FieldError> {
+        let (rest, id) = message.strip_suffix(')')?.rsplit_once(SERDE_CODE)?;
+        let kind = ErrorKind::from_id(id.parse().ok()?)?;
+        let (field, message) = rest.strip_prefix('`')?.split_once("`: ")?;
+        Some(FieldError::new(kind, field, message))
+    }
+}
+
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.reason())
@@ -248,3 +281,23 @@ impl std::fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_error_survives_serde() {
+        let e = FieldError::new(
+            ErrorKind::InvalidUploadTarget,
+            "upload_options.nodes.xnames[1]",
+            "nodes.xnames[1]: \"a: b\" is not a node xname (expected x…)",
+        );
+        let de: serde_json::Error = e.clone().into_serde();
+        assert_eq!(FieldError::from_serde(&de.to_string()), Some(e));
+        let empty = FieldError::new(ErrorKind::InvalidUploadTarget, "", "unknown field `x`");
+        let text = empty.clone().into_serde::<serde_json::Error>().to_string();
+        assert_eq!(FieldError::from_serde(&text), Some(empty));
+        assert_eq!(FieldError::from_serde("missing field `region`"), None);
+    }
+}

@@ -355,10 +355,7 @@ mod tests {
         let args = JobArgs::Build(BuildArgs {
             image: 2,
             image_type: "pxe".into(),
-            targets: vec![UploadTarget {
-                target_type: "local".into(),
-                upload_options: json!({}),
-            }],
+            targets: vec![UploadTarget::Local(Default::default())],
         });
         let stored = args.encode().unwrap();
         assert_eq!(

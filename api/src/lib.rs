@@ -9,6 +9,7 @@
 //! upload targets per image, cancel, events, job graphs) it adds fields and
 //! endpoints and never changes the meaning of the reference's own.
 
+pub mod blueprints;
 pub mod compose;
 pub mod customizations;
 pub mod depsolve;
@@ -16,6 +17,7 @@ pub mod distribution;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod nodes;
 pub mod osbuild;
 pub mod status;
 pub mod validate;

@@ -184,12 +184,20 @@ pub struct UploadFailure {
 }
 
 #[skip_serializing_none]
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ComposeStatusError {
     pub id: u32,
     pub reason: String,
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<Value>,
+    pub details: Option<ImageErrorDetails>,
+}
+
+/// The job an image's error comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageErrorDetails {
+    pub job: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

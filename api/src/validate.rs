@@ -1,13 +1,9 @@
 //! Validation of compose requests: every problem is reported with the JSON
 //! path of the field at fault, so that a person can fix the request.
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::compose::{
-    AwsS3UploadOptions, AzureUploadOptions, BootUploadOptions, GcpUploadOptions,
-    LocalUploadOptions, Repository, UploadTarget, UPLOAD_TYPES,
-};
+use crate::compose::Repository;
 use crate::customizations::{
     Blueprint, BlueprintUser, CloudInit, Customizations, Directory, File, Kernel, Locale, Services,
     Timezone, User,
@@ -706,69 +702,6 @@ pub fn validate_repository(r: &Repository, path: &str, family: Family) -> Check 
         }
     }
     Ok(())
-}
-
-fn options<T: DeserializeOwned>(field: &str, v: &Value) -> Check {
-    T::deserialize(v)
-        .map(|_| ())
-        .map_err(|e| FieldError::new(ErrorKind::InvalidUploadTarget, field, e.to_string()))
-}
-
-/// Checks an upload target found at `path`.
-pub fn validate_upload_target(t: &UploadTarget, path: &str) -> Check {
-    let field = format!("{path}.upload_options");
-    match t.target_type.as_str() {
-        "local" => options::<LocalUploadOptions>(&field, &t.upload_options),
-        "aws.s3" => options::<AwsS3UploadOptions>(&field, &t.upload_options),
-        "gcp" => options::<GcpUploadOptions>(&field, &t.upload_options),
-        "azure" => options::<AzureUploadOptions>(&field, &t.upload_options),
-        "boot" => {
-            options::<BootUploadOptions>(&field, &t.upload_options)?;
-            let o: BootUploadOptions =
-                serde_json::from_value(t.upload_options.clone()).map_err(|e| {
-                    FieldError::new(ErrorKind::InvalidUploadTarget, &field, e.to_string())
-                })?;
-            let name = &o.image_name;
-            if name.is_empty()
-                || name.starts_with(['_', '.'])
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
-            {
-                return Err(FieldError::new(
-                    ErrorKind::InvalidUploadTarget,
-                    format!("{field}.image_name"),
-                    format!("{name:?}: one key segment of letters, digits and ._+- not starting with _ or ."),
-                ));
-            }
-            let n = &o.nodes;
-            let given = [
-                n.xnames.is_some(),
-                n.macs.is_some(),
-                n.nids.is_some(),
-                n.group.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if given != 1 {
-                return Err(FieldError::new(
-                    ErrorKind::InvalidUploadTarget,
-                    format!("{field}.nodes"),
-                    "name the nodes by exactly one of xnames, macs, nids or group",
-                ));
-            }
-            Ok(())
-        }
-        other => Err(FieldError::new(
-            ErrorKind::InvalidUploadTarget,
-            format!("{path}.type"),
-            format!(
-                "unknown upload target type {other:?}; known: {}",
-                UPLOAD_TYPES.join(", ")
-            ),
-        )),
-    }
 }
 
 #[cfg(test)]

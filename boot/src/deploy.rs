@@ -16,7 +16,7 @@ use crate::history::{
     DEPLOYMENT_KIND,
 };
 use crate::image::{version_for, BootFileKind, BootRecord, ImageRef, LocalBootImage, RECORD_KIND};
-use crate::node::{NodeSelector, Xname};
+use crate::node::{NodeSelection, NodeSelector, Xname};
 use crate::smd::SmdClient;
 use crate::store::BootStore;
 
@@ -122,23 +122,17 @@ impl Deployer {
 
     /// The xnames a selection names, sorted and without duplicates.
     pub async fn resolve(&self, nodes: &NodeSelector) -> Result<Vec<Xname>> {
-        let mut xnames = match nodes {
-            NodeSelector::Xnames(x) => x.clone(),
-            NodeSelector::Macs(m) => self.smd.xnames_for_macs(m).await?,
-            NodeSelector::Nids(n) => self.smd.xnames_for_nids(n).await?,
-            NodeSelector::Group(g) => self.smd.group_members(g).await?,
+        let mut xnames = match nodes.selection() {
+            NodeSelection::Xnames(x) => x.clone(),
+            NodeSelection::Macs(m) => self.smd.xnames_for_macs(m).await?,
+            NodeSelection::Nids(n) => self.smd.xnames_for_nids(n).await?,
+            NodeSelection::Group(g) => self.smd.group_members(g).await?,
         };
         xnames.sort();
         xnames.dedup();
         if xnames.is_empty() {
-            let field = match nodes {
-                NodeSelector::Xnames(_) => "nodes.xnames",
-                NodeSelector::Macs(_) => "nodes.macs",
-                NodeSelector::Nids(_) => "nodes.nids",
-                NodeSelector::Group(_) => "nodes.group",
-            };
             return Err(BootError::EmptySelection {
-                field: field.into(),
+                field: nodes.selection().field().into(),
             });
         }
         Ok(xnames)

@@ -126,4 +126,17 @@ pub enum BootError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// A node name that is not well formed keeps its own variant.
+impl From<kiln_api::nodes::NodeError> for BootError {
+    fn from(e: kiln_api::nodes::NodeError) -> BootError {
+        use kiln_api::nodes::NodeError;
+        match e {
+            NodeError::InvalidXname { field, value } => BootError::InvalidXname { field, value },
+            NodeError::InvalidMac { field, value } => BootError::InvalidMac { field, value },
+            NodeError::Invalid { field, reason } => BootError::InvalidField { field, reason },
+            NodeError::Empty { field } => BootError::EmptySelection { field },
+        }
+    }
+}
+
 pub type Result<T, E = BootError> = std::result::Result<T, E>;

@@ -28,6 +28,6 @@ pub use error::{BootError, Result, Service};
 pub use history::{Action, BootEntry, Deployment, NodeChange, NodeHistoryEntry};
 pub use http::{BearerToken, ServiceConfig};
 pub use image::{BootFile, BootFiles, BootRecord, ImagePackage, ImageRef, LocalBootImage};
-pub use node::{MacAddress, NodeSelector, Xname};
+pub use node::{MacAddress, NodeError, NodeSelection, NodeSelector, Xname};
 pub use smd::SmdClient;
 pub use store::BootStore;

@@ -70,7 +70,7 @@ impl SmdClient {
         members
             .ids
             .iter()
-            .map(|id| Xname::parse(&format!("SMD group {label} member"), id))
+            .map(|id| Ok(Xname::parse(&format!("SMD group {label} member"), id)?))
             .collect()
     }
 
@@ -102,7 +102,7 @@ impl SmdClient {
         nids.iter()
             .map(|n| {
                 let id = by_nid.get(&i64::from(*n)).map(String::as_str).unwrap_or("");
-                Xname::parse(&format!("SMD component of NID {n}"), id)
+                Ok(Xname::parse(&format!("SMD component of NID {n}"), id)?)
             })
             .collect()
     }
@@ -138,7 +138,7 @@ impl SmdClient {
         macs.iter()
             .map(|m| {
                 let id = by_mac.get(m).map(String::as_str).unwrap_or("");
-                Xname::parse(&format!("SMD component of MAC {m}"), id)
+                Ok(Xname::parse(&format!("SMD component of MAC {m}"), id)?)
             })
             .collect()
     }

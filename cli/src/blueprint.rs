@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use kiln_api::blueprints::{BlueprintComposeRequest, BlueprintList, StoredBlueprint};
+use kiln_api::compose::{ComposeId, ImageRequest};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::compose::Output;
-use crate::compose_request::parse_target;
+use crate::compose_request::parse_targets;
 use crate::composer_api::Composer;
 use crate::follow::{follow, FollowOptions};
 
@@ -63,6 +66,17 @@ enum BlueprintCommand {
     },
 }
 
+/// An answer of the composer as its type; `what` names it in the error.
+fn read<T: DeserializeOwned>(
+    composer: &Composer,
+    path: &str,
+    what: &str,
+    v: Value,
+) -> anyhow::Result<T> {
+    serde_json::from_value(v)
+        .map_err(|e| anyhow::anyhow!("{}: not {what}: {e}", composer.url(path)))
+}
+
 pub async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
     let composer = Composer::new(&args.composer)?;
     let json_out = args.output == Output::Json;
@@ -73,35 +87,33 @@ pub async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BlueprintCommand::Push { file } => {
             let bp = crate::manifest::read_blueprint(&file)?;
-            let stored: Value = composer
-                .post("/blueprints", &serde_json::to_value(&bp)?)
-                .await?;
+            let answer: Value = composer.post("/blueprints", &bp).await?;
             if json_out {
-                print(&stored)?;
+                print(&answer)?;
             } else {
-                println!(
-                    "{} version {}",
-                    stored["name"].as_str().unwrap_or("?"),
-                    stored["version"]
-                );
+                let stored: StoredBlueprint =
+                    read(&composer, "/blueprints", "a stored blueprint", answer)?;
+                println!("{} version {}", stored.name, stored.version);
             }
         }
         BlueprintCommand::List => {
-            let list: Value = composer.get("/blueprints").await?;
+            let answer: Value = composer.get("/blueprints").await?;
             if json_out {
-                print(&list)?;
+                print(&answer)?;
             } else {
+                let list: BlueprintList =
+                    read(&composer, "/blueprints", "a blueprint list", answer)?;
                 println!(
                     "{:24} {:>7}  {:12} DESCRIPTION",
                     "NAME", "VERSION", "DISTRO"
                 );
-                for b in list["blueprints"].as_array().into_iter().flatten() {
+                for b in &list.blueprints {
                     println!(
                         "{:24} {:>7}  {:12} {}",
-                        b["name"].as_str().unwrap_or(""),
-                        b["version"],
-                        b["distro"].as_str().unwrap_or("-"),
-                        b["description"].as_str().unwrap_or("")
+                        b.name,
+                        b.version,
+                        b.distro.as_deref().unwrap_or("-"),
+                        b.description.as_deref().unwrap_or("")
                     );
                 }
             }
@@ -111,17 +123,20 @@ pub async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
                 Some(v) => format!("/blueprints/{}?version={v}", encode(&name)),
                 None => format!("/blueprints/{}", encode(&name)),
             };
-            let stored: Value = composer.get(&path).await?;
+            let answer: Value = composer.get(&path).await?;
             if json_out {
-                print(&stored)?;
+                print(&answer)?;
             } else {
+                let stored: StoredBlueprint = read(&composer, &path, "a stored blueprint", answer)?;
                 println!(
                     "# {} version {} ({})",
-                    stored["name"].as_str().unwrap_or("?"),
-                    stored["version"],
-                    stored["created_at"].as_str().unwrap_or("")
+                    stored.name,
+                    stored.version,
+                    stored
+                        .created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
                 );
-                print(&stored["blueprint"])?;
+                println!("{}", serde_json::to_string_pretty(&stored.blueprint)?);
             }
         }
         BlueprintCommand::Delete { name } => {
@@ -147,18 +162,24 @@ pub async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
             } else {
                 targets
             };
-            let upload_targets = targets
-                .iter()
-                .map(|t| parse_target(t).map_err(anyhow::Error::msg))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let mut body = json!({"image_request": {"architecture": arch, "image_type": image_type, "upload_targets": upload_targets}});
-            if let Some(v) = version {
-                body["version"] = json!(v);
-            }
-            let id: Value = composer
-                .post(&format!("/blueprints/{}/compose", encode(&name)), &body)
-                .await?;
-            let id = id["id"].as_str().unwrap_or_default().to_owned();
+            let upload_targets = parse_targets(&targets).map_err(anyhow::Error::msg)?;
+            let body = BlueprintComposeRequest {
+                version,
+                image_request: Some(ImageRequest {
+                    architecture: arch,
+                    image_type,
+                    repositories: None,
+                    upload_targets,
+                    upload_options: None,
+                    size: None,
+                }),
+                image_requests: None,
+            };
+            let path = format!("/blueprints/{}/compose", encode(&name));
+            let answer: Value = composer.post(&path, &body).await?;
+            let id = read::<ComposeId>(&composer, &path, "a compose id", answer)?
+                .id
+                .to_string();
             if !wait {
                 if json_out {
                     print(&json!({"id": id}))?;

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use kiln_api::compose::{ComposeRequest, ImageRequest, Repository, UploadTarget, UPLOAD_TYPES};
 use kiln_api::customizations::Blueprint;
+use kiln_api::error::FieldError;
 
 /// `--target TYPE[:REGION][,KEY=VALUE...]`: `local`, `aws.s3:us-east-1`,
 /// `gcp:europe-west1,bucket=images`,
@@ -17,7 +18,28 @@ use kiln_api::customizations::Blueprint;
 /// A bare item after the colon is the region (`location` for azure);
 /// `true`/`false` values are booleans (`public=true`), `a+b` lists for
 /// `share_with_accounts`.
-pub fn parse_target(spec: &str) -> Result<UploadTarget, String> {
+///
+/// The options are read as the composer reads them
+/// ([`UploadTarget::from_parts`]): one that does not fit is named as the
+/// composer would name it, `image_request.upload_targets[i]…`.
+pub fn parse_targets(specs: &[String]) -> Result<Vec<UploadTarget>, String> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let (kind, options) = target_parts(spec)?;
+            UploadTarget::from_parts(kind, Value::Object(options)).map_err(|e: FieldError| {
+                format!(
+                    "--target {spec:?}: {} (image_request.upload_targets[{i}].{})",
+                    e.message, e.field
+                )
+            })
+        })
+        .collect()
+}
+
+/// The type and the options object of one `--target`.
+fn target_parts(spec: &str) -> Result<(&str, Map<String, Value>), String> {
     let (kind, rest) = match spec.split_once(':') {
         Some((k, r)) => (k, Some(r)),
         None => (spec, None),
@@ -53,10 +75,7 @@ pub fn parse_target(spec: &str) -> Result<UploadTarget, String> {
             return Err(format!("--target {spec:?}: {key} given twice"));
         }
     }
-    Ok(UploadTarget {
-        target_type: kind.to_owned(),
-        upload_options: Value::Object(options),
-    })
+    Ok((kind, options))
 }
 
 /// `--repository 'URL [SUITE COMPONENT...]'`: a Debian repository needs its
@@ -107,16 +126,9 @@ pub fn from_flags(f: &ImageFlags) -> Result<ComposeRequest, String> {
         .iter()
         .map(|r| parse_repository(r))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut upload_targets = f
-        .targets
-        .iter()
-        .map(|t| parse_target(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut upload_targets = parse_targets(f.targets)?;
     if upload_targets.is_empty() {
-        upload_targets.push(UploadTarget {
-            target_type: "local".into(),
-            upload_options: json!({}),
-        });
+        upload_targets.push(UploadTarget::Local(Default::default()));
     }
     Ok(ComposeRequest {
         distribution: f.distribution.to_owned(),
@@ -139,39 +151,43 @@ pub fn from_flags(f: &ImageFlags) -> Result<ComposeRequest, String> {
 mod tests {
     use super::*;
 
+    fn target(spec: &str) -> Result<Value, String> {
+        let t = parse_targets(&[spec.to_owned()])?;
+        Ok(serde_json::to_value(&t[0]).unwrap())
+    }
+
     #[test]
     fn targets() {
-        let t = parse_target("local").unwrap();
         assert_eq!(
-            (t.target_type.as_str(), t.upload_options),
-            ("local", json!({}))
+            target("local").unwrap(),
+            json!({"type": "local", "upload_options": {}})
         );
-        let t = parse_target("aws.s3:us-east-1,public=true").unwrap();
-        assert_eq!(t.target_type, "aws.s3");
         assert_eq!(
-            t.upload_options,
-            json!({"region": "us-east-1", "public": true})
+            target("aws.s3:us-east-1,public=true").unwrap(),
+            json!({"type": "aws.s3", "upload_options": {"region": "us-east-1", "public": true}})
         );
-        let t = parse_target("gcp:eu,bucket=images,share_with_accounts=a@x+b@y").unwrap();
         assert_eq!(
-            t.upload_options,
-            json!({"region": "eu", "bucket": "images", "share_with_accounts": ["a@x", "b@y"]})
+            target("gcp:eu,bucket=images,share_with_accounts=a@x+b@y").unwrap(),
+            json!({"type": "gcp", "upload_options": {"region": "eu", "bucket": "images", "share_with_accounts": ["a@x", "b@y"]}})
         );
-        let t = parse_target("azure:westeurope,tenant_id=t,subscription_id=s,resource_group=g")
-            .unwrap();
         assert_eq!(
-            t.upload_options,
-            json!({"location": "westeurope", "tenant_id": "t", "subscription_id": "s", "resource_group": "g"})
+            target("azure:westeurope,tenant_id=t,subscription_id=s,resource_group=g").unwrap(),
+            json!({"type": "azure", "upload_options": {"location": "westeurope", "tenant_id": "t", "subscription_id": "s", "resource_group": "g"}})
         );
-        assert!(parse_target("s3:x")
-            .unwrap_err()
-            .contains("unknown target type"));
-        assert!(parse_target("local:x").is_err());
-        assert!(parse_target("gcp:a,region=b")
-            .unwrap_err()
-            .contains("twice"));
-        // Whatever the server checks is left to it (a missing region here).
-        assert_eq!(parse_target("aws.s3").unwrap().upload_options, json!({}));
+        assert!(target("s3:x").unwrap_err().contains("unknown target type"));
+        assert!(target("local:x").is_err());
+        assert!(target("gcp:a,region=b").unwrap_err().contains("twice"));
+        // Options are read as the composer reads them, and named alike.
+        let e = target("aws.s3").unwrap_err();
+        assert!(
+            e.contains("missing field `region` (image_request.upload_targets[0].upload_options)"),
+            "{e}"
+        );
+        let e = parse_targets(&["local".into(), "gcp:eu,colour=blue".into()]).unwrap_err();
+        assert!(
+            e.contains("(image_request.upload_targets[1].upload_options)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use kiln_api::API_PREFIX;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::sse::{self, SseEvent};
 
@@ -110,7 +110,11 @@ impl Composer {
         decode(&url, resp).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ApiError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ApiError> {
         let url = self.url(path);
         let resp = self.send(&url, self.http.post(&url).json(body)).await?;
         decode(&url, resp).await
@@ -168,12 +172,7 @@ async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, 
     match serde_json::from_slice::<kiln_api::error::Error>(&body) {
         Ok(e) => Err(ApiError::Refused {
             status: status.as_u16(),
-            field: e
-                .details
-                .as_ref()
-                .and_then(|d| d.get("field"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            field: e.details.and_then(|d| d.field),
             reason: e.reason,
         }),
         Err(_) => Err(ApiError::Unexpected {

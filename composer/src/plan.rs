@@ -6,27 +6,46 @@
 //! image's architecture, which also uploads to the image's targets.
 
 use kiln_api::compose::{ComposeRequest, ImageRequest, UploadTarget};
-use kiln_api::error::ErrorKind;
+use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::jobs::{BuildArgs, DepsolveArgs, JobArgs, JobError, ManifestArgs};
-use kiln_api::validate::{
-    validate_blueprint, validate_customizations, validate_repository, validate_upload_target,
-};
+use kiln_api::validate::{validate_blueprint, validate_customizations, validate_repository};
 use kiln_distro::{Catalog, Distribution};
 use kiln_queue::NewJob;
 
-use crate::api::error::ApiError;
 use crate::jobs::new_job;
 
 /// Most images one compose may ask for.
 pub const MAX_IMAGES: usize = 16;
 
+/// Why a compose request cannot become a job graph. The API tells the
+/// first as a 4xx naming the field, the second as an internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The request does not fit the catalog or kiln's rules.
+    #[error(transparent)]
+    Request(#[from] FieldError),
+    /// The job graph could not be written.
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+}
+
+/// The job graph of a request, once it is checked against the catalog.
+pub fn plan(
+    req: &ComposeRequest,
+    catalog: &Catalog,
+    channel: &str,
+) -> Result<Vec<NewJob>, PlanError> {
+    let distro = validate(req, catalog)?;
+    Ok(jobs(req, distro, channel)?)
+}
+
 /// Checks a compose request against the catalog, field by field.
 pub fn validate<'a>(
     req: &ComposeRequest,
     catalog: &'a Catalog,
-) -> Result<&'a Distribution, ApiError> {
+) -> Result<&'a Distribution, FieldError> {
     let distro = catalog.get(&req.distribution).ok_or_else(|| {
-        ApiError::field(
+        FieldError::new(
             ErrorKind::UnknownDistribution,
             "distribution",
             format!(
@@ -38,28 +57,28 @@ pub fn validate<'a>(
     })?;
     match (&req.image_request, &req.image_requests) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::field(
+            return Err(FieldError::new(
                 ErrorKind::InvalidField,
                 "image_requests",
                 "give image_request or image_requests, not both",
             ))
         }
         (None, None) => {
-            return Err(ApiError::field(
+            return Err(FieldError::new(
                 ErrorKind::InvalidField,
                 "image_request",
                 "missing: a compose needs an image request",
             ))
         }
         (None, Some(v)) if v.is_empty() => {
-            return Err(ApiError::field(
+            return Err(FieldError::new(
                 ErrorKind::InvalidField,
                 "image_requests",
                 "empty: a compose needs an image request",
             ))
         }
         (None, Some(v)) if v.len() > MAX_IMAGES => {
-            return Err(ApiError::field(
+            return Err(FieldError::new(
                 ErrorKind::InvalidField,
                 "image_requests",
                 format!(
@@ -71,7 +90,7 @@ pub fn validate<'a>(
         _ => {}
     }
     if req.customizations.is_some() && req.blueprint.is_some() {
-        return Err(ApiError::field(
+        return Err(FieldError::new(
             ErrorKind::InvalidField,
             "blueprint",
             "give customizations or blueprint, not both",
@@ -92,7 +111,7 @@ pub fn validate<'a>(
         }
         if let Some(d) = b.distro.as_deref().filter(|d| !d.is_empty()) {
             if d != distro.name {
-                return Err(ApiError::field(
+                return Err(FieldError::new(
                     ErrorKind::InvalidField,
                     "blueprint.distro",
                     format!(
@@ -106,9 +125,13 @@ pub fn validate<'a>(
     Ok(distro)
 }
 
-fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Result<(), ApiError> {
+fn validate_image(
+    distro: &Distribution,
+    path: &str,
+    image: &ImageRequest,
+) -> Result<(), FieldError> {
     if distro.architecture(&image.architecture).is_none() {
-        return Err(ApiError::field(
+        return Err(FieldError::new(
             ErrorKind::UnknownArchitecture,
             format!("{path}.architecture"),
             format!(
@@ -132,7 +155,7 @@ fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Re
             .architecture(&image.architecture)
             .map(|a| a.image_types.join(", "))
             .unwrap_or_default();
-        return Err(ApiError::field(
+        return Err(FieldError::new(
             ErrorKind::UnknownImageType,
             format!("{path}.image_type"),
             format!(
@@ -144,61 +167,20 @@ fn validate_image(distro: &Distribution, path: &str, image: &ImageRequest) -> Re
     for (i, r) in image.repositories().iter().enumerate() {
         validate_repository(r, &format!("{path}.repositories[{i}]"), distro.family)?;
     }
+    // Each target's options were read with the request; what is left is
+    // what depends on the image.
     for (i, t) in image.upload_targets.iter().enumerate() {
-        let tpath = format!("{path}.upload_targets[{i}]");
-        validate_upload_target(t, &tpath)?;
-        if t.target_type == "boot" {
-            validate_boot_target(image, t, &tpath)?;
+        if matches!(t, UploadTarget::Boot(_)) && image.image_type != "pxe" {
+            return Err(FieldError::new(
+                ErrorKind::InvalidUploadTarget,
+                format!("{path}.upload_targets[{i}].type"),
+                format!(
+                    "a boot target takes a pxe image, not {:?}",
+                    image.image_type
+                ),
+            ));
         }
     }
-    if let Some(opts) = &image.upload_options {
-        let target = kiln_api::compose::UploadTarget {
-            target_type: "local".into(),
-            upload_options: opts.clone(),
-        };
-        validate_upload_target(&target, path)?;
-    }
-    Ok(())
-}
-
-/// A `boot` target publishes a PXE image; its nodes must be well formed.
-fn validate_boot_target(
-    image: &ImageRequest,
-    t: &kiln_api::compose::UploadTarget,
-    path: &str,
-) -> Result<(), ApiError> {
-    if image.image_type != "pxe" {
-        return Err(ApiError::field(
-            ErrorKind::InvalidUploadTarget,
-            format!("{path}.type"),
-            format!(
-                "a boot target takes a pxe image, not {:?}",
-                image.image_type
-            ),
-        ));
-    }
-    let o: kiln_api::compose::BootUploadOptions = serde_json::from_value(t.upload_options.clone())
-        .map_err(|e| {
-            ApiError::field(
-                ErrorKind::InvalidUploadTarget,
-                format!("{path}.upload_options"),
-                e.to_string(),
-            )
-        })?;
-    kiln_boot::NodeSelector::from_request(&o.nodes).map_err(|e| {
-        let field = match &e {
-            kiln_boot::BootError::InvalidXname { field, .. }
-            | kiln_boot::BootError::InvalidMac { field, .. }
-            | kiln_boot::BootError::InvalidField { field, .. }
-            | kiln_boot::BootError::EmptySelection { field } => field.clone(),
-            _ => "nodes".to_owned(),
-        };
-        ApiError::field(
-            ErrorKind::InvalidUploadTarget,
-            format!("{path}.upload_options.{field}"),
-            e.to_string(),
-        )
-    })?;
     Ok(())
 }
 
@@ -206,12 +188,7 @@ fn validate_boot_target(
 /// for `upload_options`.
 pub fn targets(image: &ImageRequest) -> Vec<UploadTarget> {
     let mut out = image.upload_targets.clone();
-    if let Some(o) = &image.upload_options {
-        out.push(UploadTarget {
-            target_type: "local".into(),
-            upload_options: o.clone(),
-        });
-    }
+    out.extend(image.upload_options.clone().map(UploadTarget::Local));
     out
 }
 

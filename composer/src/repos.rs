@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_api::compose::Repository;
-use kiln_api::error::ErrorKind;
+use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::validate::{validate_repository, Family};
 use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Source};
 use kiln_distro::Distribution;
 use tokio::sync::OnceCell;
-
-use crate::api::error::ApiError;
 
 type Key = (String, Vec<String>);
 
@@ -27,15 +25,48 @@ pub struct RepoCache {
     limits: kiln_depsolve::fetch::FetchLimits,
 }
 
-/// An error of a repository or a solve, as the API tells it.
-pub fn depsolve_error(e: DepsolveError) -> ApiError {
-    match e {
-        DepsolveError::Unsolvable { .. } => ApiError::new(ErrorKind::Unsolvable, e.to_string()),
-        DepsolveError::BadSource { .. } => {
-            ApiError::field(ErrorKind::InvalidRepository, "repositories", e)
+/// Why repositories could not be loaded or a solve failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// A repository of the request is not usable as given (the field says which).
+    #[error(transparent)]
+    Request(#[from] FieldError),
+    /// The packages cannot be installed together; the solver says why.
+    #[error(transparent)]
+    Unsolvable(DepsolveError),
+    /// A repository could not be fetched, read or verified.
+    #[error(transparent)]
+    Unavailable(DepsolveError),
+    /// The composer failed, not the repository.
+    #[error("{context}: {source}")]
+    Internal {
+        context: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl From<DepsolveError> for RepoError {
+    fn from(e: DepsolveError) -> RepoError {
+        match e {
+            DepsolveError::Unsolvable { .. } => RepoError::Unsolvable(e),
+            DepsolveError::BadSource { .. } => RepoError::Request(FieldError::new(
+                ErrorKind::InvalidRepository,
+                "repositories",
+                e.to_string(),
+            )),
+            DepsolveError::Task(_) => RepoError::Internal {
+                context: "depsolving",
+                source: Box::new(e),
+            },
+            _ => RepoError::Unavailable(e),
         }
-        DepsolveError::Task(_) => ApiError::internal(e),
-        _ => ApiError::new(ErrorKind::RepositoryUnavailable, e.to_string()),
+    }
+}
+
+fn internal(context: &'static str) -> impl FnOnce(std::io::Error) -> RepoError {
+    move |e| RepoError::Internal {
+        context,
+        source: Box::new(e),
     }
 }
 
@@ -76,12 +107,12 @@ impl RepoCache {
         repos: &[Repository],
         path: &str,
         payload: &[Repository],
-    ) -> Result<RepoSet, ApiError> {
+    ) -> Result<RepoSet, RepoError> {
         let package_arch = distro
             .architecture(arch)
             .map(|a| a.package_arch.clone())
             .ok_or_else(|| {
-                ApiError::field(
+                FieldError::new(
                     ErrorKind::UnknownArchitecture,
                     "architecture",
                     format!("{} does not support architecture {arch:?}", distro.name),
@@ -122,8 +153,7 @@ impl RepoCache {
             let sources = lines
                 .iter()
                 .map(|l| l.parse::<Source>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(depsolve_error)?;
+                .collect::<Result<Vec<_>, _>>()?;
             RepoSet::open_with(
                 RepoConfig {
                     arch: package_arch,
@@ -135,7 +165,7 @@ impl RepoCache {
                 None,
             )
             .await
-            .map_err(depsolve_error)
+            .map_err(RepoError::from)
         })
         .await
         .cloned()
@@ -149,7 +179,7 @@ fn source_line(
     family: Family,
     r: &Repository,
     keyring: Option<PathBuf>,
-) -> Result<String, ApiError> {
+) -> Result<String, FieldError> {
     let url = r.baseurl.clone().unwrap_or_default();
     let url = url.trim_end_matches('/');
     Ok(match family {
@@ -160,7 +190,7 @@ fn source_line(
                 (_, Some(false)) => opts.push("trusted=yes".to_string()),
                 (Some(k), _) => opts.push(format!("signed-by={}", k.display())),
                 (None, _) => {
-                    return Err(ApiError::field(
+                    return Err(FieldError::new(
                         ErrorKind::InvalidRepository,
                         "repositories",
                         format!("{url}: give its signing key (gpgkey) or check_repo_gpg: false"),
@@ -179,7 +209,7 @@ fn source_line(
 
 /// Stores an ASCII-armoured key as a keyring file gpgv can read, named by
 /// its content.
-async fn dearmor(data_dir: &Path, key: &str) -> Result<PathBuf, ApiError> {
+async fn dearmor(data_dir: &Path, key: &str) -> Result<PathBuf, RepoError> {
     use sha2::Digest;
     let dir = data_dir.join("keys");
     let name = hex::encode(sha2::Sha256::digest(key.as_bytes()));
@@ -189,11 +219,11 @@ async fn dearmor(data_dir: &Path, key: &str) -> Result<PathBuf, ApiError> {
     }
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(internal("creating the key directory"))?;
     let armored = dir.join(format!("{name}.asc"));
     tokio::fs::write(&armored, key)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(internal("writing a repository key"))?;
     let tmp = dir.join(format!("{name}.gpg.tmp"));
     let status = tokio::process::Command::new("gpg")
         .args(["--batch", "--yes", "--dearmor", "-o"])
@@ -201,16 +231,17 @@ async fn dearmor(data_dir: &Path, key: &str) -> Result<PathBuf, ApiError> {
         .arg(&armored)
         .status()
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(internal("running gpg --dearmor"))?;
     if !status.success() {
-        return Err(ApiError::field(
+        return Err(FieldError::new(
             ErrorKind::InvalidRepository,
             "repositories",
             "gpgkey is not an ASCII-armoured OpenPGP key",
-        ));
+        )
+        .into());
     }
     tokio::fs::rename(&tmp, &out)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(internal("storing a repository key"))?;
     Ok(out)
 }

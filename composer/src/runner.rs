@@ -119,7 +119,7 @@ async fn depsolve(state: &AppState, args: DepsolveArgs) -> Result<DepsolveResult
             &args.payload_repositories,
         )
         .await
-        .map_err(|e| e.reason)?;
+        .map_err(|e| e.to_string())?;
     let solution = repos
         .solve_async(Request {
             packages: args.packages,

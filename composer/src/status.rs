@@ -4,13 +4,12 @@
 use kiln_api::compose::ComposeRequest;
 use kiln_api::jobs::{Build, JobKind};
 use kiln_api::status::{
-    ComposeStatus, ComposeStatusError, ComposeStatusValue, ImageStatus, ImageStatusValue, JobInfo,
-    UploadStatus,
+    ComposeStatus, ComposeStatusError, ComposeStatusValue, ImageErrorDetails, ImageStatus,
+    ImageStatusValue, JobInfo, UploadStatus,
 };
 use kiln_api::worker::BuildPhase;
 use kiln_api::API_PREFIX;
 use kiln_queue::{ComposeRecord, Job, JobState};
-use serde_json::json;
 
 use crate::live::Live;
 
@@ -68,7 +67,10 @@ fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
             Some(ComposeStatusError {
                 id: IMAGE_ERROR_CANCELED,
                 reason: j.reason.clone().unwrap_or_else(|| "canceled".into()),
-                details: Some(json!({"job": j.id, "type": j.job_type})),
+                details: Some(ImageErrorDetails {
+                    job: j.id,
+                    job_type: j.job_type.clone(),
+                }),
             }),
         )
     } else if let Some(j) = failed {
@@ -81,7 +83,10 @@ fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
                     j.job_type,
                     j.reason.clone().unwrap_or_default()
                 ),
-                details: Some(json!({"job": j.id, "type": j.job_type})),
+                details: Some(ImageErrorDetails {
+                    job: j.id,
+                    job_type: j.job_type.clone(),
+                }),
             }),
         )
     } else if !jobs.is_empty() && jobs.iter().all(|j| j.state == JobState::Success) {

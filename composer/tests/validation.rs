@@ -443,6 +443,40 @@ fn cases() -> Vec<Case> {
             field: Some("image_request.upload_targets[0].upload_options"),
         },
         Case {
+            name: "boot target naming a non-node",
+            body: Json(target(
+                json!({"type": "boot", "upload_options": {"image_name": "compute", "nodes": {"xnames": ["Default"]}}}),
+            )),
+            status: 400,
+            code: 11,
+            field: Some("image_request.upload_targets[0].upload_options.nodes.xnames[0]"),
+        },
+        Case {
+            name: "boot target naming nodes twice",
+            body: Json(target(
+                json!({"type": "boot", "upload_options": {"image_name": "compute", "nodes": {"group": "compute", "nids": [1]}}}),
+            )),
+            status: 400,
+            code: 11,
+            field: Some("image_request.upload_targets[0].upload_options.nodes"),
+        },
+        Case {
+            name: "boot image name leaving its prefix",
+            body: Json(target(
+                json!({"type": "boot", "upload_options": {"image_name": "../x", "nodes": {"group": "compute"}}}),
+            )),
+            status: 400,
+            code: 11,
+            field: Some("image_request.upload_targets[0].upload_options.image_name"),
+        },
+        Case {
+            name: "credentials in the local shorthand",
+            body: Json(image("upload_options", json!({"secret_key": "x"}))),
+            status: 400,
+            code: 11,
+            field: Some("image_request.upload_options"),
+        },
+        Case {
             name: "package groups on Debian",
             body: Json(blueprint(
                 json!({"name": "n", "groups": [{"name": "core"}]}),

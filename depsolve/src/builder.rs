@@ -242,7 +242,7 @@ impl Builder {
             .filter(|&id| {
                 index.candidate(id).is_some_and(|c| {
                     let p = index.package(c);
-                    p.essential() || (family == Family::Deb && p.priority() == 1)
+                    p.essential() || (family == Family::Debian && p.priority() == 1)
                 })
             })
             .collect();

@@ -45,7 +45,7 @@ impl PackageIndex {
             }
         }
         let repos = sources.iter().map(|s| s.base_url.clone()).collect();
-        Ok(b.finish(Family::Deb, repos))
+        Ok(b.finish(Family::Debian, repos))
     }
 }
 

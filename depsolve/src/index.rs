@@ -146,12 +146,9 @@ pub struct Conditional {
     pub then: Span,
 }
 
-/// Which distribution family's version ordering and rules apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Deb,
-    Rpm,
-}
+/// Which distribution family's version ordering and rules apply: the one
+/// definition, kiln-api's, which the catalog and the job contract name too.
+pub use kiln_api::validate::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MultiArch {
@@ -394,7 +391,7 @@ impl PackageIndex {
         }
         if let Some((rel, v)) = d.relation() {
             let op = match self.family {
-                Family::Deb => rel.as_str(),
+                Family::Debian => rel.as_str(),
                 Family::Rpm => rel.as_rpm_str(),
             };
             s.push_str(&format!(" ({op} {})", self.str(v)));
@@ -412,7 +409,7 @@ impl PackageIndex {
 
 pub(crate) fn family_compare(family: Family, a: &str, b: &str) -> Ordering {
     match family {
-        Family::Deb => version::compare(a, b),
+        Family::Debian => version::compare(a, b),
         Family::Rpm => crate::rpmversion::compare_evr(a, b),
     }
 }

@@ -28,7 +28,7 @@ pub fn to_bytes(index: &PackageIndex) -> Vec<u8> {
     let mut out = Vec::with_capacity(index.strings.len() * 3);
     out.extend_from_slice(MAGIC);
     out.push(match index.family {
-        Family::Deb => 0,
+        Family::Debian => 0,
         Family::Rpm => 1,
     });
     put(&mut out, index.arch.as_bytes());
@@ -96,7 +96,7 @@ pub fn from_bytes(data: &[u8]) -> Option<PackageIndex> {
     let (&family, rest) = rest.split_first()?;
     let mut c = Cursor { data: rest };
     let family = match family {
-        0 => Family::Deb,
+        0 => Family::Debian,
         1 => Family::Rpm,
         _ => return None,
     };

@@ -4,7 +4,7 @@ use kiln_api::depsolve::{split_evr, DepsolvedPackage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DepsolveError;
-use crate::index::PackageIndex;
+use crate::index::{Family, PackageIndex};
 use crate::resolve::Marker;
 
 /// What to install.
@@ -46,12 +46,12 @@ impl SolvedPackage {
 
     /// The package in the API's shape: the depsolve job's result and
     /// `POST /depsolve`'s answer. `family` names the package type.
-    pub fn depsolved(&self, family: kiln_api::validate::Family) -> DepsolvedPackage {
+    pub fn depsolved(&self, family: Family) -> DepsolvedPackage {
         let (epoch, version, release) = split_evr(&self.version);
         DepsolvedPackage {
             package_type: match family {
-                kiln_api::validate::Family::Debian => "deb",
-                kiln_api::validate::Family::Rpm => "rpm",
+                Family::Debian => "deb",
+                Family::Rpm => "rpm",
             }
             .into(),
             name: self.name.clone(),

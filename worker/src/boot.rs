@@ -38,14 +38,12 @@ pub struct BootJob<'a> {
 /// status reports: the image, its URLs and the per-node changes.
 pub async fn publish(
     config: Option<&BootConfig>,
-    options: &Value,
+    options: &BootUploadOptions,
     job: &BootJob<'_>,
 ) -> Result<BootUpload, String> {
     let config =
         config.ok_or("this worker has no boot image store configured (worker.toml [boot])")?;
-    let options: BootUploadOptions =
-        serde_json::from_value(options.clone()).map_err(|e| format!("upload_options: {e}"))?;
-    let nodes = NodeSelector::from_request(&options.nodes).map_err(|e| e.to_string())?;
+    let nodes = NodeSelector::from(options.nodes.clone());
     let deployer = config.deployer()?;
     let request = PublishRequest {
         image: ImageSource::Local(LocalBootImage {

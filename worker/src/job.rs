@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_api::compose::UploadTarget;
 use kiln_api::jobs::{Artifact, BuildArgs, BuildResult, JobResult, ManifestResult};
 use kiln_api::osbuild::{BuildOutput, MonitorRecord, StageLogs};
 use kiln_api::status::{
-    Progress, StoredUpload, SubProgress, UploadFailure, UploadStatus, UploadedFile, BOOT_TARGET,
+    Progress, StoredUpload, SubProgress, UploadFailure, UploadStatus, UploadedFile,
 };
 use kiln_api::worker::{AssignedJob, BuildPhase, FinishJob, JobAssignment, JobProgressUpdate};
 use tokio::io::AsyncReadExt;
@@ -422,8 +423,8 @@ async fn upload(
         let mut statuses = Vec::new();
         let mut first_failure = None;
         for t in &args.targets {
-            let kind = t.target_type.as_str();
-            if kind == BOOT_TARGET {
+            let kind = t.kind();
+            if let UploadTarget::Boot(options) = t {
                 let boot_job = crate::boot::BootJob {
                     compose_id: owner,
                     arch: &config.arch,
@@ -431,8 +432,7 @@ async fn upload(
                     kernel_cmdline: manifest.kernel_cmdline.as_deref().unwrap_or(""),
                     result,
                 };
-                match crate::boot::publish(config.boot.as_ref(), &t.upload_options, &boot_job).await
-                {
+                match crate::boot::publish(config.boot.as_ref(), options, &boot_job).await {
                     Ok(published) => statuses.push(UploadStatus::booted(&published)),
                     Err(reason) => {
                         tracing::warn!(job = %job.id, target = "boot", %reason, "boot publish failed");
@@ -466,7 +466,7 @@ async fn upload(
             let mut uploaded = Vec::new();
             let mut failure = None;
             for (path, art) in files.iter().zip(&artifacts) {
-                let name = if kind == "local" {
+                let name = if matches!(t, UploadTarget::Local(_)) {
                     format!("{owner}-{}-{}", args.image, art.name)
                 } else {
                     format!("{owner}/{}/{}", args.image, art.name)

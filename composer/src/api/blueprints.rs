@@ -1,61 +1,34 @@
 //! Stored blueprints (kiln extension, like image-builder's): push a
 //! blueprint once, list and show its versions, compose from it by name.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, Utc};
-use kiln_api::compose::{ComposeRequest, ImageRequest};
+use kiln_api::blueprints::{
+    BlueprintComposeRequest, BlueprintDeleted, BlueprintList, BlueprintSummary, StoredBlueprint,
+};
+use kiln_api::compose::ComposeRequest;
 use kiln_api::customizations::Blueprint;
 use kiln_api::error::ErrorKind;
 use kiln_api::validate::validate_blueprint;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use kiln_queue::BlueprintRecord;
 
-use super::composes::{channel, submit};
-use super::error::{parse_json, ApiError};
+use super::composes::submit;
+use super::error::ApiError;
+use super::extract::{Caller, JsonBody};
 use super::with_status;
 use crate::AppState;
 
-/// A stored version of a blueprint.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct StoredBlueprint {
-    pub name: String,
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    #[schema(value_type = Object)]
-    pub blueprint: serde_json::Value,
-}
-
-/// The latest version of each stored blueprint.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BlueprintList {
-    pub blueprints: Vec<BlueprintSummary>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BlueprintSummary {
-    pub name: String,
-    pub version: i64,
-    pub distro: Option<String>,
-    pub description: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// `POST /blueprints/{name}/compose`: the images to build from a stored blueprint.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BlueprintComposeRequest {
-    /// A stored version; the latest without it.
-    #[serde(default)]
-    pub version: Option<i64>,
-    #[serde(default)]
-    pub image_request: Option<ImageRequest>,
-    #[serde(default)]
-    pub image_requests: Option<Vec<ImageRequest>>,
+/// A stored version, as the queue keeps it: a blueprint written by
+/// [`push_blueprint`], so it reads back.
+fn stored(b: BlueprintRecord) -> Result<StoredBlueprint, ApiError> {
+    Ok(StoredBlueprint {
+        blueprint: serde_json::from_value(b.blueprint).map_err(ApiError::internal)?,
+        name: b.name,
+        version: b.version,
+        created_at: b.created_at,
+    })
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
@@ -88,11 +61,9 @@ fn not_found(name: &str) -> ApiError {
     responses((status = 201, body = StoredBlueprint), (status = 400, body = kiln_api::error::Error)))]
 pub async fn push_blueprint(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    caller: Caller,
+    JsonBody(bp): JsonBody<Blueprint>,
 ) -> Result<Response, ApiError> {
-    let channel = channel(&state, &headers)?;
-    let bp: Blueprint = parse_json(&headers, body)?;
     valid_name(&bp.name)?;
     let distro_name = bp
         .distro
@@ -117,19 +88,11 @@ pub async fn push_blueprint(
     })?;
     validate_blueprint(&bp, "blueprint", distro.family)?;
     let value = serde_json::to_value(&bp).map_err(ApiError::internal)?;
-    let stored = state
+    let record = state
         .queue
-        .put_blueprint(&channel, &bp.name, &value)
+        .put_blueprint(&caller.channel, &bp.name, &value)
         .await?;
-    Ok(with_status(
-        StatusCode::CREATED,
-        StoredBlueprint {
-            name: stored.name,
-            version: stored.version,
-            created_at: stored.created_at,
-            blueprint: stored.blueprint,
-        },
-    ))
+    Ok(with_status(StatusCode::CREATED, stored(record)?))
 }
 
 /// The latest version of every stored blueprint.
@@ -137,30 +100,24 @@ pub async fn push_blueprint(
     responses((status = 200, body = BlueprintList)))]
 pub async fn list_blueprints(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<BlueprintList>, ApiError> {
-    let channel = channel(&state, &headers)?;
     let blueprints = state
         .queue
-        .blueprints(&channel)
+        .blueprints(&caller.channel)
         .await?
         .into_iter()
-        .map(|b| BlueprintSummary {
-            distro: b
-                .blueprint
-                .get("distro")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            description: b
-                .blueprint
-                .get("description")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            name: b.name,
-            version: b.version,
-            created_at: b.created_at,
+        .map(|b| {
+            let s = stored(b)?;
+            Ok(BlueprintSummary {
+                name: s.name,
+                version: s.version,
+                distro: s.blueprint.distro,
+                description: s.blueprint.description,
+                created_at: s.created_at,
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(BlueprintList { blueprints }))
 }
 
@@ -191,37 +148,33 @@ fn version_query(q: Option<&str>) -> Result<Option<i64>, ApiError> {
     responses((status = 200, body = StoredBlueprint), (status = 404, body = kiln_api::error::Error)))]
 pub async fn get_blueprint(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<StoredBlueprint>, ApiError> {
-    let channel = channel(&state, &headers)?;
     let version = version_query(q.as_deref())?;
     let b = state
         .queue
-        .blueprint(&channel, &name, version)
+        .blueprint(&caller.channel, &name, version)
         .await?
         .ok_or_else(|| not_found(&name))?;
-    Ok(Json(StoredBlueprint {
-        name: b.name,
-        version: b.version,
-        created_at: b.created_at,
-        blueprint: b.blueprint,
-    }))
+    Ok(Json(stored(b)?))
 }
 
 /// Deletes every version of a blueprint (composes made from it stay).
 #[utoipa::path(delete, path = "/blueprints/{name}", tag = "blueprint", operation_id = "deleteBlueprint",
     params(("name" = String, Path, description = "Blueprint name")),
-    responses((status = 200, body = Object, description = "{name, deleted: true}"), (status = 404, body = kiln_api::error::Error)))]
+    responses((status = 200, body = BlueprintDeleted), (status = 404, body = kiln_api::error::Error)))]
 pub async fn delete_blueprint(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let channel = channel(&state, &headers)?;
-    if state.queue.delete_blueprint(&channel, &name).await? {
-        Ok(Json(serde_json::json!({"name": name, "deleted": true})))
+) -> Result<Json<BlueprintDeleted>, ApiError> {
+    if state.queue.delete_blueprint(&caller.channel, &name).await? {
+        Ok(Json(BlueprintDeleted {
+            name,
+            deleted: true,
+        }))
     } else {
         Err(not_found(&name))
     }
@@ -235,19 +188,16 @@ pub async fn delete_blueprint(
     responses((status = 201, body = kiln_api::compose::ComposeId), (status = 400, body = kiln_api::error::Error), (status = 404, body = kiln_api::error::Error)))]
 pub async fn compose_blueprint(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<BlueprintComposeRequest>,
 ) -> Result<Response, ApiError> {
-    let channel = channel(&state, &headers)?;
-    let req: BlueprintComposeRequest = parse_json(&headers, body)?;
-    let stored = state
+    let record = state
         .queue
-        .blueprint(&channel, &name, req.version)
+        .blueprint(&caller.channel, &name, req.version)
         .await?
         .ok_or_else(|| not_found(&name))?;
-    let blueprint: Blueprint =
-        serde_json::from_value(stored.blueprint).map_err(ApiError::internal)?;
+    let blueprint = stored(record)?.blueprint;
     let compose = ComposeRequest {
         distribution: blueprint.distro.clone().unwrap_or_default(),
         image_request: req.image_request,
@@ -255,5 +205,5 @@ pub async fn compose_blueprint(
         customizations: None,
         blueprint: Some(blueprint),
     };
-    submit(&state, channel, compose).await
+    submit(&state, caller, compose).await
 }

@@ -1,9 +1,7 @@
 //! Composes: submit, list, inspect, cancel, delete.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
@@ -17,36 +15,13 @@ use kiln_api::status::{
 use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobState};
 use uuid::Uuid;
 
-use super::error::{parse_json, ApiError};
+use super::error::ApiError;
+use super::extract::{Caller, JsonBody, Paging};
 use super::with_status;
 use crate::jobs;
 use crate::plan;
 use crate::status::{compose_href, compose_status, image_of, job_info};
 use crate::AppState;
-
-/// The header that names the channel (tenant) of a request.
-pub const CHANNEL_HEADER: &str = "x-kiln-channel";
-
-/// The request's channel: the header, or the composer's default.
-pub fn channel(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(v) = headers.get(CHANNEL_HEADER) else {
-        return Ok(state.config.default_channel.clone());
-    };
-    let s = v.to_str().unwrap_or("");
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(ApiError::field(
-            ErrorKind::InvalidChannel,
-            "X-Kiln-Channel",
-            "a channel is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'",
-        ))
-    }
-}
 
 pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
@@ -61,47 +36,18 @@ pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// The compose, if it exists in the caller's channel.
 pub async fn load(
     state: &AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     id: &str,
 ) -> Result<(ComposeRecord, Vec<Job>), ApiError> {
     let id = parse_id(id)?;
-    let channel = channel(state, headers)?;
     let compose = state
         .queue
         .compose(id)
         .await?
-        .filter(|c| c.channel == channel)
+        .filter(|c| c.channel == caller.channel)
         .ok_or_else(|| ApiError::new(ErrorKind::ComposeNotFound, format!("no compose {id}")))?;
     let jobs = state.queue.compose_jobs(id).await?;
     Ok((compose, jobs))
-}
-
-/// `page` and `size` of a list query.
-pub fn paging(query: Option<&str>) -> Result<(i64, i64), ApiError> {
-    let (mut page, mut size) = (0i64, 100i64);
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let n = || {
-            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::field(
-                    ErrorKind::InvalidQuery,
-                    k.to_string(),
-                    format!("{v:?} is not a non-negative number"),
-                )
-            })
-        };
-        match k.as_ref() {
-            "page" => page = n()?,
-            "size" => size = n()?.clamp(1, 1000),
-            other => {
-                return Err(ApiError::field(
-                    ErrorKind::InvalidQuery,
-                    other,
-                    "unknown query parameter",
-                ));
-            }
-        }
-    }
-    Ok((page, size))
 }
 
 /// Create a compose.
@@ -119,25 +65,22 @@ pub fn paging(query: Option<&str>) -> Result<(i64, i64), ApiError> {
     ))]
 pub async fn post_compose(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    caller: Caller,
+    JsonBody(req): JsonBody<ComposeRequest>,
 ) -> Result<Response, ApiError> {
-    let channel = channel(&state, &headers)?;
-    let req: ComposeRequest = parse_json(&headers, body)?;
-    submit(&state, channel, req).await
+    submit(&state, caller, req).await
 }
 
 /// Validates a compose request and stores it with its job graph.
 pub async fn submit(
     state: &AppState,
-    channel: String,
+    caller: Caller,
     req: ComposeRequest,
 ) -> Result<Response, ApiError> {
-    let distro = plan::validate(&req, &state.catalog)?;
-    let jobs = plan::jobs(&req, distro, &channel).map_err(ApiError::internal)?;
+    let jobs = plan::plan(&req, &state.catalog, &caller.channel)?;
     let compose = ComposeRecord {
         id: Uuid::new_v4(),
-        channel,
+        channel: caller.channel,
         request: serde_json::to_value(&req).map_err(ApiError::internal)?,
         created_at: Utc::now(),
     };
@@ -160,14 +103,13 @@ pub async fn submit(
     responses((status = 200, body = ComposeList), (status = 400, body = Error)))]
 pub async fn list_composes(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    // The query is judged before the channel, as it always was.
+    Paging { page, size }: Paging,
+    caller: Caller,
 ) -> Result<Json<ComposeList>, ApiError> {
-    let (page, size) = paging(q.as_deref())?;
-    let channel = channel(&state, &headers)?;
     let (composes, total) = state
         .queue
-        .list_composes(Some(&channel), page.saturating_mul(size), size)
+        .list_composes(Some(&caller.channel), page.saturating_mul(size), size)
         .await?;
     let mut items = Vec::with_capacity(composes.len());
     for c in &composes {
@@ -189,10 +131,10 @@ pub async fn list_composes(
     responses((status = 200, body = ComposeStatus), (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn get_compose(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeStatus>, ApiError> {
-    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let (compose, jobs) = load(&state, &caller, &id).await?;
     Ok(Json(compose_status(&compose, &jobs, &state.live)))
 }
 
@@ -203,10 +145,10 @@ pub async fn get_compose(
               (status = 404, body = Error), (status = 409, description = "Not finished", body = Error)))]
 pub async fn delete_compose(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeDeleteStatus>, ApiError> {
-    let (compose, _) = load(&state, &headers, &id).await?;
+    let (compose, _) = load(&state, &caller, &id).await?;
     match state.queue.delete_compose(compose.id).await? {
         DeleteOutcome::Deleted => Ok(Json(ComposeDeleteStatus {
             id: compose.id,
@@ -232,10 +174,10 @@ pub async fn delete_compose(
               (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn cancel_compose(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeStatus>, ApiError> {
-    let (compose, _) = load(&state, &headers, &id).await?;
+    let (compose, _) = load(&state, &caller, &id).await?;
     let n = state.queue.cancel_compose(compose.id).await?;
     tracing::info!(compose = %compose.id, jobs = n.unwrap_or(0), "compose canceled");
     let jobs = state.queue.compose_jobs(compose.id).await?;
@@ -258,10 +200,10 @@ fn job_summary(j: &Job) -> JobLog {
     responses((status = 200, body = ComposeLogs), (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn get_logs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeLogs>, ApiError> {
-    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let (compose, jobs) = load(&state, &caller, &id).await?;
     let images = jobs.iter().map(|j| image_of(j) + 1).max().unwrap_or(0);
     let image_builds = (0..images)
         .map(|image| ImageBuildLog {
@@ -287,10 +229,10 @@ pub async fn get_logs(
     responses((status = 200, body = ComposeManifests), (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn get_manifests(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeManifests>, ApiError> {
-    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let (compose, jobs) = load(&state, &caller, &id).await?;
     let manifests = jobs
         .iter()
         .filter(|j| j.state == JobState::Success)
@@ -311,10 +253,10 @@ pub async fn get_manifests(
     responses((status = 200, body = ComposeMetadata), (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn get_metadata(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeMetadata>, ApiError> {
-    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let (compose, jobs) = load(&state, &caller, &id).await?;
     let request: ComposeRequest =
         serde_json::from_value(compose.request.clone()).map_err(ApiError::internal)?;
     let solved: Vec<&Job> = jobs
@@ -348,10 +290,10 @@ pub async fn get_metadata(
     responses((status = 200, body = ComposeJobs), (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn get_jobs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ComposeJobs>, ApiError> {
-    let (compose, jobs) = load(&state, &headers, &id).await?;
+    let (compose, jobs) = load(&state, &caller, &id).await?;
     Ok(Json(ComposeJobs {
         id: compose.id,
         kind: "ComposeJobs".into(),

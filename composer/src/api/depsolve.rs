@@ -1,9 +1,6 @@
 //! Depsolving and package search, in the reference's shape.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use kiln_api::depsolve::{
     split_evr, DepsolveRequest, DepsolveResponse, PackageDetails, SearchPackagesRequest,
@@ -14,8 +11,9 @@ use kiln_api::validate::{validate_blueprint, Family};
 use kiln_depsolve::Request;
 use kiln_distro::Distribution;
 
-use super::error::{parse_json, ApiError};
-use crate::repos::depsolve_error;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::repos::RepoError;
 use crate::AppState;
 
 fn distribution<'a>(state: &'a AppState, name: &str) -> Result<&'a Distribution, ApiError> {
@@ -40,10 +38,8 @@ fn distribution<'a>(state: &'a AppState, name: &str) -> Result<&'a Distribution,
         (status = 502, description = "A repository could not be read or verified (the reason names the file)", body = Error)))]
 pub async fn post_depsolve(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<DepsolveRequest>,
 ) -> Result<Json<DepsolveResponse>, ApiError> {
-    let req: DepsolveRequest = parse_json(&headers, body)?;
     let distro = distribution(&state, &req.distribution)?;
     validate_blueprint(&req.blueprint, "blueprint", distro.family)?;
     let mut packages = Vec::new();
@@ -93,7 +89,7 @@ pub async fn post_depsolve(
             recommends: false,
         })
         .await
-        .map_err(depsolve_error)?;
+        .map_err(RepoError::from)?;
     Ok(Json(DepsolveResponse {
         packages: solution
             .packages
@@ -112,10 +108,8 @@ pub async fn post_depsolve(
         (status = 502, description = "A repository could not be read or verified", body = Error)))]
 pub async fn post_search(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<SearchPackagesRequest>,
 ) -> Result<Json<SearchPackagesResponse>, ApiError> {
-    let req: SearchPackagesRequest = parse_json(&headers, body)?;
     let distro = distribution(&state, &req.distribution)?;
     if req.packages.is_empty() {
         return Err(ApiError::field(

@@ -5,9 +5,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kiln_api::error::{Error, ErrorKind, FieldError};
+use kiln_api::error::{Error, ErrorDetails, ErrorKind, FieldError};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -53,6 +52,30 @@ impl From<FieldError> for ApiError {
     }
 }
 
+impl From<crate::plan::PlanError> for ApiError {
+    fn from(e: crate::plan::PlanError) -> ApiError {
+        match e {
+            crate::plan::PlanError::Request(e) => e.into(),
+            crate::plan::PlanError::Jobs(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// A repository's or a solve's error, as the API tells it.
+impl From<crate::repos::RepoError> for ApiError {
+    fn from(e: crate::repos::RepoError) -> ApiError {
+        use crate::repos::RepoError;
+        match e {
+            RepoError::Request(e) => e.into(),
+            RepoError::Unsolvable(e) => ApiError::new(ErrorKind::Unsolvable, e.to_string()),
+            RepoError::Unavailable(e) => {
+                ApiError::new(ErrorKind::RepositoryUnavailable, e.to_string())
+            }
+            e @ RepoError::Internal { .. } => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<kiln_queue::QueueError> for ApiError {
     fn from(e: kiln_queue::QueueError) -> ApiError {
         ApiError::internal(e)
@@ -71,7 +94,7 @@ impl IntoResponse for ApiError {
         }
         let mut body = Error::new(self.kind, self.reason, &operation_id);
         if let Some(f) = self.field {
-            body.details = Some(json!({ "field": f }));
+            body.details = Some(ErrorDetails { field: Some(f) });
         }
         (status, Json(body)).into_response()
     }
@@ -130,6 +153,16 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     }
     let message = inner.to_string();
     let base = if path == "." { String::new() } else { path };
+    // A type that checks what it reads (an upload target) names the field
+    // below the path serde was at, and the error's kind.
+    if let Some(e) = FieldError::from_serde(&strip_position(&message)) {
+        let field = match (base.is_empty(), e.field.is_empty()) {
+            (_, true) => base,
+            (true, false) => e.field,
+            (false, false) => format!("{base}.{}", e.field),
+        };
+        return ApiError::field(e.kind, field, e.message);
+    }
     let join = |name: &str| {
         // For unknown fields the path already ends with the field's name.
         if base.is_empty() {

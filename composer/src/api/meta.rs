@@ -1,11 +1,12 @@
 //! The API's description of itself: its OpenAPI document and error catalog.
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::Path;
 use axum::Json;
 use kiln_api::error::{Error, ErrorKind, ErrorList};
 use utoipa::OpenApi;
 
 use super::error::ApiError;
+use super::extract::Paging;
 use super::ApiDoc;
 
 /// The OpenAPI document of this API, generated from the code.
@@ -20,8 +21,7 @@ pub async fn get_openapi() -> Json<utoipa::openapi::OpenApi> {
     params(("page" = Option<String>, Query, description = "Page index, from 0"),
            ("size" = Option<String>, Query, description = "Items per page")),
     responses((status = 200, body = ErrorList), (status = 400, body = Error)))]
-pub async fn list_errors(RawQuery(q): RawQuery) -> Result<Json<ErrorList>, ApiError> {
-    let (page, size) = super::composes::paging(q.as_deref())?;
+pub async fn list_errors(Paging { page, size }: Paging) -> Result<Json<ErrorList>, ApiError> {
     let all: Vec<Error> = ErrorKind::ALL.iter().map(|k| Error::catalog(*k)).collect();
     let items: Vec<Error> = all
         .iter()

@@ -18,6 +18,7 @@ pub mod depsolve;
 pub mod distributions;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod meta;
 
 use error::ApiError;
@@ -67,10 +68,12 @@ use error::ApiError;
         kiln_api::compose::AzureUploadOptions,
         kiln_api::compose::BootUploadOptions,
         kiln_api::compose::BootNodes,
-        blueprints::StoredBlueprint,
-        blueprints::BlueprintList,
-        blueprints::BlueprintSummary,
-        blueprints::BlueprintComposeRequest,
+        kiln_api::customizations::Blueprint,
+        kiln_api::blueprints::StoredBlueprint,
+        kiln_api::blueprints::BlueprintList,
+        kiln_api::blueprints::BlueprintSummary,
+        kiln_api::blueprints::BlueprintComposeRequest,
+        kiln_api::blueprints::BlueprintDeleted,
         kiln_api::compose::ComposeId,
         kiln_api::status::ComposeStatus,
         kiln_api::status::ComposeList,
@@ -153,4 +156,33 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// A JSON answer with a status other than 200.
 pub fn with_status<T: serde::Serialize>(status: StatusCode, body: T) -> axum::response::Response {
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_shows_upload_targets_by_type() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schema = |name: &str| {
+            doc.pointer(&format!("/components/schemas/{name}"))
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        let target = schema("UploadTarget");
+        for kind in kiln_api::compose::UPLOAD_TYPES {
+            assert!(target.contains(&format!("\"{kind}\"")), "{kind}: {target}");
+        }
+        for options in [
+            "AwsS3UploadOptions",
+            "BootUploadOptions",
+            "LocalUploadOptions",
+        ] {
+            assert!(target.contains(options), "{options}: {target}");
+        }
+        // A boot target's nodes are the request's object, not the parsed selection.
+        let boot = schema("BootUploadOptions");
+        assert!(boot.contains("BootNodes"), "{boot}");
+    }
 }

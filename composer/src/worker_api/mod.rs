@@ -9,10 +9,9 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -26,7 +25,8 @@ use kiln_api::worker::{
 use kiln_queue::{DequeueFilter, LeaseStatus, Outcome, QueueError};
 use uuid::Uuid;
 
-use crate::api::error::{parse_json, ApiError};
+use crate::api::error::ApiError;
+use crate::api::extract::JsonBody;
 use crate::jobs::JobsError;
 use crate::AppState;
 
@@ -131,10 +131,8 @@ pub async fn serve(
 async fn request_job(
     State(state): State<AppState>,
     Extension(worker): Extension<WorkerIdentity>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(request): JsonBody<RequestJob>,
 ) -> Result<Response, ApiError> {
-    let request: RequestJob = parse_json(&headers, body)?;
     request.validate()?;
     let filter = DequeueFilter {
         job_types: request.types,
@@ -177,9 +175,8 @@ async fn request_job(
 async fn heartbeat(
     State(state): State<AppState>,
     Extension(worker): Extension<WorkerIdentity>,
-    Path(token): Path<String>,
+    LeaseToken(token): LeaseToken,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let token = lease_token(&token)?;
     own_lease(&state, &worker, token).await?;
     let status = match state.queue.heartbeat(token).await? {
         LeaseStatus::Alive => LeaseState::Alive,
@@ -194,12 +191,9 @@ async fn heartbeat(
 async fn progress(
     State(state): State<AppState>,
     Extension(worker): Extension<WorkerIdentity>,
-    Path(token): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseToken(token): LeaseToken,
+    JsonBody(update): JsonBody<JobProgressUpdate>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let token = lease_token(&token)?;
-    let update: JobProgressUpdate = parse_json(&headers, body)?;
     update.validate()?;
     own_lease(&state, &worker, token).await?;
     let status = match state.queue.heartbeat(token).await? {
@@ -220,12 +214,9 @@ async fn progress(
 async fn finish(
     State(state): State<AppState>,
     Extension(worker): Extension<WorkerIdentity>,
-    Path(token): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LeaseToken(token): LeaseToken,
+    JsonBody(request): JsonBody<FinishJob>,
 ) -> Result<Json<FinishResponse>, ApiError> {
-    let token = lease_token(&token)?;
-    let request: FinishJob = parse_json(&headers, body)?;
     request.validate()?;
     own_lease(&state, &worker, token).await?;
     let outcome = if request.success {
@@ -260,14 +251,27 @@ async fn finish(
     }))
 }
 
-fn lease_token(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::field(
-            ErrorKind::InvalidField,
-            "token",
-            "not a lease token (a UUID)",
-        )
-    })
+/// The lease a `/jobs/{token}/…` path names.
+struct LeaseToken(Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for LeaseToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let not_a_token = || {
+            ApiError::field(
+                ErrorKind::InvalidField,
+                "token",
+                "not a lease token (a UUID)",
+            )
+        };
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_a_token())?;
+        Uuid::parse_str(&raw)
+            .map(LeaseToken)
+            .map_err(|_| not_a_token())
+    }
 }
 
 /// Only the worker a job was leased to may renew or finish it; to any other
