@@ -69,7 +69,13 @@ struct Listener {
     connections: Arc<AtomicUsize>,
     /// The first bytes of each connection, to say who called.
     seen: Arc<Mutex<Vec<String>>>,
+    /// Told when the listener has reached a [`SENTINEL`] connection.
+    flushes: Mutex<std::sync::mpsc::Receiver<()>>,
 }
+
+/// What the test itself sends the listener, so as to know that every
+/// connection queued before it has been counted.
+const SENTINEL: &[u8] = b"kiln-test-sentinel";
 
 impl Listener {
     fn start() -> Listener {
@@ -78,13 +84,22 @@ impl Listener {
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (count, log) = (connections.clone(), seen.clone());
+        let (flushed, flushes) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // One connection at a time, in the order the kernel queued them.
             for stream in socket.incoming() {
-                count.fetch_add(1, Ordering::SeqCst);
-                let Ok(mut stream) = stream else { continue };
+                let Ok(mut stream) = stream else {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                };
                 let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
                 let mut buf = [0u8; 512];
                 let n = stream.read(&mut buf).unwrap_or(0);
+                if &buf[..n] == SENTINEL {
+                    let _ = flushed.send(());
+                    continue;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
                 if let Ok(mut v) = log.lock() {
                     v.push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 }
@@ -95,6 +110,7 @@ impl Listener {
             port,
             connections,
             seen,
+            flushes: Mutex::new(flushes),
         }
     }
 
@@ -103,6 +119,17 @@ impl Listener {
     }
 
     fn assert_untouched(&self) {
+        // The child has exited, but its connections may still wait in the
+        // accept queue: count up to a connection of our own, queued last.
+        let mut sentinel =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect the sentinel");
+        std::io::Write::write_all(&mut sentinel, SENTINEL).expect("send the sentinel");
+        let flushes = self.flushes.lock().expect("flush channel");
+        // A generous bound against a wedged listener, not a timing check.
+        flushes
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the listener never reached the sentinel");
+        drop(flushes);
         let n = self.connections.load(Ordering::SeqCst);
         assert_eq!(
             n,
