@@ -205,6 +205,15 @@ impl<'a> Client<'a> {
         if target.concurrency == 0 || target.concurrency > 64 {
             return Err(bad("concurrency must be 1 to 64".into()));
         }
+        if target.key.expose().trim().is_empty() {
+            // Shared Key is kiln's only Azure credential: no identity
+            // endpoint, environment variable or connection string stands in.
+            return Err(bad(
+                "key is empty: an Azure target needs its account key in the configuration \
+                 (kiln never looks for credentials in the environment or a managed identity endpoint)"
+                    .into(),
+            ));
+        }
         // The decode error never quotes the key.
         let key = BASE64
             .decode(target.key.expose())

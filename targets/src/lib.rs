@@ -21,6 +21,7 @@ mod local;
 mod parts;
 mod retry;
 mod s3;
+mod s3_store;
 
 pub mod azure {
     //! Container administration on Azure Blob Storage, for setup scripts and
@@ -35,7 +36,7 @@ pub use config::{
     AzureTarget, GcsTarget, LocalTarget, RetryPolicy, S3Target, Secret, TargetConfig,
 };
 pub use error::UploadError;
-pub use s3::s3_object_store;
+pub use s3_store::s3_object_store;
 
 /// What an upload put where.
 #[derive(Clone, Debug, PartialEq, Eq)]

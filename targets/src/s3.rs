@@ -1,16 +1,20 @@
-//! The S3 target, through `object_store`'s low-level multipart API.
+//! The S3 target, through the official AWS SDK (`aws-sdk-s3`).
 //!
-//! Credentials: the store is built with a `StaticCredentialProvider` holding
-//! the configured key pair. `object_store` takes given credentials before it
-//! looks anywhere else, so the environment, profiles and the instance
-//! metadata service (169.254.169.254) are never consulted; the builder is
-//! also never fed from the environment (`AmazonS3Builder::new`, not `from_env`).
-//! `object_store`'s own retries are off: every request goes through kiln's
-//! retry loop, which reports retries and treats all targets alike.
+//! Credentials: the client is built with `aws_sdk_s3::Config::builder()`
+//! alone, never through `aws-config` (which kiln does not depend on): its
+//! credentials provider is the configured key pair and nothing else, its
+//! region and endpoint are the configured ones. No default provider chain
+//! exists in the client, so the environment, profiles, web identity, the
+//! container credentials endpoint and the instance metadata service
+//! (169.254.169.254) are never consulted. A target without a key pair is
+//! refused before any client is built. The SDK's own retries are off: every
+//! request goes through kiln's retry loop, which reports retries and treats
+//! all targets alike.
 //!
 //! Upload: one multipart upload, `concurrency` parts in flight, each part
-//! retried on its own. An artifact smaller than a part is one part; an empty
-//! one is a single PUT (S3 has no empty multipart upload).
+//! retried on its own and sent with its `Content-MD5`, which S3 checks on
+//! arrival. An artifact smaller than a part is one part; an empty one is a
+//! single PutObject (S3 has no empty multipart upload).
 //!
 //! Verification, without reading the object back: for an unencrypted or
 //! SSE-S3 object, S3 returns each part's MD5 as its ETag and the completed
@@ -19,29 +23,50 @@
 //! storage differently from the artifact fails the upload (a part whose ETag
 //! differs is re-sent, as a transport corruption would warrant). Services
 //! whose ETags are not MD5s (SSE-KMS, SSE-C) return ETags of another shape;
-//! those are logged and not compared. A final HEAD checks the stored size.
+//! those are logged and not compared. A final HeadObject checks the stored
+//! size.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_async::rt::sleep::TokioSleep;
+use aws_smithy_async::time::SystemTimeSource;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use futures::stream::{FuturesUnordered, StreamExt};
 use md5::{Digest, Md5};
-use object_store::aws::{
-    AmazonS3, AmazonS3Builder, AwsCredential, S3ConditionalPut, S3CopyIfNotExists,
-};
-use object_store::multipart::{MultipartStore, PartId};
-use object_store::path::Path as ObjectPath;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, PutPayload, RetryConfig, StaticCredentialProvider,
-};
 
 use crate::parts::{Digests, Part, PartReader};
 use crate::retry::{error_chain, with_retries, Failure, Observer};
 use crate::{Event, S3Target, UploadError, UploadedObject};
 
-const TARGET: &str = "s3";
+pub(crate) const TARGET: &str = "s3";
 const MIN_PART: u64 = 5 * 1024 * 1024;
 const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+const MAX_PARTS: u64 = 10_000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client and what every request of one upload shares.
+struct S3 {
+    client: Client,
+    bucket: String,
+    key: String,
+    /// Over HTTPS the payload is not hashed into the signature: TLS and the
+    /// Content-MD5 and ETag checks guard it (AWS's SDKs do the same for
+    /// transfers). Over plain HTTP the signature is all that protects the
+    /// body in transit, so it is signed.
+    unsigned_payload: bool,
+}
 
 pub(crate) async fn upload(
     target: &S3Target,
@@ -49,8 +74,21 @@ pub(crate) async fn upload(
     name: &str,
     on_event: Observer<'_>,
 ) -> Result<UploadedObject, UploadError> {
-    let store = build(target)?;
-    let key = ObjectPath::from(name);
+    if !(MIN_PART..=MAX_PART).contains(&target.part_size) {
+        return Err(config_error(format!(
+            "part_size {} is outside S3's {MIN_PART}..={MAX_PART} bytes",
+            target.part_size
+        )));
+    }
+    if target.concurrency == 0 || target.concurrency > 64 {
+        return Err(config_error("concurrency must be 1 to 64".into()));
+    }
+    let s3 = S3 {
+        client: client(target)?,
+        bucket: target.bucket.clone(),
+        key: name.to_string(),
+        unsigned_payload: endpoint_is_https(target)?,
+    };
     let url = format!("s3://{}/{name}", target.bucket);
     let digests = Digests {
         part_md5: true,
@@ -58,90 +96,191 @@ pub(crate) async fn upload(
     };
     let mut reader = PartReader::open(artifact, target.part_size, digests)?;
     let total = reader.total();
+    if total.div_ceil(target.part_size) > MAX_PARTS {
+        return Err(config_error(format!(
+            "{total} bytes in parts of {} is more than {MAX_PARTS} parts: raise part_size",
+            target.part_size
+        )));
+    }
     on_event(Event::Progress { done: 0, total });
 
     if total == 0 {
-        let empty_md5 = hex::encode(Md5::digest(b""));
-        let result = with_retries(
+        let empty_md5: [u8; 16] = Md5::digest(b"").into();
+        let etag = with_retries(
             &target.retry,
             TARGET,
-            "PUT (empty object)",
+            "PutObject (empty object)",
             on_event,
-            || {
-                let (store, key) = (&store, &key);
-                async move {
-                    store
-                        .put(key, PutPayload::new())
-                        .await
-                        .map_err(store_failure)
-                }
-            },
+            || s3.put_empty(empty_md5),
         )
         .await?;
-        check_etag(result.e_tag.as_deref(), &empty_md5, "object ETag")?;
+        check_etag(etag.as_deref(), &hex::encode(empty_md5), "object ETag")?;
         let whole = drain(reader).await?;
-        return finish(&store, &key, target, url, total, whole, on_event).await;
+        return finish(&s3, target, url, total, whole, on_event).await;
     }
 
-    let id = with_retries(
+    let upload_id = with_retries(
         &target.retry,
         TARGET,
         "CreateMultipartUpload",
         on_event,
-        || {
-            let (store, key) = (&store, &key);
-            async move { store.create_multipart(key).await.map_err(store_failure) }
-        },
+        || s3.create(),
     )
     .await?;
 
-    let sent = send_parts(&store, &key, &id, target, &mut reader, total, on_event).await;
+    let sent = send_parts(&s3, &upload_id, target, &mut reader, total, on_event).await;
     let (parts, part_md5s) = match sent {
         Ok(p) => p,
         Err(e) => {
             // Best effort, once: the parts stored so far cost money until
             // aborted, and the upload failed anyway.
-            if let Err(abort) = store.abort_multipart(&key, &id).await {
-                tracing::warn!(error = %error_chain(&abort), "aborting the failed multipart upload");
+            if let Err(abort) = s3.abort(&upload_id).await {
+                let reason = match abort {
+                    Failure::Transient(m) | Failure::Permanent(m) => m,
+                };
+                tracing::warn!(error = %reason, "aborting the failed multipart upload");
             }
             return Err(e);
         }
     };
     let whole = reader.finish()?;
     let count = parts.len();
-    let result = with_retries(
+    let completed = CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build();
+    let etag = with_retries(
         &target.retry,
         TARGET,
         "CompleteMultipartUpload",
         on_event,
-        || {
-            let (store, key, id, parts) = (&store, &key, &id, &parts);
-            async move {
-                store
-                    .complete_multipart(key, id, parts.clone())
-                    .await
-                    .map_err(store_failure)
-            }
-        },
+        || s3.complete(&upload_id, completed.clone()),
     )
     .await?;
     let expected = format!("{}-{count}", hex::encode(Md5::digest(part_md5s.concat())));
-    check_etag(result.e_tag.as_deref(), &expected, "multipart ETag")?;
-    finish(&store, &key, target, url, total, whole, on_event).await
+    check_etag(etag.as_deref(), &expected, "multipart ETag")?;
+    finish(&s3, target, url, total, whole, on_event).await
 }
 
-/// Uploads every part, `concurrency` at a time; returns the part ids and
-/// MD5s in part order.
+impl S3 {
+    async fn put_empty(&self, md5: [u8; 16]) -> Result<Option<String>, Failure> {
+        let op = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_length(0)
+            .content_md5(BASE64.encode(md5))
+            .body(ByteStream::from_static(b""))
+            .customize();
+        let op = if self.unsigned_payload {
+            op.disable_payload_signing()
+        } else {
+            op
+        };
+        let out = op.send().await.map_err(sdk_failure)?;
+        Ok(out.e_tag)
+    }
+
+    async fn create(&self) -> Result<String, Failure> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+            .map_err(sdk_failure)?;
+        out.upload_id
+            .ok_or_else(|| Failure::Permanent("the answer carries no UploadId".into()))
+    }
+
+    async fn put_part(
+        &self,
+        upload_id: &str,
+        part: &Part,
+        md5: [u8; 16],
+    ) -> Result<Option<String>, Failure> {
+        let op = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .part_number(part_number(part.index))
+            .content_length(part.data.len() as i64)
+            .content_md5(BASE64.encode(md5))
+            // `Bytes` clones share the buffer: a retry costs no copy.
+            .body(ByteStream::from(part.data.clone()))
+            .customize();
+        let op = if self.unsigned_payload {
+            op.disable_payload_signing()
+        } else {
+            op
+        };
+        let out = op.send().await.map_err(sdk_failure)?;
+        Ok(out.e_tag)
+    }
+
+    async fn complete(
+        &self,
+        upload_id: &str,
+        parts: CompletedMultipartUpload,
+    ) -> Result<Option<String>, Failure> {
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .multipart_upload(parts)
+            .send()
+            .await
+            .map_err(sdk_failure)?;
+        Ok(out.e_tag)
+    }
+
+    async fn abort(&self, upload_id: &str) -> Result<(), Failure> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(sdk_failure)?;
+        Ok(())
+    }
+
+    async fn size(&self) -> Result<Option<i64>, Failure> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+            .map_err(sdk_failure)?;
+        Ok(out.content_length)
+    }
+}
+
+/// S3's 1-based part number. `upload` refuses artifacts of more than
+/// `MAX_PARTS` parts before it starts, so the number fits.
+fn part_number(index: usize) -> i32 {
+    (index + 1) as i32
+}
+
+/// Uploads every part, `concurrency` at a time; returns the completed parts
+/// and their MD5s in part order.
 async fn send_parts(
-    store: &AmazonS3,
-    key: &ObjectPath,
-    id: &String,
+    s3: &S3,
+    upload_id: &str,
     target: &S3Target,
     reader: &mut PartReader,
     total: u64,
     on_event: Observer<'_>,
-) -> Result<(Vec<PartId>, Vec<[u8; 16]>), UploadError> {
-    let mut ids: Vec<Option<PartId>> = Vec::new();
+) -> Result<(Vec<CompletedPart>, Vec<[u8; 16]>), UploadError> {
+    let mut parts: Vec<Option<CompletedPart>> = Vec::new();
     let mut md5s: Vec<[u8; 16]> = Vec::new();
     let mut in_flight = FuturesUnordered::new();
     let mut done = 0u64;
@@ -152,54 +291,58 @@ async fn send_parts(
                 Some(part) => {
                     let md5 = part.md5.unwrap_or_default();
                     md5s.push(md5);
-                    ids.push(None);
-                    in_flight.push(send_part(store, key, id, target, part, md5, on_event));
+                    parts.push(None);
+                    in_flight.push(send_part(s3, upload_id, target, part, md5, on_event));
                 }
                 None => more = false,
             }
         }
         if let Some(result) = in_flight.next().await {
-            let (index, len, part_id) = result?;
-            ids[index] = Some(part_id);
+            let (index, len, part) = result?;
+            parts[index] = Some(part);
             done += len;
             on_event(Event::Progress { done, total });
         }
     }
-    let ids = ids.into_iter().flatten().collect::<Vec<_>>();
-    Ok((ids, md5s))
+    let parts = parts.into_iter().flatten().collect::<Vec<_>>();
+    Ok((parts, md5s))
 }
 
 async fn send_part(
-    store: &AmazonS3,
-    key: &ObjectPath,
-    id: &String,
+    s3: &S3,
+    upload_id: &str,
     target: &S3Target,
     part: Part,
     md5: [u8; 16],
     on_event: Observer<'_>,
-) -> Result<(usize, u64, PartId), UploadError> {
+) -> Result<(usize, u64, CompletedPart), UploadError> {
     let operation = format!("UploadPart {}", part.index + 1);
     let expected = hex::encode(md5);
-    let payload = PutPayload::from(part.data.clone());
-    let part_id = with_retries(&target.retry, TARGET, &operation, on_event, || {
-        let (payload, expected) = (payload.clone(), &expected);
+    let etag = with_retries(&target.retry, TARGET, &operation, on_event, || {
+        let (part, expected) = (&part, &expected);
         async move {
-            let part_id = store
-                .put_part(key, id, part.index, payload)
-                .await
-                .map_err(store_failure)?;
-            let etag = part_id.content_id.trim_matches('"');
-            if looks_like_md5(etag) && !etag.eq_ignore_ascii_case(expected) {
+            let etag = s3.put_part(upload_id, part, md5).await?;
+            let Some(etag) = etag else {
+                return Err(Failure::Permanent(
+                    "the answer carries no ETag, which CompleteMultipartUpload needs".into(),
+                ));
+            };
+            let bare = etag.trim_matches('"');
+            if looks_like_md5(bare) && !bare.eq_ignore_ascii_case(expected) {
                 // The storage received other bytes than were sent: send again.
                 return Err(Failure::Transient(format!(
-                    "part ETag {etag} is not the MD5 {expected} of the bytes sent"
+                    "part ETag {bare} is not the MD5 {expected} of the bytes sent"
                 )));
             }
-            Ok(part_id)
+            Ok(etag)
         }
     })
     .await?;
-    Ok((part.index, part.data.len() as u64, part_id))
+    let completed = CompletedPart::builder()
+        .part_number(part_number(part.index))
+        .e_tag(etag)
+        .build();
+    Ok((part.index, part.data.len() as u64, completed))
 }
 
 async fn drain(mut reader: PartReader) -> Result<crate::parts::Whole, UploadError> {
@@ -208,24 +351,20 @@ async fn drain(mut reader: PartReader) -> Result<crate::parts::Whole, UploadErro
 }
 
 async fn finish(
-    store: &AmazonS3,
-    key: &ObjectPath,
+    s3: &S3,
     target: &S3Target,
     url: String,
     total: u64,
     whole: crate::parts::Whole,
     on_event: Observer<'_>,
 ) -> Result<UploadedObject, UploadError> {
-    let meta = with_retries(&target.retry, TARGET, "HeadObject", on_event, || async {
-        store.head(key).await.map_err(store_failure)
-    })
-    .await?;
-    if meta.size != total {
+    let size = with_retries(&target.retry, TARGET, "HeadObject", on_event, || s3.size()).await?;
+    if size != i64::try_from(total).ok() {
         return Err(UploadError::Verification {
             target: TARGET,
             what: format!("size of {url}"),
             expected: total.to_string(),
-            actual: meta.size.to_string(),
+            actual: size.map_or_else(|| "no size".to_string(), |s| s.to_string()),
         });
     }
     on_event(Event::Progress { done: total, total });
@@ -265,172 +404,128 @@ fn looks_like_md5(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The store kiln's own uploads use: part size and concurrency checked,
-/// `object_store`'s retries off (kiln retries each request itself).
-fn build(target: &S3Target) -> Result<AmazonS3, UploadError> {
-    if !(MIN_PART..=MAX_PART).contains(&target.part_size) {
-        return Err(config_error(format!(
-            "part_size {} is outside S3's {MIN_PART}..={MAX_PART} bytes",
-            target.part_size
-        )));
-    }
-    if target.concurrency == 0 || target.concurrency > 64 {
-        return Err(config_error("concurrency must be 1 to 64".into()));
-    }
-    builder(target)?
-        .with_retry(RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 0,
-            retry_timeout: target.retry.request_timeout(),
-        })
-        .build()
-        .map_err(|e| config_error(error_chain(&e)))
-}
-
-/// The bucket of `target` as an [`ObjectStore`] whose writes can be
-/// create-only, for callers that must never overwrite (kiln-boot's boot
-/// image store):
-///
-/// - `put_opts` with `PutMode::Create` sends `If-None-Match: *`
-///   (`S3ConditionalPut::ETagMatch`); an existing key fails with
-///   `object_store::Error::AlreadyExists`.
-/// - `copy_if_not_exists` is `S3CopyIfNotExists::Multipart`: a multipart
-///   upload of the destination whose one part is an UploadPartCopy of the
-///   source, completed with `If-None-Match: *`. CopyObject itself has no
-///   destination precondition that S3 servers agree on (s3s-fs ignores
-///   `If-None-Match` on it, and `x-amz-copy-source-if-none-match` is a test
-///   of the *source's* ETag), so this is the one form that is refused rather
-///   than silently overwriting. S3 copies at most 5 GiB in one part.
-///
-/// Credentials are the configured key pair only, and the builder is never fed
-/// from the environment: no profile, environment variable or instance
-/// metadata service is consulted. `object_store` retries transient failures
-/// itself here, following `target.retry`: 5xx, 429 and 408 answers and
-/// connections that failed before the request was sent; a conditional PUT
-/// that timed out is not resent. A retried create whose first attempt did
-/// land is refused as `AlreadyExists`: a false refusal, never an overwrite.
-/// `part_size` and `concurrency` are for [`crate::upload`] and not used.
-pub fn s3_object_store(target: &S3Target) -> Result<Arc<dyn ObjectStore>, UploadError> {
-    let retry = &target.retry;
-    let attempts = retry.max_attempts.max(1);
-    let store = builder(target)?
-        .with_conditional_put(S3ConditionalPut::ETagMatch)
-        .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
-        .with_retry(RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: retry.backoff(1),
-                max_backoff: Duration::from_millis(retry.max_backoff_ms),
-                base: 2.0,
-            },
-            max_retries: (attempts - 1) as usize,
-            retry_timeout: retry.request_timeout().saturating_mul(attempts),
-        })
-        .build()
-        .map_err(|e| config_error(error_chain(&e)).redact(&[target.secret_access_key.expose()]))?;
-    Ok(Arc::new(store))
-}
-
-fn config_error(reason: String) -> UploadError {
+pub(crate) fn config_error(reason: String) -> UploadError {
     UploadError::Config {
         target: TARGET,
         reason,
     }
 }
 
-/// Endpoint, region, bucket, static credentials and HTTP options: what every
-/// store of `target` shares.
-fn builder(target: &S3Target) -> Result<AmazonS3Builder, UploadError> {
-    let bad = config_error;
-    if target.access_key_id.is_empty() || target.secret_access_key.expose().is_empty() {
-        return Err(bad(
-            "access_key_id and secret_access_key are required".into()
-        ));
-    }
-    let endpoint = url::Url::parse(&target.endpoint)
-        .map_err(|e| bad(format!("endpoint {:?}: {e}", target.endpoint)))?;
-    let allow_http = match endpoint.scheme() {
-        "https" => false,
-        "http" => true,
-        other => return Err(bad(format!("endpoint scheme {other:?} is not http(s)"))),
+/// Refuses a target without a complete key pair. kiln has no other source of
+/// S3 credentials, and an unsigned request would be anonymous, which no
+/// bucket kiln writes to should accept.
+pub(crate) fn require_key_pair(target: &S3Target) -> Result<(), UploadError> {
+    let missing = match (
+        target.access_key_id.trim().is_empty(),
+        target.secret_access_key.expose().is_empty(),
+    ) {
+        (false, false) => return Ok(()),
+        (true, true) => "access_key_id and secret_access_key are",
+        (true, false) => "access_key_id is",
+        (false, true) => "secret_access_key is",
     };
-    let endpoint = if target.path_style {
-        target.endpoint.trim_end_matches('/').to_string()
-    } else {
-        // object_store expects a virtual-hosted endpoint to name the bucket.
-        let host = endpoint.host_str().unwrap_or_default();
-        let mut u = endpoint.clone();
-        u.set_host(Some(&format!("{}.{host}", target.bucket)))
-            .map_err(|e| bad(format!("bucket as a host name: {e}")))?;
-        u.as_str().trim_end_matches('/').to_string()
-    };
-    let credentials = StaticCredentialProvider::new(AwsCredential {
-        key_id: target.access_key_id.clone(),
-        secret_key: target.secret_access_key.expose().to_string(),
-        token: None,
-    });
-    let options = ClientOptions::new()
-        .with_allow_http(allow_http)
-        .with_connect_timeout(Duration::from_secs(10))
-        .with_timeout(target.retry.request_timeout());
-    Ok(AmazonS3Builder::new()
-        .with_endpoint(endpoint)
-        .with_region(&target.region)
-        .with_bucket_name(&target.bucket)
-        .with_credentials(Arc::new(credentials))
-        .with_virtual_hosted_style_request(!target.path_style)
-        // Over TLS the payload's SHA-256 in the signature would only repeat
-        // what TLS and the ETag check already guard, at the cost of hashing
-        // every byte once more (AWS's SDKs skip it on HTTPS too); over plain
-        // HTTP the signature is all that protects the body in transit.
-        .with_unsigned_payload(!allow_http)
-        .with_client_options(options))
+    Err(config_error(format!(
+        "{missing} empty: an S3 target needs its key pair in the configuration \
+         (kiln never looks for credentials in the environment, profiles or a metadata service)"
+    )))
 }
 
-/// Sorts an `object_store` error into worth-retrying or not. Its own typed
-/// variants (not found, denied, unauthenticated, precondition) are final. A
-/// generic error is transient when its cause is a network failure (an
-/// `HttpError`, reqwest or I/O error: connect, request, timeout, cut body) or an HTTP status of 5xx, 429 or 408 — `object_store` keeps the
-/// status in a type it does not export, so it is read from the message, whose
-/// format (`status code: NNN`) is `object_store`'s `Display` for it.
-fn store_failure(e: object_store::Error) -> Failure {
-    use object_store::Error as E;
-    let message = error_chain(&e);
+/// Parses the endpoint: `true` for HTTPS, `false` for plain HTTP.
+pub(crate) fn endpoint_is_https(target: &S3Target) -> Result<bool, UploadError> {
+    let endpoint = url::Url::parse(&target.endpoint)
+        .map_err(|e| config_error(format!("endpoint {:?}: {e}", target.endpoint)))?;
+    match endpoint.scheme() {
+        "https" => Ok(true),
+        "http" => Ok(false),
+        other => Err(config_error(format!(
+            "endpoint scheme {other:?} is not http(s)"
+        ))),
+    }
+}
+
+/// The SDK client for `target`, every part of it given explicitly: the
+/// static key pair, region, endpoint and addressing style, an HTTP client on
+/// rustls with ring, tokio's sleep and the system clock, the target's
+/// timeouts, and no retries of the SDK's own.
+fn client(target: &S3Target) -> Result<Client, UploadError> {
+    require_key_pair(target)?;
+    endpoint_is_https(target)?;
+    let credentials = Credentials::new(
+        target.access_key_id.trim(),
+        target.secret_access_key.expose(),
+        None,
+        None,
+        "kiln-target-config",
+    );
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(target.retry.request_timeout())
+        .operation_timeout(target.retry.request_timeout())
+        .build();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .region(Region::new(target.region.clone()))
+        .endpoint_url(target.endpoint.trim_end_matches('/'))
+        .force_path_style(target.path_style)
+        .http_client(http)
+        .sleep_impl(TokioSleep::new())
+        .time_source(SystemTimeSource::new())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts)
+        // Only the checksums an operation requires: parts carry Content-MD5,
+        // which the ETag checks build on; CRC32 trailers on top would hash
+        // every byte once more for nothing kiln compares.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    Ok(Client::from_conf(config))
+}
+
+/// Sorts an SDK error into worth-retrying or not, keeping the storage's own
+/// code and message. Connection failures, timeouts and responses that could
+/// not be read are transient; a request the SDK could not build, or that the
+/// HTTP client refused as the caller's mistake, is not. A service error is
+/// transient on 5xx, 429 and 408 (and on the codes S3 uses for throttling and
+/// internal failures, which it may send with a 200: CompleteMultipartUpload).
+fn sdk_failure<E>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     match &e {
-        E::Generic { .. } => {}
-        _ => return Failure::Permanent(message),
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(c) = cause {
-        // `HttpError` hides behind a `transparent` wrapper that skips it in
-        // the chain; its own causes, reqwest's and the OS's errors, show.
-        if c.downcast_ref::<object_store::client::HttpError>()
-            .is_some()
-            || c.downcast_ref::<reqwest::Error>().is_some()
-            || c.downcast_ref::<std::io::Error>().is_some()
-        {
-            return Failure::Transient(message);
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let err = context.err();
+            let mut message = format!("HTTP {status}");
+            for field in [err.code(), err.message()].into_iter().flatten() {
+                message.push_str(": ");
+                message.push_str(field);
+            }
+            let transient_code = matches!(
+                err.code(),
+                Some("InternalError" | "SlowDown" | "RequestTimeout" | "ServiceUnavailable")
+            );
+            if status >= 500 || status == 429 || status == 408 || transient_code {
+                Failure::Transient(message)
+            } else {
+                Failure::Permanent(message)
+            }
         }
-        cause = c.source();
+        SdkError::DispatchFailure(d) if d.is_user() => Failure::Permanent(error_chain(&e)),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Failure::Transient(error_chain(&e))
+        }
+        _ => Failure::Permanent(error_chain(&e)),
     }
-    if let Some(at) = message.find("status code: ") {
-        let code = message[at + 13..].get(..3).unwrap_or("");
-        return if code.starts_with('5') || code == "429" || code == "408" {
-            Failure::Transient(message)
-        } else {
-            Failure::Permanent(message)
-        };
-    }
-    // "Server returned error response": S3 answers some failures of
-    // CompleteMultipartUpload with 200 and an error body, to be retried.
-    if message.contains("error response") {
-        return Failure::Transient(message);
-    }
-    Failure::Permanent(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{RetryPolicy, Secret};
 
     #[test]
     fn etags_are_compared_only_when_they_are_md5s() {
@@ -442,5 +537,36 @@ mod tests {
         assert!(check_etag(Some(&format!("{md5}-4")), &multi, "x").is_err());
         // SSE-KMS style ETags cannot be checked.
         assert!(check_etag(Some("kms-opaque"), md5, "x").is_ok());
+    }
+
+    #[test]
+    fn a_missing_key_pair_is_refused_by_name() {
+        let mut t = S3Target {
+            endpoint: "http://127.0.0.1:1".into(),
+            region: "r".into(),
+            bucket: "b".into(),
+            access_key_id: String::new(),
+            secret_access_key: Secret::new("s"),
+            path_style: true,
+            part_size: MIN_PART,
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+        };
+        let text = require_key_pair(&t).map_err(|e| e.to_string()).err();
+        assert!(
+            text.as_deref()
+                .is_some_and(|t| t.contains("access_key_id is empty")),
+            "{text:?}"
+        );
+        t.access_key_id = "AK".into();
+        t.secret_access_key = Secret::new("");
+        let text = require_key_pair(&t).map_err(|e| e.to_string()).err();
+        assert!(
+            text.as_deref()
+                .is_some_and(|t| t.contains("secret_access_key is empty")),
+            "{text:?}"
+        );
+        t.secret_access_key = Secret::new("s");
+        assert!(require_key_pair(&t).is_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! Upload throughput of kiln's S3 target against boto3's, on the same
 //! s3s-fs server on loopback, with the same part size and concurrency.
 //!
-//! `cargo run --release -p kiln-targets --bin upload-bench [-- SIZE_MIB PART_MIB CONCURRENCY ROUNDS]`
+//! `cargo run --release -p kiln-bench --bin upload-bench [-- SIZE_MIB PART_MIB CONCURRENCY ROUNDS]`
 //! (defaults: 1024 MiB, 16 MiB parts, 4 in flight, 2 rounds). The rounds
 //! alternate kiln and boto3 so that neither gets the quieter moment of a
 //! shared machine; the best round of each is compared. boto3 runs from the
