@@ -21,7 +21,8 @@
 //!
 //! Credentials: the configured bearer token, or anonymous credentials when
 //! there is none. Never Application Default Credentials: no metadata server,
-//! no environment, no key file.
+//! no environment, no key file. Their headers also carry `Host` with the
+//! endpoint's port, which the crate leaves out ([`WithHost`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ pub(crate) async fn upload(
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
             };
-            let names = (bucket.as_str(), name, artifact);
+            let names = (bucket.as_str(), name);
             attempt(&client, target, names, reader, &reported, on_event).await
         },
     )
@@ -92,18 +93,25 @@ fn digests() -> Digests {
 
 type Attempt = Result<(Object, u64, Whole), UploadError>;
 
+type WriteFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = google_cloud_storage::Result<Object>> + Send + 'a>,
+>;
+
 /// One upload in one session. A storage failure is a [`Failure`] for the
 /// retry loop; an artifact that changed or could not be read is the
 /// attempt's value.
 async fn attempt(
     client: &Storage,
     target: &GcsTarget,
-    (bucket, name, artifact): (&str, &str, &std::path::Path),
+    (bucket, name): (&str, &str),
     reader: PartReader,
     reported: &AtomicU64,
     on_event: Observer<'_>,
 ) -> Result<Attempt, Failure> {
     let total = reader.total();
+    if reported.load(Ordering::SeqCst) == 0 {
+        on_event(Event::Progress { done: 0, total });
+    }
     let shared = Arc::new(Shared {
         reader: Mutex::new(Some(reader)),
         error: std::sync::Mutex::new(None),
@@ -115,15 +123,19 @@ async fn attempt(
         total,
     };
     let chunk = usize::try_from(target.chunk_size).unwrap_or(usize::MAX);
-    let write = client
-        .write_object(bucket, name, source)
-        .set_content_type("application/octet-stream")
-        .with_resumable_upload_threshold(0usize)
-        .with_resumable_upload_buffer_size(chunk)
-        .compute_md5()
-        .with_retry_policy(NeverRetry)
-        .send_buffered();
-    tokio::pin!(write);
+    // Boxed as a trait object: the crate's future is deep enough that, left
+    // in the caller's future type, the worker's `job::run` overflows the
+    // compiler's query depth computing its layout.
+    let mut write: WriteFuture<'_> = Box::pin(
+        client
+            .write_object(bucket, name, source)
+            .set_content_type("application/octet-stream")
+            .with_resumable_upload_threshold(0usize)
+            .with_resumable_upload_buffer_size(chunk)
+            .compute_md5()
+            .with_retry_policy(NeverRetry)
+            .send_buffered(),
+    );
     // The crate takes no per-request timeout: a chunk that takes longer than
     // `request_timeout_secs` (no chunk asked for in that time) fails the attempt.
     let timeout = target.retry.request_timeout();
@@ -154,9 +166,12 @@ async fn attempt(
     };
     let whole = match reader.next().await {
         Ok(None) => reader.finish(),
-        Ok(Some(_)) => Err(UploadError::Artifact {
-            path: artifact.to_owned(),
-            reason: format!("the storage finished the object before its end at {total} bytes"),
+        // The crate finished the object before it had read all of it.
+        Ok(Some(part)) => Err(UploadError::Verification {
+            target: TARGET,
+            what: "bytes read before the object was finished".into(),
+            expected: total.to_string(),
+            actual: part.offset.to_string(),
         }),
         Err(e) => Err(e),
     };
