@@ -70,6 +70,21 @@ async fn small_and_empty_artifacts_upload_too() {
     }
 }
 
+/// Without a bearer token the crate's anonymous credentials are used: no
+/// `Authorization` at all, and never a default credential chain.
+#[tokio::test]
+async fn without_a_token_uploads_are_anonymous() {
+    let server = GcsServer::start("images").expect("fake-gcs-server");
+    let mut t = target(&server);
+    t.bearer_token = None;
+    let a = artifact(ARTIFACT_SIZE);
+    let got = upload(&TargetConfig::Gcs(t), &a.path, "anonymous", |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("upload failed: {e}\nserver log:\n{}", server.log()));
+    assert_eq!(got.sha256, a.sha256);
+    assert!(read_back(&server, "anonymous").await == a.bytes);
+}
+
 /// fake-gcs-server accepts any token, so a refused credential cannot be
 /// provoked; a missing bucket is the storage refusing the upload instead.
 #[tokio::test]
