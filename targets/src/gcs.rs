@@ -1,42 +1,51 @@
-//! The Google Cloud Storage target, with the JSON API's resumable uploads,
-//! spoken directly (`object_store` cannot be pointed at a GCS emulator).
+//! The Google Cloud Storage target, through googleapis' `google-cloud-storage`
+//! (the JSON API's resumable upload: `POST …/upload/storage/v1/b/{bucket}/o
+//! ?uploadType=resumable`, then `chunk_size` chunks `PUT` to the session URI
+//! with `Content-Range`, each answered `308` until the last).
 //!
-//! 1. `POST {endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&name=…`
-//!    opens a session; its URI comes back in `Location`.
-//! 2. The artifact goes up in `chunk_size` chunks (multiples of 256 KiB, as
-//!    the protocol requires), each a `PUT` with `Content-Range: bytes a-b/total`,
-//!    answered `308` (with `Range: bytes=0-n`, what the service holds) until
-//!    the last, answered `200`/`201` with the object's metadata.
-//! 3. After a transient failure the chunk is sent again from the offset the
-//!    session last confirmed; if that fails too, kiln asks the session what
-//!    it holds (`PUT` with `Content-Range: bytes */total`, no body) and
-//!    resumes from there, so a failed chunk costs at most that chunk again.
-//!    A session that says it holds more than was sent, or that finished the
-//!    object short, fails the upload.
+//! The crate reads the artifact through [`Source`], which hands it kiln's
+//! parts (one part per chunk, so a chunk is asked for only once the session
+//! confirmed the one before: that is what kiln reports as progress). The
+//! crate computes the object's CRC32C and MD5 as the bytes go by, sends the
+//! CRC32C with the last chunk for the service to check, and compares both
+//! with the finished object's; kiln then compares the object's `md5Hash` and
+//! `size` with the MD5 and size it computed reading the artifact.
 //!
-//! Chunks are sequential: a resumable session takes bytes in order.
-//! Verification: the service's `md5Hash` and `size` of the finished object
-//! are compared with the MD5 and size kiln computed reading the artifact.
+//! Retries: the crate's own are off, so kiln's retry loop is the only one.
+//! After a transient failure the upload starts again from its first byte in a
+//! new session. The crate cannot resume a session against fake-gcs-server:
+//! it asks the session what it holds (`PUT` with `Content-Range: bytes */*`),
+//! and fake-gcs-server finalises the object with what it has instead of
+//! answering `308` (`fake_gcs_server_finalises_an_object_when_asked_what_it_holds`
+//! in `tests/gcs.rs`).
 //!
-//! Credentials: an optional bearer token from the configuration, sent only to
-//! the configured endpoint's origin (a session URI elsewhere is refused).
-//! Nothing else is ever asked for one: no metadata server, no environment.
+//! Credentials: the configured bearer token, or anonymous credentials when
+//! there is none. Never Application Default Credentials: no metadata server,
+//! no environment, no key file. Their headers also carry `Host` with the
+//! endpoint's port, which the crate leaves out ([`WithHost`]).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use reqwest::{Method, RequestBuilder, StatusCode};
-use url::Url;
+use bytes::Bytes;
+use google_cloud_auth::credentials::{
+    anonymous, CacheableResource, Credentials, CredentialsProvider, EntityTag,
+};
+use google_cloud_auth::errors::CredentialsError;
+use google_cloud_gax::retry_policy::NeverRetry;
+use google_cloud_storage::client::Storage;
+use google_cloud_storage::model::Object;
+use google_cloud_storage::streaming_source::{SizeHint, StreamingSource};
+use tokio::sync::{Mutex, Notify};
 
-use crate::parts::{Digests, Part, PartReader};
-use crate::retry::{reqwest_failure, response_failure, with_retries, Failure, Observer};
+use crate::parts::{Digests, PartReader, Whole};
+use crate::retry::{error_chain, transient_status, with_retries, Failure, Observer};
 use crate::{Event, GcsTarget, UploadError, UploadedObject};
 
 const TARGET: &str = "gcs";
 const GRANULE: u64 = 256 * 1024;
-/// The status GCS answers an unfinished chunk with ("Resume Incomplete").
-const RESUME_INCOMPLETE: u16 = 308;
 
 pub(crate) async fn upload(
     target: &GcsTarget,
@@ -44,45 +53,30 @@ pub(crate) async fn upload(
     name: &str,
     on_event: Observer<'_>,
 ) -> Result<UploadedObject, UploadError> {
-    let gcs = Client::new(target)?;
-    let digests = Digests {
-        part_md5: false,
-        whole_md5: true,
-    };
-    let mut reader = PartReader::open(artifact, target.chunk_size, digests)?;
-    let total = reader.total();
-    on_event(Event::Progress { done: 0, total });
-
-    let session = with_retries(
+    let client = client(target).await?;
+    let bucket = format!("projects/_/buckets/{}", target.bucket);
+    // Progress never goes back, also when an attempt starts over.
+    let reported = AtomicU64::new(0);
+    let outcome = with_retries(
         &target.retry,
         TARGET,
-        "starting the resumable upload",
+        "resumable upload",
         on_event,
-        || gcs.start_session(name, total),
+        || async {
+            // An artifact that cannot be read is not retried: it comes out
+            // as the attempt's value, not as a failure.
+            let reader = match PartReader::open(artifact, target.chunk_size, digests()) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let names = (bucket.as_str(), name);
+            attempt(&client, target, names, reader, &reported, on_event).await
+        },
     )
     .await?;
-
-    let persisted = AtomicU64::new(0);
-    let mut finished: Option<serde_json::Value> = None;
-    if total == 0 {
-        finished = Some(send_chunk(&gcs, &session, None, total, &persisted, on_event).await?);
-    }
-    while let Some(part) = reader.next().await? {
-        let end = part.offset + part.data.len() as u64;
-        let meta = send_chunk(&gcs, &session, Some(part), total, &persisted, on_event).await?;
-        if !meta.is_null() {
-            finished = Some(meta);
-        }
-        on_event(Event::Progress { done: end, total });
-    }
-    let whole = reader.finish()?;
-    let meta = finished.ok_or_else(|| UploadError::Storage {
-        target: TARGET,
-        operation: "resumable upload".into(),
-        attempts: 1,
-        message: "the session never reported the object as finished".into(),
-    })?;
-    verify(&meta, total, whole.md5.unwrap_or_default())?;
+    let (object, total, whole) = outcome?;
+    verify(&object, total, whole.md5.unwrap_or_default())?;
+    on_event(Event::Progress { done: total, total });
     Ok(UploadedObject {
         url: format!("gs://{}/{name}", target.bucket),
         size: total,
@@ -90,165 +84,361 @@ pub(crate) async fn upload(
     })
 }
 
-/// Sends one chunk (or, for `None`, finalises an empty object), resuming
-/// after transient failures. Returns the object's metadata after the last
-/// chunk, `Value::Null` after any other.
-async fn send_chunk(
-    gcs: &Client<'_>,
-    session: &Url,
-    part: Option<Part>,
-    total: u64,
-    persisted: &AtomicU64,
+fn digests() -> Digests {
+    Digests {
+        part_md5: false,
+        whole_md5: true,
+    }
+}
+
+type Attempt = Result<(Object, u64, Whole), UploadError>;
+
+type WriteFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = google_cloud_storage::Result<Object>> + Send + 'a>,
+>;
+
+/// One upload in one session. A storage failure is a [`Failure`] for the
+/// retry loop; an artifact that changed or could not be read is the
+/// attempt's value.
+async fn attempt(
+    client: &Storage,
+    target: &GcsTarget,
+    (bucket, name): (&str, &str),
+    reader: PartReader,
+    reported: &AtomicU64,
     on_event: Observer<'_>,
-) -> Result<serde_json::Value, UploadError> {
-    let (offset, data) = match &part {
-        Some(p) => (p.offset, p.data.clone()),
-        None => (0, bytes::Bytes::new()),
+) -> Result<Attempt, Failure> {
+    let total = reader.total();
+    if reported.load(Ordering::SeqCst) == 0 {
+        on_event(Event::Progress { done: 0, total });
+    }
+    let shared = Arc::new(Shared {
+        reader: Mutex::new(Some(reader)),
+        error: std::sync::Mutex::new(None),
+        confirmed: AtomicU64::new(0),
+        pulled: Notify::new(),
+    });
+    let source = Source {
+        shared: shared.clone(),
+        total,
     };
-    let end = offset + data.len() as u64;
-    let operation = format!("uploading bytes {offset}-{end} of {total}");
-    let attempt = AtomicU32::new(0);
-    with_retries(&gcs.target.retry, TARGET, &operation, on_event, || async {
-        let n = attempt.fetch_add(1, Ordering::SeqCst);
-        // A first retry resends from the last offset the session confirmed
-        // (its last 308): a request cut off is not stored, so nothing is
-        // sent twice. Should that fail too, later retries ask the session
-        // what it holds before sending. (Both because fake-gcs-server, which
-        // the tests run against, finalises an object on a status query.)
-        if n >= 2 {
-            match gcs.query(session, total).await? {
-                Progress::Finished(meta) => return finished(meta, total),
-                Progress::Holds(h) => persisted.store(h, Ordering::SeqCst),
+    let chunk = usize::try_from(target.chunk_size).unwrap_or(usize::MAX);
+    // Boxed as a trait object: the crate's future is deep enough that, left
+    // in the caller's future type, the worker's `job::run` overflows the
+    // compiler's query depth computing its layout.
+    let mut write: WriteFuture<'_> = Box::pin(
+        client
+            .write_object(bucket, name, source)
+            .set_content_type("application/octet-stream")
+            .with_resumable_upload_threshold(0usize)
+            .with_resumable_upload_buffer_size(chunk)
+            .compute_md5()
+            .with_retry_policy(NeverRetry)
+            .send_buffered(),
+    );
+    // The crate takes no per-request timeout: a chunk that takes longer than
+    // `request_timeout_secs` (no chunk asked for in that time) fails the attempt.
+    let timeout = target.retry.request_timeout();
+    let result = loop {
+        tokio::select! {
+            r = &mut write => break r,
+            _ = shared.pulled.notified() => {
+                let done = shared.confirmed.load(Ordering::SeqCst);
+                if done > reported.fetch_max(done, Ordering::SeqCst) {
+                    on_event(Event::Progress { done, total });
+                }
+            }
+            _ = tokio::time::sleep(timeout) => {
+                return Err(Failure::Transient(format!(
+                    "no answer to a request within {} s", timeout.as_secs()
+                )));
             }
         }
-        let from = persisted.load(Ordering::SeqCst);
-        if from < offset || from > end {
-            return Err(Failure::Permanent(format!(
-                "the session holds {from} bytes, outside the chunk {offset}-{end} being sent"
-            )));
-        }
-        if from == end && end < total {
-            return Ok(serde_json::Value::Null);
-        }
-        let slice = data.slice((from - offset) as usize..);
-        let range = if slice.is_empty() {
-            format!("bytes */{total}")
-        } else {
-            format!("bytes {from}-{}/{total}", end - 1)
-        };
-        let response = gcs
-            .request(Method::PUT, session.clone())
-            .header("content-range", range)
-            .body(slice)
-            .send()
-            .await
-            .map_err(reqwest_failure)?;
-        let progress = match read_progress(response).await {
-            // A resend the session refuses may overlap bytes it kept after
-            // all: the next attempt asks it what it holds.
-            Err(Failure::Permanent(m)) if n == 1 && !m.contains("session is gone") => {
-                return Err(Failure::Transient(m));
-            }
-            other => other?,
-        };
-        match progress {
-            Progress::Finished(meta) => finished(meta, total),
-            Progress::Holds(h) if h == end && end < total => {
-                persisted.store(h, Ordering::SeqCst);
-                Ok(serde_json::Value::Null)
-            }
-            Progress::Holds(h) if h > end => Err(Failure::Permanent(format!(
-                "the session holds {h} bytes, more than the {end} sent"
-            ))),
-            Progress::Holds(h) => {
-                persisted.store(h.max(offset), Ordering::SeqCst);
-                Err(Failure::Transient(format!(
-                    "the session took bytes up to {h} of a chunk ending at {end}"
-                )))
-            }
-        }
-    })
-    .await
+    };
+    if let Some(e) = shared.take_error() {
+        return Ok(Err(e));
+    }
+    let object = result.map_err(failure)?;
+    // The crate stops asking once it has `total` bytes: reading on to the
+    // end checks the artifact did not grow, and completes its digests.
+    let Some(mut reader) = shared.reader.lock().await.take() else {
+        return Err(Failure::Permanent("the artifact's reader is gone".into()));
+    };
+    let whole = match reader.next().await {
+        Ok(None) => reader.finish(),
+        // The crate finished the object before it had read all of it.
+        Ok(Some(part)) => Err(UploadError::Verification {
+            target: TARGET,
+            what: "bytes read before the object was finished".into(),
+            expected: total.to_string(),
+            actual: part.offset.to_string(),
+        }),
+        Err(e) => Err(e),
+    };
+    Ok(whole.map(|whole| (object, total, whole)))
 }
 
-/// A session that reports the object finished must hold all of it.
-fn finished(meta: serde_json::Value, total: u64) -> Result<serde_json::Value, Failure> {
-    match object_size(&meta) {
-        Some(size) if size == total => Ok(meta),
-        size => Err(Failure::Permanent(format!(
-            "the storage finished the object at {} of {total} bytes",
-            size.map_or("an unknown number".into(), |s| s.to_string())
-        ))),
+/// What the crate's reads of the artifact share with the attempt driving them.
+struct Shared {
+    /// Taken by the attempt once the crate is done with it.
+    reader: Mutex<Option<PartReader>>,
+    /// A read error, kept whole (the crate would only pass on its text).
+    error: std::sync::Mutex<Option<UploadError>>,
+    /// Bytes the session holds: the offset of the chunk last asked for.
+    confirmed: AtomicU64,
+    pulled: Notify,
+}
+
+impl Shared {
+    fn take_error(&self) -> Option<UploadError> {
+        self.error.lock().ok().and_then(|mut e| e.take())
     }
 }
 
-/// The JSON API sends sizes as strings; accept numbers too.
-fn object_size(meta: &serde_json::Value) -> Option<u64> {
-    match &meta["size"] {
-        serde_json::Value::String(s) => s.parse::<u64>().ok(),
-        v => v.as_u64(),
+/// The artifact as the crate reads it: kiln's parts, in order.
+struct Source {
+    shared: Arc<Shared>,
+    total: u64,
+}
+
+/// A read error as the crate carries it; the error itself stays in [`Shared`].
+#[derive(Debug, thiserror::Error)]
+#[error("reading the artifact failed")]
+struct ReadFailed;
+
+impl StreamingSource for Source {
+    type Error = ReadFailed;
+
+    async fn next(&mut self) -> Option<Result<Bytes, ReadFailed>> {
+        let next = match self.shared.reader.lock().await.as_mut() {
+            Some(reader) => reader.next().await,
+            None => Ok(None),
+        };
+        let (offset, item) = match next {
+            Ok(Some(part)) => (part.offset, Some(Ok(part.data))),
+            Ok(None) => (self.total, None),
+            Err(e) => {
+                if let Ok(mut slot) = self.shared.error.lock() {
+                    *slot = Some(e);
+                }
+                return Some(Err(ReadFailed));
+            }
+        };
+        self.shared.confirmed.fetch_max(offset, Ordering::SeqCst);
+        self.shared.pulled.notify_one();
+        item
+    }
+
+    async fn size_hint(&self) -> Result<SizeHint, ReadFailed> {
+        Ok(SizeHint::with_exact(self.total))
     }
 }
 
-fn verify(meta: &serde_json::Value, total: u64, md5: [u8; 16]) -> Result<(), UploadError> {
+fn verify(object: &Object, total: u64, md5: [u8; 16]) -> Result<(), UploadError> {
     let mismatch = |what: &str, expected: String, actual: String| UploadError::Verification {
         target: TARGET,
         what: what.to_string(),
         expected,
         actual,
     };
-    let size = object_size(meta);
-    if size != Some(total) {
+    if u64::try_from(object.size).ok() != Some(total) {
         return Err(mismatch(
             "object size",
             total.to_string(),
-            format!("{:?}", meta["size"]),
+            object.size.to_string(),
         ));
     }
     let expected = BASE64.encode(md5);
-    match meta["md5Hash"].as_str() {
-        Some(h) if h == expected => Ok(()),
-        Some(h) => Err(mismatch("object md5Hash", expected, h.to_string())),
-        // Composite objects have no MD5; an upload never makes one.
-        None => Err(mismatch("object md5Hash", expected, "none".into())),
+    // Composite objects have no MD5; an upload never makes one.
+    let actual = object
+        .checksums
+        .as_ref()
+        .map(|c| BASE64.encode(&c.md5_hash))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "none".into());
+    if actual != expected {
+        return Err(mismatch("object md5Hash", expected, actual));
+    }
+    Ok(())
+}
+
+/// The crate's client for the target: the configured endpoint, explicit
+/// credentials, no retries of its own.
+async fn client(target: &GcsTarget) -> Result<Storage, UploadError> {
+    let bad = |reason: String| UploadError::Config {
+        target: TARGET,
+        reason,
+    };
+    if target.chunk_size == 0 || !target.chunk_size.is_multiple_of(GRANULE) {
+        return Err(bad(format!(
+            "chunk_size {} is not a positive multiple of {GRANULE}",
+            target.chunk_size
+        )));
+    }
+    let endpoint = target.endpoint();
+    let url = url::Url::parse(&endpoint).map_err(|e| bad(format!("endpoint {endpoint:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(bad(format!("endpoint {endpoint:?} is not an http(s) URL")));
+    }
+    let credentials: Credentials = match &target.bearer_token {
+        Some(token) => BearerToken::new(token.expose())
+            .map_err(|e| bad(format!("bearer_token: {e}")))?
+            .into(),
+        None => anonymous::Builder::new().build(),
+    };
+    let host = url[url::Position::BeforeHost..url::Position::AfterPort].to_string();
+    let credentials: Credentials = WithHost::new(credentials, &host)
+        .map_err(|e| bad(format!("endpoint {endpoint:?}: {e}")))?
+        .into();
+    // The crate's reqwest 0.13 is built without a TLS crypto provider of its
+    // own: the process needs one (ring, as for the rest of kiln) before the
+    // client is built. One already installed stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Storage::builder()
+        .with_endpoint(endpoint)
+        .with_credentials(credentials)
+        .with_retry_policy(NeverRetry)
+        .build()
+        .await
+        .map_err(|e| bad(format!("building the client: {}", error_chain(&e))))
+}
+
+/// Credentials that also set `Host` to the endpoint's host *and port*.
+///
+/// The crate derives its `Host` header from the endpoint without the port
+/// (`google-cloud-gax-internal`'s `host::header` takes `authority().host()`),
+/// so against an endpoint on any port but the scheme's default it sends a
+/// `Host` naming another address. fake-gcs-server builds the resumable
+/// session URI from `Host`: `POST http://127.0.0.1:PORT/upload/storage/v1/b/
+/// images/o?uploadType=resumable` sent with `Host: 127.0.0.1` is answered
+/// `Location: http://127.0.0.1/upload/…` (port 80), and the first chunk's
+/// `PUT` fails with "connection refused" (`tests/gcs.rs`,
+/// `the_crates_host_header_alone_sends_chunks_to_the_wrong_port`). The
+/// credentials' headers are the one place the crate lets a caller set a
+/// header on every request, replacing its own, so the right `Host` goes
+/// there.
+struct WithHost {
+    inner: Credentials,
+    host: http::HeaderValue,
+}
+
+impl WithHost {
+    fn new(inner: Credentials, host: &str) -> Result<WithHost, http::header::InvalidHeaderValue> {
+        Ok(WithHost {
+            inner,
+            host: http::HeaderValue::from_str(host)?,
+        })
     }
 }
 
-enum Progress {
-    /// The session holds this many bytes and waits for more.
-    Holds(u64),
-    /// The object is complete; its metadata.
-    Finished(serde_json::Value),
+impl std::fmt::Debug for WithHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithHost")
+            .field("inner", &self.inner)
+            .field("host", &self.host)
+            .finish()
+    }
 }
 
-/// Reads a chunk's or status query's answer.
-async fn read_progress(response: reqwest::Response) -> Result<Progress, Failure> {
-    let status = response.status();
-    if status.as_u16() == RESUME_INCOMPLETE {
-        // `Range: bytes=0-n` means n+1 bytes are held; no header, none.
-        let held = response
-            .headers()
-            .get("range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit('-').next())
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .map_or(0, |last| last + 1);
-        return Ok(Progress::Holds(held));
+impl CredentialsProvider for WithHost {
+    async fn headers(
+        &self,
+        extensions: http::Extensions,
+    ) -> Result<CacheableResource<http::HeaderMap>, CredentialsError> {
+        Ok(match self.inner.headers(extensions).await? {
+            CacheableResource::NotModified => CacheableResource::NotModified,
+            CacheableResource::New {
+                entity_tag,
+                mut data,
+            } => {
+                data.insert(http::header::HOST, self.host.clone());
+                CacheableResource::New { entity_tag, data }
+            }
+        })
     }
-    if status.is_success() {
-        let body = response.bytes().await.map_err(reqwest_failure)?;
-        let meta = serde_json::from_slice(&body).map_err(|e| {
-            Failure::Permanent(format!("the finished upload's metadata is not JSON: {e}"))
-        })?;
-        return Ok(Progress::Finished(meta));
+
+    async fn universe_domain(&self) -> Option<String> {
+        self.inner.universe_domain().await
     }
-    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-        // The session expired or was cancelled: resuming cannot work.
-        let (Failure::Permanent(m) | Failure::Transient(m)) =
-            response_failure(response, describe).await;
-        return Err(Failure::Permanent(format!("upload session is gone: {m}")));
+}
+
+/// A fixed OAuth2 access token, sent as `Authorization: Bearer`.
+struct BearerToken {
+    headers: http::HeaderMap,
+    tag: EntityTag,
+}
+
+impl BearerToken {
+    fn new(token: &str) -> Result<BearerToken, http::header::InvalidHeaderValue> {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value);
+        Ok(BearerToken {
+            headers,
+            tag: EntityTag::new(),
+        })
     }
-    Err(response_failure(response, describe).await)
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl CredentialsProvider for BearerToken {
+    async fn headers(
+        &self,
+        extensions: http::Extensions,
+    ) -> Result<CacheableResource<http::HeaderMap>, CredentialsError> {
+        // The token never changes: headers the caller holds are current.
+        if extensions.get::<EntityTag>() == Some(&self.tag) {
+            return Ok(CacheableResource::NotModified);
+        }
+        Ok(CacheableResource::New {
+            entity_tag: self.tag.clone(),
+            data: self.headers.clone(),
+        })
+    }
+
+    async fn universe_domain(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A crate error as a [`Failure`]: `HTTP {status}: {message}` for an answer
+/// of the service (transient for 5xx, 429 and 408), the error's causes for a
+/// request that got no answer or timed out (transient), permanent otherwise.
+fn failure(e: google_cloud_storage::Error) -> Failure {
+    if let Some(code) = e.http_status_code() {
+        let status = reqwest::StatusCode::from_u16(code)
+            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        let detail = e
+            .status()
+            .map(|s| s.message.clone())
+            .filter(|m| !m.is_empty())
+            .or_else(|| {
+                e.http_payload()
+                    .map(|b| describe(&String::from_utf8_lossy(b)))
+            })
+            .unwrap_or_default();
+        let message = if detail.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {detail}")
+        };
+        return if transient_status(status) {
+            Failure::Transient(message)
+        } else {
+            Failure::Permanent(message)
+        };
+    }
+    if e.is_io() || e.is_connect() || e.is_transport() || e.is_timeout() {
+        Failure::Transient(error_chain(&e))
+    } else {
+        Failure::Permanent(error_chain(&e))
+    }
 }
 
 /// The message of a JSON API error body (`{"error":{"message":…}}`), or the
@@ -260,121 +450,39 @@ fn describe(body: &str) -> String {
         .unwrap_or_else(|| body.trim().chars().take(500).collect())
 }
 
-struct Client<'a> {
-    target: &'a GcsTarget,
-    endpoint: Url,
-    http: reqwest::Client,
-}
-
-impl<'a> Client<'a> {
-    fn new(target: &'a GcsTarget) -> Result<Client<'a>, UploadError> {
-        let bad = |reason: String| UploadError::Config {
-            target: TARGET,
-            reason,
-        };
-        if target.chunk_size == 0 || !target.chunk_size.is_multiple_of(GRANULE) {
-            return Err(bad(format!(
-                "chunk_size {} is not a positive multiple of {GRANULE}",
-                target.chunk_size
-            )));
-        }
-        let endpoint = target.endpoint();
-        let url = Url::parse(&endpoint).map_err(|e| bad(format!("endpoint {endpoint:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(bad(format!("endpoint {endpoint:?} is not an http(s) URL")));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(target.retry.request_timeout())
-            // 308 here means "resume incomplete", never a redirect to follow.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| bad(format!("building the HTTP client: {e}")))?;
-        Ok(Client {
-            target,
-            endpoint: url,
-            http,
-        })
-    }
-
-    fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let r = self.http.request(method, url);
-        match &self.target.bearer_token {
-            Some(t) => r.bearer_auth(t.expose()),
-            None => r,
-        }
-    }
-
-    async fn start_session(&self, name: &str, total: u64) -> Result<Url, Failure> {
-        let mut url = self.endpoint.clone();
-        if let Ok(mut s) = url.path_segments_mut() {
-            s.pop_if_empty()
-                .extend(["upload", "storage", "v1", "b", &self.target.bucket, "o"]);
-        }
-        url.query_pairs_mut()
-            .append_pair("uploadType", "resumable")
-            .append_pair("name", name);
-        let response = self
-            .request(Method::POST, url)
-            .header("x-upload-content-length", total.to_string())
-            .header("x-upload-content-type", "application/octet-stream")
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .map_err(reqwest_failure)?;
-        if !response.status().is_success() {
-            return Err(response_failure(response, describe).await);
-        }
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Failure::Permanent("no session URI in the answer".into()))?;
-        let session = Url::parse(location)
-            .map_err(|e| Failure::Permanent(format!("session URI {location:?}: {e}")))?;
-        if session.origin() != self.endpoint.origin() {
-            return Err(Failure::Permanent(format!(
-                "session URI {location:?} is not on the configured endpoint {}",
-                self.endpoint
-            )));
-        }
-        Ok(session)
-    }
-
-    async fn query(&self, session: &Url, total: u64) -> Result<Progress, Failure> {
-        let response = self
-            .request(Method::PUT, session.clone())
-            .header("content-range", format!("bytes */{total}"))
-            .body(bytes::Bytes::new())
-            .send()
-            .await
-            .map_err(reqwest_failure)?;
-        read_progress(response).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn finished_metadata_is_checked() {
+    fn finished_objects_are_checked() {
         let md5 = [7u8; 16];
-        let good = serde_json::json!({"size": "10", "md5Hash": BASE64.encode(md5)});
+        let good = Object::new().set_size(10).set_checksums(
+            google_cloud_storage::model::ObjectChecksums::new()
+                .set_md5_hash(Bytes::copy_from_slice(&md5)),
+        );
         assert!(verify(&good, 10, md5).is_ok());
         assert!(verify(&good, 11, md5).is_err());
         assert!(verify(&good, 10, [8u8; 16]).is_err());
-        assert!(verify(&serde_json::json!({"size": 10}), 10, md5).is_err());
+        assert!(verify(&Object::new().set_size(10), 10, md5).is_err());
     }
 
-    #[test]
-    fn a_session_finished_short_is_refused() {
-        let short = serde_json::json!({"size": "262144"});
-        assert!(
-            matches!(finished(short, 1 << 20), Err(Failure::Permanent(m)) if m.contains("262144 of 1048576"))
-        );
-        let whole = serde_json::json!({"size": "1048576"});
-        assert!(finished(whole, 1 << 20).is_ok());
+    #[tokio::test]
+    async fn the_bearer_token_is_sent_and_never_shown() {
+        let token = BearerToken::new("ya29.secret").expect("token");
+        assert!(!format!("{token:?}").contains("ya29"));
+        let Ok(CacheableResource::New { data, entity_tag }) =
+            token.headers(http::Extensions::new()).await
+        else {
+            panic!("expected headers");
+        };
+        assert_eq!(data[http::header::AUTHORIZATION], "Bearer ya29.secret");
+        let mut current = http::Extensions::new();
+        current.insert(entity_tag);
+        assert!(matches!(
+            token.headers(current).await,
+            Ok(CacheableResource::NotModified)
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! [`s3_object_store`] hands out an S3 target's bucket as an `object_store`
 //! store with create-only writes, for kiln-boot's boot image store.
 
-mod azure_rest;
+mod azure_blob;
 mod config;
 mod error;
 mod gcs;
@@ -26,7 +26,7 @@ mod s3_store;
 pub mod azure {
     //! Container administration on Azure Blob Storage, for setup scripts and
     //! tests; uploads go through [`crate::upload`].
-    pub use crate::azure_rest::{create_container, read_blob};
+    pub use crate::azure_blob::{create_container, read_blob};
 }
 
 use std::path::Path;
@@ -91,7 +91,7 @@ pub async fn upload_observed(
     let result = match target {
         TargetConfig::Local(t) => local::upload(t, artifact, object_name, &on_event).await,
         TargetConfig::S3(t) => s3::upload(t, artifact, object_name, &on_event).await,
-        TargetConfig::Azure(t) => azure_rest::upload(t, artifact, object_name, &on_event).await,
+        TargetConfig::Azure(t) => azure_blob::upload(t, artifact, object_name, &on_event).await,
         TargetConfig::Gcs(t) => gcs::upload(t, artifact, object_name, &on_event).await,
     };
     // Whatever path an error took, no secret of the target leaves in it.

@@ -66,17 +66,6 @@ pub(crate) fn transient_status(status: reqwest::StatusCode) -> bool {
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
-/// A failed request of reqwest's: everything but a request kiln could not
-/// even build is a network failure, and transient.
-pub(crate) fn reqwest_failure(e: reqwest::Error) -> Failure {
-    let message = error_chain(&e);
-    if e.is_builder() {
-        Failure::Permanent(message)
-    } else {
-        Failure::Transient(message)
-    }
-}
-
 /// An error with its causes, which is where "connection refused" lives.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -90,30 +79,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
-}
-
-/// Reads a failed response into a [`Failure`], keeping the storage's own
-/// message (`describe` pulls it out of the body).
-pub(crate) async fn response_failure(
-    response: reqwest::Response,
-    describe: fn(&str) -> String,
-) -> Failure {
-    let status = response.status();
-    let body = match response.text().await {
-        Ok(b) => b,
-        Err(e) => return reqwest_failure(e),
-    };
-    let detail = describe(&body);
-    let message = if detail.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {detail}")
-    };
-    if transient_status(status) {
-        Failure::Transient(message)
-    } else {
-        Failure::Permanent(message)
-    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,21 @@ async fn small_and_empty_artifacts_upload_too() {
     }
 }
 
+/// Without a bearer token the crate's anonymous credentials are used: no
+/// `Authorization` at all, and never a default credential chain.
+#[tokio::test]
+async fn without_a_token_uploads_are_anonymous() {
+    let server = GcsServer::start("images").expect("fake-gcs-server");
+    let mut t = target(&server);
+    t.bearer_token = None;
+    let a = artifact(ARTIFACT_SIZE);
+    let got = upload(&TargetConfig::Gcs(t), &a.path, "anonymous", |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("upload failed: {e}\nserver log:\n{}", server.log()));
+    assert_eq!(got.sha256, a.sha256);
+    assert!(read_back(&server, "anonymous").await == a.bytes);
+}
+
 /// fake-gcs-server accepts any token, so a refused credential cannot be
 /// provoked; a missing bucket is the storage refusing the upload instead.
 #[tokio::test]
@@ -149,8 +164,11 @@ async fn cutting_proxy(
     (port, cut)
 }
 
+/// A connection cut mid-chunk is one transient failure: the upload starts
+/// again in a new session (see `fake_gcs_server_finalises_an_object_when_asked_what_it_holds`
+/// for why it is not resumed) and stores the artifact exactly.
 #[tokio::test]
-async fn a_cut_connection_resumes_from_the_last_confirmed_offset() {
+async fn a_cut_connection_is_retried_and_the_upload_completes() {
     // The proxy must exist first: the server hands out session URLs on it.
     let upstream = kiln_testsupport::free_port().expect("port");
     let (proxy_port, cut) = cutting_proxy(upstream, 6 * MIB).await;
@@ -172,4 +190,87 @@ async fn a_cut_connection_resumes_from_the_last_confirmed_offset() {
     assert_eq!(observed.retries(), 1, "{:?}", observed.retry_errors.lock());
     assert_eq!(got.sha256, a.sha256);
     assert!(read_back(&server, "resumed").await == a.bytes);
+}
+
+/// The request the crate resumes a session with after a failed chunk (its
+/// status query, `PUT` with `Content-Range: bytes */*` and no body): GCS
+/// answers `308` with the bytes it holds, fake-gcs-server finalises the
+/// object with what it has. Resuming through the crate would store a short
+/// object there, so kiln keeps the crate's retries off and starts a failed
+/// upload again in a new session.
+#[tokio::test]
+async fn fake_gcs_server_finalises_an_object_when_asked_what_it_holds() {
+    let server = GcsServer::start("images").expect("fake-gcs-server");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let start = http
+        .post(format!(
+            "{}/upload/storage/v1/b/images/o?uploadType=resumable&name=short",
+            server.endpoint()
+        ))
+        .json(&serde_json::json!({ "name": "short" }))
+        .send()
+        .await
+        .expect("starting a session");
+    assert!(start.status().is_success(), "{}", start.status());
+    let session = start.headers()["location"]
+        .to_str()
+        .expect("session URI")
+        .to_string();
+    let chunk = vec![7u8; 256 * 1024];
+    let first = http
+        .put(&session)
+        .header("content-range", "bytes 0-262143/1048576")
+        .body(chunk)
+        .send()
+        .await
+        .expect("first chunk");
+    assert_eq!(first.status().as_u16(), 308, "the first chunk is held");
+    let query = http
+        .put(&session)
+        .header("content-range", "bytes */*")
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("status query");
+    assert_eq!(query.status().as_u16(), 200, "GCS would answer 308 here");
+    let object: serde_json::Value = query.json().await.expect("object metadata");
+    assert_eq!(object["size"], "262144", "finalised short: {object}");
+    assert_eq!(read_back(&server, "short").await.len(), 256 * 1024);
+}
+
+/// The crate sends `Host` without the endpoint's port, and fake-gcs-server
+/// builds the session URI from `Host`: without kiln's fix (the `Host` with
+/// its port, set through the credentials' headers in `src/gcs.rs`) the first
+/// chunk goes to port 80 of the loopback address.
+#[tokio::test]
+async fn the_crates_host_header_alone_sends_chunks_to_the_wrong_port() {
+    use google_cloud_storage::client::Storage;
+    let server = GcsServer::start("images").expect("fake-gcs-server");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Storage::builder()
+        .with_endpoint(server.endpoint())
+        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+        .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
+        .build()
+        .await
+        .expect("client");
+    let err = client
+        .write_object("projects/_/buckets/images", "wrong-port", "some bytes")
+        .with_resumable_upload_threshold(0usize)
+        .send_buffered()
+        .await
+        .expect_err("the session URI has lost the port");
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    assert!(
+        text.contains("http://127.0.0.1/upload/storage/v1/b/images/o?uploadType=resumable"),
+        "{text}"
+    );
 }
