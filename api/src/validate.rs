@@ -352,16 +352,22 @@ fn check_entry(
     group: &Option<Value>,
 ) -> Check {
     check_path(&format!("{path}.path"), entry)?;
-    if let Some(m) = mode {
-        check_mode(&format!("{path}.mode"), m)?;
+    check_present(path, "mode", mode.as_deref(), check_mode)?;
+    check_present(path, "user", user.as_ref(), check_owner)?;
+    check_present(path, "group", group.as_ref(), check_owner)
+}
+
+/// Checks `{path}.{name}` with `check` when it is present.
+fn check_present<T: ?Sized>(
+    path: &str,
+    name: &str,
+    value: Option<&T>,
+    check: impl Fn(&str, &T) -> Check,
+) -> Check {
+    match value {
+        Some(v) => check(&format!("{path}.{name}"), v),
+        None => Ok(()),
     }
-    if let Some(u) = user {
-        check_owner(&format!("{path}.user"), u)?;
-    }
-    if let Some(g) = group {
-        check_owner(&format!("{path}.group"), g)?;
-    }
-    Ok(())
 }
 
 fn check_file(path: &str, f: &File) -> Check {
@@ -402,13 +408,8 @@ fn check_account(
     for (i, g) in groups.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.groups[{i}]"), g)?;
     }
-    if let Some(k) = key {
-        check_ssh_key(&format!("{path}.key"), k)?;
-    }
-    if let Some(p) = password {
-        check_password_hash(&format!("{path}.password"), p)?;
-    }
-    Ok(())
+    check_present(path, "key", key.as_deref(), check_ssh_key)?;
+    check_present(path, "password", password.as_deref(), check_password_hash)
 }
 
 fn check_user(path: &str, u: &User) -> Check {
@@ -417,12 +418,8 @@ fn check_user(path: &str, u: &User) -> Check {
 
 fn check_blueprint_user(path: &str, u: &BlueprintUser) -> Check {
     check_account(path, &u.name, &u.groups, &u.key, &u.password)?;
-    if let Some(h) = &u.home {
-        check_path(&format!("{path}.home"), h)?;
-    }
-    if let Some(s) = &u.shell {
-        check_path(&format!("{path}.shell"), s)?;
-    }
+    check_present(path, "home", u.home.as_deref(), check_path)?;
+    check_present(path, "shell", u.shell.as_deref(), check_path)?;
     if let Some(d) = &u.description {
         check_text(&format!("{path}.description"), d, 256)?;
         if d.contains(':') {
@@ -430,6 +427,22 @@ fn check_blueprint_user(path: &str, u: &BlueprintUser) -> Check {
         }
     }
     Ok(())
+}
+
+/// [`Shared`] of either spelling: the two types name these fields alike.
+macro_rules! shared {
+    ($c:expr) => {
+        Shared {
+            hostname: &$c.hostname,
+            kernel: &$c.kernel,
+            timezone: &$c.timezone,
+            locale: &$c.locale,
+            services: &$c.services,
+            files: &$c.files,
+            directories: &$c.directories,
+            cloud_init: &$c.cloud_init,
+        }
+    };
 }
 
 /// Checks the Cloud API `customizations` object found at `path`.
@@ -443,17 +456,7 @@ pub fn validate_customizations(c: &Customizations, path: &str, family: Family) -
     for (i, g) in c.groups.iter().flatten().enumerate() {
         check_account_name(&format!("{path}.groups[{i}].name"), &g.name)?;
     }
-    Shared {
-        hostname: &c.hostname,
-        kernel: &c.kernel,
-        timezone: &c.timezone,
-        locale: &c.locale,
-        services: &c.services,
-        files: &c.files,
-        directories: &c.directories,
-        cloud_init: &c.cloud_init,
-    }
-    .check(path)?;
+    shared!(c).check(path)?;
     for (i, r) in c.payload_repositories.iter().flatten().enumerate() {
         validate_repository(r, &format!("{path}.payload_repositories[{i}]"), family)?;
     }
@@ -481,21 +484,11 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn check(&self, path: &str) -> Check {
-        if let Some(h) = self.hostname {
-            check_hostname(&format!("{path}.hostname"), h)?;
-        }
-        if let Some(k) = self.kernel {
-            check_kernel(&format!("{path}.kernel"), k)?;
-        }
-        if let Some(t) = self.timezone {
-            check_timezone(&format!("{path}.timezone"), t)?;
-        }
-        if let Some(l) = self.locale {
-            check_locale(&format!("{path}.locale"), l)?;
-        }
-        if let Some(s) = self.services {
-            check_services(&format!("{path}.services"), s)?;
-        }
+        check_present(path, "hostname", self.hostname.as_deref(), check_hostname)?;
+        check_present(path, "kernel", self.kernel.as_ref(), check_kernel)?;
+        check_present(path, "timezone", self.timezone.as_ref(), check_timezone)?;
+        check_present(path, "locale", self.locale.as_ref(), check_locale)?;
+        check_present(path, "services", self.services.as_ref(), check_services)?;
         for (i, f) in self.files.iter().flatten().enumerate() {
             check_file(&format!("{path}.files[{i}]"), f)?;
         }
@@ -557,17 +550,7 @@ pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
         )?;
         parse_size(&fs.minsize).map_err(|m| bad(&format!("{path}.filesystem[{i}].minsize"), m))?;
     }
-    Shared {
-        hostname: &c.hostname,
-        kernel: &c.kernel,
-        timezone: &c.timezone,
-        locale: &c.locale,
-        services: &c.services,
-        files: &c.files,
-        directories: &c.directories,
-        cloud_init: &c.cloud_init,
-    }
-    .check(&path)
+    shared!(c).check(&path)
 }
 
 /// A size: a byte count, or a string with a unit (`"2 GiB"`, `"500MB"`).
@@ -627,24 +610,27 @@ pub fn validate_repository(r: &Repository, path: &str, family: Family) -> Check 
     let repo_err = |f: &str, m: String| {
         FieldError::new(ErrorKind::InvalidRepository, format!("{path}.{f}"), m)
     };
-    if r.mirrorlist.is_some() {
-        return Err(repo_err(
+    let refused = |fields: &[(bool, &str, &str)]| match fields.iter().find(|f| f.0) {
+        Some((_, field, reason)) => Err(repo_err(field, (*reason).into())),
+        None => Ok(()),
+    };
+    refused(&[
+        (
+            r.mirrorlist.is_some(),
             "mirrorlist",
-            "mirror lists are not supported; give baseurl".into(),
-        ));
-    }
-    if r.metalink.is_some() {
-        return Err(repo_err(
+            "mirror lists are not supported; give baseurl",
+        ),
+        (
+            r.metalink.is_some(),
             "metalink",
-            "metalinks are not supported; give baseurl".into(),
-        ));
-    }
-    if r.rhsm == Some(true) {
-        return Err(repo_err(
+            "metalinks are not supported; give baseurl",
+        ),
+        (
+            r.rhsm == Some(true),
             "rhsm",
-            "subscription-managed repositories are not supported".into(),
-        ));
-    }
+            "subscription-managed repositories are not supported",
+        ),
+    ])?;
     let Some(url) = &r.baseurl else {
         return Err(repo_err("baseurl", "a repository needs a baseurl".into()));
     };
@@ -686,20 +672,18 @@ pub fn validate_repository(r: &Repository, path: &str, family: Family) -> Check 
                 }
             }
         }
-        Family::Rpm => {
-            if r.suite.is_some() {
-                return Err(repo_err(
-                    "suite",
-                    "suites are for Debian repositories".into(),
-                ));
-            }
-            if r.components.is_some() {
-                return Err(repo_err(
-                    "components",
-                    "components are for Debian repositories".into(),
-                ));
-            }
-        }
+        Family::Rpm => refused(&[
+            (
+                r.suite.is_some(),
+                "suite",
+                "suites are for Debian repositories",
+            ),
+            (
+                r.components.is_some(),
+                "components",
+                "components are for Debian repositories",
+            ),
+        ])?,
     }
     Ok(())
 }

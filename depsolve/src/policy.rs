@@ -314,7 +314,7 @@ struct CheckedResolver {
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let internal_ok = self.internal_hosts.iter().any(|h| *h == host);
+        let internal_ok = self.internal_hosts.contains(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();

@@ -74,6 +74,24 @@ fn file_entry(f: &File) -> Entry {
     }
 }
 
+/// [`Shared`] of either spelling: the two types name these fields alike,
+/// but for the groups (`groups` in the Cloud API, `group` in a blueprint).
+macro_rules! shared {
+    ($c:expr, $groups:ident) => {
+        Shared {
+            hostname: &$c.hostname,
+            timezone: &$c.timezone,
+            locale: &$c.locale,
+            kernel: &$c.kernel,
+            services: &$c.services,
+            groups: &$c.$groups,
+            directories: &$c.directories,
+            files: &$c.files,
+            cloud_init: &$c.cloud_init,
+        }
+    };
+}
+
 /// The parts both spellings share, by reference.
 struct Shared<'a> {
     hostname: &'a Option<String>,
@@ -137,18 +155,7 @@ impl ImageCustomizations {
                 .flatten()
                 .map(|f| (f.mountpoint.clone(), f.min_size))
                 .collect(),
-            ..Shared {
-                hostname: &c.hostname,
-                timezone: &c.timezone,
-                locale: &c.locale,
-                kernel: &c.kernel,
-                services: &c.services,
-                groups: &c.groups,
-                directories: &c.directories,
-                files: &c.files,
-                cloud_init: &c.cloud_init,
-            }
-            .normalise()
+            ..shared!(c, groups).normalise()
         }
     }
 
@@ -198,18 +205,7 @@ impl ImageCustomizations {
                 .flatten()
                 .map(|f| (f.mountpoint.clone(), parse_size(&f.minsize).unwrap_or(0)))
                 .collect(),
-            ..Shared {
-                hostname: &c.hostname,
-                timezone: &c.timezone,
-                locale: &c.locale,
-                kernel: &c.kernel,
-                services: &c.services,
-                groups: &c.group,
-                directories: &c.directories,
-                files: &c.files,
-                cloud_init: &c.cloud_init,
-            }
-            .normalise()
+            ..shared!(c, group).normalise()
         }
     }
 }

@@ -28,6 +28,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_s3::client::customize::CustomizableOperation;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -35,6 +36,8 @@ use aws_sdk_s3::config::{
     SharedCredentialsProvider,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_sdk_s3::operation::upload_part::UploadPartOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -172,13 +175,17 @@ impl S3 {
             .content_md5(BASE64.encode(md5))
             .body(ByteStream::from_static(b""))
             .customize();
-        let op = if self.unsigned_payload {
-            op.disable_payload_signing()
+        let out = self.signed(op).send().await.map_err(sdk_failure)?;
+        Ok(out.e_tag)
+    }
+
+    /// `op`, with its payload left out of the signature over HTTPS.
+    fn signed<O: PayloadSigning>(&self, op: O) -> O {
+        if self.unsigned_payload {
+            op.unsigned()
         } else {
             op
-        };
-        let out = op.send().await.map_err(sdk_failure)?;
-        Ok(out.e_tag)
+        }
     }
 
     async fn create(&self) -> Result<String, Failure> {
@@ -212,12 +219,7 @@ impl S3 {
             // `Bytes` clones share the buffer: a retry costs no copy.
             .body(ByteStream::from(part.data.clone()))
             .customize();
-        let op = if self.unsigned_payload {
-            op.disable_payload_signing()
-        } else {
-            op
-        };
-        let out = op.send().await.map_err(sdk_failure)?;
+        let out = self.signed(op).send().await.map_err(sdk_failure)?;
         Ok(out.e_tag)
     }
 
@@ -519,6 +521,24 @@ where
             Failure::Transient(error_chain(&e))
         }
         _ => Failure::Permanent(error_chain(&e)),
+    }
+}
+
+/// The operations that carry a payload, whose hash the signature may leave
+/// out (the SDK offers it per operation type).
+trait PayloadSigning {
+    fn unsigned(self) -> Self;
+}
+
+impl<E, B> PayloadSigning for CustomizableOperation<PutObjectOutput, E, B> {
+    fn unsigned(self) -> Self {
+        self.disable_payload_signing()
+    }
+}
+
+impl<E, B> PayloadSigning for CustomizableOperation<UploadPartOutput, E, B> {
+    fn unsigned(self) -> Self {
+        self.disable_payload_signing()
     }
 }
 

@@ -436,15 +436,7 @@ async fn upload(
                     Ok(published) => statuses.push(UploadStatus::booted(&published)),
                     Err(reason) => {
                         tracing::warn!(job = %job.id, target = "boot", %reason, "boot publish failed");
-                        first_failure
-                            .get_or_insert_with(|| format!("upload to boot failed: {reason}"));
-                        statuses.push(UploadStatus::failed(
-                            kind,
-                            &UploadFailure {
-                                reason,
-                                files: None,
-                            },
-                        ));
+                        statuses.push(upload_failed(kind, reason, None, &mut first_failure));
                     }
                 }
                 continue;
@@ -453,14 +445,7 @@ async fn upload(
                 let reason = format!(
                     "this worker has no {kind:?} target configured (worker.toml [targets.{kind:?}])"
                 );
-                first_failure.get_or_insert_with(|| format!("upload to {kind} failed: {reason}"));
-                statuses.push(UploadStatus::failed(
-                    kind,
-                    &UploadFailure {
-                        reason,
-                        files: None,
-                    },
-                ));
+                statuses.push(upload_failed(kind, reason, None, &mut first_failure));
                 continue;
             };
             let mut uploaded = Vec::new();
@@ -503,14 +488,11 @@ async fn upload(
                 )),
                 Some(reason) => {
                     tracing::warn!(job = %job.id, target = %kind, %reason, "upload failed");
-                    first_failure
-                        .get_or_insert_with(|| format!("upload to {kind} failed: {reason}"));
-                    statuses.push(UploadStatus::failed(
+                    statuses.push(upload_failed(
                         kind,
-                        &UploadFailure {
-                            reason,
-                            files: Some(uploaded),
-                        },
+                        reason,
+                        Some(uploaded),
+                        &mut first_failure,
                     ));
                 }
             }
@@ -555,4 +537,16 @@ async fn upload(
         },
         Some(reason) => failed(reason, Some(build_result)),
     }
+}
+
+/// The status of a target whose upload failed; the job's failure reason is
+/// the first such target's.
+fn upload_failed(
+    kind: &str,
+    reason: String,
+    files: Option<Vec<UploadedFile>>,
+    first_failure: &mut Option<String>,
+) -> UploadStatus {
+    first_failure.get_or_insert_with(|| format!("upload to {kind} failed: {reason}"));
+    UploadStatus::failed(kind, &UploadFailure { reason, files })
 }

@@ -2,13 +2,14 @@
 
 use axum::extract::State;
 use axum::Json;
+use kiln_api::compose::Repository;
 use kiln_api::depsolve::{
     split_evr, DepsolveRequest, DepsolveResponse, PackageDetails, SearchPackagesRequest,
     SearchPackagesResponse,
 };
 use kiln_api::error::{Error, ErrorKind};
 use kiln_api::validate::{validate_blueprint, Family};
-use kiln_depsolve::Request;
+use kiln_depsolve::{RepoSet, Request};
 use kiln_distro::Distribution;
 
 use super::error::ApiError;
@@ -27,6 +28,27 @@ fn distribution<'a>(state: &'a AppState, name: &str) -> Result<&'a Distribution,
             ),
         )
     })
+}
+
+/// The request's repositories (field `repositories`; none: the
+/// distribution's own), loaded.
+async fn loaded(
+    state: &AppState,
+    distro: &Distribution,
+    arch: &str,
+    repositories: &[Repository],
+) -> Result<RepoSet, RepoError> {
+    state
+        .repos
+        .get(
+            &state.config.data_dir,
+            distro,
+            arch,
+            repositories,
+            "repositories",
+            &[],
+        )
+        .await
 }
 
 /// Depsolve a blueprint: the exact package set, with where to fetch each package.
@@ -71,17 +93,7 @@ pub async fn post_depsolve(
     {
         packages.push(k);
     }
-    let repos = state
-        .repos
-        .get(
-            &state.config.data_dir,
-            distro,
-            &req.architecture,
-            &req.repositories,
-            "repositories",
-            &[],
-        )
-        .await?;
+    let repos = loaded(&state, distro, &req.architecture, &req.repositories).await?;
     let solution = repos
         .solve_async(Request {
             packages,
@@ -132,17 +144,7 @@ pub async fn post_search(
             ));
         }
     }
-    let repos = state
-        .repos
-        .get(
-            &state.config.data_dir,
-            distro,
-            &req.architecture,
-            &req.repositories,
-            "repositories",
-            &[],
-        )
-        .await?;
+    let repos = loaded(&state, distro, &req.architecture, &req.repositories).await?;
     let packages = repos
         .search(&req.packages)
         .into_iter()

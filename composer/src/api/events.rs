@@ -72,16 +72,9 @@ pub async fn get_events(
         // is still reported, from the database, before the status.
         let mut known: HashMap<Uuid, JobState> = jobs.iter().map(|j| (j.id, j.state)).collect();
         let mut finished = is_finished(&jobs);
-        if tx
-            .send(Ok(status_event(&compose_status(
-                &compose,
-                &jobs,
-                &state.live,
-            ))))
-            .await
-            .is_err()
-            || finished
-        {
+        let status_now =
+            |jobs: &[Job]| Ok(status_event(&compose_status(&compose, jobs, &state.live)));
+        if tx.send(status_now(&jobs)).await.is_err() || finished {
             return;
         }
         while !finished {
@@ -124,15 +117,7 @@ pub async fn get_events(
                 }
             }
             finished = is_finished(&jobs);
-            if tx
-                .send(Ok(status_event(&compose_status(
-                    &compose,
-                    &jobs,
-                    &state.live,
-                ))))
-                .await
-                .is_err()
-            {
+            if tx.send(status_now(&jobs)).await.is_err() {
                 return;
             }
         }
