@@ -16,7 +16,7 @@ use crate::composer_api::Composer;
 use crate::follow::{follow, FollowOptions};
 
 #[derive(Args)]
-pub struct BlueprintArgs {
+pub(crate) struct BlueprintArgs {
     /// The composer's URL; the API path (/api/image-builder-composer/v2) is added.
     #[arg(
         long,
@@ -77,7 +77,7 @@ fn read<T: DeserializeOwned>(
         .map_err(|e| anyhow::anyhow!("{}: not {what}: {e}", composer.url(path)))
 }
 
-pub async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
     let composer = Composer::new(&args.composer)?;
     let json_out = args.output == Output::Json;
     let print = |v: &Value| -> anyhow::Result<()> {

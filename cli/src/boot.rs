@@ -14,7 +14,7 @@ use kiln_boot::{BootConfig, ImageRef, ImageSource, NodeSelector, PublishRequest}
 use crate::compose::Output;
 
 #[derive(Args)]
-pub struct BootArgs {
+pub(crate) struct BootArgs {
     /// The boot configuration (TOML: store, prefix, base_url, bss, smd), as
     /// the `[boot]` table of worker.toml.
     #[arg(
@@ -102,7 +102,7 @@ enum BootCommand {
     },
 }
 
-pub async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let config: BootConfig =

@@ -18,7 +18,7 @@ use crate::composer_api::Composer;
 use crate::follow::{self, image_status_word, upload_lines, FollowOptions};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// For people: tables, progress, a summary.
     Text,
     /// For scripts: the composer's answers as JSON on standard output.
@@ -47,7 +47,7 @@ Exit status: 0 when the command (or the compose waited for) succeeded,
 
 #[derive(Args)]
 #[command(after_long_help = EXAMPLES)]
-pub struct ComposeArgs {
+pub(crate) struct ComposeArgs {
     /// The composer's URL; the API path (/api/image-builder-composer/v2) is added.
     #[arg(
         long,
@@ -183,7 +183,7 @@ struct StartArgs {
     follow: FollowArgs,
 }
 
-pub async fn run(args: ComposeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ComposeArgs) -> anyhow::Result<ExitCode> {
     let composer = Composer::new(&args.composer)?;
     let output = args.output;
     match args.command {

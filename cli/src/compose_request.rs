@@ -22,7 +22,7 @@ use kiln_api::error::FieldError;
 /// The options are read as the composer reads them
 /// ([`UploadTarget::from_parts`]): one that does not fit is named as the
 /// composer would name it, `image_request.upload_targets[i]…`.
-pub fn parse_targets(specs: &[String]) -> Result<Vec<UploadTarget>, String> {
+pub(crate) fn parse_targets(specs: &[String]) -> Result<Vec<UploadTarget>, String> {
     specs
         .iter()
         .enumerate()
@@ -82,7 +82,7 @@ fn target_parts(spec: &str) -> Result<(&str, Map<String, Value>), String> {
 /// suite and components (`http://deb.debian.org/debian bookworm main`), an
 /// RPM one only its URL. A leading `deb` or `rpm` word, as in a sources line,
 /// is accepted.
-pub fn parse_repository(spec: &str) -> Result<Repository, String> {
+pub(crate) fn parse_repository(spec: &str) -> Result<Repository, String> {
     let mut words = spec.split_whitespace().peekable();
     if matches!(words.peek(), Some(&"deb") | Some(&"rpm")) {
         words.next();
@@ -109,7 +109,7 @@ pub fn parse_repository(spec: &str) -> Result<Repository, String> {
     })
 }
 
-pub struct ImageFlags<'a> {
+pub(crate) struct ImageFlags<'a> {
     pub distribution: &'a str,
     pub arch: &'a str,
     pub image_type: &'a str,
@@ -120,7 +120,7 @@ pub struct ImageFlags<'a> {
 }
 
 /// The request for one image; a `local` target when none is given.
-pub fn from_flags(f: &ImageFlags) -> Result<ComposeRequest, String> {
+pub(crate) fn from_flags(f: &ImageFlags) -> Result<ComposeRequest, String> {
     let repositories = f
         .repositories
         .iter()

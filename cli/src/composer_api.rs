@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::sse::{self, SseEvent};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The composer answered with its error shape.
     #[error("{}", refused_message(.reason, .field.as_deref()))]
     Refused {
@@ -61,7 +61,7 @@ fn cause_chain(e: &reqwest::Error) -> String {
     tail.join(": ")
 }
 
-pub struct Composer {
+pub(crate) struct Composer {
     /// `http://host:port/api/image-builder-composer/v2`, no trailing slash.
     base: String,
     http: reqwest::Client,
@@ -70,7 +70,7 @@ pub struct Composer {
 impl Composer {
     /// A client of the composer at `url` (`http://127.0.0.1:8700`); a URL
     /// that already ends in the API prefix is taken as it is.
-    pub fn new(url: &str) -> Result<Composer, ApiError> {
+    pub(crate) fn new(url: &str) -> Result<Composer, ApiError> {
         let trimmed = url.trim_end_matches('/');
         let parsed = url::Url::parse(trimmed).map_err(|e| ApiError::Unexpected {
             url: url.to_owned(),
@@ -100,17 +100,17 @@ impl Composer {
         Ok(Composer { base, http })
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let url = self.url(path);
         let resp = self.send(&url, self.http.get(&url)).await?;
         decode(&url, resp).await
     }
 
-    pub async fn post<T: DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: &impl Serialize,
@@ -120,7 +120,7 @@ impl Composer {
         decode(&url, resp).await
     }
 
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let url = self.url(path);
         let resp = self.send(&url, self.http.delete(&url)).await?;
         decode(&url, resp).await
@@ -128,7 +128,7 @@ impl Composer {
 
     /// The Server-Sent Events of `path`, parsed; the stream ends when the
     /// composer closes it, or with an error when the connection breaks.
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         path: &str,
     ) -> Result<impl Stream<Item = Result<SseEvent, ApiError>> + Unpin, ApiError> {

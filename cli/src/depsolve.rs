@@ -11,13 +11,13 @@ use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Request, Solution, Sourc
 pub(crate) const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
 
 #[derive(Args)]
-pub struct DepsolveArgs {
+pub(crate) struct DepsolveArgs {
     /// Target architecture (Debian name, e.g. amd64; mapped to x86_64 for rpm).
     #[arg(long)]
     arch: String,
@@ -92,7 +92,7 @@ pub(crate) fn unsolvable(problems: &[String]) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub async fn run(args: DepsolveArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: DepsolveArgs) -> anyhow::Result<ExitCode> {
     let request = Request {
         packages: args.packages.clone(),
         essential: args.essential,

@@ -26,7 +26,7 @@ use crate::composer_api::{ApiError, Composer};
 /// How many times in a row a broken event stream is opened again.
 const RECONNECTS: u32 = 5;
 
-pub struct FollowOptions {
+pub(crate) struct FollowOptions {
     pub output: Output,
     /// Print the build's log lines as they come.
     pub follow_logs: bool,
@@ -34,7 +34,7 @@ pub struct FollowOptions {
 
 /// Follows compose `id` until it ends, then reports where its images went.
 /// Exit 0 when it succeeded, 1 when it failed or was canceled.
-pub async fn follow(
+pub(crate) async fn follow(
     composer: &Composer,
     id: &str,
     opts: &FollowOptions,
@@ -192,7 +192,7 @@ fn progress_text(p: Option<&kiln_api::status::Progress>, status: ImageStatusValu
     }
 }
 
-pub fn image_status_word(s: ImageStatusValue) -> &'static str {
+pub(crate) fn image_status_word(s: ImageStatusValue) -> &'static str {
     match s {
         ImageStatusValue::Success => "success",
         ImageStatusValue::Failure => "failure",
@@ -203,7 +203,7 @@ pub fn image_status_word(s: ImageStatusValue) -> &'static str {
     }
 }
 
-pub fn upload_status_word(s: UploadStatusValue) -> &'static str {
+pub(crate) fn upload_status_word(s: UploadStatusValue) -> &'static str {
     match s {
         UploadStatusValue::Success => "success",
         UploadStatusValue::Failure => "failure",
@@ -222,7 +222,7 @@ fn image_line(img: &ImageStatus) -> String {
 }
 
 /// Where an upload went: its lines of the final report.
-pub fn upload_lines(u: &UploadStatus) -> Vec<String> {
+pub(crate) fn upload_lines(u: &UploadStatus) -> Vec<String> {
     let mut head = format!("{}: {}", u.target_type, upload_status_word(u.status));
     let (url, files, reason) = match u.details() {
         Ok(UploadDetails::Stored(s)) => (s.url, s.files, None),

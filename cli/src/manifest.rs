@@ -14,7 +14,7 @@ use kiln_manifests::customize::ImageCustomizations;
 use kiln_manifests::generate::{self, ImageRequest, PackageFile};
 
 #[derive(Args)]
-pub struct ManifestArgs {
+pub(crate) struct ManifestArgs {
     #[command(subcommand)]
     command: ManifestCommand,
 }
@@ -35,7 +35,7 @@ enum ManifestCommand {
 }
 
 #[derive(Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Distribution, as `GET /distributions` lists it (e.g. debian-12).
     #[arg(long)]
     distribution: String,
@@ -62,7 +62,7 @@ pub struct GenerateArgs {
     distributions_dir: Option<PathBuf>,
 }
 
-pub async fn run(args: ManifestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ManifestArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ManifestCommand::Generate(g) => generate(g).await,
         ManifestCommand::Inspect { file } => {

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use crate::composer_api::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     /// The `event:` field; `message` when absent.
     pub event: String,
     /// The `data:` lines, joined by newlines.
@@ -17,7 +17,7 @@ pub struct SseEvent {
 
 /// The events of a byte stream from `url`. A broken connection is the
 /// stream's error; bytes that are not an event stream are `Unexpected`.
-pub fn events<S, B>(url: &str, bytes: S) -> impl Stream<Item = Result<SseEvent, ApiError>>
+pub(crate) fn events<S, B>(url: &str, bytes: S) -> impl Stream<Item = Result<SseEvent, ApiError>>
 where
     S: Stream<Item = Result<B, ApiError>>,
     B: AsRef<[u8]>,

@@ -102,7 +102,7 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
 
 mod reqwest {
     /// One GET on a fresh runtime, for a synchronous test.
-    pub fn blocking_get(url: &str) -> Result<serde_json::Value, String> {
+    pub(crate) fn blocking_get(url: &str) -> Result<serde_json::Value, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -26,7 +26,7 @@ fn packages(result: &BuildOutput) -> Vec<ImagePackage> {
         .collect()
 }
 
-pub struct BootJob<'a> {
+pub(crate) struct BootJob<'a> {
     pub compose_id: Uuid,
     pub arch: &'a str,
     pub exported: &'a Path,
@@ -36,7 +36,7 @@ pub struct BootJob<'a> {
 
 /// Publishes (or, for a dry run, plans) the image; returns what the upload
 /// status reports: the image, its URLs and the per-node changes.
-pub async fn publish(
+pub(crate) async fn publish(
     config: Option<&BootConfig>,
     options: &BootUploadOptions,
     job: &BootJob<'_>,

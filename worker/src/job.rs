@@ -25,7 +25,7 @@ use crate::config::{Executor, WorkerConfig};
 use crate::Shutdown;
 
 /// How a job ended for this worker.
-pub enum Ended {
+pub(crate) enum Ended {
     /// Report this to the composer.
     Finish(FinishJob),
     /// The composer canceled it: nothing to report.
@@ -104,7 +104,7 @@ async fn stop_executor(child: &mut tokio::process::Child, pgid: i32) {
     }
 }
 
-pub async fn run(
+pub(crate) async fn run(
     client: &Client,
     config: &WorkerConfig,
     job: &JobAssignment,

@@ -15,15 +15,16 @@ use kiln_testsupport::openchami::{BssTestDouble, Node, SmdTestDouble};
 use object_store::local::LocalFileSystem;
 use uuid::Uuid;
 
-pub const BSS_TOKEN: &str = "bss-token-for-tests";
-pub const SMD_TOKEN: &str = "smd-token-for-tests";
-pub const BASE_URL: &str = "http://boot.cluster.test:8080/boot-images";
-pub const PREFIX: &str = "kiln/pxe";
-pub const GROUP: &str = "compute";
-pub const CMDLINE: &str = "root=live:CDLABEL=kiln rd.live.overlay.overlayfs=1 console=ttyS0,115200";
-pub const EXTRA: &str = "ip=dhcp rd.neednet=1";
+pub(crate) const BSS_TOKEN: &str = "bss-token-for-tests";
+pub(crate) const SMD_TOKEN: &str = "smd-token-for-tests";
+pub(crate) const BASE_URL: &str = "http://boot.cluster.test:8080/boot-images";
+pub(crate) const PREFIX: &str = "kiln/pxe";
+pub(crate) const GROUP: &str = "compute";
+pub(crate) const CMDLINE: &str =
+    "root=live:CDLABEL=kiln rd.live.overlay.overlayfs=1 console=ttyS0,115200";
+pub(crate) const EXTRA: &str = "ip=dhcp rd.neednet=1";
 
-pub fn nodes() -> Vec<Node> {
+pub(crate) fn nodes() -> Vec<Node> {
     vec![
         Node::new("x1000c0s0b0n0", "02:00:00:00:00:01", 1),
         Node::new("x1000c0s0b0n1", "02:00:00:00:00:02", 2),
@@ -33,11 +34,11 @@ pub fn nodes() -> Vec<Node> {
 }
 
 /// The members of [`GROUP`]: the first three nodes.
-pub fn group_members() -> Vec<&'static str> {
+pub(crate) fn group_members() -> Vec<&'static str> {
     vec!["x1000c0s0b0n0", "x1000c0s0b0n1", "x1000c0s1b0n0"]
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub bss: BssTestDouble,
     pub smd: SmdTestDouble,
     pub dir: tempfile::TempDir,
@@ -45,12 +46,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn start() -> Cluster {
+    pub(crate) async fn start() -> Cluster {
         Cluster::start_with(|s| s).await
     }
 
     /// `adjust` may change the store before it is used (e.g. its part size).
-    pub async fn start_with(adjust: impl FnOnce(BootStore) -> BootStore) -> Cluster {
+    pub(crate) async fn start_with(adjust: impl FnOnce(BootStore) -> BootStore) -> Cluster {
         Cluster::start_on(|dir| {
             std::fs::create_dir_all(dir.join("store")).unwrap();
             adjust(store_at(&dir.join("store")))
@@ -60,7 +61,7 @@ impl Cluster {
 
     /// A cluster whose boot store `make_store` builds, given the cluster's
     /// temporary directory ([`Cluster::store_root`] is then unused).
-    pub async fn start_on(make_store: impl FnOnce(&Path) -> BootStore) -> Cluster {
+    pub(crate) async fn start_on(make_store: impl FnOnce(&Path) -> BootStore) -> Cluster {
         let bss = BssTestDouble::start(&nodes(), Some(BSS_TOKEN))
             .await
             .unwrap();
@@ -81,12 +82,12 @@ impl Cluster {
         }
     }
 
-    pub fn store_root(&self) -> PathBuf {
+    pub(crate) fn store_root(&self) -> PathBuf {
         self.dir.path().join("store")
     }
 
     /// Writes a build's three files under the temporary directory.
-    pub fn build(&self, image_name: &str, rootfs_size: usize) -> LocalBootImage {
+    pub(crate) fn build(&self, image_name: &str, rootfs_size: usize) -> LocalBootImage {
         let compose_id = Uuid::new_v4();
         let dir = self.dir.path().join("builds").join(compose_id.to_string());
         std::fs::create_dir_all(&dir).unwrap();
@@ -125,13 +126,13 @@ impl Cluster {
     }
 }
 
-pub fn store_at(root: &Path) -> BootStore {
+pub(crate) fn store_at(root: &Path) -> BootStore {
     let fs = LocalFileSystem::new_with_prefix(root).unwrap();
     BootStore::new(Arc::new(fs), PREFIX, BASE_URL).unwrap()
 }
 
 /// Every file under `root`, relative, sorted.
-pub fn files_under(root: &Path) -> Vec<String> {
+pub(crate) fn files_under(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
@@ -148,7 +149,7 @@ pub fn files_under(root: &Path) -> Vec<String> {
     out
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }

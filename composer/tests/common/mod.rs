@@ -24,7 +24,7 @@ macro_rules! on_both_backends {
     )*};
 }
 
-pub struct TestComposer {
+pub(crate) struct TestComposer {
     pub base: String,
     pub queue: Arc<dyn JobQueue>,
     pub state: AppState,
@@ -34,16 +34,19 @@ pub struct TestComposer {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
-pub async fn start(backend: Backend) -> TestComposer {
+pub(crate) async fn start(backend: Backend) -> TestComposer {
     start_with(backend, |_| {}).await
 }
 
-pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ComposerConfig)) -> TestComposer {
+pub(crate) async fn start_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut ComposerConfig),
+) -> TestComposer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ComposerConfig {
         data_dir: dir.path().to_owned(),
@@ -78,17 +81,17 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ComposerConfig
 }
 
 impl TestComposer {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self
             .http
             .post(self.url(path))
@@ -100,7 +103,7 @@ impl TestComposer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn delete(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
         let r = self.http.delete(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
@@ -108,7 +111,7 @@ impl TestComposer {
 }
 
 /// A small valid request.
-pub fn pxe_request() -> Value {
+pub(crate) fn pxe_request() -> Value {
     serde_json::json!({
         "distribution": "debian-12",
         "image_request": {
@@ -122,7 +125,7 @@ pub fn pxe_request() -> Value {
 
 /// The reference Cloud API document (beside the repository, in shared/);
 /// None, reported as skipped, when it is absent (a plain clone).
-pub fn reference() -> Option<Value> {
+pub(crate) fn reference() -> Option<Value> {
     let Some(dir) = kiln_testsupport::reference::dir("composer-api") else {
         kiln_testsupport::reference::skipped(
             "the Cloud API document (../shared/reference/composer-api) is absent: answers not checked against its schemas",
@@ -136,7 +139,7 @@ pub fn reference() -> Option<Value> {
 }
 
 /// What is wrong with `instance` as `#/components/schemas/<name>` of the reference.
-pub fn violations(reference: &Value, name: &str, instance: &Value) -> Vec<String> {
+pub(crate) fn violations(reference: &Value, name: &str, instance: &Value) -> Vec<String> {
     let schema = json!({
         "$ref": format!("#/components/schemas/{name}"),
         "components": reference["components"],
@@ -149,7 +152,7 @@ pub fn violations(reference: &Value, name: &str, instance: &Value) -> Vec<String
 }
 
 /// Asserts that `instance` is a `<name>` of the reference, when it is there.
-pub fn check(reference: &Option<Value>, name: &str, instance: &Value) {
+pub(crate) fn check(reference: &Option<Value>, name: &str, instance: &Value) {
     let Some(reference) = reference else { return };
     let errors = violations(reference, name, instance);
     assert!(
@@ -161,7 +164,7 @@ pub fn check(reference: &Option<Value>, name: &str, instance: &Value) {
 
 /// Stops a composer process with SIGTERM and waits (20 s at most) for it to
 /// exit; returns how it exited and what it printed on stdout.
-pub fn stop(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+pub(crate) fn stop(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
     use std::io::Read;
     let pid = child.id().to_string();
     let sent = std::process::Command::new("kill")

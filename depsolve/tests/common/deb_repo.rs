@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub struct DebRepo {
+pub(crate) struct DebRepo {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     /// Binary keyring holding the repository's signing key.
@@ -16,9 +16,9 @@ pub struct DebRepo {
     pub gnupghome: PathBuf,
 }
 
-pub const PACKAGES: &[&str] = &["hello", "libc6", "libgcc-s1", "gcc-12-base"];
+pub(crate) const PACKAGES: &[&str] = &["hello", "libc6", "libgcc-s1", "gcc-12-base"];
 
-pub fn run(cmd: &mut Command) -> Vec<u8> {
+pub(crate) fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -50,7 +50,7 @@ fn make_key(home: &Path, uid: &str, keyring: &Path) {
 }
 
 /// Signs `dists/<suite>/Release` as InRelease (and Release.gpg if asked).
-pub fn sign_suite(home: &Path, suite_dir: &Path, inline: bool, detached: bool) {
+pub(crate) fn sign_suite(home: &Path, suite_dir: &Path, inline: bool, detached: bool) {
     let release = suite_dir.join("Release");
     if inline {
         let p = suite_dir.join("InRelease");
@@ -65,12 +65,12 @@ pub fn sign_suite(home: &Path, suite_dir: &Path, inline: bool, detached: bool) {
 }
 
 /// Writes Packages(.xz) and Release for one suite from the pool.
-pub fn index_suite(root: &Path, suite: &str) {
+pub(crate) fn index_suite(root: &Path, suite: &str) {
     index_suite_as(root, suite, "xz");
 }
 
 /// Like [`index_suite`], with `Packages` compressed as `xz`, `gz` or `plain`.
-pub fn index_suite_as(root: &Path, suite: &str, compression: &str) {
+pub(crate) fn index_suite_as(root: &Path, suite: &str, compression: &str) {
     let bin = root.join(format!("dists/{suite}/main/binary-amd64"));
     std::fs::create_dir_all(&bin).unwrap();
     let packages = run(Command::new("apt-ftparchive")
@@ -96,7 +96,7 @@ pub fn index_suite_as(root: &Path, suite: &str, compression: &str) {
 }
 
 /// `dists/SUITE/Release` for what the suite's directory holds now (unsigned).
-pub fn write_release(root: &Path, suite: &str) {
+pub(crate) fn write_release(root: &Path, suite: &str) {
     let release = run(Command::new("apt-ftparchive")
         .current_dir(root.join(format!("dists/{suite}")))
         .args([
@@ -113,7 +113,7 @@ pub fn write_release(root: &Path, suite: &str) {
 }
 
 /// An amd64 repository set of one sources line, trusted through `keyring`.
-pub fn config(line: &str, keyring: &Path, cache: &Path) -> kiln_depsolve::RepoConfig {
+pub(crate) fn config(line: &str, keyring: &Path, cache: &Path) -> kiln_depsolve::RepoConfig {
     kiln_depsolve::RepoConfig {
         arch: "amd64".into(),
         sources: vec![line.parse::<kiln_depsolve::Source>().unwrap()],
@@ -124,7 +124,7 @@ pub fn config(line: &str, keyring: &Path, cache: &Path) -> kiln_depsolve::RepoCo
 
 impl DebRepo {
     /// Suites: `stable` (InRelease) and `detached` (Release + Release.gpg only).
-    pub fn build() -> DebRepo {
+    pub(crate) fn build() -> DebRepo {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("repo");
         let pool = root.join("pool/main");
@@ -161,7 +161,7 @@ impl DebRepo {
         }
     }
 
-    pub fn file_url(&self) -> String {
+    pub(crate) fn file_url(&self) -> String {
         format!("file://{}", self.root.display())
     }
 }

@@ -6,14 +6,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     child: Child,
     pub port: u16,
     log: tempfile::NamedTempFile,
 }
 
 impl HttpServer {
-    pub fn serve(dir: &Path) -> HttpServer {
+    pub(crate) fn serve(dir: &Path) -> HttpServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -40,11 +40,11 @@ impl HttpServer {
     }
 
     /// The server's access log ("GET /path HTTP/1.1" 200 -).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use kiln_depsolve::compression::decompress_to_string;
 use kiln_depsolve::{IndexSource, PackageIndex};
 
-pub const LISTS: &str = "/var/lib/apt/lists";
+pub(crate) const LISTS: &str = "/var/lib/apt/lists";
 
 /// (sources.list line, list file) for bookworm main, updates and security.
-pub fn bookworm_lists() -> Vec<(&'static str, &'static str, PathBuf)> {
+pub(crate) fn bookworm_lists() -> Vec<(&'static str, &'static str, PathBuf)> {
     [
         (
             "deb http://deb.debian.org/debian bookworm main",
@@ -45,12 +45,12 @@ pub fn bookworm_lists() -> Vec<(&'static str, &'static str, PathBuf)> {
     .collect()
 }
 
-pub fn host_bookworm_index() -> Arc<PackageIndex> {
+pub(crate) fn host_bookworm_index() -> Arc<PackageIndex> {
     PackageIndex::build("amd64", &host_bookworm_sources()).unwrap()
 }
 
 /// The three bookworm Packages texts, decompressed, in apt's order.
-pub fn host_bookworm_sources() -> Vec<IndexSource> {
+pub(crate) fn host_bookworm_sources() -> Vec<IndexSource> {
     bookworm_lists()
         .into_iter()
         .map(|(_, base, path)| {
@@ -65,7 +65,7 @@ pub fn host_bookworm_sources() -> Vec<IndexSource> {
         .collect()
 }
 
-pub fn hpc_node_set() -> Vec<String> {
+pub(crate) fn hpc_node_set() -> Vec<String> {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/hpc-node.txt"))
             .unwrap();
@@ -78,7 +78,7 @@ pub fn hpc_node_set() -> Vec<String> {
 
 /// Runs `apt-get -s install` with an empty dpkg status over exactly the
 /// three bookworm indexes and returns name -> version of the `Inst` lines.
-pub fn apt_simulate(names: &[String], recommends: bool) -> BTreeMap<String, String> {
+pub(crate) fn apt_simulate(names: &[String], recommends: bool) -> BTreeMap<String, String> {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sources: String = bookworm_lists()
@@ -135,5 +135,5 @@ pub fn apt_simulate(names: &[String], recommends: bool) -> BTreeMap<String, Stri
         .collect()
 }
 
-pub mod deb_repo;
-pub mod http;
+pub(crate) mod deb_repo;
+pub(crate) mod http;

@@ -10,11 +10,11 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-pub const EPOCH: u64 = 1747699200;
+pub(crate) const EPOCH: u64 = 1747699200;
 
-pub const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
+pub(crate) const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 /// What grub.cfg prints once GRUB runs it.
-pub const MARKER: &str = "KILN-GRUB-OK";
+pub(crate) const MARKER: &str = "KILN-GRUB-OK";
 
 /// GRUB modules `wanted` needs, by the build host's moddep.lst.
 fn module_closure(wanted: &[&str]) -> Vec<String> {
@@ -37,7 +37,7 @@ fn module_closure(wanted: &[&str]) -> Vec<String> {
 /// A pipeline `tree` holding /boot/grub: the modules GRUB's normal mode
 /// needs (from the build host, as `file://` sources) and a grub.cfg that
 /// prints MARKER on the serial port. Returns (sources, pipeline).
-pub fn grub_tree() -> (Value, Value) {
+pub(crate) fn grub_tree() -> (Value, Value) {
     let cfg = format!(
         "insmod serial\ninsmod echo\nserial --unit=0 --speed=115200\nterminal_output serial\necho \"{MARKER} root=$root prefix=$prefix\"\n"
     );
@@ -68,7 +68,7 @@ pub fn grub_tree() -> (Value, Value) {
 }
 
 /// Boots `image` with SeaBIOS until grub.cfg prints MARKER; returns that line.
-pub fn boot_to_grub(image: &Path, format: &str) -> String {
+pub(crate) fn boot_to_grub(image: &Path, format: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let serial = dir.path().join("serial.log");
     let mut qemu = Command::new("qemu-system-x86_64")
@@ -106,7 +106,7 @@ pub fn boot_to_grub(image: &Path, format: &str) -> String {
 /// The boot sector is GRUB's boot.img, pointing at `location`, over the
 /// partition table; the core image at `location` is diskboot followed by
 /// the rest, loading from `location + 1`.
-pub fn assert_grub_installed(image: &Path, location: u64) {
+pub(crate) fn assert_grub_installed(image: &Path, location: u64) {
     let disk = std::fs::read(image).unwrap();
     let boot = std::fs::read(format!("{GRUB_DIR}/boot.img")).unwrap();
     assert_eq!(&disk[510..512], &[0x55, 0xaa], "boot signature");

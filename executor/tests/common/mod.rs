@@ -7,20 +7,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-pub mod bios;
+pub(crate) mod bios;
 /// Validation against osbuild's reference schemas, as kiln-manifests' tests do it.
 #[path = "../../../manifests/tests/common/mod.rs"]
-pub mod osbuild_schema;
+pub(crate) mod osbuild_schema;
 
-pub const EXE: &str = env!("CARGO_BIN_EXE_kiln-osbuild");
+pub(crate) const EXE: &str = env!("CARGO_BIN_EXE_kiln-osbuild");
 
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub json: Value,
     pub stderr: String,
 }
 
-pub fn run(args: &[&str], manifest: &Value) -> Run {
+pub(crate) fn run(args: &[&str], manifest: &Value) -> Run {
     let mut child = Command::new(EXE)
         .args(args)
         .arg("-")
@@ -45,12 +45,12 @@ pub fn run(args: &[&str], manifest: &Value) -> Run {
 
 /// `kiln-osbuild --json` with `DIR/store` as its store, `DIR/out` as its
 /// output directory, and these pipelines exported.
-pub fn export(dir: &std::path::Path, manifest: &Value, exports: &[&str]) -> Run {
+pub(crate) fn export(dir: &std::path::Path, manifest: &Value, exports: &[&str]) -> Run {
     export_with(dir, manifest, exports, &[])
 }
 
 /// [`export`] with more arguments (`--checkpoint ID`, ...).
-pub fn export_with(
+pub(crate) fn export_with(
     dir: &std::path::Path,
     manifest: &Value,
     exports: &[&str],
@@ -73,13 +73,13 @@ pub fn export_with(
 
 /// The manifest is one osbuild itself would accept: every stage's options
 /// valid against osbuild's reference schemas.
-pub fn assert_valid_for_osbuild(manifest: &Value) {
+pub(crate) fn assert_valid_for_osbuild(manifest: &Value) {
     let errors = osbuild_schema::validate_manifest(manifest);
     assert!(errors.is_empty(), "not valid for osbuild: {errors:#?}");
 }
 
 /// Stage types that ran, per pipeline, from a `--json` result.
-pub fn ran(result: &Value) -> Vec<(String, String)> {
+pub(crate) fn ran(result: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(log) = result["log"].as_object() {
         for (pipeline, stages) in log {
@@ -95,21 +95,21 @@ pub fn ran(result: &Value) -> Vec<(String, String)> {
 }
 
 #[allow(unused_imports)]
-pub use kiln_testsupport::host::attachments_under;
+pub(crate) use kiln_testsupport::host::attachments_under;
 
 #[allow(unused_imports)]
-pub use kiln_testsupport::package_files;
+pub(crate) use kiln_testsupport::package_files;
 
 /// A Debian 12 image request: the distribution's package set for the
 /// image type plus `extra`, depsolved against a local mirror.
-pub struct DebianImage {
+pub(crate) struct DebianImage {
     pub manifest: Value,
     /// (name, version) of the depsolved set.
     pub packages: Vec<(String, String)>,
     pub mirror: tempfile::TempDir,
 }
 
-pub fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> DebianImage {
+pub(crate) fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> DebianImage {
     let catalog = kiln_distro::Catalog::embedded().unwrap();
     let distro = catalog.get("debian-12").unwrap();
     let (arch, arch_def) = distro.find_architecture("x86_64").unwrap();

@@ -90,13 +90,13 @@ fn violations(schema: &Value, instance: &Value) -> Vec<String> {
 /// What is wrong with `m` by osbuild's schemas; nothing when the reference
 /// schemas are absent (reported as skipped), for tests whose other checks do
 /// not depend on it (the executor's tests include this file too).
-pub fn validate_manifest(m: &Value) -> Vec<String> {
+pub(crate) fn validate_manifest(m: &Value) -> Vec<String> {
     check_manifest(m).unwrap_or_default()
 }
 
 /// What is wrong with `m` by osbuild's schemas; None (reported as skipped)
 /// when the reference schemas are absent.
-pub fn check_manifest(m: &Value) -> Option<Vec<String>> {
+pub(crate) fn check_manifest(m: &Value) -> Option<Vec<String>> {
     if kiln_testsupport::reference::dir("osbuild").is_none() {
         kiln_testsupport::reference::skipped(
             "osbuild's schemas (../shared/reference/osbuild) are absent: manifests not validated",

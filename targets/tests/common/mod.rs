@@ -12,16 +12,16 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// 24 MiB and an odd tail, so the last part is short.
-pub const ARTIFACT_SIZE: usize = 24 * 1024 * 1024 + 12_345;
+pub(crate) const ARTIFACT_SIZE: usize = 24 * 1024 * 1024 + 12_345;
 
-pub struct Artifact {
+pub(crate) struct Artifact {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub sha256: String,
 }
 
-pub fn artifact(size: usize) -> Artifact {
+pub(crate) fn artifact(size: usize) -> Artifact {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("disk.raw");
     let mut bytes = vec![0u8; size];
@@ -37,7 +37,7 @@ pub fn artifact(size: usize) -> Artifact {
 }
 
 /// Three attempts, 50 ms then 100 ms apart: failures show quickly.
-pub fn quick_retries() -> RetryPolicy {
+pub(crate) fn quick_retries() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
         initial_backoff_ms: 50,
@@ -48,7 +48,7 @@ pub fn quick_retries() -> RetryPolicy {
 
 /// Records what an upload reports.
 #[derive(Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     pub retries: AtomicU32,
     pub last_done: AtomicU64,
     pub retry_errors: Mutex<Vec<String>>,
@@ -58,7 +58,7 @@ pub struct Observed {
 impl Observed {
     /// Handles one event; `at_progress` runs once, the first time at least
     /// `threshold` bytes are confirmed.
-    pub fn see(&self, event: Event<'_>, threshold: u64, at_progress: impl FnOnce()) {
+    pub(crate) fn see(&self, event: Event<'_>, threshold: u64, at_progress: impl FnOnce()) {
         match event {
             Event::Progress { done, total } => {
                 assert!(done <= total, "progress {done} beyond {total}");
@@ -77,14 +77,14 @@ impl Observed {
         }
     }
 
-    pub fn retries(&self) -> u32 {
+    pub(crate) fn retries(&self) -> u32 {
         self.retries.load(Ordering::SeqCst)
     }
 }
 
 /// Asserts that an upload stopped by a dead server failed after retrying,
 /// naming the reason.
-pub fn assert_failed_after_retries(err: &kiln_targets::UploadError, observed: &Observed) {
+pub(crate) fn assert_failed_after_retries(err: &kiln_targets::UploadError, observed: &Observed) {
     let text = err.to_string();
     assert!(
         observed.retries() >= 2,
@@ -99,6 +99,6 @@ pub fn assert_failed_after_retries(err: &kiln_targets::UploadError, observed: &O
     );
 }
 
-pub fn read(path: &Path) -> Vec<u8> {
+pub(crate) fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }

@@ -12,9 +12,9 @@ use kiln_composer::{AppState, ComposerConfig};
 use kiln_testsupport::PgCluster;
 use serde_json::{json, Value};
 
-pub const WORKER: &str = env!("CARGO_BIN_EXE_kiln-worker");
+pub(crate) const WORKER: &str = env!("CARGO_BIN_EXE_kiln-worker");
 
-pub struct Kiln {
+pub(crate) struct Kiln {
     pub api: String,
     pub worker_api: String,
     pub state: AppState,
@@ -26,7 +26,7 @@ pub struct Kiln {
     _mirror_dir: tempfile::TempDir,
 }
 
-pub use kiln_testsupport::host::gen_certs;
+pub(crate) use kiln_testsupport::host::gen_certs;
 
 /// The packages of an image type (the essential set comes with them).
 fn package_set(image_type: &str) -> Vec<String> {
@@ -40,11 +40,14 @@ fn package_set(image_type: &str) -> Vec<String> {
 
 impl Kiln {
     /// A kiln whose mirror holds the packages of `tar` images.
-    pub async fn start(tweak: impl FnOnce(&mut ComposerConfig)) -> Kiln {
+    pub(crate) async fn start(tweak: impl FnOnce(&mut ComposerConfig)) -> Kiln {
         Kiln::start_for("tar", tweak).await
     }
 
-    pub async fn start_for(image_type: &str, tweak: impl FnOnce(&mut ComposerConfig)) -> Kiln {
+    pub(crate) async fn start_for(
+        image_type: &str,
+        tweak: impl FnOnce(&mut ComposerConfig),
+    ) -> Kiln {
         let dir = tempfile::tempdir().unwrap();
         let certs = tempfile::tempdir().unwrap();
         gen_certs(
@@ -108,7 +111,7 @@ impl Kiln {
     }
 
     /// A compose of the mirror's image type with these upload targets.
-    pub fn request(&self, targets: Value) -> Value {
+    pub(crate) fn request(&self, targets: Value) -> Value {
         json!({
             "distribution": "debian-12",
             "image_request": {
@@ -121,7 +124,7 @@ impl Kiln {
         })
     }
 
-    pub async fn submit(&self, request: &Value) -> String {
+    pub(crate) async fn submit(&self, request: &Value) -> String {
         let r = self
             .http
             .post(format!("{}/compose", self.api))
@@ -135,7 +138,7 @@ impl Kiln {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    pub async fn status(&self, id: &str) -> Value {
+    pub(crate) async fn status(&self, id: &str) -> Value {
         self.http
             .get(format!("{}/composes/{id}", self.api))
             .send()
@@ -147,7 +150,12 @@ impl Kiln {
     }
 
     /// Polls the compose until `done(status)` or the deadline.
-    pub async fn wait(&self, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let s = self.status(id).await;
@@ -164,11 +172,11 @@ impl Kiln {
 
     /// Writes a worker.toml for `name` (a certificate from gen-certs) and
     /// starts a worker with it; `targets` is TOML for `[targets.*]`.
-    pub fn worker(&self, name: &str, targets: &str) -> Worker {
+    pub(crate) fn worker(&self, name: &str, targets: &str) -> Worker {
         self.worker_with(name, targets, self.certs.path())
     }
 
-    pub fn worker_with(&self, name: &str, targets: &str, certs: &Path) -> Worker {
+    pub(crate) fn worker_with(&self, name: &str, targets: &str, certs: &Path) -> Worker {
         let home = self
             .dir
             .path()
@@ -197,24 +205,24 @@ impl Kiln {
     }
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     pub child: Child,
     pub home: PathBuf,
     pub log: PathBuf,
 }
 
 impl Worker {
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Processes that are this worker's executors (`kiln-worker osbuild`).
-    pub fn executors(&self) -> Vec<u32> {
+    pub(crate) fn executors(&self) -> Vec<u32> {
         let store = self.home.join("store").display().to_string();
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -240,7 +248,7 @@ impl Drop for Worker {
 }
 
 /// The `[targets.local]` section for a directory.
-pub fn local_target(dir: &Path) -> String {
+pub(crate) fn local_target(dir: &Path) -> String {
     format!(
         "[targets.local]\ntype = \"local\"\npath = \"{}\"\n",
         dir.display()
