@@ -42,12 +42,8 @@ pub enum PolicyError {
     Part { url: String, part: &'static str },
     #[error("{url:?} is not under an allowed repository prefix")]
     NotAllowed { url: String },
-    #[error("{url:?}: {host} is an internal address ({address}), which no allowed prefix opens")]
-    Internal {
-        url: String,
-        host: String,
-        address: IpAddr,
-    },
+    #[error("{url:?}: {address} is an internal address, which no allowed prefix opens")]
+    Internal { url: String, address: IpAddr },
 }
 
 /// One allowed prefix, as written in the configuration: a URL string, or
@@ -85,6 +81,31 @@ struct Prefix {
 }
 
 impl Prefix {
+    fn parse(entry: &AllowEntry) -> Result<Prefix, PolicyError> {
+        let (text, internal) = entry.parts();
+        let url = parse(text)?;
+        let mut path = url.path().to_owned();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        let internal = internal
+            || match url.host() {
+                Some(Host::Ipv4(a)) => internal_v4(a),
+                Some(Host::Ipv6(a)) => internal_v6(a),
+                // A file path is on the composer's own disk: naming it
+                // is the explicit opening.
+                None => true,
+                Some(Host::Domain(_)) => false,
+            };
+        Ok(Prefix {
+            scheme: url.scheme().to_owned(),
+            host: url.host().map(|h| h.to_owned()),
+            port: url.port(),
+            path,
+            internal,
+        })
+    }
+
     fn contains(&self, url: &Url) -> bool {
         if url.scheme() != self.scheme
             || url.host().map(|h| h.to_owned()) != self.host
@@ -106,31 +127,10 @@ pub struct RepoPolicy {
 impl RepoPolicy {
     /// A policy allowing `entries`. A malformed entry is an error naming it.
     pub fn new(entries: &[AllowEntry]) -> Result<RepoPolicy, PolicyError> {
-        let mut prefixes = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (text, internal) = entry.parts();
-            let url = parse(text)?;
-            let mut path = url.path().to_owned();
-            if !path.ends_with('/') {
-                path.push('/');
-            }
-            let internal = internal
-                || match url.host() {
-                    Some(Host::Ipv4(a)) => internal_v4(a),
-                    Some(Host::Ipv6(a)) => internal_v6(a),
-                    // A file path is on the composer's own disk: naming it
-                    // is the explicit opening.
-                    None => true,
-                    Some(Host::Domain(_)) => false,
-                };
-            prefixes.push(Prefix {
-                scheme: url.scheme().to_owned(),
-                host: url.host().map(|h| h.to_owned()),
-                port: url.port(),
-                path,
-                internal,
-            });
-        }
+        let prefixes = entries
+            .iter()
+            .map(Prefix::parse)
+            .collect::<Result<_, _>>()?;
         Ok(RepoPolicy { prefixes })
     }
 
@@ -138,19 +138,17 @@ impl RepoPolicy {
     /// that name their repositories themselves (a configuration file, a
     /// command line), where the names are trusted but redirects are not.
     pub fn exactly(urls: impl IntoIterator<Item = impl Into<String>>) -> RepoPolicy {
-        let entries: Vec<AllowEntry> = urls
-            .into_iter()
-            .map(|u| AllowEntry::Table {
-                prefix: u.into(),
-                internal: true,
-            })
-            .collect();
         // A URL that does not parse cannot be fetched either; leave it out
         // and let the fetch report it.
-        let prefixes = entries
-            .iter()
-            .filter_map(|e| RepoPolicy::new(std::slice::from_ref(e)).ok())
-            .flat_map(|p| p.prefixes)
+        let prefixes = urls
+            .into_iter()
+            .filter_map(|u| {
+                Prefix::parse(&AllowEntry::Table {
+                    prefix: u.into(),
+                    internal: true,
+                })
+                .ok()
+            })
             .collect();
         RepoPolicy { prefixes }
     }
@@ -174,7 +172,6 @@ impl RepoPolicy {
             if let Some(address) = address.filter(|a| is_internal(*a)) {
                 return Err(PolicyError::Internal {
                     url: url.into(),
-                    host: address.to_string(),
                     address,
                 });
             }
