@@ -95,6 +95,10 @@ echo "== starting kiln-composer and kiln-worker"
 mkdir -p "$data/images"
 cat > "$data/composer.toml" <<EOF
 data_dir = "$data/composer"
+[repositories]
+# The request names the local mirror; a repository outside these prefixes
+# (and the distributions' own) is refused with 403.
+allow = ["file://$mirror"]
 [worker_api]
 ca = "$data/certs/ca.pem"
 cert = "$data/certs/composer.pem"

@@ -37,6 +37,7 @@ pub enum ErrorKind {
     RepositoryUnavailable,
     LeaseNotFound,
     JobCanceled,
+    RepositoryNotAllowed,
     Internal,
 }
 
@@ -66,6 +67,7 @@ impl ErrorKind {
         ErrorKind::RepositoryUnavailable,
         ErrorKind::LeaseNotFound,
         ErrorKind::JobCanceled,
+        ErrorKind::RepositoryNotAllowed,
         ErrorKind::Internal,
     ];
 
@@ -96,6 +98,7 @@ impl ErrorKind {
             ErrorKind::RepositoryUnavailable => 22,
             ErrorKind::LeaseNotFound => 23,
             ErrorKind::JobCanceled => 24,
+            ErrorKind::RepositoryNotAllowed => 25,
             ErrorKind::Internal => 1000,
         }
     }
@@ -115,6 +118,7 @@ impl ErrorKind {
             | ErrorKind::LeaseNotFound => 404,
             ErrorKind::ComposeUnfinished | ErrorKind::JobCanceled => 409,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RepositoryNotAllowed => 403,
             ErrorKind::RepositoryUnavailable => 502,
             ErrorKind::Internal => 500,
             _ => 400,
@@ -151,6 +155,9 @@ impl ErrorKind {
                 "No job is leased under this token (taken back, or already finished)"
             }
             ErrorKind::JobCanceled => "The job was canceled: stop working on it",
+            ErrorKind::RepositoryNotAllowed => {
+                "The repository is outside the composer's repository policy"
+            }
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -10,6 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use kiln_depsolve::AllowEntry;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComposerConfig {
@@ -37,11 +39,18 @@ pub struct ComposerConfig {
     pub log_format: LogFormat,
 }
 
-/// `[repositories]`: what loading a repository's indexes may cost. A
-/// hostile or broken mirror gets a clear error, not the composer's memory.
+/// `[repositories]`: which repositories a request may name, and what
+/// loading a repository's indexes may cost. A hostile or broken mirror gets
+/// a clear error, not the composer's memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepositoriesConfig {
+    /// URL prefixes a request's repositories must lie under, each a string
+    /// (`"https://mirror.example.org/debian"`, `"file:///srv/repos"`) or a
+    /// table `{ prefix = "...", internal = true }` for a host name that
+    /// resolves to the cluster's own addresses. The distributions' own
+    /// repositories are always allowed; nothing else is by default.
+    pub allow: Vec<AllowEntry>,
     /// Largest index file fetched, as served (compressed).
     pub max_fetch_bytes: u64,
     /// Largest index once decompressed.
@@ -54,6 +63,7 @@ impl Default for RepositoriesConfig {
     fn default() -> Self {
         let d = kiln_depsolve::fetch::FetchLimits::default();
         RepositoriesConfig {
+            allow: Vec::new(),
             max_fetch_bytes: d.max_fetch_bytes,
             max_index_bytes: d.max_index_bytes,
             fetch_timeout_secs: d.fetch_timeout.as_secs(),

@@ -19,7 +19,7 @@ pub mod runner;
 pub mod status;
 pub mod worker_api;
 
-pub use config::ComposerConfig;
+pub use config::{AllowEntry, ComposerConfig};
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -40,6 +40,8 @@ impl AppState {
             Some(dir) => Catalog::from_dir(dir)?,
             None => Catalog::embedded()?,
         };
+        let policy = repos::policy(&config.repositories.allow, &catalog)
+            .map_err(|e| anyhow::anyhow!("[repositories] allow: {e}"))?;
         let url = config.database_url();
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -57,7 +59,7 @@ impl AppState {
             queue,
             catalog: Arc::new(catalog),
             config: Arc::new(config),
-            repos: Arc::new(repos::RepoCache::new(limits)),
+            repos: Arc::new(repos::RepoCache::new(limits, policy)),
             live: Arc::new(live::Live::default()),
         })
     }

@@ -9,10 +9,12 @@ use kiln_api::compose::{ComposeRequest, ImageRequest, UploadTarget};
 use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::jobs::{BuildArgs, DepsolveArgs, JobArgs, JobError, ManifestArgs};
 use kiln_api::validate::{validate_blueprint, validate_customizations, validate_repository};
+use kiln_depsolve::RepoPolicy;
 use kiln_distro::{Catalog, Distribution};
 use kiln_queue::NewJob;
 
 use crate::jobs::new_job;
+use crate::repos::check_allowed;
 
 /// Most images one compose may ask for.
 pub const MAX_IMAGES: usize = 16;
@@ -30,6 +32,9 @@ pub enum PlanError {
 }
 
 /// The job graph of a request, once it is checked against the catalog.
+///
+/// The request's repositories are checked against the repository policy
+/// separately ([`check_repositories`]): that may resolve host names.
 pub fn plan(
     req: &ComposeRequest,
     catalog: &Catalog,
@@ -123,6 +128,31 @@ pub fn validate<'a>(
         }
     }
     Ok(distro)
+}
+
+/// Every repository of a request against the repository policy, before
+/// anything is stored or fetched.
+pub async fn check_repositories(
+    req: &ComposeRequest,
+    policy: &RepoPolicy,
+) -> Result<(), FieldError> {
+    let mut given = Vec::new();
+    for (path, image) in req.images() {
+        for (i, r) in image.repositories().iter().enumerate() {
+            given.push((format!("{path}.repositories[{i}]"), r));
+        }
+    }
+    let payload = req
+        .customizations
+        .as_ref()
+        .and_then(|c| c.payload_repositories.as_ref());
+    for (i, r) in payload.into_iter().flatten().enumerate() {
+        given.push((format!("customizations.payload_repositories[{i}]"), r));
+    }
+    for (path, r) in given {
+        check_allowed(policy, r, &path).await?;
+    }
+    Ok(())
 }
 
 fn validate_image(

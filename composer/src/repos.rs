@@ -4,6 +4,11 @@
 //! keeps it as one immutable index, cached on disk by content hash); later
 //! requests only pay for their solve. Concurrent first requests for the same
 //! set wait for one load.
+//!
+//! Every repository a request names passes the composer's [`RepoPolicy`]
+//! before anything is fetched: `[repositories] allow` and the catalog's own
+//! repositories. The same policy goes with the loaded set into its fetcher,
+//! so redirects and the addresses a host name resolves to are held to it too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,17 +17,71 @@ use std::sync::{Arc, Mutex};
 use kiln_api::compose::Repository;
 use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::validate::{validate_repository, Family};
-use kiln_depsolve::{DepsolveError, RepoConfig, RepoSet, Source};
-use kiln_distro::Distribution;
+use kiln_depsolve::{
+    AllowEntry, DepsolveError, PolicyError, RepoConfig, RepoPolicy, RepoSet, Source,
+};
+use kiln_distro::{Catalog, Distribution};
 use tokio::sync::OnceCell;
 
 type Key = (String, Vec<String>);
 
-#[derive(Default)]
 pub struct RepoCache {
     sets: Mutex<HashMap<Key, Arc<OnceCell<RepoSet>>>>,
     /// Bounds on every fetch and decompression of a repository's indexes.
     limits: kiln_depsolve::fetch::FetchLimits,
+    /// What may be fetched at all.
+    policy: Arc<RepoPolicy>,
+}
+
+/// The composer's repository policy: the `allow` prefixes of its
+/// configuration, and every repository of every distribution in its catalog
+/// (written by the administrator, so their hosts may be internal).
+pub fn policy(allow: &[AllowEntry], catalog: &Catalog) -> Result<RepoPolicy, PolicyError> {
+    let mut entries = allow.to_vec();
+    for distro in catalog.iter() {
+        for arch in distro.architectures.keys() {
+            for r in &distro.repositories {
+                entries.push(AllowEntry::Table {
+                    prefix: r.baseurl_for(arch),
+                    internal: true,
+                });
+            }
+        }
+    }
+    RepoPolicy::new(&entries)
+}
+
+/// How long a request's repository host names may take to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses a repository the policy does not allow, naming its `baseurl`
+/// under `path`: 403 for a URL outside the allowed prefixes or whose host
+/// is (or resolves to) an internal address, 400 for one that is malformed.
+pub async fn check_allowed(
+    policy: &RepoPolicy,
+    r: &Repository,
+    path: &str,
+) -> Result<(), FieldError> {
+    // A repository without a baseurl is refused by `validate_repository`.
+    let Some(url) = &r.baseurl else {
+        return Ok(());
+    };
+    let checked = policy.check_resolved(url, RESOLVE_TIMEOUT).await;
+    checked.map(|_| ()).map_err(|e| {
+        let kind = match e {
+            PolicyError::NotAllowed { .. } | PolicyError::Internal { .. } => {
+                ErrorKind::RepositoryNotAllowed
+            }
+            _ => ErrorKind::InvalidRepository,
+        };
+        let hint = match e {
+            PolicyError::NotAllowed { .. } => {
+                "; the composer's administrator can add its prefix to [repositories] allow"
+            }
+            _ => "",
+        };
+        FieldError::new(kind, format!("{path}.baseurl"), format!("{e}{hint}"))
+    })
 }
 
 /// Why repositories could not be loaded or a solve failed.
@@ -71,11 +130,17 @@ fn internal(context: &'static str) -> impl FnOnce(std::io::Error) -> RepoError {
 }
 
 impl RepoCache {
-    pub fn new(limits: kiln_depsolve::fetch::FetchLimits) -> Self {
+    pub fn new(limits: kiln_depsolve::fetch::FetchLimits, policy: RepoPolicy) -> Self {
         RepoCache {
             sets: Mutex::default(),
             limits,
+            policy: Arc::new(policy),
         }
+    }
+
+    /// What may be fetched at all.
+    pub fn policy(&self) -> &RepoPolicy {
+        &self.policy
     }
 
     /// Re-reads every loaded set (conditional requests; unchanged metadata
@@ -135,7 +200,9 @@ impl RepoCache {
         );
         for (i, (r, field)) in given.enumerate() {
             let i = if i < repos.len() { i } else { i - repos.len() };
-            validate_repository(r, &format!("{field}[{i}]"), distro.family)?;
+            let field = format!("{field}[{i}]");
+            validate_repository(r, &field, distro.family)?;
+            check_allowed(&self.policy, r, &field).await?;
             let keyring = match &r.gpgkey {
                 Some(key) => Some(dearmor(data_dir, key).await?),
                 None => None,
@@ -149,6 +216,7 @@ impl RepoCache {
         };
         let cache_dir = data_dir.join("repo-cache");
         let limits = self.limits;
+        let policy = self.policy.clone();
         cell.get_or_try_init(|| async move {
             let sources = lines
                 .iter()
@@ -162,7 +230,7 @@ impl RepoCache {
                     keyring: None,
                 },
                 limits,
-                None,
+                Some(policy),
             )
             .await
             .map_err(RepoError::from)

@@ -174,6 +174,8 @@ async fn payload_repositories_add_packages(b: Backend) {
     let c = start_with(b, |cfg| {
         cfg.jobs.run_in_composer = true;
         cfg.distributions_dir = Some(distros);
+        // The site repository is not the distribution's: it must be allowed.
+        cfg.repositories.allow = vec![kiln_composer::AllowEntry::Prefix(extra.url())];
     })
     .await;
     let mut req = request(&repo, &["site-tools"]);

@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{check, reference, start, Backend};
+use common::{check, reference, start_with, Backend};
+use kiln_composer::AllowEntry;
 use kiln_testsupport::debrepo::DebRepo;
 use serde_json::json;
 
@@ -36,7 +37,14 @@ async fn depsolve_and_search_against_a_file_repository() {
     repository(dir.path());
     let repo = json!({"baseurl": format!("file://{}", dir.path().display()), "suite": "test",
                       "components": ["main"], "check_repo_gpg": false});
-    let c = start(Backend::Sqlite).await;
+    // Repositories under /tmp are the ones this test makes (its temporary directories).
+    let c = start_with(Backend::Sqlite, |cfg| {
+        cfg.repositories.allow = vec![AllowEntry::Prefix(format!(
+            "file://{}",
+            std::env::temp_dir().display()
+        ))];
+    })
+    .await;
     let request = |names: &[&str]| {
         json!({
             "distribution": "debian-12", "architecture": "x86_64",
@@ -139,7 +147,10 @@ async fn depsolve_and_search_against_a_file_repository() {
         "{err}"
     );
     let mut missing = request(&["kiln-a"]);
-    missing["repositories"][0]["baseurl"] = json!("file:///nonexistent/kiln-repo");
+    missing["repositories"][0]["baseurl"] = json!(format!(
+        "file://{}/nonexistent/kiln-repo",
+        dir.path().display()
+    ));
     let (status, err) = c.post("/depsolve/blueprint", &missing).await;
     assert_eq!(status, 502, "{err}");
     assert_eq!(err["code"], "IMAGE-BUILDER-COMPOSER-22");

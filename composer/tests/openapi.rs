@@ -6,13 +6,23 @@
 
 mod common;
 
-use common::{check, reference, start, violations, Backend};
+use common::{check, reference, start, start_with, violations, Backend};
+
+/// A composer that allows the requests' (never fetched) repository.
+async fn start_allowing_mirror() -> common::TestComposer {
+    start_with(Backend::Sqlite, |cfg| {
+        cfg.repositories.allow = vec![kiln_composer::AllowEntry::Prefix(
+            "http://127.0.0.1:1/debian".into(),
+        )];
+    })
+    .await
+}
 use serde_json::json;
 
 #[tokio::test]
 async fn answers_match_the_reference_schemas() {
     let reference = reference();
-    let c = start(Backend::Sqlite).await;
+    let c = start_allowing_mirror().await;
 
     // A request the reference itself accepts is accepted by kiln.
     let request = json!({
@@ -92,7 +102,7 @@ async fn answers_match_the_reference_schemas() {
 #[tokio::test]
 async fn metadata_echoes_the_request_as_submitted() {
     let reference = reference();
-    let c = start(Backend::Sqlite).await;
+    let c = start_allowing_mirror().await;
     // The reference requires `repositories`; an empty list asks for the
     // distribution's own, and comes back as it was sent.
     for repositories in [

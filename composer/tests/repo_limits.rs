@@ -97,8 +97,10 @@ async fn a_bomb_and_an_oversized_index_are_refused_within_a_memory_bound() {
         dir.path().join("composer.toml"),
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\
-             [repositories]\nmax_fetch_bytes = {MAX_FETCH}\nmax_index_bytes = {MAX_INDEX}\n",
-            dir.path().join("state").display()
+             [repositories]\nmax_fetch_bytes = {MAX_FETCH}\nmax_index_bytes = {MAX_INDEX}\n\
+             allow = [\"file://{}\", \"http://127.0.0.1:{http_port}/\"]\n",
+            dir.path().join("state").display(),
+            dir.path().display(),
         ),
     )
     .unwrap();

@@ -26,7 +26,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use url::{Host, Url};
 
@@ -48,7 +48,7 @@ pub enum PolicyError {
 
 /// One allowed prefix, as written in the configuration: a URL string, or
 /// a table that also opens internal addresses for host names.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AllowEntry {
     Prefix(String),
@@ -174,6 +174,39 @@ impl RepoPolicy {
                     url: url.into(),
                     address,
                 });
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// [`Self::check`], then the addresses the URL's host name resolves to
+    /// now, so a request naming a host that leads inside is refused when it
+    /// is made rather than when its fetch starts. The resolver checks again
+    /// at every connection, so a name whose addresses change later still
+    /// cannot reach an internal one. A name that does not resolve (or not
+    /// within `timeout`) passes here: its fetch reports that.
+    pub async fn check_resolved(
+        &self,
+        url: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Url, PolicyError> {
+        let parsed = self.check(url)?;
+        let Some(Host::Domain(name)) = parsed.host() else {
+            return Ok(parsed);
+        };
+        if self.internal_hosts().iter().any(|h| h == name) {
+            return Ok(parsed);
+        }
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let lookup = tokio::net::lookup_host((name, port));
+        if let Ok(Ok(addresses)) = tokio::time::timeout(timeout, lookup).await {
+            for a in addresses {
+                if is_internal(a.ip()) {
+                    return Err(PolicyError::Internal {
+                        url: url.into(),
+                        address: a.ip(),
+                    });
+                }
             }
         }
         Ok(parsed)

@@ -1,7 +1,7 @@
 //! Stored blueprints (kiln extension, like image-builder's): push a
 //! blueprint once, list and show its versions, compose from it by name.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -16,7 +16,7 @@ use kiln_queue::BlueprintRecord;
 
 use super::composes::submit;
 use super::error::ApiError;
-use super::extract::{Caller, JsonBody};
+use super::extract::{BlueprintVersion, Caller, JsonBody};
 use super::with_status;
 use crate::AppState;
 
@@ -121,27 +121,6 @@ pub async fn list_blueprints(
     Ok(Json(BlueprintList { blueprints }))
 }
 
-fn version_query(q: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let mut version = None;
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let Some(("version", v)) = pair.split_once('=') else {
-            return Err(ApiError::field(
-                ErrorKind::InvalidQuery,
-                pair,
-                "unknown query parameter (only version)",
-            ));
-        };
-        version = Some(v.parse::<i64>().map_err(|_| {
-            ApiError::field(
-                ErrorKind::InvalidQuery,
-                "version",
-                format!("{v:?} is not a version number"),
-            )
-        })?);
-    }
-    Ok(version)
-}
-
 /// One version of a stored blueprint (`?version=N`; the latest without it).
 #[utoipa::path(get, path = "/blueprints/{name}", tag = "blueprint", operation_id = "getBlueprint",
     params(("name" = String, Path, description = "Blueprint name"), ("version" = Option<i64>, Query, description = "Version")),
@@ -150,9 +129,8 @@ pub async fn get_blueprint(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    RawQuery(q): RawQuery,
+    BlueprintVersion(version): BlueprintVersion,
 ) -> Result<Json<StoredBlueprint>, ApiError> {
-    let version = version_query(q.as_deref())?;
     let b = state
         .queue
         .blueprint(&caller.channel, &name, version)

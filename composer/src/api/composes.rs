@@ -1,6 +1,6 @@
 //! Composes: submit, list, inspect, cancel, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -16,30 +16,19 @@ use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobState};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{Caller, JsonBody, Paging};
+use super::extract::{Caller, ComposePath, JsonBody, Paging};
 use super::with_status;
 use crate::jobs;
 use crate::plan;
 use crate::status::{compose_href, compose_status, image_of, job_info};
 use crate::AppState;
 
-pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::field(
-            ErrorKind::InvalidComposeId,
-            "id",
-            format!("{id:?} is not a UUID"),
-        )
-    })
-}
-
 /// The compose, if it exists in the caller's channel.
 pub async fn load(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    ComposePath(id): ComposePath,
 ) -> Result<(ComposeRecord, Vec<Job>), ApiError> {
-    let id = parse_id(id)?;
     let compose = state
         .queue
         .compose(id)
@@ -78,6 +67,7 @@ pub async fn submit(
     req: ComposeRequest,
 ) -> Result<Response, ApiError> {
     let jobs = plan::plan(&req, &state.catalog, &caller.channel)?;
+    plan::check_repositories(&req, state.repos.policy()).await?;
     let compose = ComposeRecord {
         id: Uuid::new_v4(),
         channel: caller.channel,
@@ -132,9 +122,9 @@ pub async fn list_composes(
 pub async fn get_compose(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeStatus>, ApiError> {
-    let (compose, jobs) = load(&state, &caller, &id).await?;
+    let (compose, jobs) = load(&state, &caller, id).await?;
     Ok(Json(compose_status(&compose, &jobs, &state.live)))
 }
 
@@ -146,9 +136,9 @@ pub async fn get_compose(
 pub async fn delete_compose(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeDeleteStatus>, ApiError> {
-    let (compose, _) = load(&state, &caller, &id).await?;
+    let (compose, _) = load(&state, &caller, id).await?;
     match state.queue.delete_compose(compose.id).await? {
         DeleteOutcome::Deleted => Ok(Json(ComposeDeleteStatus {
             id: compose.id,
@@ -175,9 +165,9 @@ pub async fn delete_compose(
 pub async fn cancel_compose(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeStatus>, ApiError> {
-    let (compose, _) = load(&state, &caller, &id).await?;
+    let (compose, _) = load(&state, &caller, id).await?;
     let n = state.queue.cancel_compose(compose.id).await?;
     tracing::info!(compose = %compose.id, jobs = n.unwrap_or(0), "compose canceled");
     let jobs = state.queue.compose_jobs(compose.id).await?;
@@ -201,9 +191,9 @@ fn job_summary(j: &Job) -> JobLog {
 pub async fn get_logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeLogs>, ApiError> {
-    let (compose, jobs) = load(&state, &caller, &id).await?;
+    let (compose, jobs) = load(&state, &caller, id).await?;
     let images = jobs.iter().map(|j| image_of(j) + 1).max().unwrap_or(0);
     let image_builds = (0..images)
         .map(|image| ImageBuildLog {
@@ -230,9 +220,9 @@ pub async fn get_logs(
 pub async fn get_manifests(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeManifests>, ApiError> {
-    let (compose, jobs) = load(&state, &caller, &id).await?;
+    let (compose, jobs) = load(&state, &caller, id).await?;
     let manifests = jobs
         .iter()
         .filter(|j| j.state == JobState::Success)
@@ -254,9 +244,9 @@ pub async fn get_manifests(
 pub async fn get_metadata(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeMetadata>, ApiError> {
-    let (compose, jobs) = load(&state, &caller, &id).await?;
+    let (compose, jobs) = load(&state, &caller, id).await?;
     let request: ComposeRequest =
         serde_json::from_value(compose.request.clone()).map_err(ApiError::internal)?;
     let solved: Vec<&Job> = jobs
@@ -291,9 +281,9 @@ pub async fn get_metadata(
 pub async fn get_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Json<ComposeJobs>, ApiError> {
-    let (compose, jobs) = load(&state, &caller, &id).await?;
+    let (compose, jobs) = load(&state, &caller, id).await?;
     Ok(Json(ComposeJobs {
         id: compose.id,
         kind: "ComposeJobs".into(),

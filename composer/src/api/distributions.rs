@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use kiln_api::distribution::{
     ArchitectureInfo, BlueprintRepository, DistributionDetails, DistributionList, ImageTypeInfo,
@@ -12,6 +12,7 @@ use kiln_api::API_PREFIX;
 use kiln_distro::Distribution;
 
 use super::error::ApiError;
+use super::extract::DistributionFilter;
 use crate::AppState;
 
 fn repositories(d: &Distribution, arch: &str) -> Vec<BlueprintRepository> {
@@ -63,7 +64,7 @@ pub async fn list_distributions(State(state): State<AppState>) -> Json<Distribut
 pub async fn get_distribution(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    RawQuery(q): RawQuery,
+    filter: DistributionFilter,
 ) -> Result<Json<DistributionDetails>, ApiError> {
     let d = state.catalog.get(&name).ok_or_else(|| {
         ApiError::field(
@@ -75,29 +76,15 @@ pub async fn get_distribution(
             ),
         )
     })?;
-    let (mut types, mut arches) = (Vec::new(), Vec::new());
-    for (k, v) in form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "image_type" => types.push(v.into_owned()),
-            "architecture" => arches.push(v.into_owned()),
-            other => {
-                return Err(ApiError::field(
-                    ErrorKind::InvalidQuery,
-                    other,
-                    "unknown query parameter",
-                ))
-            }
-        }
-    }
     let architectures: BTreeMap<String, ArchitectureInfo> = d
         .architectures
         .iter()
-        .filter(|(a, _)| arches.is_empty() || arches.contains(a))
+        .filter(|(a, _)| filter.architecture(a))
         .map(|(a, def)| {
             let image_types = def
                 .image_types
                 .iter()
-                .filter(|t| types.is_empty() || types.contains(t))
+                .filter(|t| filter.image_type(t))
                 .filter_map(|t| {
                     let info = d.image_types.get(t)?;
                     Some((

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream};
@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::composes::load;
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{Caller, ComposePath};
 use crate::live::LiveEvent;
 use crate::status::{compose_status, is_finished};
 use crate::AppState;
@@ -58,12 +58,12 @@ fn status_event(s: &ComposeStatus) -> Event {
 pub async fn get_events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: ComposePath,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before reading the status, so no change falls between the two.
     let mut rx = state.queue.subscribe();
     let mut live_rx = state.live.subscribe();
-    let (compose, jobs) = load(&state, &caller, &id).await?;
+    let (compose, jobs) = load(&state, &caller, id).await?;
     let (mut tx, out) = mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
         // The state each job was last reported in. Events come from the

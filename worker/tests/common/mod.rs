@@ -75,6 +75,7 @@ impl Kiln {
         config.worker_api.key = Some(certs.path().join("composer.key"));
         config.worker_api.allowed_domains = vec!["*.kiln.test".into()];
         config.queue.reap_interval_secs = 1;
+        config.repositories.allow = vec![kiln_composer::AllowEntry::Prefix(mirror.url())];
         tweak(&mut config);
         let tls = kiln_composer::worker_api::load_tls(&config.worker_api)
             .unwrap()
