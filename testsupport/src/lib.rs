@@ -13,6 +13,8 @@ pub mod aptcache;
 pub mod artifacts;
 pub mod debrepo;
 pub mod host;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 #[cfg(feature = "openchami")]
 pub mod openchami;
 pub mod reference;

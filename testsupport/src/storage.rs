@@ -111,7 +111,7 @@ impl Drop for Process {
 
 /// Kills `pid` when this process exits, even if it never runs destructors
 /// (a test binary ends with `exit`, and a panic may abort).
-fn spawn_watchdog(pid: u32) -> Result<()> {
+pub(crate) fn spawn_watchdog(pid: u32) -> Result<()> {
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -9 {pid} 2>/dev/null",
         me = std::process::id()
