@@ -38,6 +38,9 @@ pub enum ErrorKind {
     LeaseNotFound,
     JobCanceled,
     RepositoryNotAllowed,
+    Unauthenticated,
+    InsufficientScope,
+    AuthUnavailable,
     Internal,
 }
 
@@ -68,6 +71,9 @@ impl ErrorKind {
         ErrorKind::LeaseNotFound,
         ErrorKind::JobCanceled,
         ErrorKind::RepositoryNotAllowed,
+        ErrorKind::Unauthenticated,
+        ErrorKind::InsufficientScope,
+        ErrorKind::AuthUnavailable,
         ErrorKind::Internal,
     ];
 
@@ -99,6 +105,9 @@ impl ErrorKind {
             ErrorKind::LeaseNotFound => 23,
             ErrorKind::JobCanceled => 24,
             ErrorKind::RepositoryNotAllowed => 25,
+            ErrorKind::Unauthenticated => 26,
+            ErrorKind::InsufficientScope => 27,
+            ErrorKind::AuthUnavailable => 28,
             ErrorKind::Internal => 1000,
         }
     }
@@ -118,7 +127,9 @@ impl ErrorKind {
             | ErrorKind::LeaseNotFound => 404,
             ErrorKind::ComposeUnfinished | ErrorKind::JobCanceled => 409,
             ErrorKind::MethodNotAllowed => 405,
-            ErrorKind::RepositoryNotAllowed => 403,
+            ErrorKind::RepositoryNotAllowed | ErrorKind::InsufficientScope => 403,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::AuthUnavailable => 503,
             ErrorKind::RepositoryUnavailable => 502,
             ErrorKind::Internal => 500,
             _ => 400,
@@ -158,6 +169,9 @@ impl ErrorKind {
             ErrorKind::RepositoryNotAllowed => {
                 "The repository is outside the composer's repository policy"
             }
+            ErrorKind::Unauthenticated => "A valid bearer token is needed",
+            ErrorKind::InsufficientScope => "The token does not grant this",
+            ErrorKind::AuthUnavailable => "The token issuer's keys cannot be read",
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -12,20 +12,13 @@ use serde_json::{json, Value};
 
 use crate::compose::Output;
 use crate::compose_request::parse_targets;
-use crate::composer_api::Composer;
+use crate::composer_api::{Composer, Connection};
 use crate::follow::{follow, FollowOptions};
 
 #[derive(Args)]
 pub(crate) struct BlueprintArgs {
-    /// The composer's URL; the API path (/api/image-builder-composer/v2) is added.
-    #[arg(
-        long,
-        env = "KILN_COMPOSER_URL",
-        default_value = "http://127.0.0.1:8700",
-        value_name = "URL",
-        global = true
-    )]
-    composer: String,
+    #[command(flatten)]
+    connection: Connection,
     /// Output format: text for people, json for scripts.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
@@ -78,7 +71,7 @@ fn read<T: DeserializeOwned>(
 }
 
 pub(crate) async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
-    let composer = Composer::new(&args.composer)?;
+    let composer = Composer::connect(&args.connection)?;
     let json_out = args.output == Output::Json;
     let print = |v: &Value| -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);

@@ -14,7 +14,7 @@ use kiln_api::status::{
 use serde_json::Value;
 
 use crate::compose_request::{self, ImageFlags};
-use crate::composer_api::Composer;
+use crate::composer_api::{Composer, Connection};
 use crate::follow::{self, image_status_word, upload_lines, FollowOptions};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,16 +48,8 @@ Exit status: 0 when the command (or the compose waited for) succeeded,
 #[derive(Args)]
 #[command(after_long_help = EXAMPLES)]
 pub(crate) struct ComposeArgs {
-    /// The composer's URL; the API path (/api/image-builder-composer/v2) is added.
-    #[arg(
-        long,
-        env = "KILN_COMPOSER_URL",
-        default_value = "http://127.0.0.1:8700",
-        value_name = "URL",
-        global = true,
-        help_heading = "Composer"
-    )]
-    composer: String,
+    #[command(flatten)]
+    connection: Connection,
     /// Output format: text for people, json for scripts.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true, help_heading = "Composer")]
     output: Output,
@@ -184,7 +176,7 @@ struct StartArgs {
 }
 
 pub(crate) async fn run(args: ComposeArgs) -> anyhow::Result<ExitCode> {
-    let composer = Composer::new(&args.composer)?;
+    let composer = Composer::connect(&args.connection)?;
     let output = args.output;
     match args.command {
         ComposeCommand::Start(start_args) => start(&composer, output, start_args).await,

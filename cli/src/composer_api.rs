@@ -61,6 +61,40 @@ fn cause_chain(e: &reqwest::Error) -> String {
     tail.join(": ")
 }
 
+/// How to reach the composer: the options every command that talks to it takes.
+#[derive(clap::Args, Clone)]
+pub(crate) struct Connection {
+    /// The composer's URL; the API path (/api/image-builder-composer/v2) is added.
+    #[arg(
+        long,
+        env = "KILN_COMPOSER_URL",
+        default_value = "http://127.0.0.1:8700",
+        value_name = "URL",
+        global = true,
+        help_heading = "Composer"
+    )]
+    pub(crate) composer: String,
+    /// A bearer token for a composer with [auth] (sent as `Authorization: Bearer`).
+    #[arg(
+        long,
+        env = "KILN_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Composer"
+    )]
+    pub(crate) token: Option<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("composer", &self.composer)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 pub(crate) struct Composer {
     /// `http://host:port/api/image-builder-composer/v2`, no trailing slash.
     base: String,
@@ -68,9 +102,19 @@ pub(crate) struct Composer {
 }
 
 impl Composer {
+    /// A client of the composer `connection` names.
+    pub(crate) fn connect(connection: &Connection) -> Result<Composer, ApiError> {
+        Composer::with_token(&connection.composer, connection.token.as_deref())
+    }
+
     /// A client of the composer at `url` (`http://127.0.0.1:8700`); a URL
     /// that already ends in the API prefix is taken as it is.
+    #[cfg(test)]
     pub(crate) fn new(url: &str) -> Result<Composer, ApiError> {
+        Composer::with_token(url, None)
+    }
+
+    fn with_token(url: &str, token: Option<&str>) -> Result<Composer, ApiError> {
         let trimmed = url.trim_end_matches('/');
         let parsed = url::Url::parse(trimmed).map_err(|e| ApiError::Unexpected {
             url: url.to_owned(),
@@ -89,9 +133,21 @@ impl Composer {
         };
         // No overall timeout: the event stream of a compose lasts as long as
         // its build. The composer sends a keep-alive every 15 s.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ApiError::Unexpected {
+                    url: url.to_owned(),
+                    message: "the token is not a header value (--token / KILN_TOKEN)".into(),
+                })?;
+            // Never shown in a debug print of a request.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
             .build()
             .map_err(|e| ApiError::Unexpected {
                 url: url.to_owned(),

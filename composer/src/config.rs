@@ -37,6 +37,55 @@ pub struct ComposerConfig {
     pub repositories: RepositoriesConfig,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// How callers of the compose API are authenticated. Without it there
+    /// is none: the composer serves loopback only, and every request
+    /// belongs to the one tenant `default_channel`.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[auth]`: bearer tokens (JWTs) of an OpenID provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `oidc` (the default), or `none` to serve without authentication on
+    /// a non-loopback address on purpose.
+    pub mode: AuthMode,
+    /// The provider's issuer URL; its keys are found through OIDC discovery
+    /// (`{issuer}/.well-known/openid-configuration`, then `jwks_uri`).
+    pub issuer: Option<String>,
+    /// What every token's `aud` must contain.
+    pub audience: Option<String>,
+    /// The tenant is the first of these claims that is a non-empty string.
+    pub tenant_claims: Vec<String>,
+    /// The claim holding the caller's scopes (`kiln:read`, `kiln:compose`,
+    /// `kiln:blueprint`, `kiln:admin`): a space-separated string or a list.
+    pub scope_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// A token signed with a key the composer does not know makes it read
+    /// the issuer's keys again, at most once per this many seconds.
+    pub jwks_min_refresh_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Oidc,
+            issuer: None,
+            audience: None,
+            tenant_claims: vec!["org_id".into(), "tenant".into(), "sub".into()],
+            scope_claim: "scope".into(),
+            leeway_secs: 60,
+            jwks_min_refresh_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Oidc,
+    None,
 }
 
 /// `[repositories]`: which repositories a request may name, and what
@@ -136,6 +185,24 @@ pub struct WorkerApiConfig {
     /// Worker host names let in: exact names, or `*.domain` for any one
     /// label under `domain`.
     pub allowed_domains: Vec<String>,
+    /// What each worker may take. Empty: every worker takes what it asks
+    /// for. Otherwise a worker takes only what the first binding naming it
+    /// allows, and a worker no binding names takes nothing.
+    pub bindings: Vec<WorkerBinding>,
+}
+
+/// `[[worker_api.bindings]]`: the jobs a worker certificate may take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerBinding {
+    /// The certificate's name, or `*.domain` (as in `allowed_domains`).
+    pub worker: String,
+    /// Job types it may take (`build`, `depsolve`, `manifest`); empty: any.
+    #[serde(default)]
+    pub job_types: Vec<String>,
+    /// Tenants (channels) whose jobs it may take; empty: any.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 impl Default for WorkerApiConfig {
@@ -146,6 +213,7 @@ impl Default for WorkerApiConfig {
             cert: None,
             key: None,
             allowed_domains: Vec::new(),
+            bindings: Vec::new(),
         }
     }
 }
@@ -173,6 +241,7 @@ impl Default for ComposerConfig {
             repo_refresh_secs: 3600,
             repositories: RepositoriesConfig::default(),
             log_format: LogFormat::Text,
+            auth: None,
         }
     }
 }
@@ -220,6 +289,42 @@ impl ComposerConfig {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
+    }
+
+    /// Refuses what would serve the compose API unauthenticated beyond this
+    /// machine, and an `[auth]` that cannot authenticate anyone.
+    pub fn check_auth(&self) -> Result<(), String> {
+        match &self.auth {
+            None if !self.listen.ip().is_loopback() => Err(format!(
+                "listen = \"{}\" is not a loopback address and there is no [auth]: \
+                 configure [auth] issuer and audience, or set auth.mode = \"none\" \
+                 to serve unauthenticated on purpose",
+                self.listen
+            )),
+            Some(a) if a.mode == AuthMode::Oidc => {
+                let issuer = a.issuer.as_deref().unwrap_or("");
+                if issuer.is_empty() || a.audience.as_deref().unwrap_or("").is_empty() {
+                    return Err("[auth] needs issuer and audience (or mode = \"none\")".into());
+                }
+                let url = url::Url::parse(issuer).map_err(|e| format!("[auth] issuer: {e}"))?;
+                let loopback = match url.host() {
+                    Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                    Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                };
+                if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                    return Err(format!(
+                        "[auth] issuer {issuer:?} must be https:// (http only on loopback)"
+                    ));
+                }
+                if a.tenant_claims.is_empty() {
+                    return Err("[auth] tenant_claims is empty".into());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn database_url(&self) -> String {

@@ -10,6 +10,7 @@ use kiln_distro::Catalog;
 use kiln_queue::JobQueue;
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod jobs;
 pub mod live;
@@ -31,6 +32,9 @@ pub struct AppState {
     pub repos: Arc<repos::RepoCache>,
     /// Progress and logs of running builds, as their workers report them.
     pub live: Arc<live::Live>,
+    /// Verifies the compose API's bearer tokens; none without `[auth]`
+    /// (or with `auth.mode = "none"`).
+    pub auth: Option<Arc<auth::Verifier>>,
 }
 
 impl AppState {
@@ -39,6 +43,13 @@ impl AppState {
         let catalog = match &config.distributions_dir {
             Some(dir) => Catalog::from_dir(dir)?,
             None => Catalog::embedded()?,
+        };
+        config.check_auth().map_err(|e| anyhow::anyhow!(e))?;
+        let auth = match &config.auth {
+            Some(a) if a.mode == config::AuthMode::Oidc => Some(Arc::new(
+                auth::Verifier::new(a).map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            _ => None,
         };
         let policy = repos::policy(&config.repositories.allow, &catalog)
             .map_err(|e| anyhow::anyhow!("[repositories] allow: {e}"))?;
@@ -61,6 +72,7 @@ impl AppState {
             config: Arc::new(config),
             repos: Arc::new(repos::RepoCache::new(limits, policy)),
             live: Arc::new(live::Live::default()),
+            auth,
         })
     }
 }

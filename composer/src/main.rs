@@ -52,6 +52,21 @@ async fn main() -> anyhow::Result<()> {
         distributions = ?state.catalog.names(),
         "kiln-composer ready"
     );
+    match &config.auth {
+        None => tracing::warn!(
+            tenant = %config.default_channel,
+            "the compose API is unauthenticated (no [auth]): loopback only, every request in one tenant"
+        ),
+        Some(a) if a.mode == kiln_composer::config::AuthMode::None => tracing::warn!(
+            listen = %config.listen,
+            "the compose API is unauthenticated on purpose (auth.mode = \"none\")"
+        ),
+        Some(a) => tracing::info!(
+            issuer = a.issuer.as_deref().unwrap_or(""),
+            audience = a.audience.as_deref().unwrap_or(""),
+            "the compose API takes bearer tokens of this issuer"
+        ),
+    }
     let workers = match worker_tls {
         Some(tls) => {
             let at = config.worker_api.listen;

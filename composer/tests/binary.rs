@@ -100,6 +100,61 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
 
+/// Without `[auth]` the composer serves loopback only: a network address
+/// is refused at start, naming what to do, unless `auth.mode = "none"`
+/// says so on purpose (and the log says it is unauthenticated).
+#[test]
+fn without_auth_it_refuses_a_network_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = kiln_testsupport::free_port().unwrap();
+    let run = |extra: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir.path())
+            .env_remove("KILN_COMPOSER_CONFIG")
+            .env("KILN_COMPOSER_LISTEN", format!("0.0.0.0:{port}"))
+            .env("KILN_COMPOSER_DATA_DIR", dir.path().join("state"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+    let out = run(&[]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on 0.0.0.0 without [auth]");
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("auth.mode"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "nothing made before the refusal"
+    );
+
+    // An [auth] without issuer and audience cannot authenticate anyone.
+    let out = run(&[("KILN_COMPOSER_AUTH__MODE", "oidc")])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("issuer and audience"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let child = run(&[("KILN_COMPOSER_AUTH__MODE", "none")]);
+    let url = format!("http://127.0.0.1:{port}/api/image-builder-composer/v2/distributions");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::blocking_get(&url).is_err() {
+        assert!(Instant::now() < deadline, "composer did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, log) = common::stop(child);
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(log.contains("unauthenticated on purpose"), "{log}");
+}
+
 mod reqwest {
     /// One GET on a fresh runtime, for a synchronous test.
     pub(crate) fn blocking_get(url: &str) -> Result<serde_json::Value, String> {

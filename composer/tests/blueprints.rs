@@ -65,14 +65,15 @@ async fn blueprints_are_versioned_and_composed_by_name(b: Backend) {
         .await
         .unwrap();
     assert_eq!(first["blueprint"]["packages"].as_array().unwrap().len(), 1);
-    // Another channel does not see it.
+    // Another tenant's view is tests/auth.rs's; without [auth] a caller
+    // cannot name one.
     let other = http
         .get(format!("{}/blueprints/compute-node", c.base))
         .header("X-Kiln-Channel", "other")
         .send()
         .await
         .unwrap();
-    assert_eq!(other.status(), 404);
+    assert_eq!(other.status(), 403);
 
     // Compose from version 1 by name: the stored blueprint is the request's.
     let r = http

@@ -27,6 +27,13 @@ struct Cluster {
 use kiln_testsupport::host::gen_certs;
 
 async fn start(backend: Backend) -> Cluster {
+    start_configured(backend, |_| {}).await
+}
+
+async fn start_configured(
+    backend: Backend,
+    tweak: impl FnOnce(&mut kiln_composer::ComposerConfig),
+) -> Cluster {
     let certs = tempfile::tempdir().unwrap();
     gen_certs(
         certs.path(),
@@ -47,6 +54,7 @@ async fn start(backend: Backend) -> Cluster {
         c.worker_api.cert = Some(dir.join("composer.pem"));
         c.worker_api.key = Some(dir.join("composer.key"));
         c.worker_api.allowed_domains = vec!["worker1".into(), "*.cluster.example".into()];
+        tweak(c);
     })
     .await;
     let tls = kiln_composer::worker_api::load_tls(&composer.state.config.worker_api)
@@ -435,4 +443,93 @@ async fn requests_are_checked_and_an_idle_poll_answers_204() {
         (status, err["code"].as_str()),
         (404, Some("IMAGE-BUILDER-COMPOSER-23"))
     );
+}
+
+/// A worker certificate bound to `build` jobs of tenant A never receives
+/// tenant B's jobs nor a manifest job, whatever it asks for; a worker the
+/// bindings do not name takes nothing; a binding without limits takes all.
+async fn bindings_limit_what_a_worker_takes(backend: Backend) {
+    use kiln_composer::config::WorkerBinding;
+    use kiln_queue::{ComposeRecord, NewJob};
+    let c = start_configured(backend, |cfg| {
+        cfg.worker_api.bindings = vec![
+            WorkerBinding {
+                worker: "node7.cluster.example".into(),
+                job_types: vec!["build".into()],
+                tenants: vec!["tenant-a".into()],
+            },
+            WorkerBinding {
+                worker: "worker1".into(),
+                job_types: vec![],
+                tenants: vec![],
+            },
+        ];
+    })
+    .await;
+    let queue = &c.composer.queue;
+    let job = |kind: &str, tenant: &str| NewJob::new(kind, "x86_64", tenant, json!({}));
+    let (b_build, a_manifest, a_build) = (
+        job("build", "tenant-b"),
+        job("manifest", "tenant-a"),
+        job("build", "tenant-a"),
+    );
+    for (tenant, jobs) in [
+        ("tenant-b", vec![b_build.clone()]),
+        ("tenant-a", vec![a_manifest.clone()]),
+    ] {
+        let compose = ComposeRecord {
+            id: Uuid::new_v4(),
+            channel: tenant.into(),
+            request: json!({}),
+            created_at: chrono::Utc::now(),
+        };
+        queue.create_compose(&compose, &jobs).await.unwrap();
+    }
+    let bound = c.certified("node7.cluster.example");
+    let everything = ["build", "manifest", "depsolve"];
+    for channels in [
+        json!([]),
+        json!(["tenant-b"]),
+        json!(["tenant-a", "tenant-b"]),
+    ] {
+        let (status, body) = bound
+            .post("/jobs", &json!({"types": everything, "arch": "x86_64", "channels": channels, "wait_secs": 1}))
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "channels {channels}: {body}");
+    }
+    for j in [&b_build, &a_manifest] {
+        assert_eq!(c.job_state(j.id).await, JobState::Queued, "{}", j.job_type);
+    }
+
+    // Tenant A's build is what it may take: it leaves the queue.
+    let compose = ComposeRecord {
+        id: Uuid::new_v4(),
+        channel: "tenant-a".into(),
+        request: json!({}),
+        created_at: chrono::Utc::now(),
+    };
+    queue
+        .create_compose(&compose, std::slice::from_ref(&a_build))
+        .await
+        .unwrap();
+    let _ = bound.take(&everything, 1).await.unwrap();
+    assert_ne!(c.job_state(a_build.id).await, JobState::Queued);
+    for j in [&b_build, &a_manifest] {
+        assert_eq!(c.job_state(j.id).await, JobState::Queued, "{}", j.job_type);
+    }
+
+    // worker1 is bound without limits: B's build is there to take.
+    let _ = c.certified("worker1").take(&["build"], 1).await.unwrap();
+    assert_ne!(c.job_state(b_build.id).await, JobState::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_limit_what_a_worker_takes_sqlite() {
+    bindings_limit_what_a_worker_takes(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_limit_what_a_worker_takes_postgres() {
+    bindings_limit_what_a_worker_takes(Backend::Postgres).await
 }

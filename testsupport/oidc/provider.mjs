@@ -6,7 +6,9 @@
 //   KILN_OIDC_MODULES  the node_modules directory holding oidc-provider
 //   KILN_OIDC_CONFIG   JSON: { port, audience, resource, scopes,
 //                      clients: [{ client_id, client_secret, claims }],
-//                      device_client_id, accounts: { <id>: { claims } } }
+//                      device_client_id, accounts: { <id>: { claims } },
+//                      extra_keys: [<private JWK>] }  (published beside the
+//                      provider's own keys; tokens are still signed RS256)
 //
 // Prints `READY <issuer>` on stdout once listening; everything else goes to
 // stderr.
@@ -65,6 +67,7 @@ const jwks = {
   keys: [
     signingKey('rsa', { modulusLength: 2048 }, 'RS256'),
     signingKey('ec', { namedCurve: 'P-256' }, 'ES256'),
+    ...(config.extra_keys ?? []),
   ],
 };
 

@@ -91,6 +91,7 @@ struct ProviderConfig<'a> {
     clients: &'a [OidcClient],
     device_client_id: &'a str,
     accounts: BTreeMap<&'a str, AccountConfig<'a>>,
+    extra_keys: &'a [Value],
 }
 
 #[derive(Serialize)]
@@ -119,6 +120,21 @@ impl OidcProvider {
         clients: &[OidcClient],
         accounts: &[OidcAccount],
     ) -> Result<OidcProvider> {
+        OidcProvider::start_with_keys(audience, clients, accounts, &[])
+    }
+
+    /// [`OidcProvider::start`], with `extra_keys` (private JWKs with a `kid`,
+    /// e.g. an ES256 key a test made) published in the provider's JWKS
+    /// beside its own. Tokens the provider issues are still signed with its
+    /// own RSA key; a test signs with an extra key to make a token whose
+    /// signature verifies but whose claims are wrong (expired, another
+    /// issuer or audience), which the provider would never issue.
+    pub fn start_with_keys(
+        audience: &str,
+        clients: &[OidcClient],
+        accounts: &[OidcAccount],
+        extra_keys: &[Value],
+    ) -> Result<OidcProvider> {
         for c in clients {
             check_claims(&c.claims, &format!("client {}", c.client_id))?;
         }
@@ -142,6 +158,7 @@ impl OidcProvider {
                 .iter()
                 .map(|a| (a.account_id.as_str(), AccountConfig { claims: &a.claims }))
                 .collect(),
+            extra_keys,
         };
         let config = serde_json::to_string(&config)
             .map_err(|e| format!("serialising the provider configuration: {e}"))?;

@@ -16,7 +16,7 @@ use kiln_queue::BlueprintRecord;
 
 use super::composes::submit;
 use super::error::ApiError;
-use super::extract::{BlueprintVersion, Caller, JsonBody};
+use super::extract::{BlueprintVersion, Caller, Compose, JsonBody, WriteBlueprints};
 use super::with_status;
 use crate::AppState;
 
@@ -61,7 +61,7 @@ fn not_found(name: &str) -> ApiError {
     responses((status = 201, body = StoredBlueprint), (status = 400, body = kiln_api::error::Error)))]
 pub async fn push_blueprint(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<WriteBlueprints>,
     JsonBody(bp): JsonBody<Blueprint>,
 ) -> Result<Response, ApiError> {
     valid_name(&bp.name)?;
@@ -145,7 +145,7 @@ pub async fn get_blueprint(
     responses((status = 200, body = BlueprintDeleted), (status = 404, body = kiln_api::error::Error)))]
 pub async fn delete_blueprint(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<WriteBlueprints>,
     Path(name): Path<String>,
 ) -> Result<Json<BlueprintDeleted>, ApiError> {
     if state.queue.delete_blueprint(&caller.channel, &name).await? {
@@ -166,7 +166,7 @@ pub async fn delete_blueprint(
     responses((status = 201, body = kiln_api::compose::ComposeId), (status = 400, body = kiln_api::error::Error), (status = 404, body = kiln_api::error::Error)))]
 pub async fn compose_blueprint(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Compose>,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<BlueprintComposeRequest>,
 ) -> Result<Response, ApiError> {

@@ -16,7 +16,7 @@ use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobState};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{Caller, ComposePath, JsonBody, Paging};
+use super::extract::{Caller, Compose, ComposePath, JsonBody, Need, Paging};
 use super::with_status;
 use crate::jobs;
 use crate::plan;
@@ -24,9 +24,9 @@ use crate::status::{compose_href, compose_status, image_of, job_info};
 use crate::AppState;
 
 /// The compose, if it exists in the caller's channel.
-pub async fn load(
+pub async fn load<N: Need>(
     state: &AppState,
-    caller: &Caller,
+    caller: &Caller<N>,
     ComposePath(id): ComposePath,
 ) -> Result<(ComposeRecord, Vec<Job>), ApiError> {
     let compose = state
@@ -45,7 +45,7 @@ pub async fn load(
 /// compose and its job graph in one transaction. A rejected request writes nothing.
 #[utoipa::path(post, path = "/compose", tag = "compose", operation_id = "postCompose",
     request_body = ComposeRequest,
-    params(("X-Kiln-Channel" = Option<String>, Header, description = "Channel (tenant); default from the configuration")),
+    params(("X-Kiln-Channel" = Option<String>, Header, description = "Another tenant to act in (kiln:admin only); default: the token's tenant")),
     responses(
         (status = 201, description = "Compose accepted", body = ComposeId),
         (status = 400, description = "Invalid request; details.field names the field", body = Error),
@@ -54,7 +54,7 @@ pub async fn load(
     ))]
 pub async fn post_compose(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Compose>,
     JsonBody(req): JsonBody<ComposeRequest>,
 ) -> Result<Response, ApiError> {
     submit(&state, caller, req).await
@@ -63,7 +63,7 @@ pub async fn post_compose(
 /// Validates a compose request and stores it with its job graph.
 pub async fn submit(
     state: &AppState,
-    caller: Caller,
+    caller: Caller<Compose>,
     req: ComposeRequest,
 ) -> Result<Response, ApiError> {
     let jobs = plan::plan(&req, &state.catalog, &caller.channel)?;
@@ -135,7 +135,7 @@ pub async fn get_compose(
               (status = 404, body = Error), (status = 409, description = "Not finished", body = Error)))]
 pub async fn delete_compose(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Compose>,
     id: ComposePath,
 ) -> Result<Json<ComposeDeleteStatus>, ApiError> {
     let (compose, _) = load(&state, &caller, id).await?;
@@ -164,7 +164,7 @@ pub async fn delete_compose(
               (status = 400, body = Error), (status = 404, body = Error)))]
 pub async fn cancel_compose(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Caller<Compose>,
     id: ComposePath,
 ) -> Result<Json<ComposeStatus>, ApiError> {
     let (compose, _) = load(&state, &caller, id).await?;

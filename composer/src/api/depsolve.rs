@@ -13,7 +13,7 @@ use kiln_depsolve::{RepoSet, Request};
 use kiln_distro::Distribution;
 
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{Caller, JsonBody};
 use crate::repos::RepoError;
 use crate::AppState;
 
@@ -60,6 +60,7 @@ async fn loaded(
         (status = 502, description = "A repository could not be read or verified (the reason names the file)", body = Error)))]
 pub async fn post_depsolve(
     State(state): State<AppState>,
+    _caller: Caller,
     JsonBody(req): JsonBody<DepsolveRequest>,
 ) -> Result<Json<DepsolveResponse>, ApiError> {
     let distro = distribution(&state, &req.distribution)?;
@@ -120,6 +121,7 @@ pub async fn post_depsolve(
         (status = 502, description = "A repository could not be read or verified", body = Error)))]
 pub async fn post_search(
     State(state): State<AppState>,
+    _caller: Caller,
     JsonBody(req): JsonBody<SearchPackagesRequest>,
 ) -> Result<Json<SearchPackagesResponse>, ApiError> {
     let distro = distribution(&state, &req.distribution)?;

@@ -12,7 +12,7 @@ use kiln_api::API_PREFIX;
 use kiln_distro::Distribution;
 
 use super::error::ApiError;
-use super::extract::DistributionFilter;
+use super::extract::{Caller, DistributionFilter};
 use crate::AppState;
 
 fn repositories(d: &Distribution, arch: &str) -> Vec<BlueprintRepository> {
@@ -39,7 +39,10 @@ fn repositories(d: &Distribution, arch: &str) -> Vec<BlueprintRepository> {
 /// Every distribution, with its repositories per architecture.
 #[utoipa::path(get, path = "/distributions", tag = "compose", operation_id = "getDistributionList",
     responses((status = 200, description = "distribution → architecture → repositories", body = Object)))]
-pub async fn list_distributions(State(state): State<AppState>) -> Json<DistributionList> {
+pub async fn list_distributions(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<DistributionList> {
     let list = state
         .catalog
         .iter()
@@ -63,6 +66,7 @@ pub async fn list_distributions(State(state): State<AppState>) -> Json<Distribut
     responses((status = 200, body = DistributionDetails), (status = 404, body = Error), (status = 400, body = Error)))]
 pub async fn get_distribution(
     State(state): State<AppState>,
+    _caller: Caller,
     Path(name): Path<String>,
     filter: DistributionFilter,
 ) -> Result<Json<DistributionDetails>, ApiError> {

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub kind: ErrorKind,
     pub reason: String,
     pub field: Option<String>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750).
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             kind,
             reason: reason.into(),
             field: None,
+            challenge: None,
         }
     }
 
@@ -38,6 +41,47 @@ impl ApiError {
                 format!("{field}: {message}")
             },
             field: Some(field),
+            challenge: None,
+        }
+    }
+
+    /// A request without a usable token: 401 with the Bearer challenge
+    /// (`error="invalid_token"` when there was a token), or 503 when the
+    /// issuer's keys cannot be read.
+    pub fn unauthenticated(e: &crate::auth::AuthError) -> ApiError {
+        use crate::auth::AuthError;
+        let (kind, challenge) = match e {
+            AuthError::Missing => (
+                ErrorKind::Unauthenticated,
+                r#"Bearer realm="kiln""#.to_owned(),
+            ),
+            AuthError::Invalid(m) => (
+                ErrorKind::Unauthenticated,
+                format!(
+                    r#"Bearer realm="kiln", error="invalid_token", error_description="{}""#,
+                    m.replace(['"', '\\'], "'")
+                ),
+            ),
+            AuthError::Unavailable(_) => (ErrorKind::AuthUnavailable, String::new()),
+        };
+        ApiError {
+            kind,
+            reason: e.to_string(),
+            field: None,
+            challenge: Some(challenge).filter(|c| !c.is_empty()),
+        }
+    }
+
+    /// 403 for a caller whose token lacks `scope`.
+    pub fn insufficient_scope(scope: crate::auth::Scope) -> ApiError {
+        ApiError {
+            kind: ErrorKind::InsufficientScope,
+            reason: format!("this needs the scope {}", scope.name()),
+            field: None,
+            challenge: Some(format!(
+                r#"Bearer realm="kiln", error="insufficient_scope", scope="{}""#,
+                scope.name()
+            )),
         }
     }
 
@@ -96,7 +140,14 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             body.details = Some(ErrorDetails { field: Some(f) });
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(c) = self
+            .challenge
+            .and_then(|c| header::HeaderValue::from_str(&c).ok())
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        response
     }
 }
 

@@ -5,53 +5,155 @@
 //! a body, a path segment or a query itself.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
 use kiln_api::error::ErrorKind;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::{parse_json, ApiError};
+use crate::auth::{valid_tenant, AuthError, Identity, Scope};
 use crate::AppState;
 
-/// The header that names the channel (tenant) of a request.
+/// The header an admin names another tenant with.
 pub const CHANNEL_HEADER: &str = "x-kiln-channel";
 
-/// Who is asking. Today the caller names its channel (tenant) with
-/// `X-Kiln-Channel`, or gets the composer's default; this is where an
-/// authenticated identity (and the tenant its credentials carry) will be
-/// established, without any handler changing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The channel whose composes and blueprints the caller sees and makes.
-    pub channel: String,
+/// What a handler needs its caller to be allowed: one marker type per
+/// [`Scope`], named in the handler's `Caller<…>`.
+pub trait Need: Send + Sync {
+    const SCOPE: Scope;
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// Reading composes, blueprints and distributions; depsolving.
+#[derive(Debug)]
+pub struct Read;
+/// Submitting, canceling and deleting composes.
+#[derive(Debug)]
+pub struct Compose;
+/// Storing and deleting blueprints.
+#[derive(Debug)]
+pub struct WriteBlueprints;
+
+impl Need for Read {
+    const SCOPE: Scope = Scope::Read;
+}
+impl Need for Compose {
+    const SCOPE: Scope = Scope::Compose;
+}
+impl Need for WriteBlueprints {
+    const SCOPE: Scope = Scope::Blueprint;
+}
+
+/// Who is asking, authenticated (by [`authenticate`]) and allowed what the
+/// handler needs (`N`); 403 otherwise, before the handler reads anything
+/// else of the request.
+#[derive(Debug)]
+pub struct Caller<N: Need = Read> {
+    /// The channel (tenant) whose composes and blueprints the caller sees
+    /// and makes: the token's tenant, or the one an admin names with
+    /// `X-Kiln-Channel`.
+    pub channel: String,
+    /// The token's subject, for the record.
+    pub subject: Option<String>,
+    need: PhantomData<N>,
+}
+
+impl<N: Need> Caller<N> {
+    /// The same caller, for a function that needs less.
+    pub fn reader(&self) -> Caller<Read> {
+        Caller {
+            channel: self.channel.clone(),
+            subject: self.subject.clone(),
+            need: PhantomData,
+        }
+    }
+}
+
+impl<N: Need> FromRequestParts<AppState> for Caller<N> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(v) = parts.headers.get(CHANNEL_HEADER) else {
-            return Ok(Caller {
-                channel: state.config.default_channel.clone(),
-            });
-        };
-        let s = v.to_str().unwrap_or("");
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if ok {
-            Ok(Caller {
-                channel: s.to_owned(),
-            })
-        } else {
-            Err(ApiError::field(
-                ErrorKind::InvalidChannel,
-                "X-Kiln-Channel",
-                "a channel is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'",
-            ))
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let identity = parts
+            .extensions
+            .get::<Identity>()
+            .ok_or_else(|| ApiError::internal("a route outside authentication"))?;
+        if !identity.has(N::SCOPE) {
+            return Err(ApiError::insufficient_scope(N::SCOPE));
         }
+        let channel = match parts.headers.get(CHANNEL_HEADER) {
+            None => identity.tenant.clone(),
+            Some(_) if !identity.has(Scope::Admin) => {
+                return Err(ApiError::field(
+                    ErrorKind::InsufficientScope,
+                    "X-Kiln-Channel",
+                    format!(
+                        "acting in another tenant needs the scope {}",
+                        Scope::Admin.name()
+                    ),
+                ))
+            }
+            Some(v) => match v.to_str() {
+                Ok(s) if valid_tenant(s) => s.to_owned(),
+                _ => {
+                    return Err(ApiError::field(
+                        ErrorKind::InvalidChannel,
+                        "X-Kiln-Channel",
+                        "a channel is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'",
+                    ))
+                }
+            },
+        };
+        Ok(Caller {
+            channel,
+            subject: identity.subject.clone(),
+            need: PhantomData,
+        })
+    }
+}
+
+/// Establishes the caller of every protected route: with `[auth]`, the
+/// bearer token's identity (401 without a valid one); without, the one
+/// tenant. The identity goes into the request's extensions for [`Caller`].
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let identity = match &state.auth {
+        None => Identity::unauthenticated(&state.config.default_channel),
+        Some(verifier) => {
+            let token = bearer(req.headers()).map_err(|e| ApiError::unauthenticated(&e))?;
+            verifier
+                .verify(token)
+                .await
+                .map_err(|e| ApiError::unauthenticated(&e))?
+        }
+    };
+    req.extensions_mut().insert(identity);
+    Ok(next.run(req).await)
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, AuthError> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(AuthError::Missing);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid("the Authorization header is not text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(AuthError::Invalid(
+            "the Authorization header is not \"Bearer <token>\"".into(),
+        )),
     }
 }
 

@@ -87,9 +87,35 @@ use error::ApiError;
         kiln_api::depsolve::SearchPackagesResponse,
     )),
     tags((name = "compose", description = "Image requests and their status"),
-         (name = "blueprint", description = "Stored blueprints (kiln extension)"))
+         (name = "blueprint", description = "Stored blueprints (kiln extension)")),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The bearer JWT every call but the document and the error catalog takes
+/// when the composer has `[auth]`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token of the composer's [auth] issuer, for its audience; \
+                         scopes kiln:read, kiln:compose, kiln:blueprint, kiln:admin",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The whole HTTP surface of the composer.
 pub fn router(state: AppState) -> Router {
@@ -127,6 +153,12 @@ pub fn router(state: AppState) -> Router {
             "/distributions/{distro}",
             get(distributions::get_distribution),
         )
+        // Every route above needs an authenticated caller; the document
+        // of the API and its error catalog below are public.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::authenticate,
+        ))
         .route("/openapi", get(meta::get_openapi))
         .route("/errors", get(meta::list_errors))
         .route("/errors/{id}", get(meta::get_error))

@@ -27,11 +27,13 @@ use uuid::Uuid;
 
 use crate::api::error::ApiError;
 use crate::api::extract::JsonBody;
+use crate::config::WorkerBinding;
 use crate::jobs::JobsError;
 use crate::AppState;
 
 pub mod tls;
 
+use tls::AllowedDomains;
 pub use tls::{load as load_tls, WorkerTls, WorkerTlsError};
 
 /// The worker on the other end of a connection: the allowed DNS name of its
@@ -134,15 +136,13 @@ async fn request_job(
     JsonBody(request): JsonBody<RequestJob>,
 ) -> Result<Response, ApiError> {
     request.validate()?;
-    let filter = DequeueFilter {
-        job_types: request.types,
-        arches: vec![request.arch],
-        channels: request.channels,
+    let wait = Duration::from_secs(request.wait_secs);
+    let Some(filter) = bound(&state.config.worker_api.bindings, &worker.0, request) else {
+        // Nothing this worker may take: an idle poll, so it does not spin.
+        tokio::time::sleep(wait).await;
+        return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let lease = state
-        .queue
-        .dequeue(&filter, &worker.0, Duration::from_secs(request.wait_secs))
-        .await?;
+    let lease = state.queue.dequeue(&filter, &worker.0, wait).await?;
     let Some(lease) = lease else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -169,6 +169,47 @@ async fn request_job(
         job,
     })
     .into_response())
+}
+
+/// What `worker` may dequeue of what it asks for: its request narrowed to
+/// the first binding that names it, or everything it asks without bindings.
+/// `None` when that leaves nothing (or no binding names it).
+fn bound(bindings: &[WorkerBinding], worker: &str, request: RequestJob) -> Option<DequeueFilter> {
+    let mut filter = DequeueFilter {
+        job_types: request.types,
+        arches: vec![request.arch],
+        channels: request.channels,
+    };
+    if bindings.is_empty() {
+        return Some(filter);
+    }
+    let names = |pattern: &String| {
+        AllowedDomains::parse(std::slice::from_ref(pattern)).is_ok_and(|p| p.permits(worker))
+    };
+    let Some(b) = bindings.iter().find(|b| names(&b.worker)) else {
+        tracing::warn!(
+            worker,
+            "no [[worker_api.bindings]] names this worker: it takes nothing"
+        );
+        return None;
+    };
+    if !b.job_types.is_empty() {
+        filter.job_types.retain(|t| b.job_types.contains(t));
+        if filter.job_types.is_empty() {
+            return None;
+        }
+    }
+    if !b.tenants.is_empty() {
+        if filter.channels.is_empty() {
+            filter.channels = b.tenants.clone();
+        } else {
+            filter.channels.retain(|c| b.tenants.contains(c));
+            if filter.channels.is_empty() {
+                return None;
+            }
+        }
+    }
+    Some(filter)
 }
 
 /// `POST /jobs/{token}/heartbeat`: renews the lease.

@@ -222,6 +222,14 @@ pub fn load(config: &WorkerApiConfig) -> Result<Option<WorkerTls>, WorkerTlsErro
         (_, _, None) => return Err(WorkerTlsError::Incomplete { missing: "key" }),
     };
     let allowed = AllowedDomains::parse(&config.allowed_domains)?;
+    for (index, b) in config.bindings.iter().enumerate() {
+        AllowedDomains::parse(std::slice::from_ref(&b.worker)).map_err(|_| {
+            WorkerTlsError::BadPattern {
+                index,
+                pattern: format!("bindings: {}", b.worker),
+            }
+        })?;
+    }
 
     let mut roots = RootCertStore::empty();
     for c in certificates("ca", ca)? {
