@@ -194,6 +194,37 @@ pub struct ManifestResult {
     pub checkpoints: Vec<String>,
 }
 
+impl ManifestResult {
+    /// The names a worker turns into paths and executor arguments: the
+    /// export pipeline and the file name must be plain names (no `/`, not
+    /// `.` or `..`, not an option), the checkpoints stage ids (hex).
+    pub fn check_names(&self) -> Result<(), String> {
+        let plain = |what: &str, s: &str| {
+            let ok = !s.is_empty()
+                && s.len() <= 255
+                && s != "."
+                && s != ".."
+                && !s.starts_with('-')
+                && !s.contains(['/', '\0']);
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("the manifest's {what} {s:?} is not a plain name"))
+            }
+        };
+        plain("export", &self.export)?;
+        plain("filename", &self.filename)?;
+        for id in &self.checkpoints {
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "the manifest's checkpoint {id:?} is not a stage id"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What to build: the image (its manifest comes from the manifest job this
 /// one depends on) and where it goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +368,38 @@ impl From<BuildResult> for JobResult {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn manifest_names_are_plain() {
+        let good = ManifestResult {
+            manifest: json!({}),
+            export: "image".into(),
+            filename: "disk.qcow2".into(),
+            kernel_cmdline: None,
+            checkpoints: vec!["ab12".into()],
+        };
+        assert!(good.check_names().is_ok());
+        for (export, filename, checkpoint) in [
+            ("../x", "disk", "ab"),
+            ("image", "../../etc/passwd", "ab"),
+            ("image", "/etc/passwd", "ab"),
+            ("..", "disk", "ab"),
+            ("--inspect", "disk", "ab"),
+            ("image", "disk", "../store"),
+            ("", "disk", "ab"),
+        ] {
+            let bad = ManifestResult {
+                export: export.into(),
+                filename: filename.into(),
+                checkpoints: vec![checkpoint.into()],
+                ..good.clone()
+            };
+            assert!(
+                bad.check_names().is_err(),
+                "{export} {filename} {checkpoint}"
+            );
+        }
+    }
 
     #[test]
     fn kinds_are_the_queue_names() {

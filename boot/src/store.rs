@@ -316,12 +316,19 @@ impl BootStore {
 
     async fn upload_file(&self, key: &Path, path: &FsPath, size: u64) -> Result<()> {
         if size <= self.single_put_limit {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|source| BootError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?;
+            let owned = path.to_owned();
+            let bytes = tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut kiln_targets::open_regular(&owned)?, &mut bytes)
+                    .map(|_| bytes)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| BootError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
             return self.put_new(key, Bytes::from(bytes)).await;
         }
         // Multipart uploads cannot be conditional, so the parts go to a key of
@@ -354,7 +361,7 @@ impl BootStore {
         };
         let upload = self.store.put_multipart(key).await.map_err(store_err)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
-        let mut file = tokio::fs::File::open(path).await.map_err(io_err)?;
+        let mut file = tokio::fs::File::from_std(kiln_targets::open_regular(path).map_err(io_err)?);
         let mut buf = vec![0u8; MULTIPART_CHUNK];
         loop {
             let n = match file.read(&mut buf).await {
@@ -385,7 +392,7 @@ pub async fn hash_file(path: &FsPath) -> Result<(String, u64)> {
             path: path.clone(),
             source,
         };
-        let mut file = std::fs::File::open(&path).map_err(io_err)?;
+        let mut file = kiln_targets::open_regular(&path).map_err(io_err)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1024 * 1024];
         let mut size = 0u64;

@@ -36,6 +36,7 @@ pub use config::{
     AzureTarget, GcsTarget, LocalTarget, RetryPolicy, S3Target, Secret, TargetConfig,
 };
 pub use error::UploadError;
+pub use parts::open_regular;
 pub use s3_store::s3_object_store;
 
 /// What an upload put where.

@@ -58,15 +58,42 @@ pub(crate) struct Whole {
     pub md5: Option<[u8; 16]>,
 }
 
+/// Opens an artifact for reading only if `path` itself is a regular file:
+/// a symbolic link is not followed (`O_NOFOLLOW`, so it cannot be swapped
+/// in between a check and the open), and a directory, device or pipe is
+/// refused. What a build exported is data a package script could have
+/// shaped; an upload must never read the build host's files through it.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a symbolic link, which is never followed",
+                )
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 impl PartReader {
     pub(crate) fn open(path: &Path, part_size: u64, digests: Digests) -> Result<Self, UploadError> {
-        let file = File::open(path).map_err(|e| artifact(path, format!("opening: {e}")))?;
+        let file = open_regular(path).map_err(|e| artifact(path, format!("opening: {e}")))?;
         let meta = file
             .metadata()
             .map_err(|e| artifact(path, format!("reading metadata: {e}")))?;
-        if !meta.is_file() {
-            return Err(artifact(path, "not a regular file".into()));
-        }
         let state = State {
             file,
             sha256: Sha256::new(),

@@ -108,3 +108,40 @@ async fn missing_directory_is_a_clear_error() {
     assert!(text.contains("/nonexistent/kiln-targets-test"), "{text}");
     assert!(text.contains("No such file"), "{text}");
 }
+
+/// An artifact that is a symbolic link (as a build could leave in its
+/// export, pointing at a host file) is refused, not followed: nothing of
+/// what it points to reaches the target. Nor is a directory or a FIFO read.
+#[tokio::test]
+async fn a_symbolic_link_or_special_file_is_never_uploaded() {
+    let dir = tempfile::tempdir().expect("export directory");
+    let secret = dir.path().join("host-secret");
+    std::fs::write(&secret, "kiln-host-secret-must-not-leak").expect("secret");
+    let link = dir.path().join("disk.qcow2");
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let out = tempfile::tempdir().expect("target directory");
+    let cfg = TargetConfig::Local(LocalTarget {
+        path: out.path().to_owned(),
+    });
+    for (artifact, says) in [
+        (&link, "symbolic link"),
+        (&fifo, "not a regular file"),
+        (&dir.path().to_path_buf(), "not a regular file"),
+    ] {
+        let err = upload(&cfg, artifact, "disk.qcow2", |_, _| {})
+            .await
+            .expect_err("must be refused");
+        assert!(matches!(err, UploadError::Artifact { .. }), "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert!(entries(out.path()).is_empty(), "{:?}", entries(out.path()));
+    // The same open is what every remote target and the boot store use.
+    assert!(kiln_targets::open_regular(&link).is_err());
+    assert!(kiln_targets::open_regular(&secret).is_ok());
+}

@@ -150,6 +150,10 @@ async fn build(
     dir: &Path,
     shutdown: &mut watch::Receiver<Shutdown>,
 ) -> Ended {
+    // The names become paths under `dir` and executor arguments.
+    if let Err(e) = manifest.check_names() {
+        return failed(e, None);
+    }
     let out = dir.join("out");
     let manifest_path = dir.join("manifest.json");
     let prepared = std::fs::create_dir_all(&out)
@@ -346,10 +350,27 @@ fn trimmed_log(log: &StageLogs) -> StageLogs {
     log
 }
 
+/// The regular files of an export directory. Anything else there (a
+/// symbolic link, whatever it points to; a directory; a device) is left
+/// out and logged: an upload reads only what the build itself wrote.
+fn exported_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // The entry's own type: `file_type` does not follow a link.
+        if entry.file_type()?.is_file() {
+            files.push(entry.path());
+        } else {
+            tracing::warn!(path = %entry.path().display(), "not uploaded: not a regular file");
+        }
+    }
+    Ok(files)
+}
+
 fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
     use sha2::Digest;
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = kiln_targets::open_regular(path)?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0;
@@ -377,12 +398,8 @@ async fn upload(
 ) -> Ended {
     // The image's files: the named artifact first, then the rest (a pxe
     // export also holds the kernel and the initrd).
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(exported) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect(),
+    let mut files = match exported_files(exported) {
+        Ok(files) => files,
         Err(e) => {
             return failed(
                 format!("reading the export {}: {e}", exported.display()),
@@ -549,4 +566,25 @@ fn upload_failed(
 ) -> UploadStatus {
     first_failure.get_or_insert_with(|| format!("upload to {kind} failed: {reason}"));
     UploadStatus::failed(kind, &UploadFailure { reason, files })
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::exported_files;
+
+    /// A symbolic link in the export (to a host file, or to a file of the
+    /// export itself) and a directory are not among the files uploaded.
+    #[test]
+    fn only_regular_files_of_the_export_are_uploaded() {
+        let host = tempfile::tempdir().expect("host dir");
+        let secret = host.path().join("shadow");
+        std::fs::write(&secret, "secret").expect("secret");
+        let export = tempfile::tempdir().expect("export");
+        std::fs::write(export.path().join("image.tar"), "image").expect("image");
+        std::os::unix::fs::symlink(&secret, export.path().join("vmlinuz")).expect("link");
+        std::os::unix::fs::symlink("image.tar", export.path().join("copy.tar")).expect("link");
+        std::fs::create_dir(export.path().join("dir")).expect("dir");
+        let files = exported_files(export.path()).expect("listing");
+        assert_eq!(files, vec![export.path().join("image.tar")]);
+    }
 }
