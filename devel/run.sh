@@ -65,6 +65,11 @@ ca = "$state/certs/ca.pem"
 cert = "$state/certs/composer.pem"
 key = "$state/certs/composer.key"
 allowed_domains = ["*.devel"]
+[[auth.boot_grants]]
+tenant = "default"
+image_names = ["*"]
+groups = ["compute"]
+xnames = ["x1000c0s*b0n0"]
 EOF
 "$bin/kiln-composer" --config "$state/composer.toml" > "$state/composer.log" 2>&1 &
 pids+=($!)

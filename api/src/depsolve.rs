@@ -62,6 +62,10 @@ pub struct SearchPackagesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchPackagesResponse {
     pub packages: Vec<PackageDetails>,
+    /// More packages matched than one answer holds (kiln extension): the
+    /// first ones by name are given; narrow the patterns for the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[skip_serializing_none]

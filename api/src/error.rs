@@ -41,6 +41,7 @@ pub enum ErrorKind {
     Unauthenticated,
     InsufficientScope,
     AuthUnavailable,
+    BootNotGranted,
     Internal,
 }
 
@@ -74,6 +75,7 @@ impl ErrorKind {
         ErrorKind::Unauthenticated,
         ErrorKind::InsufficientScope,
         ErrorKind::AuthUnavailable,
+        ErrorKind::BootNotGranted,
         ErrorKind::Internal,
     ];
 
@@ -108,6 +110,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => 26,
             ErrorKind::InsufficientScope => 27,
             ErrorKind::AuthUnavailable => 28,
+            ErrorKind::BootNotGranted => 29,
             ErrorKind::Internal => 1000,
         }
     }
@@ -127,7 +130,9 @@ impl ErrorKind {
             | ErrorKind::LeaseNotFound => 404,
             ErrorKind::ComposeUnfinished | ErrorKind::JobCanceled => 409,
             ErrorKind::MethodNotAllowed => 405,
-            ErrorKind::RepositoryNotAllowed | ErrorKind::InsufficientScope => 403,
+            ErrorKind::RepositoryNotAllowed
+            | ErrorKind::InsufficientScope
+            | ErrorKind::BootNotGranted => 403,
             ErrorKind::Unauthenticated => 401,
             ErrorKind::AuthUnavailable => 503,
             ErrorKind::RepositoryUnavailable => 502,
@@ -172,6 +177,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "A valid bearer token is needed",
             ErrorKind::InsufficientScope => "The token does not grant this",
             ErrorKind::AuthUnavailable => "The token issuer's keys cannot be read",
+            ErrorKind::BootNotGranted => "Boot delivery outside the tenant's boot grants",
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -445,8 +445,36 @@ macro_rules! shared {
     };
 }
 
+/// Most packages one list of a request may name (a blueprint's `packages`
+/// and `modules`, `customizations.packages`): each is a solver goal.
+pub const MAX_PACKAGES: usize = 1000;
+/// Most repositories one request may name: each is a set of fetches.
+pub const MAX_REPOSITORIES: usize = 16;
+
+fn at_most<T>(path: &str, list: &Option<Vec<T>>, max: usize, what: &str) -> Check {
+    match list {
+        Some(l) if l.len() > max => Err(bad(
+            path,
+            &format!("{} {what} named; at most {max}", l.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the Cloud API `customizations` object found at `path`.
 pub fn validate_customizations(c: &Customizations, path: &str, family: Family) -> Check {
+    at_most(
+        &format!("{path}.packages"),
+        &c.packages,
+        MAX_PACKAGES,
+        "packages",
+    )?;
+    at_most(
+        &format!("{path}.payload_repositories"),
+        &c.payload_repositories,
+        MAX_REPOSITORIES,
+        "repositories",
+    )?;
     for (i, p) in c.packages.iter().flatten().enumerate() {
         check_package_name(&format!("{path}.packages[{i}]"), p)?;
     }
@@ -516,6 +544,7 @@ pub fn validate_blueprint(b: &Blueprint, path: &str, family: Family) -> Check {
         return Err(bad(&format!("{path}.name"), "blueprint name is empty"));
     }
     for (list, name) in [(&b.packages, "packages"), (&b.modules, "modules")] {
+        at_most(&format!("{path}.{name}"), list, MAX_PACKAGES, name)?;
         for (i, p) in list.iter().flatten().enumerate() {
             check_package_name(&format!("{path}.{name}[{i}].name"), &p.name)?;
             if let Some(v) = &p.version {

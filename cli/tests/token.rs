@@ -40,11 +40,11 @@ async fn the_token_is_sent_from_the_flag_or_the_environment_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ComposerConfig {
         data_dir: dir.path().to_owned(),
-        auth: Some(AuthConfig {
+        auth: AuthConfig {
             issuer: Some(provider.issuer()),
             audience: Some("kiln".into()),
             ..AuthConfig::default()
-        }),
+        },
         ..Default::default()
     };
     config.jobs.run_in_composer = false;

@@ -37,19 +37,22 @@ pub struct ComposerConfig {
     pub repositories: RepositoriesConfig,
     /// `text` or `json`.
     pub log_format: LogFormat,
-    /// How callers of the compose API are authenticated. Without it there
-    /// is none: the composer serves loopback only, and every request
-    /// belongs to the one tenant `default_channel`.
-    pub auth: Option<AuthConfig>,
+    /// How callers of the compose API are authenticated, and the boot
+    /// grants. Without an issuer there is no authentication: the composer
+    /// serves loopback only, and every request belongs to the one tenant
+    /// `default_channel`.
+    pub auth: AuthConfig,
 }
 
-/// `[auth]`: bearer tokens (JWTs) of an OpenID provider.
+/// `[auth]`: bearer tokens (JWTs) of an OpenID provider, and who may
+/// publish boot images to which nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// `oidc` (the default), or `none` to serve without authentication on
-    /// a non-loopback address on purpose.
-    pub mode: AuthMode,
+    /// `oidc` (the default when `issuer` is set), `local` (the default
+    /// without: no authentication, loopback only), or `none` (no
+    /// authentication on any address, on purpose).
+    pub mode: Option<AuthMode>,
     /// The provider's issuer URL; its keys are found through OIDC discovery
     /// (`{issuer}/.well-known/openid-configuration`, then `jwks_uri`).
     pub issuer: Option<String>,
@@ -65,18 +68,43 @@ pub struct AuthConfig {
     /// A token signed with a key the composer does not know makes it read
     /// the issuer's keys again, at most once per this many seconds.
     pub jwks_min_refresh_secs: u64,
+    /// `[[auth.boot_grants]]`: the only way a compose may have a `boot`
+    /// target. Without a grant for its tenant, boot delivery is refused.
+    pub boot_grants: Vec<BootGrant>,
+}
+
+/// What one tenant may publish for nodes to boot. A `boot` target is
+/// allowed when one grant of its tenant names its image and every node it
+/// selects: its SMD group (`groups`), each xname (`xnames`), each MAC
+/// (`macs`) or each NID (`nids`). Names and patterns take `*` for any run
+/// of characters; NIDs are numbers or ranges `"a-b"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootGrant {
+    pub tenant: String,
+    /// Image names (patterns) the tenant may publish.
+    pub image_names: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub xnames: Vec<String>,
+    #[serde(default)]
+    pub macs: Vec<String>,
+    #[serde(default)]
+    pub nids: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            mode: AuthMode::Oidc,
+            mode: None,
             issuer: None,
             audience: None,
             tenant_claims: vec!["org_id".into(), "tenant".into(), "sub".into()],
             scope_claim: "scope".into(),
             leeway_secs: 60,
             jwks_min_refresh_secs: 30,
+            boot_grants: Vec::new(),
         }
     }
 }
@@ -84,8 +112,23 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
+    /// No authentication, on loopback only.
+    Local,
+    /// Bearer tokens of `issuer`.
     Oidc,
+    /// No authentication on any address.
     None,
+}
+
+impl AuthConfig {
+    /// `mode`, or what the keys given imply.
+    pub fn mode(&self) -> AuthMode {
+        match (self.mode, &self.issuer) {
+            (Some(m), _) => m,
+            (None, Some(_)) => AuthMode::Oidc,
+            (None, None) => AuthMode::Local,
+        }
+    }
 }
 
 /// `[repositories]`: which repositories a request may name, and what
@@ -241,7 +284,7 @@ impl Default for ComposerConfig {
             repo_refresh_secs: 3600,
             repositories: RepositoriesConfig::default(),
             log_format: LogFormat::Text,
-            auth: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -294,14 +337,15 @@ impl ComposerConfig {
     /// Refuses what would serve the compose API unauthenticated beyond this
     /// machine, and an `[auth]` that cannot authenticate anyone.
     pub fn check_auth(&self) -> Result<(), String> {
-        match &self.auth {
-            None if !self.listen.ip().is_loopback() => Err(format!(
-                "listen = \"{}\" is not a loopback address and there is no [auth]: \
+        let a = &self.auth;
+        match a.mode() {
+            AuthMode::Local if !self.listen.ip().is_loopback() => Err(format!(
+                "listen = \"{}\" is not a loopback address and there is no [auth] issuer: \
                  configure [auth] issuer and audience, or set auth.mode = \"none\" \
                  to serve unauthenticated on purpose",
                 self.listen
             )),
-            Some(a) if a.mode == AuthMode::Oidc => {
+            AuthMode::Oidc => {
                 let issuer = a.issuer.as_deref().unwrap_or("");
                 if issuer.is_empty() || a.audience.as_deref().unwrap_or("").is_empty() {
                     return Err("[auth] needs issuer and audience (or mode = \"none\")".into());

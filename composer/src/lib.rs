@@ -12,6 +12,7 @@ use kiln_queue::JobQueue;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod grants;
 pub mod jobs;
 pub mod live;
 pub mod plan;
@@ -45,11 +46,11 @@ impl AppState {
             None => Catalog::embedded()?,
         };
         config.check_auth().map_err(|e| anyhow::anyhow!(e))?;
-        let auth = match &config.auth {
-            Some(a) if a.mode == config::AuthMode::Oidc => Some(Arc::new(
-                auth::Verifier::new(a).map_err(|e| anyhow::anyhow!(e))?,
+        let auth = match config.auth.mode() {
+            config::AuthMode::Oidc => Some(Arc::new(
+                auth::Verifier::new(&config.auth).map_err(|e| anyhow::anyhow!(e))?,
             )),
-            _ => None,
+            config::AuthMode::Local | config::AuthMode::None => None,
         };
         let policy = repos::policy(&config.repositories.allow, &catalog)
             .map_err(|e| anyhow::anyhow!("[repositories] allow: {e}"))?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kiln_composer::config::LogFormat;
+use kiln_composer::config::{AuthMode, LogFormat};
 use kiln_composer::{AppState, ComposerConfig};
 
 /// kiln's composer: takes image requests over REST, turns them into job
@@ -52,21 +52,26 @@ async fn main() -> anyhow::Result<()> {
         distributions = ?state.catalog.names(),
         "kiln-composer ready"
     );
-    match &config.auth {
-        None => tracing::warn!(
+    let auth = &config.auth;
+    match auth.mode() {
+        AuthMode::Local => tracing::warn!(
             tenant = %config.default_channel,
-            "the compose API is unauthenticated (no [auth]): loopback only, every request in one tenant"
+            "the compose API is unauthenticated (no [auth] issuer): loopback only, every request in one tenant"
         ),
-        Some(a) if a.mode == kiln_composer::config::AuthMode::None => tracing::warn!(
+        AuthMode::None => tracing::warn!(
             listen = %config.listen,
             "the compose API is unauthenticated on purpose (auth.mode = \"none\")"
         ),
-        Some(a) => tracing::info!(
-            issuer = a.issuer.as_deref().unwrap_or(""),
-            audience = a.audience.as_deref().unwrap_or(""),
+        AuthMode::Oidc => tracing::info!(
+            issuer = auth.issuer.as_deref().unwrap_or(""),
+            audience = auth.audience.as_deref().unwrap_or(""),
             "the compose API takes bearer tokens of this issuer"
         ),
     }
+    tracing::info!(
+        grants = auth.boot_grants.len(),
+        "boot delivery: only within [[auth.boot_grants]]"
+    );
     let workers = match worker_tls {
         Some(tls) => {
             let at = config.worker_api.listen;

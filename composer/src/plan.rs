@@ -8,16 +8,21 @@
 use kiln_api::compose::{ComposeRequest, ImageRequest, UploadTarget};
 use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::jobs::{BuildArgs, DepsolveArgs, JobArgs, JobError, ManifestArgs};
-use kiln_api::validate::{validate_blueprint, validate_customizations, validate_repository};
+use kiln_api::validate::{
+    validate_blueprint, validate_customizations, validate_repository, MAX_REPOSITORIES,
+};
 use kiln_depsolve::RepoPolicy;
 use kiln_distro::{Catalog, Distribution};
 use kiln_queue::NewJob;
 
+use crate::config::BootGrant;
 use crate::jobs::new_job;
 use crate::repos::check_allowed;
 
 /// Most images one compose may ask for.
 pub const MAX_IMAGES: usize = 16;
+/// Most upload targets one image may have.
+pub const MAX_TARGETS: usize = 8;
 
 /// Why a compose request cannot become a job graph. The API tells the
 /// first as a 4xx naming the field, the second as an internal error.
@@ -38,9 +43,11 @@ pub enum PlanError {
 pub fn plan(
     req: &ComposeRequest,
     catalog: &Catalog,
+    grants: &[BootGrant],
     channel: &str,
 ) -> Result<Vec<NewJob>, PlanError> {
     let distro = validate(req, catalog)?;
+    crate::grants::check(req, grants, channel)?;
     Ok(jobs(req, distro, channel)?)
 }
 
@@ -193,6 +200,29 @@ fn validate_image(
                 distro.name, image.image_type, image.architecture
             ),
         ));
+    }
+    let too_many = |field: &str, n: usize, max: usize, what: &str| {
+        Err(FieldError::new(
+            ErrorKind::InvalidField,
+            format!("{path}.{field}"),
+            format!("{n} {what} named; at most {max} per image"),
+        ))
+    };
+    if image.repositories().len() > MAX_REPOSITORIES {
+        return too_many(
+            "repositories",
+            image.repositories().len(),
+            MAX_REPOSITORIES,
+            "repositories",
+        );
+    }
+    if image.upload_targets.len() > MAX_TARGETS {
+        return too_many(
+            "upload_targets",
+            image.upload_targets.len(),
+            MAX_TARGETS,
+            "upload targets",
+        );
     }
     for (i, r) in image.repositories().iter().enumerate() {
         validate_repository(r, &format!("{path}.repositories[{i}]"), distro.family)?;

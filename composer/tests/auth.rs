@@ -111,12 +111,12 @@ async fn start(b: Backend) -> Kiln {
     .unwrap();
     let issuer = provider.issuer();
     let c = start_with(b, |cfg| {
-        cfg.auth = Some(AuthConfig {
+        cfg.auth = AuthConfig {
             issuer: Some(issuer),
             audience: Some(AUDIENCE.into()),
             tenant_claims: vec!["org_id".into(), "tenant".into()],
             ..AuthConfig::default()
-        });
+        };
     })
     .await;
     Kiln { c, provider, extra }
@@ -536,11 +536,11 @@ on_both_backends!(tokens_by_endpoints, tenants_are_apart);
 async fn an_unreachable_issuer_refuses_everything() {
     let port = kiln_testsupport::free_port().unwrap();
     let c = start_with(Backend::Sqlite, |cfg| {
-        cfg.auth = Some(AuthConfig {
+        cfg.auth = AuthConfig {
             issuer: Some(format!("http://127.0.0.1:{port}")),
             audience: Some(AUDIENCE.into()),
             ..AuthConfig::default()
-        });
+        };
     })
     .await;
     let key = ec_key("k");

@@ -193,6 +193,31 @@ async fn depsolve_and_search_against_a_file_repository() {
         (400, Some("packages[0]")),
         "{err}"
     );
+    // Bounded work: at most 64 patterns, at most 17 repositories refused.
+    let many: Vec<String> = (0..65).map(|i| format!("p{i}")).collect();
+    let (status, err) = c
+        .post(
+            "/search/packages",
+            &json!({"distribution": "debian-12", "architecture": "x86_64", "packages": many}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["details"]["field"].as_str()),
+        (400, Some("packages")),
+        "{err}"
+    );
+    let (status, err) = c
+        .post(
+            "/search/packages",
+            &json!({"distribution": "debian-12", "architecture": "x86_64", "packages": ["bash"],
+                    "repositories": vec![repo.clone(); 17]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["details"]["field"].as_str()),
+        (400, Some("repositories")),
+        "{err}"
+    );
     let (status, err) = c
         .post(
             "/depsolve/blueprint",

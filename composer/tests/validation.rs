@@ -191,6 +191,49 @@ fn cases() -> Vec<Case> {
             field: Some("image_requests"),
         },
         Case {
+            name: "too many upload targets",
+            body: Json(image(
+                "upload_targets",
+                Value::Array(vec![json!({"type": "local", "upload_options": {}}); 9]),
+            )),
+            status: 400,
+            code: 3,
+            field: Some("image_request.upload_targets"),
+        },
+        Case {
+            name: "too many repositories",
+            body: Json(image(
+                "repositories",
+                Value::Array(vec![
+                    json!({"baseurl": "http://deb.debian.org/debian", "suite": "bookworm", "components": ["main"]});
+                    17
+                ]),
+            )),
+            status: 400,
+            code: 3,
+            field: Some("image_request.repositories"),
+        },
+        Case {
+            name: "too many packages",
+            body: Json(custom(
+                "packages",
+                Value::Array((0..1001).map(|i| json!(format!("p{i}"))).collect()),
+            )),
+            status: 400,
+            code: 9,
+            field: Some("customizations.packages"),
+        },
+        Case {
+            name: "too many blueprint packages",
+            body: Json(blueprint(json!({
+                "name": "n",
+                "packages": (0..1001).map(|i| json!({"name": format!("p{i}")})).collect::<Vec<_>>(),
+            }))),
+            status: 400,
+            code: 9,
+            field: Some("blueprint.packages"),
+        },
+        Case {
             name: "unknown architecture",
             body: Json(image("architecture", json!("riscv64"))),
             status: 400,

@@ -1,7 +1,9 @@
 //! The boot target end to end: a `pxe` compose is built by a worker, its
 //! kernel, initrd and squashfs land in the boot image store (a real S3
 //! server) under versioned keys, and the BSS test double, checking every
-//! request against OpenCHAMI's swagger, points an SMD group at them.
+//! request against OpenCHAMI's swagger, points an SMD group at them. Only
+//! within the tenant's boot grant: a boot target outside it is refused when
+//! the compose is submitted, and neither the queue nor BSS sees it.
 
 mod common;
 
@@ -20,7 +22,17 @@ fn finished(s: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss() {
-    let kiln = Kiln::start_for("pxe", |_| {}).await;
+    let kiln = Kiln::start_for("pxe", |cfg| {
+        cfg.auth.boot_grants = vec![kiln_composer::config::BootGrant {
+            tenant: "default".into(),
+            image_names: vec!["compute".into()],
+            groups: vec!["compute".into()],
+            xnames: vec![],
+            macs: vec![],
+            nids: vec![],
+        }];
+    })
+    .await;
     let s3 = S3Server::start("boot").unwrap();
     let nodes: Vec<Node> = NODES
         .iter()
@@ -45,6 +57,41 @@ async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss()
     let request = kiln.request(json!([{"type": "boot", "upload_options": {
         "image_name": "compute", "nodes": {"group": "compute"}, "extra_params": "ip=dhcp"
     }}]));
+
+    // Outside the grant: 403 naming the field, nothing queued, BSS untouched.
+    let bss_before = (bss.entries(), bss.requests().len());
+    for (options, field) in [
+        (
+            json!({"image_name": "login", "nodes": {"group": "compute"}}),
+            "image_name",
+        ),
+        (
+            json!({"image_name": "compute", "nodes": {"group": "admin"}}),
+            "nodes.group",
+        ),
+        (
+            json!({"image_name": "compute", "nodes": {"xnames": [NODES[0]]}}),
+            "nodes.xnames[0]",
+        ),
+    ] {
+        let outside = kiln.request(json!([{"type": "boot", "upload_options": options}]));
+        let r = kiln
+            .http
+            .post(format!("{}/compose", kiln.api))
+            .json(&outside)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(
+            err["details"]["field"],
+            format!("image_request.upload_targets[0].upload_options.{field}"),
+            "{err}"
+        );
+    }
+    assert_eq!(kiln.state.queue.row_counts().await.unwrap().composes, 0);
+    assert_eq!((bss.entries(), bss.requests().len()), bss_before);
 
     let mut published = Vec::new();
     for _ in 0..2 {

@@ -66,7 +66,12 @@ pub async fn submit(
     caller: Caller<Compose>,
     req: ComposeRequest,
 ) -> Result<Response, ApiError> {
-    let jobs = plan::plan(&req, &state.catalog, &caller.channel)?;
+    let jobs = plan::plan(
+        &req,
+        &state.catalog,
+        &state.config.auth.boot_grants,
+        &caller.channel,
+    )?;
     plan::check_repositories(&req, state.repos.policy()).await?;
     let compose = ComposeRecord {
         id: Uuid::new_v4(),

@@ -7,8 +7,8 @@ use kiln_api::depsolve::{
     split_evr, DepsolveRequest, DepsolveResponse, PackageDetails, SearchPackagesRequest,
     SearchPackagesResponse,
 };
-use kiln_api::error::{Error, ErrorKind};
-use kiln_api::validate::{validate_blueprint, Family};
+use kiln_api::error::{Error, ErrorKind, FieldError};
+use kiln_api::validate::{validate_blueprint, Family, MAX_REPOSITORIES};
 use kiln_depsolve::{RepoSet, Request};
 use kiln_distro::Distribution;
 
@@ -16,6 +16,11 @@ use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use crate::repos::RepoError;
 use crate::AppState;
+
+/// Most names or patterns one search may give.
+pub const MAX_SEARCH_PATTERNS: usize = 64;
+/// Most packages one search answers with.
+pub const MAX_SEARCH_RESULTS: usize = 1000;
 
 fn distribution<'a>(state: &'a AppState, name: &str) -> Result<&'a Distribution, ApiError> {
     state.catalog.get(name).ok_or_else(|| {
@@ -38,6 +43,16 @@ async fn loaded(
     arch: &str,
     repositories: &[Repository],
 ) -> Result<RepoSet, RepoError> {
+    if repositories.len() > MAX_REPOSITORIES {
+        return Err(RepoError::Request(FieldError::new(
+            ErrorKind::InvalidField,
+            "repositories",
+            format!(
+                "{} repositories named; at most {MAX_REPOSITORIES}",
+                repositories.len()
+            ),
+        )));
+    }
     state
         .repos
         .get(
@@ -125,11 +140,14 @@ pub async fn post_search(
     JsonBody(req): JsonBody<SearchPackagesRequest>,
 ) -> Result<Json<SearchPackagesResponse>, ApiError> {
     let distro = distribution(&state, &req.distribution)?;
-    if req.packages.is_empty() {
+    if req.packages.is_empty() || req.packages.len() > MAX_SEARCH_PATTERNS {
         return Err(ApiError::field(
             ErrorKind::InvalidField,
             "packages",
-            "empty: name at least one package or pattern",
+            format!(
+                "{} patterns: name 1 to {MAX_SEARCH_PATTERNS} packages or patterns",
+                req.packages.len()
+            ),
         ));
     }
     for (i, p) in req.packages.iter().enumerate() {
@@ -147,8 +165,14 @@ pub async fn post_search(
         }
     }
     let repos = loaded(&state, distro, &req.architecture, &req.repositories).await?;
-    let packages = repos
-        .search(&req.packages)
+    // A pattern walks the whole index: off the async threads.
+    let patterns = req.packages;
+    let mut found = tokio::task::spawn_blocking(move || repos.search(&patterns))
+        .await
+        .map_err(ApiError::internal)?;
+    let truncated = found.len() > MAX_SEARCH_RESULTS;
+    found.truncate(MAX_SEARCH_RESULTS);
+    let packages = found
         .into_iter()
         .map(|p| {
             let (epoch, version, release) = split_evr(&p.version);
@@ -162,5 +186,8 @@ pub async fn post_search(
             }
         })
         .collect();
-    Ok(Json(SearchPackagesResponse { packages }))
+    Ok(Json(SearchPackagesResponse {
+        packages,
+        truncated,
+    }))
 }

@@ -1,0 +1,237 @@
+//! Boot grants: which tenant may publish which images for which nodes to
+//! boot (`[[auth.boot_grants]]`). A compose's `boot` targets are checked
+//! here when it is submitted; one outside every grant of its tenant is
+//! refused (403) and nothing is stored, so no worker ever sees it.
+
+use kiln_api::compose::{BootUploadOptions, ComposeRequest, UploadTarget};
+use kiln_api::error::{ErrorKind, FieldError};
+use kiln_api::nodes::NodeSelection;
+
+use crate::config::BootGrant;
+
+/// Every `boot` target of `req`, for `tenant`, against `grants`.
+pub fn check(req: &ComposeRequest, grants: &[BootGrant], tenant: &str) -> Result<(), FieldError> {
+    let mine: Vec<&BootGrant> = grants.iter().filter(|g| g.tenant == tenant).collect();
+    for (path, image) in req.images() {
+        for (i, target) in image.upload_targets.iter().enumerate() {
+            let UploadTarget::Boot(options) = target else {
+                continue;
+            };
+            let at = format!("{path}.upload_targets[{i}]");
+            if mine.is_empty() {
+                return Err(FieldError::new(
+                    ErrorKind::BootNotGranted,
+                    format!("{at}.type"),
+                    format!("tenant {tenant:?} has no boot grant: boot delivery is off for it"),
+                ));
+            }
+            check_target(&mine, options, &format!("{at}.upload_options"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Allowed when one grant covers the image and every selected node; the
+/// error names the first field no grant covers.
+fn check_target(
+    grants: &[&BootGrant],
+    options: &BootUploadOptions,
+    at: &str,
+) -> Result<(), FieldError> {
+    let refuse = |field: String, what: String| {
+        Err(FieldError::new(
+            ErrorKind::BootNotGranted,
+            field,
+            format!("{what} is outside the tenant's boot grants"),
+        ))
+    };
+    let images: Vec<&BootGrant> = grants
+        .iter()
+        .copied()
+        .filter(|g| g.image_names.iter().any(|p| glob(p, &options.image_name)))
+        .collect();
+    if images.is_empty() {
+        return refuse(
+            format!("{at}.image_name"),
+            format!("image {:?}", options.image_name),
+        );
+    }
+    // The first node (in order) that no grant naming the image covers.
+    let uncovered = |covers: &dyn Fn(&BootGrant, usize) -> bool, n: usize| {
+        (0..n).find(|&k| !images.iter().any(|g| covers(g, k)))
+    };
+    match &options.nodes {
+        NodeSelection::Group(group) => {
+            if !images
+                .iter()
+                .any(|g| g.groups.iter().any(|p| glob(p, group)))
+            {
+                return refuse(format!("{at}.nodes.group"), format!("group {group:?}"));
+            }
+        }
+        NodeSelection::Xnames(xs) => {
+            let covers = |g: &BootGrant, k: usize| g.xnames.iter().any(|p| glob(p, xs[k].as_str()));
+            if let Some(k) = uncovered(&covers, xs.len()) {
+                return refuse(format!("{at}.nodes.xnames[{k}]"), format!("node {}", xs[k]));
+            }
+        }
+        NodeSelection::Macs(ms) => {
+            let covers = |g: &BootGrant, k: usize| {
+                g.macs
+                    .iter()
+                    .any(|p| glob(&p.to_ascii_lowercase(), ms[k].as_str()))
+            };
+            if let Some(k) = uncovered(&covers, ms.len()) {
+                return refuse(format!("{at}.nodes.macs[{k}]"), format!("MAC {}", ms[k]));
+            }
+        }
+        NodeSelection::Nids(ns) => {
+            let covers = |g: &BootGrant, k: usize| g.nids.iter().any(|r| in_range(r, ns[k]));
+            if let Some(k) = uncovered(&covers, ns.len()) {
+                return refuse(format!("{at}.nodes.nids[{k}]"), format!("NID {}", ns[k]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pattern` matches `s`, `*` standing for any run of characters.
+fn glob(pattern: &str, s: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = s.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*`: the whole string.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `range` (`"7"` or `"1-100"`) holds `nid`.
+fn in_range(range: &str, nid: u32) -> bool {
+    let parse = |s: &str| s.trim().parse::<u32>().ok();
+    match range.split_once('-') {
+        Some((a, b)) => matches!((parse(a), parse(b)), (Some(a), Some(b)) if a <= nid && nid <= b),
+        None => parse(range) == Some(nid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn grant() -> BootGrant {
+        BootGrant {
+            tenant: "tenant-a".into(),
+            image_names: vec!["compute*".into()],
+            groups: vec!["compute".into()],
+            xnames: vec!["x1000c0s*b0n*".into()],
+            macs: vec!["02:00:00:00:00:*".into()],
+            nids: vec!["1-8".into(), "42".into()],
+        }
+    }
+
+    fn request(target: serde_json::Value) -> ComposeRequest {
+        serde_json::from_value(json!({
+            "distribution": "debian-12",
+            "image_request": {"architecture": "x86_64", "image_type": "pxe",
+                "upload_targets": [{"type": "local", "upload_options": {}}, target]}
+        }))
+        .expect("request")
+    }
+
+    fn boot(image: &str, nodes: serde_json::Value) -> serde_json::Value {
+        json!({"type": "boot", "upload_options": {"image_name": image, "nodes": nodes}})
+    }
+
+    #[test]
+    fn grants_cover_images_and_nodes() {
+        let grants = [grant()];
+        let at = "image_request.upload_targets[1]";
+        for nodes in [
+            json!({"group": "compute"}),
+            json!({"xnames": ["x1000c0s0b0n0", "x1000c0s7b0n1"]}),
+            json!({"macs": ["02:00:00:00:00:01", "02-00-00-00-00-0A"]}),
+            json!({"nids": [1, 8, 42]}),
+        ] {
+            let req = request(boot("compute-v2", nodes.clone()));
+            assert!(check(&req, &grants, "tenant-a").is_ok(), "{nodes}");
+        }
+        for (target, tenant, field) in [
+            (
+                boot("compute", json!({"group": "compute"})),
+                "tenant-b",
+                format!("{at}.type"),
+            ),
+            (
+                boot("login", json!({"group": "compute"})),
+                "tenant-a",
+                format!("{at}.upload_options.image_name"),
+            ),
+            (
+                boot("compute", json!({"group": "admin"})),
+                "tenant-a",
+                format!("{at}.upload_options.nodes.group"),
+            ),
+            (
+                boot(
+                    "compute",
+                    json!({"xnames": ["x1000c0s0b0n0", "x1000c1s0b0n0"]}),
+                ),
+                "tenant-a",
+                format!("{at}.upload_options.nodes.xnames[1]"),
+            ),
+            (
+                boot("compute", json!({"macs": ["02:00:00:00:01:01"]})),
+                "tenant-a",
+                format!("{at}.upload_options.nodes.macs[0]"),
+            ),
+            (
+                boot("compute", json!({"nids": [8, 9]})),
+                "tenant-a",
+                format!("{at}.upload_options.nodes.nids[1]"),
+            ),
+        ] {
+            let err = check(&request(target.clone()), &grants, tenant).expect_err("outside");
+            assert_eq!(err.kind, ErrorKind::BootNotGranted, "{target}");
+            assert_eq!(err.field, field, "{target}");
+        }
+        // Without any grant there is no boot delivery at all.
+        assert!(check(
+            &request(boot("compute", json!({"group": "compute"}))),
+            &[],
+            "tenant-a"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn globs() {
+        for (p, s, m) in [
+            ("a*", "abc", true),
+            ("*c", "abc", true),
+            ("a*c", "ac", true),
+            ("a*b*c", "axbyc", true),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("a*c", "ab", false),
+            ("*", "", true),
+            ("x*n*", "x1000c0s0b0", false),
+        ] {
+            assert_eq!(glob(p, s), m, "{p} {s}");
+        }
+        assert!(
+            in_range("1-8", 8) && !in_range("1-8", 9) && in_range("42", 42) && !in_range("x", 1)
+        );
+    }
+}
