@@ -455,7 +455,7 @@ fn at_most<T>(path: &str, list: &Option<Vec<T>>, max: usize, what: &str) -> Chec
     match list {
         Some(l) if l.len() > max => Err(bad(
             path,
-            &format!("{} {what} named; at most {max}", l.len()),
+            format!("{} {what} named; at most {max}", l.len()),
         )),
         _ => Ok(()),
     }
