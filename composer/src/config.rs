@@ -208,6 +208,9 @@ impl Default for JobsConfig {
 pub struct RetentionConfig {
     /// Finished composes older than this are deleted with their jobs.
     pub max_age_secs: u64,
+    /// Composes not finished this long after they were submitted are
+    /// canceled (and later deleted like any finished one).
+    pub unfinished_max_age_secs: u64,
     /// How often to delete expired composes.
     pub interval_secs: u64,
 }
@@ -303,6 +306,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             max_age_secs: 14 * 24 * 3600,
+            unfinished_max_age_secs: 3 * 24 * 3600,
             interval_secs: 3600,
         }
     }

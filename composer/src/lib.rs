@@ -127,6 +127,24 @@ pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
                 Ok(n) => tracing::info!(composes = n, "expired finished composes"),
                 Err(e) => tracing::error!(error = %e, "expiring composes"),
             }
+            let stale = q
+                .unfinished_before(Duration::from_secs(ret.unfinished_max_age_secs))
+                .await;
+            match stale {
+                Ok(ids) => {
+                    for id in ids {
+                        match q.cancel_compose(id).await {
+                            Ok(_) => {
+                                tracing::warn!(compose = %id, max_age_secs = ret.unfinished_max_age_secs, "canceled a compose that did not finish in time")
+                            }
+                            Err(e) => {
+                                tracing::error!(compose = %id, error = %e, "canceling an expired compose")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "finding unfinished composes"),
+            }
         }
     });
     let repos = state.repos.clone();

@@ -17,6 +17,7 @@ on_both_backends!(
     without_auth_there_is_one_tenant,
     silent_worker_fails_the_compose_with_the_reason,
     finished_composes_expire,
+    unfinished_composes_are_canceled_when_too_old,
     failed_job_shows_its_reason_in_the_status,
 );
 
@@ -306,6 +307,33 @@ async fn finished_composes_expire(b: Backend) {
     }
     // The unfinished one stays.
     assert_eq!(c.get(&format!("/composes/{open}")).await.0, 200);
+}
+
+async fn unfinished_composes_are_canceled_when_too_old(b: Backend) {
+    let c = start_with(b, |cfg| {
+        cfg.retention.unfinished_max_age_secs = 1;
+        cfg.retention.interval_secs = 1;
+    })
+    .await;
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = c.get(&format!("/composes/{id}")).await;
+        if status["status"] == "failure" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an unfinished compose outlived its age: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let jobs = c.queue.compose_jobs(id.parse().unwrap()).await.unwrap();
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Canceled),
+        "{jobs:?}"
+    );
 }
 
 async fn failed_job_shows_its_reason_in_the_status(b: Backend) {

@@ -173,6 +173,13 @@ impl Worker {
     }
 }
 
+/// A package of a depsolve job's result, as a worker reports it.
+fn depsolved(name: &str, version: &str, release: &str) -> Value {
+    json!({"type": "deb", "name": name, "version": version, "release": release,
+           "arch": "amd64", "sigmd5": "", "checksum": "sha256:00",
+           "url": format!("http://deb.debian.org/debian/pool/main/{name}.deb"), "size": 1})
+}
+
 async fn a_certified_worker_runs_a_compose_job(backend: Backend) {
     let c = start(backend).await;
     let (compose, depsolve) = c.compose().await;
@@ -211,7 +218,22 @@ async fn a_certified_worker_runs_a_compose_job(backend: Backend) {
         .unwrap();
     assert_eq!((status, beat), (200, json!({"status": "alive"})));
 
-    let result = json!({"packages": [{"name": "chrony", "version": "4.3-2"}]});
+    // A result that is not the job kind's is refused, and nothing is stored.
+    let (status, err) = w
+        .post(
+            &format!("/jobs/{token}/finish"),
+            &json!({"success": true, "result": {"packages": [{"name": "chrony"}]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, err["details"]["field"].as_str()),
+        (400, Some("result")),
+        "{err}"
+    );
+    assert_eq!(c.jobs(&compose).await[0]["state"], "running");
+
+    let result = json!({"packages": [depsolved("chrony", "4.3", "2")]});
     let (status, done) = w
         .post(
             &format!("/jobs/{token}/finish"),
@@ -368,7 +390,7 @@ async fn a_canceled_compose_stops_its_worker(backend: Backend) {
     let (status, err) = w
         .post(
             &format!("/jobs/{token}/finish"),
-            &json!({"success": true, "result": {}}),
+            &json!({"success": true, "result": {"packages": []}}),
         )
         .await
         .unwrap();

@@ -298,10 +298,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Renews a lease and tells the worker whether to go on.
     async fn heartbeat(&self, token: Uuid) -> Result<LeaseStatus>;
 
-    /// The worker that holds the lease `token` (also after a cancel, until
-    /// the job is finished or taken back), so a caller can check that the
-    /// lease is its own.
-    async fn leased_to(&self, token: Uuid) -> Result<Option<String>>;
+    /// The job leased under `token` (also after a cancel, until it is
+    /// finished or taken back); its `worker` holds the lease, so a caller
+    /// can check that the lease is its own and what the job is.
+    async fn leased(&self, token: Uuid) -> Result<Option<Job>>;
 
     /// Ends a leased job. Fails with [`QueueError::Canceled`] when the job was
     /// canceled meanwhile and [`QueueError::LeaseLost`] when the lease is gone.
@@ -323,6 +323,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Deletes composes (and their jobs) and lone jobs that finished longer
     /// than `max_age` ago. Returns the number of composes deleted.
     async fn expire(&self, max_age: Duration) -> Result<u64>;
+
+    /// Composes created longer than `max_age` ago that still have an
+    /// unfinished job (waiting, queued or running), oldest first.
+    async fn unfinished_before(&self, max_age: Duration) -> Result<Vec<Uuid>>;
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>>;
     async fn compose(&self, id: Uuid) -> Result<Option<ComposeRecord>>;

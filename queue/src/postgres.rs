@@ -645,13 +645,12 @@ impl JobQueue for PgQueue {
         Ok(LeaseStatus::of_state(state.as_deref()))
     }
 
-    async fn leased_to(&self, token: Uuid) -> Result<Option<String>> {
-        let worker: Option<Option<String>> =
-            sqlx::query_scalar("SELECT worker FROM jobs WHERE token = $1")
-                .bind(token)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(worker.flatten())
+    async fn leased(&self, token: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE token = $1"))
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
     }
 
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
@@ -799,6 +798,17 @@ impl JobQueue for PgQueue {
         .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn unfinished_before(&self, max_age: Duration) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT c.id FROM composes c WHERE c.created_at < now() - make_interval(secs => $1) \
+             AND EXISTS (SELECT 1 FROM jobs j WHERE j.compose_id = c.id \
+                 AND j.state IN ('waiting', 'queued', 'running')) ORDER BY c.created_at",
+        )
+        .bind(secs(max_age))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>> {

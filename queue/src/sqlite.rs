@@ -457,13 +457,12 @@ impl JobQueue for SqliteQueue {
         Ok(LeaseStatus::of_state(state.as_deref()))
     }
 
-    async fn leased_to(&self, token: Uuid) -> Result<Option<String>> {
-        let worker: Option<Option<String>> =
-            sqlx::query_scalar("SELECT worker FROM jobs WHERE token = ?1")
-                .bind(token.to_string())
-                .fetch_optional(&self.readers)
-                .await?;
-        Ok(worker.flatten())
+    async fn leased(&self, token: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE token = ?1"))
+            .bind(token.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
     }
 
     async fn finish(&self, token: Uuid, outcome: Outcome) -> Result<Job> {
@@ -702,6 +701,24 @@ impl JobQueue for SqliteQueue {
         .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn unfinished_before(&self, max_age: Duration) -> Result<Vec<Uuid>> {
+        let cutoff = now_us() - micros(max_age);
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT c.id FROM composes c WHERE c.created_at < ?1 AND EXISTS (SELECT 1 FROM jobs j \
+             WHERE j.compose_id = c.id AND j.state IN ('waiting', 'queued', 'running')) \
+             ORDER BY c.created_at",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.readers)
+        .await?;
+        ids.iter()
+            .map(|s| {
+                Uuid::parse_str(s)
+                    .map_err(|e| QueueError::Corrupt(format!("compose id {s:?}: {e}")))
+            })
+            .collect()
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>> {

@@ -64,6 +64,7 @@ on_both_backends!(
     every_sleeping_dequeuer_gets_a_job,
     dequeue_honours_types_arches_channels_and_priority,
     expired_composes_are_deleted_with_their_jobs,
+    old_unfinished_composes_are_found,
     delete_refuses_unfinished_composes,
     events_follow_every_state_change,
     lone_jobs_announce_only_becoming_ready,
@@ -109,8 +110,9 @@ async fn chain_runs_in_dependency_order(q: Arc<dyn JobQueue>) {
     assert_eq!(l.job.id, a.id);
     assert_eq!(l.job.state, JobState::Running);
     assert_eq!(l.job.worker.as_deref(), Some("w1"));
-    assert_eq!(q.leased_to(l.token).await.unwrap().as_deref(), Some("w1"));
-    assert_eq!(q.leased_to(uuid::Uuid::new_v4()).await.unwrap(), None);
+    let held = q.leased(l.token).await.unwrap().expect("the leased job");
+    assert_eq!((held.id, held.worker.as_deref()), (l.job.id, Some("w1")));
+    assert!(q.leased(uuid::Uuid::new_v4()).await.unwrap().is_none());
     // Nothing else is ready while `a` runs.
     assert!(q
         .dequeue(&any, "w1", Duration::ZERO)
@@ -474,6 +476,27 @@ async fn dequeue_honours_types_arches_channels_and_priority(q: Arc<dyn JobQueue>
         q.dequeue(&any, "w", WAIT).await.unwrap().unwrap().job.id,
         other_team.id
     );
+}
+
+async fn old_unfinished_composes_are_found(q: Arc<dyn JobQueue>) {
+    let hours_ago = |h| ComposeRecord {
+        created_at: Utc::now() - chrono::Duration::hours(h),
+        ..compose("default")
+    };
+    let (old, older, young, done) = (hours_ago(3), hours_ago(5), hours_ago(0), hours_ago(9));
+    for c in [&old, &older, &young] {
+        q.create_compose(c, &[job("depsolve")]).await.unwrap();
+    }
+    q.create_compose(&done, &[job("gone")]).await.unwrap();
+    q.cancel_compose(done.id).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(
+        q.unfinished_before(hour).await.unwrap(),
+        vec![older.id, old.id]
+    );
+    q.cancel_compose(older.id).await.unwrap();
+    assert_eq!(q.unfinished_before(hour).await.unwrap(), vec![old.id]);
+    assert!(q.unfinished_before(hour * 24).await.unwrap().is_empty());
 }
 
 async fn expired_composes_are_deleted_with_their_jobs(q: Arc<dyn JobQueue>) {

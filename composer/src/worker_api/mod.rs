@@ -17,12 +17,15 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use kiln_api::compose::UploadTarget;
 use kiln_api::error::ErrorKind;
+use kiln_api::jobs::{Build, JobKind, JobResult, JobType};
+use kiln_api::status::UploadDetails;
 use kiln_api::worker::{
     FinishJob, FinishResponse, HeartbeatResponse, JobAssignment, JobProgressUpdate, LeaseState,
     RequestJob, WORKER_API_PREFIX,
 };
-use kiln_queue::{DequeueFilter, LeaseStatus, Outcome, QueueError};
+use kiln_queue::{DequeueFilter, Job, LeaseStatus, Outcome, QueueError};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
@@ -259,7 +262,13 @@ async fn finish(
     JsonBody(request): JsonBody<FinishJob>,
 ) -> Result<Json<FinishResponse>, ApiError> {
     request.validate()?;
-    own_lease(&state, &worker, token).await?;
+    let job = own_lease(&state, &worker, token).await?;
+    if let Some(result) = &request.result {
+        if let Err(e) = check_result(&job, result) {
+            tracing::warn!(job = %job.id, worker = %worker.0, reason = %e.reason, "a worker's result was refused");
+            return Err(e);
+        }
+    }
     let outcome = if request.success {
         Outcome::Success(
             request
@@ -317,15 +326,91 @@ impl<S: Send + Sync> FromRequestParts<S> for LeaseToken {
 
 /// Only the worker a job was leased to may renew or finish it; to any other
 /// the lease does not exist.
-async fn own_lease(state: &AppState, worker: &WorkerIdentity, token: Uuid) -> Result<(), ApiError> {
-    match state.queue.leased_to(token).await? {
-        Some(holder) if holder == worker.0 => Ok(()),
-        Some(holder) => {
-            tracing::warn!(worker = %worker.0, holder = %holder, "a worker used another worker's lease");
+async fn own_lease(
+    state: &AppState,
+    worker: &WorkerIdentity,
+    token: Uuid,
+) -> Result<Job, ApiError> {
+    match state.queue.leased(token).await? {
+        Some(job) if job.worker.as_deref() == Some(worker.0.as_str()) => Ok(job),
+        Some(job) => {
+            tracing::warn!(worker = %worker.0, holder = ?job.worker, "a worker used another worker's lease");
             Err(lease_lost())
         }
         None => Err(lease_lost()),
     }
+}
+
+/// A result a worker finishes `job` with, checked before it is stored: it
+/// is the job kind's typed result, and a build's upload statuses are one
+/// per target of the image, in order, each of its target's type, with URLs
+/// of that type's scheme only. What the composer then shows its callers
+/// cannot be a worker's invention.
+fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
+    let bad = |field: String, m: String| ApiError::field(ErrorKind::InvalidField, field, m);
+    let kind = JobKind::parse(&job.job_type).map_err(ApiError::internal)?;
+    let typed = JobResult::decode(kind, result).map_err(|e| {
+        bad(
+            "result".into(),
+            format!("not a {} result: {e}", kind.as_str()),
+        )
+    })?;
+    let JobResult::Build(build) = typed else {
+        return Ok(());
+    };
+    let args = Build::decode_args(&job.args).map_err(ApiError::internal)?;
+    if build.uploads.len() > args.targets.len() {
+        return Err(bad(
+            "result.uploads".into(),
+            format!(
+                "{} upload statuses for {} targets",
+                build.uploads.len(),
+                args.targets.len()
+            ),
+        ));
+    }
+    for (i, (status, target)) in build.uploads.iter().zip(&args.targets).enumerate() {
+        let at = format!("result.uploads[{i}]");
+        if status.target_type != target.kind() {
+            return Err(bad(
+                format!("{at}.type"),
+                format!(
+                    "{:?} where the image's target is {:?}",
+                    status.target_type,
+                    target.kind()
+                ),
+            ));
+        }
+        let details = status
+            .details()
+            .map_err(|e| bad(format!("{at}.options"), e.to_string()))?;
+        let urls: Vec<&str> = match &details {
+            UploadDetails::Stored(s) => s
+                .url
+                .iter()
+                .map(String::as_str)
+                .chain(s.files.iter().map(|f| f.url.as_str()))
+                .collect(),
+            UploadDetails::Boot(b) => b.url.iter().map(String::as_str).collect(),
+            UploadDetails::Failed(_) => Vec::new(),
+        };
+        let schemes: &[&str] = match target {
+            UploadTarget::Local(_) => &["file"],
+            UploadTarget::AwsS3(_) => &["s3"],
+            UploadTarget::Gcp(_) => &["gs"],
+            UploadTarget::Azure(_) | UploadTarget::Boot(_) => &["https", "http"],
+        };
+        for url in urls {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            if !schemes.contains(&scheme) {
+                return Err(bad(
+                    format!("{at}.options"),
+                    format!("URL {url:?} is not a {} location", target.kind()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lease_lost() -> ApiError {
@@ -349,4 +434,78 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
         ErrorKind::MethodNotAllowed,
         format!("{method} is not allowed here; the worker API takes POST"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn build_job() -> Job {
+        Job {
+            id: Uuid::new_v4(),
+            compose_id: None,
+            job_type: "build".into(),
+            arch: "x86_64".into(),
+            channel: "default".into(),
+            args: json!({"image": 0, "image_type": "tar", "targets": [
+                {"type": "aws.s3", "upload_options": {"region": "us-east-1"}},
+                {"type": "local", "upload_options": {}},
+            ]}),
+            priority: 0,
+            dependencies: vec![],
+            state: kiln_queue::JobState::Running,
+            result: None,
+            reason: None,
+            worker: Some("w1".into()),
+            retries: 0,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn stored(kind: &str, url: &str) -> serde_json::Value {
+        json!({"status": "success", "type": kind, "options": {"url": url, "files": [
+            {"name": "disk.tar", "url": url, "size": 1, "sha256": "00"}]}})
+    }
+
+    #[test]
+    fn a_build_result_names_only_its_own_targets() {
+        let job = build_job();
+        let ok = json!({"uploads": [stored("aws.s3", "s3://images/c/disk.tar"),
+                                    stored("local", "file:///srv/images/disk.tar")],
+                        "artifacts": [], "log": null});
+        assert!(
+            check_result(&job, &ok).is_ok(),
+            "{:?}",
+            check_result(&job, &ok).err()
+        );
+        for (result, field) in [
+            // Another target's type in the first place.
+            (
+                json!({"uploads": [stored("gcp", "gs://b/disk.tar")], "log": null}),
+                "result.uploads[0].type",
+            ),
+            // A URL that is not where an S3 target puts things.
+            (
+                json!({"uploads": [stored("aws.s3", "https://attacker.example/x")], "log": null}),
+                "result.uploads[0].options",
+            ),
+            (
+                json!({"uploads": [stored("aws.s3", "s3://b/x"), stored("local", "http://127.0.0.1/x")], "log": null}),
+                "result.uploads[1].options",
+            ),
+            // More statuses than targets.
+            (
+                json!({"uploads": [stored("aws.s3", "s3://b/x"), stored("local", "file:///x"), stored("local", "file:///y")], "log": null}),
+                "result.uploads",
+            ),
+            // Not a build result at all.
+            (json!({"uploads": "everything"}), "result"),
+        ] {
+            let e = check_result(&job, &result).expect_err(field);
+            assert_eq!(e.field.as_deref(), Some(field), "{}", e.reason);
+        }
+    }
 }
