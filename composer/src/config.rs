@@ -149,6 +149,10 @@ pub struct RepositoriesConfig {
     pub max_index_bytes: u64,
     /// Time for one fetch, from the request to its last byte.
     pub fetch_timeout_secs: u64,
+    /// The most memory the loaded repository indexes may hold together;
+    /// the least recently used sets are dropped (and loaded again from the
+    /// disk cache when asked for).
+    pub cache_budget_bytes: usize,
 }
 
 impl Default for RepositoriesConfig {
@@ -159,6 +163,7 @@ impl Default for RepositoriesConfig {
             max_fetch_bytes: d.max_fetch_bytes,
             max_index_bytes: d.max_index_bytes,
             fetch_timeout_secs: d.fetch_timeout.as_secs(),
+            cache_budget_bytes: 1 << 30,
         }
     }
 }

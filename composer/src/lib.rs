@@ -67,11 +67,12 @@ impl AppState {
             .await
             .map_err(|e| anyhow::anyhow!("opening the queue at {}: {e}", redact(&url)))?;
         let limits = config.repositories.limits();
+        let budget = config.repositories.cache_budget_bytes;
         Ok(AppState {
             queue,
             catalog: Arc::new(catalog),
             config: Arc::new(config),
-            repos: Arc::new(repos::RepoCache::new(limits, policy)),
+            repos: Arc::new(repos::RepoCache::new(limits, policy, budget)),
             live: Arc::new(live::Live::default()),
             auth,
         })

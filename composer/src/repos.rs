@@ -26,11 +26,55 @@ use tokio::sync::OnceCell;
 type Key = (String, Vec<String>);
 
 pub struct RepoCache {
-    sets: Mutex<HashMap<Key, Arc<OnceCell<RepoSet>>>>,
+    sets: Mutex<Sets>,
     /// Bounds on every fetch and decompression of a repository's indexes.
     limits: kiln_depsolve::fetch::FetchLimits,
     /// What may be fetched at all.
     policy: Arc<RepoPolicy>,
+    /// The most the loaded indexes may hold together, in bytes.
+    budget: usize,
+}
+
+/// The loaded sets, with the tick each was last asked for.
+#[derive(Default)]
+struct Sets {
+    entries: HashMap<Key, Entry>,
+    tick: u64,
+}
+
+struct Entry {
+    cell: Arc<OnceCell<RepoSet>>,
+    used: u64,
+}
+
+/// Most sets kept (loaded or failed to load), whatever their size.
+const MAX_SETS: usize = 64;
+
+impl Sets {
+    /// Drops the least recently used sets, never `keep`, until the loaded
+    /// indexes fit in `budget` bytes and there are at most [`MAX_SETS`].
+    /// A request still using a dropped set keeps it until it is done.
+    fn evict(&mut self, keep: &Key, budget: usize) -> usize {
+        let bytes = |e: &Entry| e.cell.get().map_or(0, |s| s.index().heap_bytes());
+        let mut total: usize = self.entries.values().map(bytes).sum();
+        let mut dropped = 0;
+        while total > budget || self.entries.len() > MAX_SETS {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .filter(|(k, _)| *k != keep)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&oldest) {
+                total -= bytes(&e);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
 }
 
 /// The composer's repository policy: the `allow` prefixes of its
@@ -130,12 +174,26 @@ fn internal(context: &'static str) -> impl FnOnce(std::io::Error) -> RepoError {
 }
 
 impl RepoCache {
-    pub fn new(limits: kiln_depsolve::fetch::FetchLimits, policy: RepoPolicy) -> Self {
+    pub fn new(
+        limits: kiln_depsolve::fetch::FetchLimits,
+        policy: RepoPolicy,
+        budget: usize,
+    ) -> Self {
         RepoCache {
             sets: Mutex::default(),
             limits,
             policy: Arc::new(policy),
+            budget,
         }
+    }
+
+    /// How many sets are loaded, and the bytes their indexes hold.
+    pub fn loaded(&self) -> (usize, usize) {
+        let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.entries
+            .values()
+            .filter_map(|e| e.cell.get())
+            .fold((0, 0), |(n, b), s| (n + 1, b + s.index().heap_bytes()))
     }
 
     /// What may be fetched at all.
@@ -149,7 +207,10 @@ impl RepoCache {
     pub async fn refresh_all(&self) -> usize {
         let sets: Vec<RepoSet> = {
             let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-            sets.values().filter_map(|c| c.get().cloned()).collect()
+            sets.entries
+                .values()
+                .filter_map(|e| e.cell.get().cloned())
+                .collect()
         };
         let mut failed = 0;
         for set in sets {
@@ -212,31 +273,52 @@ impl RepoCache {
         let key = (package_arch.clone(), lines.clone());
         let cell = {
             let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-            sets.entry(key).or_default().clone()
+            sets.tick += 1;
+            let used = sets.tick;
+            let entry = sets.entries.entry(key.clone()).or_insert_with(|| Entry {
+                cell: Arc::default(),
+                used,
+            });
+            entry.used = used;
+            entry.cell.clone()
         };
         let cache_dir = data_dir.join("repo-cache");
         let limits = self.limits;
         let policy = self.policy.clone();
-        cell.get_or_try_init(|| async move {
-            let sources = lines
-                .iter()
-                .map(|l| l.parse::<Source>())
-                .collect::<Result<Vec<_>, _>>()?;
-            RepoSet::open_with(
-                RepoConfig {
-                    arch: package_arch,
-                    sources,
-                    cache_dir,
-                    keyring: None,
-                },
-                limits,
-                Some(policy),
-            )
+        let loaded = cell
+            .get_or_try_init(|| async move {
+                let sources = lines
+                    .iter()
+                    .map(|l| l.parse::<Source>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                RepoSet::open_with(
+                    RepoConfig {
+                        arch: package_arch,
+                        sources,
+                        cache_dir,
+                        keyring: None,
+                    },
+                    limits,
+                    Some(policy),
+                )
+                .await
+                .map_err(RepoError::from)
+            })
             .await
-            .map_err(RepoError::from)
-        })
-        .await
-        .cloned()
+            .cloned()?;
+        let dropped = self
+            .sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evict(&key, self.budget);
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                budget = self.budget,
+                "dropped the least recently used repository indexes"
+            );
+        }
+        Ok(loaded)
     }
 }
 

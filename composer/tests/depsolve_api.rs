@@ -247,3 +247,49 @@ async fn depsolve_and_search_against_a_file_repository() {
     assert_eq!(status, 400, "{err}");
     assert!(err["reason"].as_str().unwrap().contains("7.0"), "{err}");
 }
+
+/// Loaded indexes stay within `[repositories] cache_budget_bytes`: over it,
+/// the least recently used set is dropped, and is loaded again when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaded_indexes_stay_within_the_budget() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    repository(a.path());
+    repository(b.path());
+    let start = |budget: usize| {
+        start_with(Backend::Sqlite, move |cfg| {
+            cfg.repositories.allow = vec![AllowEntry::Prefix(format!(
+                "file://{}",
+                std::env::temp_dir().display()
+            ))];
+            cfg.repositories.cache_budget_bytes = budget;
+        })
+    };
+    let request = |dir: &Path| {
+        json!({
+            "distribution": "debian-12", "architecture": "x86_64",
+            "blueprint": {"name": "t", "packages": [{"name": "kiln-a"}]},
+            "repositories": [{"baseurl": format!("file://{}", dir.display()), "suite": "test",
+                              "components": ["main"], "check_repo_gpg": false}],
+        })
+    };
+    // Room for both.
+    let c = start(1 << 30).await;
+    for dir in [a.path(), b.path(), a.path()] {
+        let (status, body) = c.post("/depsolve/blueprint", &request(dir)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (sets, bytes) = c.state.repos.loaded();
+    assert_eq!(sets, 2);
+    let one = bytes / 2;
+    assert!(one > 0);
+
+    // Room for one: each load drops the other, and both still answer.
+    let c = start(one + one / 2).await;
+    for dir in [a.path(), b.path(), a.path()] {
+        let (status, body) = c.post("/depsolve/blueprint", &request(dir)).await;
+        assert_eq!(status, 200, "{body}");
+        let (sets, bytes) = c.state.repos.loaded();
+        assert_eq!(sets, 1);
+        assert!(bytes <= one + one / 2, "{bytes}");
+    }
+}

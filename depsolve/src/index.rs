@@ -256,6 +256,36 @@ pub struct PackageIndex {
     pub(crate) repositories: Vec<String>,
 }
 
+impl PackageIndex {
+    /// What the index holds on the heap, in bytes: what keeping it loaded
+    /// costs (the composer's repository cache budgets by it).
+    pub fn heap_bytes(&self) -> usize {
+        fn v<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        self.strings.capacity()
+            + self.arch.capacity()
+            + v(&self.names)
+            + v(&self.sorted_names)
+            + v(&self.packages)
+            + v(&self.groups)
+            + v(&self.deps)
+            + v(&self.provides)
+            + v(&self.conditionals)
+            + v(&self.version_offsets)
+            + v(&self.version_list)
+            + v(&self.provider_offsets)
+            + v(&self.provider_list)
+            + v(&self.candidates)
+            + v(&self.essential)
+            + self
+                .repositories
+                .iter()
+                .map(String::capacity)
+                .sum::<usize>()
+    }
+}
+
 impl std::fmt::Debug for PackageIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackageIndex")
