@@ -334,13 +334,21 @@ fn executor_failure(code: Option<i32>, result: Option<&BuildOutput>) -> String {
     }
 }
 
+/// How much of each stage's output a result carries at first.
+pub(crate) const STAGE_LOG_TAIL: usize = 16 << 10;
+
 /// The executor's per-stage log, each output cut to its last 16 KiB.
 fn trimmed_log(log: &StageLogs) -> StageLogs {
+    tail_log(log, STAGE_LOG_TAIL)
+}
+
+/// `log` with each stage's output cut to its last `max` bytes.
+pub(crate) fn tail_log(log: &StageLogs, max: usize) -> StageLogs {
     let mut log = log.clone();
     for stage in log.values_mut().flatten() {
         let out = &stage.output;
-        if out.len() > 16 << 10 {
-            let mut cut = out.len() - (16 << 10);
+        if out.len() > max {
+            let mut cut = out.len() - max;
             while !out.is_char_boundary(cut) {
                 cut += 1;
             }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::jobs::JobKind;
+use kiln_api::jobs::{Build, JobKind, JobType};
 use kiln_api::worker::{FinishJob, RequestJob};
 use tokio::sync::watch;
 
@@ -131,24 +131,154 @@ async fn slot(
             job::Ended::Finish(finish) => {
                 let ok = finish.success;
                 let reason = finish.reason.clone();
-                let mut attempt = 0;
-                loop {
-                    match client.finish(job.token, &finish).await {
-                        Ok(()) => break,
-                        Err(ClientError::Transport { .. }) if attempt < 5 => {
-                            attempt += 1;
-                            tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(job = %job.id, error = %e, "reporting the result");
-                            break;
-                        }
-                    }
-                }
+                report(&client, job.token, finish).await;
                 tracing::info!(job = %job.id, success = ok, reason = ?reason, "job finished");
             }
             job::Ended::Canceled => tracing::info!(job = %job.id, "job canceled"),
             job::Ended::HandedBack(why) => tracing::warn!(job = %job.id, %why, "job handed back"),
         }
+    }
+}
+
+/// Reports how a job ended, never dropping it: a connection failure or a
+/// 5xx is retried (with backoff, 5 times); a result too large for the
+/// composer (413) goes again with each stage's log shortened, then without
+/// the log, then as a failure saying so; a result the composer refuses
+/// (400) becomes a failure with the composer's reason. Only a lost lease or
+/// a cancel ends the report without the composer taking it.
+async fn report(client: &Client, token: uuid::Uuid, mut finish: FinishJob) {
+    let mut attempt = 0;
+    let mut tail = job::STAGE_LOG_TAIL;
+    loop {
+        let refused = match client.finish(token, &finish).await {
+            Ok(()) => return,
+            Err(e @ (ClientError::LeaseLost | ClientError::Canceled)) => {
+                tracing::warn!(error = %e, "the result was not taken");
+                return;
+            }
+            Err(e) => e,
+        };
+        let status = match &refused {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        };
+        match status {
+            Some(s) if s == reqwest::StatusCode::PAYLOAD_TOO_LARGE => {
+                tail /= 8;
+                finish = shorter(finish, tail);
+                tracing::warn!(
+                    stage_log_tail = tail,
+                    "the result was too large; sending it shorter"
+                );
+            }
+            Some(s) if s == reqwest::StatusCode::BAD_REQUEST && finish.result.is_some() => {
+                tracing::error!(error = %refused, "the composer refused the result; reporting a failure");
+                finish = FinishJob {
+                    success: false,
+                    result: None,
+                    reason: Some(format!("the composer refused the job's result: {refused}")),
+                };
+            }
+            Some(s) if !s.is_server_error() => {
+                tracing::error!(error = %refused, "reporting the result");
+                return;
+            }
+            _ if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %refused, attempt, "reporting the result; trying again");
+                tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+            }
+            _ => {
+                tracing::error!(error = %refused, "reporting the result; giving up");
+                return;
+            }
+        }
+    }
+}
+
+/// `finish` with each stage's log cut to `tail` bytes; below 256 bytes,
+/// without the log; with no log left to cut, a failure saying the result
+/// was too large (what was built is then only in the worker's log).
+fn shorter(finish: FinishJob, tail: usize) -> FinishJob {
+    let too_large = |finish: &FinishJob| FinishJob {
+        success: false,
+        result: None,
+        reason: Some(match &finish.reason {
+            Some(r) => format!(
+                "{}[…]: the job's result is larger than the composer accepts",
+                r.chars().take(1024).collect::<String>()
+            ),
+            None => "the job's result is larger than the composer accepts".into(),
+        }),
+    };
+    let Some(value) = &finish.result else {
+        return too_large(&finish);
+    };
+    let Ok(mut result) = Build::decode_result(value) else {
+        return too_large(&finish);
+    };
+    let Some(log) = &result.log else {
+        return too_large(&finish);
+    };
+    result.log = (tail >= 256).then(|| job::tail_log(log, tail));
+    match Build::encode_result(&result) {
+        Ok(v) => FinishJob {
+            result: Some(v),
+            ..finish
+        },
+        Err(_) => too_large(&finish),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_api::jobs::{BuildResult, JobResult};
+    use kiln_api::osbuild::StageLog;
+
+    fn with_log(bytes: usize) -> FinishJob {
+        let stage = StageLog {
+            id: "ab".into(),
+            kind: "org.osbuild.apt".into(),
+            output: "x".repeat(bytes),
+            success: true,
+            error: None,
+        };
+        let result = BuildResult {
+            uploads: vec![],
+            artifacts: vec![],
+            kernel_cmdline: None,
+            log: Some([("os".to_string(), vec![stage])].into()),
+        };
+        FinishJob::succeeded(&JobResult::Build(result)).expect("encodes")
+    }
+
+    fn log_bytes(finish: &FinishJob) -> Option<usize> {
+        let result = Build::decode_result(finish.result.as_ref()?).ok()?;
+        Some(result.log?.values().flatten().map(|s| s.output.len()).sum())
+    }
+
+    /// Each 413 makes the result smaller, down to no log at all, then a
+    /// failure that says why: the job is never dropped.
+    #[test]
+    fn a_result_too_large_is_shortened_never_dropped() {
+        let mut finish = with_log(1 << 20);
+        let mut tail = job::STAGE_LOG_TAIL;
+        let mut sizes = vec![log_bytes(&finish)];
+        while finish.success {
+            tail /= 8;
+            finish = shorter(finish, tail);
+            sizes.push(log_bytes(&finish));
+        }
+        assert!(
+            sizes[1].unwrap() < 2100 && sizes[2].unwrap() < 300,
+            "{sizes:?}"
+        );
+        assert_eq!(sizes[3], None, "then without the log");
+        assert!(finish.result.is_none());
+        assert!(finish
+            .reason
+            .unwrap()
+            .contains("larger than the composer accepts"));
     }
 }
