@@ -121,6 +121,11 @@ impl Live {
         }
     }
 
+    /// How many event streams listen (each holds one subscription).
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.tx.subscribe()
     }

@@ -377,3 +377,32 @@ async fn failed_job_shows_its_reason_in_the_status(b: Backend) {
         )
     );
 }
+
+/// An event stream whose client goes away ends at once, also while its
+/// compose is quiet: its task and subscriptions are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_ends_when_its_client_goes_away() {
+    let c = start(Backend::Sqlite).await;
+    let (_, body) = c.post("/compose", &pxe_request()).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let before = c.state.live.listeners();
+    let mut stream = c
+        .http
+        .get(c.url(&format!("/composes/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    // The first event (the status) has come: the stream's task runs.
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("status"));
+    assert_eq!(c.state.live.listeners(), before + 1);
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.state.live.listeners() != before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream's task outlived its client"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

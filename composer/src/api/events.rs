@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::channel::mpsc;
-use futures::{SinkExt, Stream};
+use futures::Stream;
 use kiln_api::events::{ComposeEvent, JobEventData};
 use kiln_api::status::ComposeStatus;
 use kiln_queue::{Job, JobState};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::composes::load;
@@ -64,7 +64,10 @@ pub async fn get_events(
     let mut rx = state.queue.subscribe();
     let mut live_rx = state.live.subscribe();
     let (compose, jobs) = load(&state, &caller, id).await?;
-    let (mut tx, out) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let (tx, out) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let out = futures::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|event| (event, out))
+    });
     tokio::spawn(async move {
         // The state each job was last reported in. Events come from the
         // queue's broadcast, and the database has the last word: a change the
@@ -79,6 +82,9 @@ pub async fn get_events(
         }
         while !finished {
             tokio::select! {
+                // The client went away: the task and its subscriptions go too,
+                // also while the compose is quiet.
+                _ = tx.closed() => return,
                 ev = rx.recv() => match ev {
                     Ok(ev) if ev.compose == Some(compose.id) => {
                         if known.get(&ev.job) == Some(&ev.state) {
