@@ -84,13 +84,25 @@ async fn run(state: &AppState, lease: kiln_queue::Lease) {
             }
         })
     };
-    let ended = match jobs::assignment(state.queue.as_ref(), &job).await {
-        Ok(AssignedJob::Depsolve { args }) => depsolve(state, args).await.map(JobResult::from),
-        Ok(AssignedJob::Manifest { args, depsolved }) => manifest(state, &job, args, depsolved)
-            .await
-            .map(JobResult::from),
-        Ok(other) => Err(format!("the composer does not run {} jobs", other.kind())),
-        Err(e) => Err(e.to_string()),
+    let work = async {
+        match jobs::assignment(state.queue.as_ref(), &job).await {
+            Ok(AssignedJob::Depsolve { args }) => depsolve(state, args).await.map(JobResult::from),
+            Ok(AssignedJob::Manifest { args, depsolved }) => manifest(state, &job, args, depsolved)
+                .await
+                .map(JobResult::from),
+            Ok(other) => Err(format!("the composer does not run {} jobs", other.kind())),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let mut beat = beat;
+    // The heart-beat ends only when the job is canceled or its lease lost:
+    // then the work stops (its fetches are dropped) and the slot is free.
+    let ended = tokio::select! {
+        ended = work => ended,
+        _ = &mut beat => {
+            tracing::info!(job = %job.id, "job canceled (or its lease lost) while it ran: stopped");
+            return;
+        }
     };
     beat.abort();
     let outcome = jobs::outcome(ended);

@@ -198,3 +198,60 @@ async fn payload_repositories_add_packages(b: Backend) {
         .collect();
     assert_eq!(names, vec!["kiln-a", "kiln-b", "site-tools"]);
 }
+
+/// A canceled compose stops its running depsolve: with one job slot and a
+/// repository that never answers, the next compose is depsolved right
+/// after the cancel, not when the stuck fetch would have timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_compose_stops_its_running_depsolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, distros) = setup(dir.path());
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let c = start_with(Backend::Sqlite, |cfg| {
+        cfg.jobs.run_in_composer = true;
+        cfg.jobs.concurrency = 1;
+        cfg.queue.heartbeat_timeout_secs = 3;
+        cfg.repositories.fetch_timeout_secs = 300;
+        cfg.distributions_dir = Some(distros);
+        cfg.repositories.allow = vec![kiln_composer::AllowEntry::Prefix(format!(
+            "http://127.0.0.1:{port}/"
+        ))];
+    })
+    .await;
+    let mut stuck = request(&repo, &[]);
+    stuck["image_request"]["repositories"] = json!([{"baseurl": format!("http://127.0.0.1:{port}/debian"),
+        "suite": "test", "components": ["main"], "check_repo_gpg": false}]);
+    let (status, body) = c.post("/compose", &stuck).await;
+    assert_eq!(status, 201, "{body}");
+    let first = body["id"].as_str().unwrap().to_owned();
+    wait_for(&c, &first, |g| states(g)[0] == "running").await;
+    let (status, body) = c
+        .post(&format!("/composes/{first}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (_, body) = c.post("/compose", &request(&repo, &[])).await;
+    let second = body["id"].as_str().unwrap().to_owned();
+    // Without the stop, the one slot stays taken until the stuck fetch
+    // gives up (a minute or more); with it, the next depsolve runs at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, graph) = c.get(&format!("/composes/{second}/jobs")).await;
+        if states(&graph)[0] == "success" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the canceled depsolve kept the only slot: {graph}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
