@@ -98,6 +98,7 @@ pub fn redact(url: &str) -> String {
 pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let q = state.queue.clone();
     let cfg = state.config.queue.clone();
+    let live = state.live.clone();
     let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(cfg.reap_interval_secs.max(1)));
         loop {
@@ -110,7 +111,9 @@ pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
                 .await
             {
                 Ok(r) if !r.requeued.is_empty() || !r.failed.is_empty() => {
-                    tracing::warn!(requeued = ?r.requeued, failed = ?r.failed, "took jobs back from silent workers")
+                    tracing::warn!(requeued = ?r.requeued, failed = ?r.failed, "took jobs back from silent workers");
+                    // Their workers never finish them: their live state goes now.
+                    live.forget(r.requeued.iter().chain(&r.failed).copied());
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "requeueing stale jobs"),

@@ -114,6 +114,25 @@ impl Live {
         self.jobs.lock().ok().and_then(|j| j.get(&job).cloned())
     }
 
+    /// Forgets jobs taken back from their workers, with their leases: a
+    /// lease that is never finished would otherwise stay for good.
+    pub fn forget(&self, jobs: impl IntoIterator<Item = Uuid>) {
+        let jobs: std::collections::HashSet<Uuid> = jobs.into_iter().collect();
+        if let Ok(mut l) = self.leases.lock() {
+            l.retain(|_, (job, _)| !jobs.contains(job));
+        }
+        if let Ok(mut live) = self.jobs.lock() {
+            live.retain(|job, _| !jobs.contains(job));
+        }
+    }
+
+    /// How many leases and jobs are kept.
+    pub fn held(&self) -> (usize, usize) {
+        let leases = self.leases.lock().map(|l| l.len()).unwrap_or(0);
+        let jobs = self.jobs.lock().map(|j| j.len()).unwrap_or(0);
+        (leases, jobs)
+    }
+
     /// Forgets a job that ended.
     pub fn remove(&self, job: Uuid) {
         if let Ok(mut jobs) = self.jobs.lock() {

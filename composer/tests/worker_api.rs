@@ -555,3 +555,41 @@ async fn bindings_limit_what_a_worker_takes_sqlite() {
 async fn bindings_limit_what_a_worker_takes_postgres() {
     bindings_limit_what_a_worker_takes(Backend::Postgres).await
 }
+
+/// A worker that goes silent leaves nothing behind in the composer's live
+/// state once its job is taken back: live state is bounded by the jobs
+/// that are really running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_workers_live_state_is_forgotten() {
+    let c = start_configured(Backend::Sqlite, |cfg| {
+        cfg.queue.heartbeat_timeout_secs = 1;
+        cfg.queue.reap_interval_secs = 1;
+        cfg.queue.max_retries = 0;
+    })
+    .await;
+    let (_, depsolve) = c.compose().await;
+    let w = c.certified("worker1");
+    let (status, job) = w.take(&["depsolve"], 5).await.unwrap();
+    assert_eq!(status, 200, "{job}");
+    let token = job["token"].as_str().unwrap().to_owned();
+    let (status, _) = w
+        .post(
+            &format!("/jobs/{token}/progress"),
+            &json!({"log": ["fetching indexes"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(c.composer.state.live.held(), (1, 1));
+    // Silent from now on: the reaper fails the job and the live state goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c.job_state(depsolve).await != JobState::Failed || c.composer.state.live.held() != (0, 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live state kept: {:?}",
+            c.composer.state.live.held()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
