@@ -233,6 +233,9 @@ pub struct WorkerApiConfig {
     pub cert: Option<PathBuf>,
     /// PEM file of the server certificate's private key.
     pub key: Option<PathBuf>,
+    /// PEM file of the CA's certificate revocation list: a worker whose
+    /// certificate it lists fails the handshake. Read again when it changes.
+    pub crl: Option<PathBuf>,
     /// Worker host names let in: exact names, or `*.domain` for any one
     /// label under `domain`.
     pub allowed_domains: Vec<String>,
@@ -263,6 +266,7 @@ impl Default for WorkerApiConfig {
             ca: None,
             cert: None,
             key: None,
+            crl: None,
             allowed_domains: Vec::new(),
             bindings: Vec::new(),
         }

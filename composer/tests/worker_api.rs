@@ -593,3 +593,47 @@ async fn a_silent_workers_live_state_is_forgotten() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// With `worker_api.crl`, a revoked worker certificate fails the handshake,
+/// and a list changed on disk is read again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_worker_certificates_are_refused_and_the_list_is_reloaded() {
+    let c = start_configured(Backend::Sqlite, |cfg| {
+        let dir = cfg
+            .worker_api
+            .ca
+            .clone()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_owned();
+        gen_certs(&dir, &["--revoke", "intruder"]);
+        cfg.worker_api.crl = Some(dir.join("crl.pem"));
+    })
+    .await;
+    for name in ["worker1", "node7.cluster.example"] {
+        let (status, body) = c.certified(name).take(&["build"], 0).await.unwrap();
+        assert_eq!(status, 204, "{name}: {body}");
+    }
+    // Revoke worker1 too: the next handshake reads the new list.
+    gen_certs(
+        c.certs.path(),
+        &["--revoke", "intruder", "--revoke", "worker1"],
+    );
+    let err = c
+        .certified("worker1")
+        .take(&["build"], 0)
+        .await
+        .expect_err("a revoked certificate must not get in");
+    assert_eq!(
+        tls_alert(&err),
+        Some(rustls::AlertDescription::CertificateRevoked),
+        "{err:?}"
+    );
+    let (status, body) = c
+        .certified("node7.cluster.example")
+        .take(&["build"], 0)
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
@@ -138,8 +138,112 @@ fn is_host_name(s: &str) -> bool {
 /// webpki's chain verification against the CA, then the name check.
 #[derive(Debug)]
 struct AllowedWorkerVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
+    chain: ChainVerifier,
     allowed: AllowedDomains,
+}
+
+/// webpki's chain check against the CA, with the certificate revocation
+/// list of `worker_api.crl` when there is one. The list is read again when
+/// its file changes (checked at each handshake, by modification time and
+/// size); a list that cannot be read keeps the previous one in force.
+struct ChainVerifier {
+    roots: Arc<RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    ca: PathBuf,
+    crl: Option<PathBuf>,
+    /// The CA's names, offered to clients (the same whatever the list).
+    hints: Vec<DistinguishedName>,
+    current: std::sync::RwLock<(Arc<dyn ClientCertVerifier>, Option<CrlStamp>)>,
+}
+
+type CrlStamp = (std::time::SystemTime, u64);
+
+impl std::fmt::Debug for ChainVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainVerifier")
+            .field("ca", &self.ca)
+            .field("crl", &self.crl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainVerifier {
+    fn new(
+        roots: RootCertStore,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        ca: &Path,
+        crl: Option<&Path>,
+    ) -> Result<ChainVerifier, WorkerTlsError> {
+        let roots = Arc::new(roots);
+        let stamp = crl.and_then(crl_stamp);
+        let verifier = build_chain(&roots, &provider, ca, crl)?;
+        Ok(ChainVerifier {
+            hints: verifier.root_hint_subjects().to_vec(),
+            roots,
+            provider,
+            ca: ca.to_owned(),
+            crl: crl.map(Path::to_owned),
+            current: std::sync::RwLock::new((verifier, stamp)),
+        })
+    }
+
+    /// The verifier in force, after reading the list again if it changed.
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        let (verifier, stamp) = match self.current.read() {
+            Ok(c) => (c.0.clone(), c.1),
+            Err(p) => (p.get_ref().0.clone(), p.get_ref().1),
+        };
+        let Some(crl) = &self.crl else {
+            return verifier;
+        };
+        let now = crl_stamp(crl);
+        if now == stamp {
+            return verifier;
+        }
+        match build_chain(&self.roots, &self.provider, &self.ca, Some(crl)) {
+            Ok(fresh) => {
+                tracing::info!(crl = %crl.display(), "read the worker certificate revocation list again");
+                if let Ok(mut c) = self.current.write() {
+                    *c = (fresh.clone(), now);
+                }
+                fresh
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading worker_api.crl again; the previous list stays in force");
+                verifier
+            }
+        }
+    }
+}
+
+fn crl_stamp(path: &Path) -> Option<CrlStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn build_chain(
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    ca: &Path,
+    crl: Option<&Path>,
+) -> Result<Arc<dyn ClientCertVerifier>, WorkerTlsError> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+    if let Some(crl) = crl {
+        let pem = |source| WorkerTlsError::Pem {
+            key: "crl",
+            path: crl.to_owned(),
+            source,
+        };
+        let lists = CertificateRevocationListDer::pem_file_iter(crl)
+            .map_err(pem)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem)?;
+        builder = builder.with_crls(lists);
+    }
+    builder.build().map_err(|source| WorkerTlsError::Verifier {
+        path: crl.unwrap_or(ca).to_owned(),
+        source,
+    })
 }
 
 impl ClientCertVerifier for AllowedWorkerVerifier {
@@ -152,7 +256,8 @@ impl ClientCertVerifier for AllowedWorkerVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
+        // The hints are the CA's, whatever the revocation list.
+        self.chain.hints.as_slice()
     }
 
     fn verify_client_cert(
@@ -163,6 +268,7 @@ impl ClientCertVerifier for AllowedWorkerVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
             .chain
+            .get()
             .verify_client_cert(end_entity, intermediates, now)?;
         match self.allowed.worker_name(end_entity) {
             Some(_) => Ok(verified),
@@ -187,7 +293,7 @@ impl ClientCertVerifier for AllowedWorkerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        self.chain.get().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -196,11 +302,11 @@ impl ClientCertVerifier for AllowedWorkerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        self.chain.get().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
+        self.chain.get().supported_verify_schemes()
     }
 }
 
@@ -239,12 +345,7 @@ pub fn load(config: &WorkerApiConfig) -> Result<Option<WorkerTls>, WorkerTlsErro
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|source| WorkerTlsError::Verifier {
-            path: ca.clone(),
-            source,
-        })?;
+    let chain = ChainVerifier::new(roots, provider.clone(), ca, config.crl.as_deref())?;
     let verifier = Arc::new(AllowedWorkerVerifier {
         chain,
         allowed: allowed.clone(),
