@@ -323,7 +323,7 @@ impl RepoCache {
 }
 
 /// A repository as a sources line: `deb [options] URL SUITE COMPONENT...`
-/// or `rpm URL`. Without a key, `check_repo_gpg: false` is needed to trust a
+/// or `rpm [signed-by=KEYRING] URL`. Without a key, `check_repo_gpg: false` is needed to trust a
 /// repository: checksums are still checked, signatures are not.
 fn source_line(
     family: Family,
@@ -333,7 +333,12 @@ fn source_line(
     let url = r.baseurl.clone().unwrap_or_default();
     let url = url.trim_end_matches('/');
     Ok(match family {
-        Family::Rpm => format!("rpm {url}"),
+        // An RPM repository is verified (repomd.xml.asc) when it comes with
+        // its key, and `check_repo_gpg: false` says not to.
+        Family::Rpm => match (keyring, r.check_repo_gpg) {
+            (Some(k), None | Some(true)) => format!("rpm [signed-by={}] {url}", k.display()),
+            _ => format!("rpm {url}"),
+        },
         Family::Debian => {
             let mut opts = Vec::new();
             match (keyring, r.check_repo_gpg) {
