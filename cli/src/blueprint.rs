@@ -71,7 +71,7 @@ fn read<T: DeserializeOwned>(
 }
 
 pub(crate) async fn run(args: BlueprintArgs) -> anyhow::Result<ExitCode> {
-    let composer = Composer::connect(&args.connection)?;
+    let composer = Composer::connect(&args.connection).await?;
     let json_out = args.output == Output::Json;
     let print = |v: &Value| -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);

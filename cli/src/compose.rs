@@ -176,7 +176,7 @@ struct StartArgs {
 }
 
 pub(crate) async fn run(args: ComposeArgs) -> anyhow::Result<ExitCode> {
-    let composer = Composer::connect(&args.connection)?;
+    let composer = Composer::connect(&args.connection).await?;
     let output = args.output;
     match args.command {
         ComposeCommand::Start(start_args) => start(&composer, output, start_args).await,

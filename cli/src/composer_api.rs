@@ -28,6 +28,9 @@ pub(crate) enum ApiError {
     /// An answer that is not the compose API's.
     #[error("{url}: {message}")]
     Unexpected { url: String, message: String },
+    /// No usable token from `kiln login`'s cache.
+    #[error(transparent)]
+    Login(#[from] crate::login::TokenError),
 }
 
 /// `<reason> (<field>)`; the composer's reason starts with the field, which
@@ -74,7 +77,8 @@ pub(crate) struct Connection {
         help_heading = "Composer"
     )]
     pub(crate) composer: String,
-    /// A bearer token for a composer with [auth] (sent as `Authorization: Bearer`).
+    /// A bearer token for a composer with [auth] (sent as `Authorization:
+    /// Bearer`). Without it (or KILN_TOKEN), the token of `kiln login`.
     #[arg(
         long,
         env = "KILN_TOKEN",
@@ -84,6 +88,16 @@ pub(crate) struct Connection {
         help_heading = "Composer"
     )]
     pub(crate) token: Option<String>,
+    /// Use the `kiln login` this configuration file describes, rather than
+    /// the newest one (when there is no --token or KILN_TOKEN).
+    #[arg(
+        long,
+        env = "KILN_LOGIN_CONFIG",
+        value_name = "PATH",
+        global = true,
+        help_heading = "Composer"
+    )]
+    pub(crate) login_config: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -91,30 +105,63 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("composer", &self.composer)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("login_config", &self.login_config)
             .finish()
     }
+}
+
+/// Where the bearer token came from, for the hint on a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenOrigin {
+    None,
+    Given,
+    Login,
 }
 
 pub(crate) struct Composer {
     /// `http://host:port/api/image-builder-composer/v2`, no trailing slash.
     base: String,
     http: reqwest::Client,
+    token_origin: TokenOrigin,
 }
 
 impl Composer {
-    /// A client of the composer `connection` names.
-    pub(crate) fn connect(connection: &Connection) -> Result<Composer, ApiError> {
-        Composer::with_token(&connection.composer, connection.token.as_deref())
+    /// A client of the composer `connection` names, with the first token of:
+    /// `--token`, `KILN_TOKEN`, `kiln login`'s cache (renewed if it expires
+    /// within a minute).
+    pub(crate) async fn connect(connection: &Connection) -> Result<Composer, ApiError> {
+        let given = connection
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        match given {
+            Some(token) => {
+                Composer::with_token(&connection.composer, Some(token), TokenOrigin::Given)
+            }
+            None => match crate::login::cached_token(connection.login_config.as_deref()).await? {
+                Some(token) => Composer::with_token(
+                    &connection.composer,
+                    Some(token.expose()),
+                    TokenOrigin::Login,
+                ),
+                None => Composer::with_token(&connection.composer, None, TokenOrigin::None),
+            },
+        }
     }
 
     /// A client of the composer at `url` (`http://127.0.0.1:8700`); a URL
     /// that already ends in the API prefix is taken as it is.
     #[cfg(test)]
     pub(crate) fn new(url: &str) -> Result<Composer, ApiError> {
-        Composer::with_token(url, None)
+        Composer::with_token(url, None, TokenOrigin::None)
     }
 
-    fn with_token(url: &str, token: Option<&str>) -> Result<Composer, ApiError> {
+    fn with_token(
+        url: &str,
+        token: Option<&str>,
+        token_origin: TokenOrigin,
+    ) -> Result<Composer, ApiError> {
         let trimmed = url.trim_end_matches('/');
         let parsed = url::Url::parse(trimmed).map_err(|e| ApiError::Unexpected {
             url: url.to_owned(),
@@ -153,7 +200,32 @@ impl Composer {
                 url: url.to_owned(),
                 message: format!("cannot set up HTTP: {e}"),
             })?;
-        Ok(Composer { base, http })
+        Ok(Composer {
+            base,
+            http,
+            token_origin,
+        })
+    }
+
+    /// A 401 says how to get a token the composer takes.
+    fn explain(&self, e: ApiError) -> ApiError {
+        let hint = match self.token_origin {
+            TokenOrigin::None => "log in with kiln login, or give --token",
+            TokenOrigin::Login => "the token of kiln login was refused: run kiln login again",
+            TokenOrigin::Given => return e,
+        };
+        match e {
+            ApiError::Refused {
+                status: 401,
+                reason,
+                field,
+            } => ApiError::Refused {
+                status: 401,
+                reason: format!("{reason} ({hint})"),
+                field,
+            },
+            other => other,
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -163,7 +235,7 @@ impl Composer {
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let url = self.url(path);
         let resp = self.send(&url, self.http.get(&url)).await?;
-        decode(&url, resp).await
+        decode(&url, resp).await.map_err(|e| self.explain(e))
     }
 
     pub(crate) async fn post<T: DeserializeOwned>(
@@ -173,13 +245,13 @@ impl Composer {
     ) -> Result<T, ApiError> {
         let url = self.url(path);
         let resp = self.send(&url, self.http.post(&url).json(body)).await?;
-        decode(&url, resp).await
+        decode(&url, resp).await.map_err(|e| self.explain(e))
     }
 
     pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let url = self.url(path);
         let resp = self.send(&url, self.http.delete(&url)).await?;
-        decode(&url, resp).await
+        decode(&url, resp).await.map_err(|e| self.explain(e))
     }
 
     /// The Server-Sent Events of `path`, parsed; the stream ends when the
@@ -195,7 +267,7 @@ impl Composer {
                 self.http.get(&url).header("accept", "text/event-stream"),
             )
             .await?;
-        let resp = check(&url, resp).await?;
+        let resp = check(&url, resp).await.map_err(|e| self.explain(e))?;
         let err_url = url.clone();
         let bytes = resp.bytes_stream().map(move |chunk| {
             chunk.map_err(|e| ApiError::Unreachable {

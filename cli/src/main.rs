@@ -7,6 +7,7 @@ mod compose_request;
 mod composer_api;
 mod depsolve;
 mod follow;
+mod login;
 mod manifest;
 mod sse;
 
@@ -34,6 +35,14 @@ enum Command {
     Depsolve(depsolve::DepsolveArgs),
     /// Work with osbuild v2 manifests.
     Manifest(manifest::ManifestArgs),
+    /// Log in to the composer's OpenID provider; compose and blueprint then use the token.
+    ///
+    /// A person approves the login in a browser (the device flow); a script
+    /// logs in with its client's secret (client credentials). The token is
+    /// cached (mode 0600) and renewed when it is about to expire.
+    Login(login::LoginArgs),
+    /// Forget a login's cached token (the newest, the one --login-config describes, or --all).
+    Logout(login::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +63,8 @@ fn main() -> ExitCode {
         Command::Boot(args) => runtime.block_on(boot::run(args)),
         Command::Depsolve(args) => runtime.block_on(depsolve::run(args)),
         Command::Manifest(args) => runtime.block_on(manifest::run(args)),
+        Command::Login(args) => runtime.block_on(login::login(args)),
+        Command::Logout(args) => runtime.block_on(login::logout(args)),
     };
     match result {
         Ok(code) => code,

@@ -16,6 +16,8 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+/// No `kiln login` of the person running the tests reaches these composers.
+const NO_TOKEN_CACHE: &str = "/nonexistent/kiln-tests/token.json";
 
 struct TestComposer {
     /// What `--composer` takes: `http://127.0.0.1:PORT`.
@@ -66,6 +68,7 @@ impl TestComposer {
         cmd.arg("compose")
             .args(args)
             .env("KILN_COMPOSER_URL", &self.url)
+            .env("KILN_TOKEN_CACHE", NO_TOKEN_CACHE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -443,6 +446,7 @@ async fn an_unreachable_composer_is_named() {
             .arg("compose")
             .args(args)
             .args(["--composer", &url])
+            .env("KILN_TOKEN_CACHE", NO_TOKEN_CACHE)
             .output()
             .await
             .unwrap();
@@ -459,6 +463,7 @@ async fn an_unreachable_composer_is_named() {
     let (code, _, err) = finished(
         Command::new(KILN)
             .args(["compose", "list", "--composer", "localhost:8700"])
+            .env("KILN_TOKEN_CACHE", NO_TOKEN_CACHE)
             .output()
             .await
             .unwrap(),
@@ -641,6 +646,7 @@ async fn wait_on_a_terminal_draws_progress_bars() {
         .arg(format!("{KILN} compose wait {id} --follow-logs"))
         .arg("/dev/null")
         .env("KILN_COMPOSER_URL", &c.url)
+        .env("KILN_TOKEN_CACHE", NO_TOKEN_CACHE)
         .env("TERM", "xterm")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

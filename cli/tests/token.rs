@@ -15,6 +15,9 @@ async fn run(url: &str, args: &[&str], env_token: Option<&str>) -> (i32, String,
     cmd.args(args)
         .env("KILN_COMPOSER_URL", url)
         .env_remove("KILN_TOKEN")
+        .env_remove("KILN_LOGIN_CONFIG")
+        // Only the token of the flag or the variable: no `kiln login`.
+        .env("KILN_TOKEN_CACHE", "/nonexistent/kiln-tests/token.json")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if let Some(t) = env_token {

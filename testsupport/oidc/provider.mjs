@@ -98,7 +98,9 @@ const provider = new Provider(issuer, {
     })),
     {
       client_id: deviceClientId,
-      grant_types: ['urn:ietf:params:oauth:grant-type:device_code'],
+      // A refresh token comes with `offline_access` in the device request's
+      // scope, as a CLI that keeps a login would ask for.
+      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
       response_types: [],
       redirect_uris: [],
       token_endpoint_auth_method: 'none',
@@ -169,6 +171,7 @@ const provider = new Provider(issuer, {
     Grant: TTL,
     IdToken: TTL,
     Interaction: TTL,
+    RefreshToken: TTL,
     Session: TTL,
   },
 });
@@ -227,6 +230,8 @@ async function interaction(req, res) {
 
 // Approves a device code as a browser would: the verification page, the
 // confirmation form, then the interactions, with the cookies each step sets.
+// Without an account, denies it instead: the form's "abort" button, after
+// which the token endpoint answers `access_denied`.
 async function approve(userCode, accountId) {
   const jar = new Map();
   async function call(path, init = {}) {
@@ -247,10 +252,20 @@ async function approve(userCode, accountId) {
   const page = await call('/device');
   const xsrf = (await page.text()).match(/name="xsrf" value="([^"]+)"/)?.[1];
   if (!xsrf) throw new Error(`no xsrf token on the verification page (status ${page.status})`);
+  const decision = accountId === undefined ? { abort: 'yes' } : { confirm: 'yes' };
   let res = await call('/device', {
     method: 'POST',
-    body: new URLSearchParams({ xsrf, user_code: userCode, confirm: 'yes' }),
+    body: new URLSearchParams({ xsrf, user_code: userCode, ...decision }),
   });
+  if (accountId === undefined) {
+    const page = await res.text();
+    if (!page.includes('AbortedError')) {
+      const err = new Error(`denial ended with ${res.status}: ${page}`);
+      err.status = 400;
+      throw err;
+    }
+    return;
+  }
   for (let hops = 0; res.status >= 300 && res.status < 400; hops += 1) {
     if (hops === 10) throw new Error('too many redirects');
     await res.arrayBuffer();
@@ -314,6 +329,22 @@ server.on('request', (req, res) => {
       }
       await approve(userCode, account);
       return send(res, 200, { approved: true });
+    })();
+  } else if (pathname === '/test/deny' && req.method === 'POST') {
+    // Test only: deny a pending device code, as the end-user's "abort".
+    handled = (async () => {
+      let body;
+      try {
+        body = await readJson(req);
+      } catch (e) {
+        return send(res, 400, { error: 'invalid_request', error_description: e.message });
+      }
+      const { user_code: userCode } = body ?? {};
+      if (typeof userCode !== 'string') {
+        return send(res, 400, { error: 'invalid_request', error_description: 'user_code is required' });
+      }
+      await approve(userCode, undefined);
+      return send(res, 200, { denied: true });
     })();
   } else {
     oidc(req, res);

@@ -3,7 +3,9 @@
 //! keys per run. It issues JWT access tokens for one audience by the client
 //! credentials grant (each client's claims in its tokens) and by the device
 //! authorization grant (the public client [`DEVICE_CLIENT_ID`], a configured
-//! account approved through a test-only route instead of a browser).
+//! account approved or denied through a test-only route instead of a
+//! browser: [`OidcProvider::approve`], [`OidcProvider::deny`]; with
+//! `offline_access` in its scope, a refresh token too).
 //!
 //! `oidc-provider` is found in `$KILN_TOOLS_DIR/oidc/node_modules` (default
 //! `~/.cache/kiln-tools`), where `tools/test.sh` installs it; `node` in the
@@ -371,18 +373,7 @@ impl OidcProvider {
         };
         let device_code = field("device_code")?;
         let user_code = field("user_code")?;
-
-        let approval = self
-            .http
-            .post(format!("{}/test/approve", self.issuer))
-            .json(&serde_json::json!({ "user_code": user_code, "account": account_id }));
-        let approved = self.send(approval).await?;
-        if approved.status != 200 {
-            return Err(format!(
-                "approving device code {user_code} for {account_id} answered {}: {}",
-                approved.status, approved.body
-            ));
-        }
+        self.approve(&user_code, account_id).await?;
 
         // The approval is complete when its route answers; polling only
         // covers a slow store.
@@ -401,6 +392,44 @@ impl OidcProvider {
             }
             return access_token(response, &format!("the device flow for {account_id}"));
         }
+    }
+
+    /// Approves the pending device code whose user code is `user_code` (as
+    /// a device flow client shows it) for `account_id`, as the end-user
+    /// would in a browser: through the test-only route `/test/approve`,
+    /// which walks the provider's verification page, login and consent.
+    /// Once this returns, the client's next token request gets the tokens.
+    pub async fn approve(&self, user_code: &str, account_id: &str) -> Result<()> {
+        let approval = self
+            .http
+            .post(format!("{}/test/approve", self.issuer))
+            .json(&serde_json::json!({ "user_code": user_code, "account": account_id }));
+        let approved = self.send(approval).await?;
+        if approved.status != 200 {
+            return Err(format!(
+                "approving device code {user_code} for {account_id} answered {}: {}",
+                approved.status, approved.body
+            ));
+        }
+        Ok(())
+    }
+
+    /// Denies the pending device code `user_code`, as the end-user's
+    /// "abort" on the verification page would (test-only route
+    /// `/test/deny`): the client's next token request is `access_denied`.
+    pub async fn deny(&self, user_code: &str) -> Result<()> {
+        let denial = self
+            .http
+            .post(format!("{}/test/deny", self.issuer))
+            .json(&serde_json::json!({ "user_code": user_code }));
+        let denied = self.send(denial).await?;
+        if denied.status != 200 {
+            return Err(format!(
+                "denying device code {user_code} answered {}: {}",
+                denied.status, denied.body
+            ));
+        }
+        Ok(())
     }
 
     /// Kills the provider at once. Later calls do nothing.
