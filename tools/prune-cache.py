@@ -44,6 +44,15 @@ def main(args):
     if not os.path.isdir(deps):
         return
 
+    # The incremental state goes first, whatever cargo says below: it is
+    # never needed by a fresh build, and on a full disk the build that
+    # tells what is current needs its room.
+    freed = 0
+    incremental = os.path.join(debug, "incremental")
+    if os.path.isdir(incremental):
+        freed += size(incremental)
+        shutil.rmtree(incremental, ignore_errors=True)
+
     meta = subprocess.run(
         ["cargo", "metadata", "--no-deps", "--format-version", "1", "--locked"],
         capture_output=True, text=True)
@@ -51,7 +60,7 @@ def main(args):
         ["cargo", "test", "--locked", "--no-run", "--message-format=json"] + (args or ["--workspace"]),
         capture_output=True, text=True)
     if meta.returncode != 0 or build.returncode != 0:
-        print("prune-cache: cargo failed, nothing removed", file=sys.stderr)
+        print("prune-cache: cargo failed; only debug/incremental removed", file=sys.stderr)
         return
 
     # kiln's own crates: package names (.fingerprint) and target names as
@@ -85,10 +94,10 @@ def main(args):
                 if m:
                     current.add(m["hash"])
     if not current:
-        print("prune-cache: cargo reported no artifacts, nothing removed", file=sys.stderr)
+        print("prune-cache: cargo reported no artifacts; only debug/incremental removed", file=sys.stderr)
         return
 
-    freed, removed = 0, 0
+    removed = 0
     for directory, names in ((deps, crates), (fingerprints, packages)):
         if not os.path.isdir(directory):
             continue
@@ -99,10 +108,6 @@ def main(args):
             freed += size(entry.path)
             removed += 1
             remove(entry.path)
-    incremental = os.path.join(debug, "incremental")
-    if os.path.isdir(incremental):
-        freed += size(incremental)
-        shutil.rmtree(incremental, ignore_errors=True)
     print(f"prune-cache: removed {removed} stale artifacts of kiln's crates and "
           f"debug/incremental, {freed / 2**30:.1f} GiB", file=sys.stderr)
 
