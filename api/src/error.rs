@@ -42,6 +42,7 @@ pub enum ErrorKind {
     InsufficientScope,
     AuthUnavailable,
     BootNotGranted,
+    CertificateRevoked,
     Internal,
 }
 
@@ -76,6 +77,7 @@ impl ErrorKind {
         ErrorKind::InsufficientScope,
         ErrorKind::AuthUnavailable,
         ErrorKind::BootNotGranted,
+        ErrorKind::CertificateRevoked,
         ErrorKind::Internal,
     ];
 
@@ -111,6 +113,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => 27,
             ErrorKind::AuthUnavailable => 28,
             ErrorKind::BootNotGranted => 29,
+            ErrorKind::CertificateRevoked => 30,
             ErrorKind::Internal => 1000,
         }
     }
@@ -132,7 +135,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RepositoryNotAllowed
             | ErrorKind::InsufficientScope
-            | ErrorKind::BootNotGranted => 403,
+            | ErrorKind::BootNotGranted
+            | ErrorKind::CertificateRevoked => 403,
             ErrorKind::Unauthenticated => 401,
             ErrorKind::AuthUnavailable => 503,
             ErrorKind::RepositoryUnavailable => 502,
@@ -178,6 +182,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => "The token does not grant this",
             ErrorKind::AuthUnavailable => "The token issuer's keys cannot be read",
             ErrorKind::BootNotGranted => "Boot delivery outside the tenant's boot grants",
+            ErrorKind::CertificateRevoked => "The worker's certificate is no longer valid",
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -615,10 +615,21 @@ async fn revoked_worker_certificates_are_refused_and_the_list_is_reloaded() {
         let (status, body) = c.certified(name).take(&["build"], 0).await.unwrap();
         assert_eq!(status, 204, "{name}: {body}");
     }
+    // A connection worker1 keeps open across the revocation.
+    let open = c.certified("worker1");
+    let (status, body) = open.take(&["build"], 0).await.unwrap();
+    assert_eq!(status, 204, "{body}");
     // Revoke worker1 too: the next handshake reads the new list.
     gen_certs(
         c.certs.path(),
         &["--revoke", "intruder", "--revoke", "worker1"],
+    );
+    // The open connection's next request is refused too.
+    let (status, body) = open.take(&["build"], 0).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("IMAGE-BUILDER-COMPOSER-30")),
+        "{body}"
     );
     let err = c
         .certified("worker1")

@@ -94,6 +94,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let allowed = tls.allowed.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -108,18 +109,40 @@ pub async fn serve(
             };
             // The verifier let the peer in only with an allowed name, so this
             // finds it; a connection without one is dropped all the same.
-            let name = stream
+            let cert = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
-                .and_then(|c| allowed.worker_name(c));
-            let Some(name) = name else {
+                .cloned();
+            let name = cert.as_ref().and_then(|c| allowed.worker_name(c));
+            let (Some(name), Some(cert)) = (name, cert) else {
                 tracing::warn!(%peer, "worker connection without an allowed certificate name");
                 return;
             };
             tracing::debug!(%peer, worker = %name, "worker connected");
-            let service = TowerToHyperService::new(app.layer(Extension(WorkerIdentity(name))));
+            // The certificate is checked again on every request: a worker
+            // revoked while this connection stays open gets no further answer.
+            let still_valid = axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let ok = tls.still_valid(&cert);
+                    async move {
+                        if ok {
+                            next.run(req).await
+                        } else {
+                            ApiError::new(
+                                ErrorKind::CertificateRevoked,
+                                "this worker's certificate is no longer valid (revoked)",
+                            )
+                            .into_response()
+                        }
+                    }
+                },
+            );
+            let service = TowerToHyperService::new(
+                app.layer(Extension(WorkerIdentity(name)))
+                    .layer(still_valid),
+            );
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await

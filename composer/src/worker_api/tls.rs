@@ -315,6 +315,19 @@ impl ClientCertVerifier for AllowedWorkerVerifier {
 pub struct WorkerTls {
     pub server: Arc<ServerConfig>,
     pub allowed: AllowedDomains,
+    verifier: Arc<AllowedWorkerVerifier>,
+}
+
+impl WorkerTls {
+    /// Whether a certificate that passed the handshake still would: the
+    /// chain and name against the CA and the revocation list in force now.
+    /// Checked on every request, so a worker revoked while its connection
+    /// stays open is refused from its next request on.
+    pub fn still_valid(&self, cert: &CertificateDer<'_>) -> bool {
+        self.verifier
+            .verify_client_cert(cert, &[], UnixTime::now())
+            .is_ok()
+    }
 }
 
 /// `None` when the configuration names no certificates: the embedded default
@@ -360,7 +373,7 @@ pub fn load(config: &WorkerApiConfig) -> Result<Option<WorkerTls>, WorkerTlsErro
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(WorkerTlsError::ServerCert)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(server_chain, server_key)
         .map_err(WorkerTlsError::ServerCert)?;
     // The worker protocol is small JSON exchanges: HTTP/1.1 is enough.
@@ -368,6 +381,7 @@ pub fn load(config: &WorkerApiConfig) -> Result<Option<WorkerTls>, WorkerTlsErro
     Ok(Some(WorkerTls {
         server: Arc::new(server),
         allowed,
+        verifier,
     }))
 }
 
