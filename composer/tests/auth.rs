@@ -11,80 +11,19 @@
 #[macro_use]
 mod common;
 
-use std::process::{Command, Stdio};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use common::{pxe_request, start_with, Backend, TestComposer};
 use kiln_composer::config::AuthConfig;
 use kiln_queue::RowCounts;
-use kiln_testsupport::oidc::{OidcClient, OidcProvider};
+use kiln_testsupport::oidc::{OidcClient, OidcProvider, TestKey};
 use serde_json::{json, Value};
 
 const AUDIENCE: &str = "kiln";
 const EXTRA_KID: &str = "kiln-test-extra";
 
-/// An EC P-256 key made with openssl: PKCS#8 DER to sign with, and its
-/// JWK (private, for the provider to publish; `kid` as given).
-struct TestKey {
-    pkcs8: Vec<u8>,
-    jwk: Value,
-}
-
-fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}");
-    out.stdout
-}
-
-fn ec_key(kid: &str) -> TestKey {
-    let sec1 = openssl(
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-outform",
-            "DER",
-        ],
-        b"",
-    );
-    let pkcs8 = openssl(
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-inform", "DER", "-outform", "DER",
-        ],
-        &sec1,
-    );
-    // SEC1 ECPrivateKey: 30 77 02 01 01 04 20 <d: 32 bytes> ...; the
-    // public point 04 || x || y ends the structure.
-    let d = &sec1[7..39];
-    let point = &sec1[sec1.len() - 65..];
-    assert_eq!(point[0], 4);
-    let jwk = json!({
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..]), "d": B64.encode(d),
-    });
-    TestKey { pkcs8, jwk }
-}
-
 fn sign(key: &TestKey, kid: &str, claims: &Value) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_ec_der(&key.pkcs8),
-    )
-    .unwrap()
+    key.sign(Some(kid), claims)
 }
 
 fn now() -> i64 {
@@ -98,7 +37,7 @@ struct Kiln {
 }
 
 async fn start(b: Backend) -> Kiln {
-    let extra = ec_key(EXTRA_KID);
+    let extra = TestKey::new(EXTRA_KID);
     let clients = [
         OidcClient::new("tenant-a", "secret-a", json!({"org_id": "tenant-a"})),
         OidcClient::new("tenant-b", "secret-b", json!({"org_id": "tenant-b"})),
@@ -106,7 +45,12 @@ async fn start(b: Backend) -> Kiln {
         OidcClient::new("nobody", "secret-nobody", json!({})),
     ];
     let provider = tokio::task::block_in_place(|| {
-        OidcProvider::start_with_keys(AUDIENCE, &clients, &[], std::slice::from_ref(&extra.jwk))
+        OidcProvider::start_with_keys(
+            AUDIENCE,
+            &clients,
+            &[],
+            std::slice::from_ref(&extra.private_jwk),
+        )
     })
     .unwrap();
     let issuer = provider.issuer();
@@ -264,7 +208,7 @@ fn bad_tokens(k: &Kiln, provider_kid: &str) -> Vec<(&'static str, Option<String>
         f(&mut c);
         c
     };
-    let forger = ec_key(provider_kid);
+    let forger = TestKey::new(provider_kid);
     let unsigned = |alg: &str| {
         format!(
             "Bearer {}.{}.",
@@ -543,7 +487,7 @@ async fn an_unreachable_issuer_refuses_everything() {
         };
     })
     .await;
-    let key = ec_key("k");
+    let key = TestKey::new("k");
     let token = sign(
         &key,
         "k",

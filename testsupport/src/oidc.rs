@@ -546,6 +546,95 @@ fn node_modules() -> Result<PathBuf> {
     }
 }
 
+/// An EC P-256 key made with `openssl`, for tokens a test signs itself: the
+/// negative cases a provider would never issue (expired, another issuer or
+/// audience, a forged signature).
+pub struct TestKey {
+    /// PKCS#8 DER, what the signer reads.
+    pub pkcs8: Vec<u8>,
+    /// The public JWK (`kid`, `alg: ES256`, `use: sig`).
+    pub jwk: Value,
+    /// The same with the private scalar `d`, for a provider to publish
+    /// beside its own keys ([`OidcProvider::start_with_keys`]).
+    pub private_jwk: Value,
+}
+
+impl TestKey {
+    pub fn new(kid: &str) -> TestKey {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use base64::Engine as _;
+        // genpkey's DER is SEC1: 30 77 02 01 01 04 20 <d: 32 bytes> ...,
+        // ending with the public point 04 || x || y; the signer reads PKCS#8.
+        let sec1 = openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-outform",
+                "DER",
+            ],
+            b"",
+        );
+        let pkcs8 = openssl(
+            &[
+                "pkcs8", "-topk8", "-nocrypt", "-inform", "DER", "-outform", "DER",
+            ],
+            &sec1,
+        );
+        let point = &sec1[sec1.len() - 65..];
+        assert_eq!(point[0], 4, "an uncompressed EC point ends the SEC1 key");
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..]),
+        });
+        let mut private_jwk = jwk.clone();
+        private_jwk["d"] = Value::String(B64.encode(&sec1[7..39]));
+        TestKey {
+            pkcs8,
+            jwk,
+            private_jwk,
+        }
+    }
+
+    /// An ES256 JWT of `claims`, its header naming `kid` (or none).
+    pub fn sign(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
+        )
+        .expect("signing with a test key")
+    }
+
+    /// The public key as PEM (SubjectPublicKeyInfo).
+    pub fn public_pem(&self) -> Vec<u8> {
+        openssl(&["pkey", "-inform", "DER", "-pubout"], &self.pkcs8)
+    }
+}
+
+fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running openssl");
+    child
+        .stdin
+        .take()
+        .expect("openssl's stdin")
+        .write_all(input)
+        .expect("writing to openssl");
+    let out = child.wait_with_output().expect("openssl's output");
+    assert!(out.status.success(), "openssl {args:?} failed");
+    out.stdout
+}
+
 #[cfg(test)]
 mod tests {
     use super::{form_encode, resource_indicator};

@@ -1,11 +1,10 @@
 //! The token rules against a fixed key set: keys made with `openssl`, tokens
 //! signed here (the provider itself is exercised in `tests/auth.rs`).
 
-use std::process::{Command, Stdio};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use jsonwebtoken::{EncodingKey, Header};
+use kiln_testsupport::oidc::TestKey;
 use serde_json::json;
 
 use super::*;
@@ -13,65 +12,6 @@ use jsonwebtoken::jwk::JwkSet;
 
 const ISSUER: &str = "http://127.0.0.1:9/issuer";
 const AUDIENCE: &str = "kiln";
-
-/// A P-256 key: its PKCS#8 DER (to sign) and its public JWK.
-struct TestKey {
-    der: Vec<u8>,
-    jwk: Value,
-}
-
-fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write");
-    let out = child.wait_with_output().expect("openssl output");
-    assert!(out.status.success(), "openssl {args:?}");
-    out.stdout
-}
-
-fn ec_key(kid: &str) -> TestKey {
-    // genpkey's DER is SEC1; the signer reads PKCS#8.
-    let sec1 = openssl(
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-outform",
-            "DER",
-        ],
-        b"",
-    );
-    let der = openssl(
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-inform", "DER", "-outform", "DER",
-        ],
-        &sec1,
-    );
-    let spki = openssl(
-        &["pkey", "-inform", "DER", "-pubout", "-outform", "DER"],
-        &der,
-    );
-    // The SubjectPublicKeyInfo ends with the uncompressed point 04 || x || y.
-    let point = &spki[spki.len() - 65..];
-    assert_eq!(point[0], 4);
-    let jwk = json!({
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..]),
-    });
-    TestKey { der, jwk }
-}
 
 fn config() -> AuthConfig {
     AuthConfig {
@@ -101,9 +41,7 @@ fn claims() -> Value {
 }
 
 fn sign(key: &TestKey, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&key.der)).expect("sign")
+    key.sign(kid, claims)
 }
 
 fn invalid(r: Result<Identity, AuthError>) -> String {
@@ -115,7 +53,7 @@ fn invalid(r: Result<Identity, AuthError>) -> String {
 
 #[tokio::test]
 async fn a_good_token_gives_tenant_subject_and_scopes() {
-    let k = ec_key("k1");
+    let k = TestKey::new("k1");
     let v = verifier(&[&k]);
     let id = v
         .verify(&sign(&k, Some("k1"), &claims()))
@@ -145,8 +83,8 @@ async fn a_good_token_gives_tenant_subject_and_scopes() {
 
 #[tokio::test]
 async fn tokens_that_must_not_pass() {
-    let k = ec_key("k1");
-    let other = ec_key("k1");
+    let k = TestKey::new("k1");
+    let other = TestKey::new("k1");
     let v = verifier(&[&k]);
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = claims();
@@ -155,7 +93,7 @@ async fn tokens_that_must_not_pass() {
     };
     let header_b64 = |h: Value| B64.encode(h.to_string());
     let payload_b64 = B64.encode(claims().to_string());
-    let spki_pem = openssl(&["pkey", "-inform", "DER", "-pubout"], &k.der);
+    let spki_pem = k.public_pem();
     let hs256 = {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("k1".into());
