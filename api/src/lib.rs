@@ -16,6 +16,7 @@ pub mod depsolve;
 pub mod distribution;
 pub mod error;
 pub mod events;
+pub mod glob;
 pub mod jobs;
 pub mod nodes;
 pub mod osbuild;

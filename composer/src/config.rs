@@ -76,8 +76,8 @@ pub struct AuthConfig {
 /// What one tenant may publish for nodes to boot. A `boot` target is
 /// allowed when one grant of its tenant names its image and every node it
 /// selects: its SMD group (`groups`), each xname (`xnames`), each MAC
-/// (`macs`) or each NID (`nids`). Names and patterns take `*` for any run
-/// of characters; NIDs are numbers or ranges `"a-b"`.
+/// (`macs`) or each NID (`nids`). Names are patterns (`kiln_api::glob`:
+/// `*` any run of characters, `?` one); NIDs are numbers or ranges `"a-b"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootGrant {

@@ -5,6 +5,7 @@
 
 use kiln_api::compose::{BootUploadOptions, ComposeRequest, UploadTarget};
 use kiln_api::error::{ErrorKind, FieldError};
+use kiln_api::glob::matches as glob;
 use kiln_api::nodes::NodeSelection;
 
 use crate::config::BootGrant;
@@ -93,27 +94,6 @@ fn check_target(
         }
     }
     Ok(())
-}
-
-/// `pattern` matches `s`, `*` standing for any run of characters.
-fn glob(pattern: &str, s: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = s.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        // No `*`: the whole string.
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// `range` (`"7"` or `"1-100"`) holds `nid`.

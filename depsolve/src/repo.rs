@@ -142,35 +142,16 @@ impl RepoSet {
 pub fn search(index: &PackageIndex, patterns: &[String]) -> Vec<SolvedPackage> {
     let mut out: Vec<SolvedPackage> = (0..index.name_count() as u32)
         .map(crate::index::NameId)
-        .filter(|&id| patterns.iter().any(|p| glob_match(p, index.name(id))))
+        .filter(|&id| {
+            patterns
+                .iter()
+                .any(|p| kiln_api::glob::matches(p, index.name(id)))
+        })
         .filter_map(|id| index.candidate(id))
         .map(|c| SolvedPackage::new(index, index.package(c)))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 async fn load(fetcher: &Fetcher, config: &RepoConfig) -> Result<Arc<PackageIndex>, DepsolveError> {
@@ -431,18 +412,4 @@ async fn fetch_rpm(fetcher: &Fetcher, source: &Source) -> Result<Downloaded, Dep
         data,
         sha256: actual,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("lib*", "libc6"));
-        assert!(glob_match("*ssh*", "openssh-server"));
-        assert!(glob_match("vim-tin?", "vim-tiny"));
-        assert!(!glob_match("vim", "vim-tiny"));
-        assert!(glob_match("*", ""));
-    }
 }
