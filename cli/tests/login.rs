@@ -4,14 +4,14 @@
 //! expire (client credentials again, or the refresh token), refusals that
 //! say why, and no token or secret in any output.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use kiln_composer::config::AuthConfig;
-use kiln_composer::{AppState, ComposerConfig};
 use kiln_testsupport::oidc::{OidcAccount, OidcClient, OidcProvider, DEVICE_CLIENT_ID};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -48,25 +48,7 @@ impl Stack {
         let provider =
             tokio::task::block_in_place(|| OidcProvider::start("kiln", &clients, &accounts))
                 .unwrap();
-        let data = tempfile::tempdir().unwrap();
-        let mut config = ComposerConfig {
-            data_dir: data.path().to_owned(),
-            auth: AuthConfig {
-                issuer: Some(provider.issuer()),
-                audience: Some("kiln".into()),
-                ..AuthConfig::default()
-            },
-            ..Default::default()
-        };
-        config.jobs.run_in_composer = false;
-        let state = AppState::open(config).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let composer = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(kiln_composer::serve(
-            state,
-            listener,
-            std::future::pending(),
-        ));
+        let (composer, data) = common::composer_trusting(provider.issuer()).await;
         Stack {
             provider,
             composer,

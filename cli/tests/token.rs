@@ -1,10 +1,10 @@
 //! `kiln` against a composer with `[auth]`: the token comes from `--token`
 //! or `KILN_TOKEN`, is sent as a bearer token, and is never printed.
 
+mod common;
+
 use std::process::Stdio;
 
-use kiln_composer::config::AuthConfig;
-use kiln_composer::{AppState, ComposerConfig};
 use kiln_testsupport::oidc::{OidcClient, OidcProvider};
 use tokio::process::Command;
 
@@ -40,25 +40,7 @@ async fn the_token_is_sent_from_the_flag_or_the_environment_and_never_shown() {
     )];
     let provider =
         tokio::task::block_in_place(|| OidcProvider::start("kiln", &clients, &[])).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ComposerConfig {
-        data_dir: dir.path().to_owned(),
-        auth: AuthConfig {
-            issuer: Some(provider.issuer()),
-            audience: Some("kiln".into()),
-            ..AuthConfig::default()
-        },
-        ..Default::default()
-    };
-    config.jobs.run_in_composer = false;
-    let state = AppState::open(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kiln_composer::serve(
-        state,
-        listener,
-        std::future::pending(),
-    ));
+    let (url, _data) = common::composer_trusting(provider.issuer()).await;
     let token = provider
         .token_with_scope("tenant-a", "kiln:read kiln:compose kiln:blueprint")
         .await
