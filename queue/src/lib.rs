@@ -237,6 +237,7 @@ pub struct JobEvent {
 pub struct RowCounts {
     pub composes: i64,
     pub jobs: i64,
+    pub boot_changes: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +276,28 @@ pub struct BlueprintRecord {
     pub version: i64,
     pub blueprint: Value,
     pub created_at: DateTime<Utc>,
+}
+
+/// One boot change a job made, for the audit history: the record itself is
+/// opaque here (the composer types it), with the columns it is found by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootChangeRecord {
+    /// The deployment id kiln-boot recorded the change under.
+    pub id: String,
+    pub channel: String,
+    pub job_id: Uuid,
+    /// The xnames the change touched.
+    pub nodes: Vec<String>,
+    pub record: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What one node boots, as a job last read or set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeBootRecord {
+    pub xname: String,
+    pub record: Value,
+    pub observed_at: DateTime<Utc>,
 }
 
 /// The queue contract, the same on every backend.
@@ -361,6 +384,28 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Deletes every version of a blueprint; false when there was none.
     async fn delete_blueprint(&self, channel: &str, name: &str) -> Result<bool>;
 
+    /// Appends a boot change to the history; false when one with its id is
+    /// there already (a finish that is reported twice records once).
+    async fn record_boot_change(&self, change: &BootChangeRecord) -> Result<bool>;
+
+    /// A channel's boot changes, newest first (only those touching `node`
+    /// when given), and their total.
+    async fn boot_changes(
+        &self,
+        channel: &str,
+        node: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<BootChangeRecord>, i64)>;
+
+    /// Stores what nodes boot as `channel`'s job saw it; the same node's
+    /// record of every other channel that has seen it follows (a node
+    /// boots one thing). An older observation never replaces a newer one.
+    async fn observe_nodes(&self, channel: &str, nodes: &[NodeBootRecord]) -> Result<()>;
+
+    /// What the nodes `channel` has seen boot, by xname.
+    async fn node_boots(&self, channel: &str) -> Result<Vec<NodeBootRecord>>;
+
     /// From now on, from any process sharing the database: every state change
     /// of a compose's job, and every job becoming `queued`. (Other changes of
     /// jobs outside composes are not announced: nobody follows them, and on
@@ -380,6 +425,20 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn JobQueue>> {
     } else {
         Err(QueueError::UnsupportedUrl(url.to_owned()))
     }
+}
+
+/// The `nodes` column of `boot_changes`: `,x1,x2,`, so that one node's
+/// changes are `LIKE '%,x1,%'` (xnames hold letters and digits only).
+pub(crate) fn node_list(nodes: &[String]) -> String {
+    format!(",{},", nodes.join(","))
+}
+
+/// The `LIKE` pattern of one node in that column; `None` for a name that is
+/// not letters and digits (it cannot be in any row).
+pub(crate) fn node_pattern(node: &str) -> Option<String> {
+    node.bytes()
+        .all(|b| b.is_ascii_alphanumeric())
+        .then(|| format!("%,{node},%"))
 }
 
 /// The reason given to the dependants of a job that did not succeed.

@@ -16,9 +16,10 @@ use crate::batch::Batcher;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
-    dependency_reason, requeue_reason, stale_reason, BlueprintRecord, ComposeRecord, DeleteOutcome,
-    DequeueFilter, Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome,
-    QueueError, ReapReport, Result, RowCounts,
+    dependency_reason, node_list, node_pattern, requeue_reason, stale_reason, BlueprintRecord,
+    BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent, JobQueue,
+    JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError, ReapReport, Result,
+    RowCounts,
 };
 
 const CHANNEL: &str = "kiln_jobs";
@@ -893,11 +894,134 @@ impl JobQueue for PgQueue {
     }
 
     async fn row_counts(&self) -> Result<RowCounts> {
-        let (composes, jobs): (i64, i64) =
-            sqlx::query_as("SELECT (SELECT count(*) FROM composes), (SELECT count(*) FROM jobs)")
+        let (composes, jobs, boot_changes): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM composes), (SELECT count(*) FROM jobs), \
+             (SELECT count(*) FROM boot_changes)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RowCounts {
+            composes,
+            jobs,
+            boot_changes,
+        })
+    }
+
+    async fn record_boot_change(&self, c: &BootChangeRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO boot_changes (id, channel, job_id, nodes, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.channel)
+        .bind(c.job_id)
+        .bind(node_list(&c.nodes))
+        .bind(&c.record)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn boot_changes(
+        &self,
+        channel: &str,
+        node: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<BootChangeRecord>, i64)> {
+        let pattern = match node.map(node_pattern) {
+            Some(None) => return Ok((Vec::new(), 0)),
+            Some(Some(p)) => Some(p),
+            None => None,
+        };
+        let rows = sqlx::query(
+            "SELECT id, channel, job_id, nodes, body, created_at, count(*) OVER () AS total \
+             FROM boot_changes WHERE channel = $1 AND ($2::TEXT IS NULL OR nodes LIKE $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(channel)
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = match rows.first() {
+            Some(r) => r.try_get("total")?,
+            None => {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM boot_changes WHERE channel = $1 AND ($2::TEXT IS NULL OR nodes LIKE $2)",
+                )
+                .bind(channel)
+                .bind(&pattern)
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(RowCounts { composes, jobs })
+                n
+            }
+        };
+        let changes = rows
+            .iter()
+            .map(|r| {
+                let nodes: String = r.try_get("nodes")?;
+                Ok(BootChangeRecord {
+                    id: r.try_get("id")?,
+                    channel: r.try_get("channel")?,
+                    job_id: r.try_get("job_id")?,
+                    nodes: nodes
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    record: r.try_get("body")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((changes, total))
+    }
+
+    async fn observe_nodes(&self, channel: &str, nodes: &[NodeBootRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for n in nodes {
+            sqlx::query(
+                "UPDATE boot_nodes SET body = $2, observed_at = $3 WHERE xname = $1 AND observed_at <= $3",
+            )
+            .bind(&n.xname)
+            .bind(&n.record)
+            .bind(n.observed_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO boot_nodes (channel, xname, body, observed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (channel, xname) DO NOTHING",
+            )
+            .bind(channel)
+            .bind(&n.xname)
+            .bind(&n.record)
+            .bind(n.observed_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn node_boots(&self, channel: &str) -> Result<Vec<NodeBootRecord>> {
+        let rows = sqlx::query(
+            "SELECT xname, body, observed_at FROM boot_nodes WHERE channel = $1 ORDER BY xname",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeBootRecord {
+                    xname: r.try_get("xname")?,
+                    record: r.try_get("body")?,
+                    observed_at: r.try_get("observed_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn put_blueprint(

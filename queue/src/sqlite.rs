@@ -23,9 +23,10 @@ use uuid::Uuid;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
-    dependency_reason, requeue_reason, stale_reason, BlueprintRecord, ComposeRecord, DeleteOutcome,
-    DequeueFilter, Job, JobEvent, JobQueue, JobState, Lease, LeaseStatus, NewJob, Outcome,
-    QueueError, ReapReport, Result, RowCounts,
+    dependency_reason, node_list, node_pattern, requeue_reason, stale_reason, BlueprintRecord,
+    BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent, JobQueue,
+    JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError, ReapReport, Result,
+    RowCounts,
 };
 
 const JOB_COLUMNS: &str =
@@ -802,11 +803,132 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn row_counts(&self) -> Result<RowCounts> {
-        let (composes, jobs): (i64, i64) =
-            sqlx::query_as("SELECT (SELECT count(*) FROM composes), (SELECT count(*) FROM jobs)")
+        let (composes, jobs, boot_changes): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM composes), (SELECT count(*) FROM jobs), \
+             (SELECT count(*) FROM boot_changes)",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(RowCounts {
+            composes,
+            jobs,
+            boot_changes,
+        })
+    }
+
+    async fn record_boot_change(&self, c: &BootChangeRecord) -> Result<bool> {
+        let mut conn = self.writer.lock().await;
+        let done = sqlx::query(
+            "INSERT INTO boot_changes (id, channel, job_id, nodes, body, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.channel)
+        .bind(c.job_id.to_string())
+        .bind(node_list(&c.nodes))
+        .bind(c.record.to_string())
+        .bind(c.created_at.timestamp_micros())
+        .execute(&mut *conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn boot_changes(
+        &self,
+        channel: &str,
+        node: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<BootChangeRecord>, i64)> {
+        let pattern = match node.map(node_pattern) {
+            Some(None) => return Ok((Vec::new(), 0)),
+            Some(Some(p)) => Some(p),
+            None => None,
+        };
+        let filter = "channel = ?1 AND (?2 IS NULL OR nodes LIKE ?2)";
+        let rows = sqlx::query(&format!(
+            "SELECT id, channel, job_id, nodes, body, created_at FROM boot_changes WHERE {filter} \
+             ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(channel)
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.readers)
+        .await?;
+        let (total,): (i64,) =
+            sqlx::query_as(&format!("SELECT count(*) FROM boot_changes WHERE {filter}"))
+                .bind(channel)
+                .bind(&pattern)
                 .fetch_one(&self.readers)
                 .await?;
-        Ok(RowCounts { composes, jobs })
+        let changes = rows
+            .iter()
+            .map(|r| {
+                let nodes: String = r.try_get("nodes")?;
+                let body: String = r.try_get("body")?;
+                Ok(BootChangeRecord {
+                    id: r.try_get("id")?,
+                    channel: r.try_get("channel")?,
+                    job_id: uuid(r.try_get("job_id")?)?,
+                    nodes: nodes
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    record: json(&body)?,
+                    created_at: time(r.try_get("created_at")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((changes, total))
+    }
+
+    async fn observe_nodes(&self, channel: &str, nodes: &[NodeBootRecord]) -> Result<()> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
+        for n in nodes {
+            let (body, at) = (n.record.to_string(), n.observed_at.timestamp_micros());
+            sqlx::query(
+                "UPDATE boot_nodes SET body = ?2, observed_at = ?3 WHERE xname = ?1 AND observed_at <= ?3",
+            )
+            .bind(&n.xname)
+            .bind(&body)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO boot_nodes (channel, xname, body, observed_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (channel, xname) DO NOTHING",
+            )
+            .bind(channel)
+            .bind(&n.xname)
+            .bind(&body)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn node_boots(&self, channel: &str) -> Result<Vec<NodeBootRecord>> {
+        let rows = sqlx::query(
+            "SELECT xname, body, observed_at FROM boot_nodes WHERE channel = ?1 ORDER BY xname",
+        )
+        .bind(channel)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok(NodeBootRecord {
+                    xname: r.try_get("xname")?,
+                    record: json(&body)?,
+                    observed_at: time(r.try_get("observed_at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn put_blueprint(

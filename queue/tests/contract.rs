@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kiln_queue::{
-    ComposeRecord, DeleteOutcome, DequeueFilter, JobQueue, JobState, LeaseStatus, NewJob, Outcome,
-    QueueError,
+    BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, JobQueue, JobState, LeaseStatus,
+    NewJob, NodeBootRecord, Outcome, QueueError,
 };
 use kiln_testsupport::PgCluster;
 use serde_json::json;
@@ -74,6 +74,8 @@ on_both_backends!(
     simultaneous_finishes_release_a_shared_dependant_once,
     simultaneous_enqueues_blame_only_the_duplicate,
     a_dequeue_given_up_leaves_no_job_leased,
+    boot_changes_are_kept_per_channel_and_found_by_node,
+    nodes_boot_what_was_seen_last,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -976,4 +978,93 @@ async fn a_dequeue_given_up_leaves_no_job_leased(q: Arc<dyn JobQueue>) {
         assert_eq!(state(&q, j.id).await, JobState::Success);
     }
     assert!(given_up > 0, "no dequeue was given up");
+}
+
+async fn boot_changes_are_kept_per_channel_and_found_by_node(q: Arc<dyn JobQueue>) {
+    // Both backends keep microseconds.
+    let t0 = chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    let change = |id: &str, channel: &str, nodes: &[&str], secs: i64| BootChangeRecord {
+        id: id.into(),
+        channel: channel.into(),
+        job_id: Uuid::new_v4(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        record: json!({"id": id}),
+        created_at: t0 + chrono::Duration::seconds(secs),
+    };
+    let a1 = change("d1", "a", &["x1c0s0b0n0", "x1c0s0b0n1"], 0);
+    assert!(q.record_boot_change(&a1).await.unwrap());
+    assert!(
+        !q.record_boot_change(&a1).await.unwrap(),
+        "one id is recorded once"
+    );
+    q.record_boot_change(&change("d2", "a", &["x1c0s0b0n1"], 1))
+        .await
+        .unwrap();
+    q.record_boot_change(&change("d3", "b", &["x1c0s0b0n0"], 2))
+        .await
+        .unwrap();
+    assert_eq!(q.row_counts().await.unwrap().boot_changes, 3);
+    let ids = |v: &(Vec<BootChangeRecord>, i64)| -> (Vec<String>, i64) {
+        (v.0.iter().map(|c| c.id.clone()).collect(), v.1)
+    };
+    let all = q.boot_changes("a", None, 0, 10).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        (vec!["d2".into(), "d1".into()], 2),
+        "newest first"
+    );
+    assert_eq!(all.0[1], a1, "read back as written");
+    let n0 = q
+        .boot_changes("a", Some("x1c0s0b0n0"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&n0), (vec!["d1".into()], 1));
+    let page = q.boot_changes("a", None, 1, 1).await.unwrap();
+    assert_eq!(ids(&page), (vec!["d1".into()], 2));
+    // A node name is not a pattern.
+    let wild = q.boot_changes("a", Some("%"), 0, 10).await.unwrap();
+    assert_eq!(ids(&wild), (vec![], 0));
+    let other = q.boot_changes("b", None, 0, 10).await.unwrap();
+    assert_eq!(ids(&other), (vec!["d3".into()], 1));
+}
+
+async fn nodes_boot_what_was_seen_last(q: Arc<dyn JobQueue>) {
+    let t0 = Utc::now();
+    let node = |x: &str, kernel: &str, secs: i64| NodeBootRecord {
+        xname: x.into(),
+        record: json!({"kernel": kernel}),
+        observed_at: t0 + chrono::Duration::seconds(secs),
+    };
+    q.observe_nodes(
+        "a",
+        &[node("x1c0s0b0n0", "k1", 0), node("x1c0s0b0n1", "k1", 0)],
+    )
+    .await
+    .unwrap();
+    q.observe_nodes("b", &[node("x1c0s0b0n0", "k2", 5)])
+        .await
+        .unwrap();
+    // An older observation does not win.
+    q.observe_nodes("a", &[node("x1c0s0b0n0", "k0", 1)])
+        .await
+        .unwrap();
+    let seen = |v: Vec<NodeBootRecord>| -> Vec<(String, String)> {
+        v.into_iter()
+            .map(|n| (n.xname, n.record["kernel"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        seen(q.node_boots("a").await.unwrap()),
+        [
+            ("x1c0s0b0n0".to_string(), "k2".to_string()),
+            ("x1c0s0b0n1".to_string(), "k1".to_string())
+        ],
+        "b's newer change of a node a has seen reaches a's view"
+    );
+    assert_eq!(
+        seen(q.node_boots("b").await.unwrap()),
+        [("x1c0s0b0n0".to_string(), "k2".to_string())],
+        "b sees only the node it saw"
+    );
+    assert!(q.node_boots("c").await.unwrap().is_empty());
 }
