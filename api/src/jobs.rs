@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_with::skip_serializing_none;
 
+use crate::boot::{BootChange, NodeStatus, Plan, Requester};
 use crate::compose::{Repository, UploadTarget};
 use crate::depsolve::DepsolvedPackage;
 use crate::status::UploadStatus;
@@ -30,10 +31,18 @@ pub enum JobKind {
     Manifest,
     /// Build the manifest and upload the result (run by a worker).
     Build,
+    /// Change or read what nodes boot (run by a worker that holds the boot
+    /// service's credentials).
+    Boot,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [JobKind::Depsolve, JobKind::Manifest, JobKind::Build];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Depsolve,
+        JobKind::Manifest,
+        JobKind::Build,
+        JobKind::Boot,
+    ];
 
     /// The name the queue stores.
     pub const fn as_str(self) -> &'static str {
@@ -41,6 +50,7 @@ impl JobKind {
             JobKind::Depsolve => "depsolve",
             JobKind::Manifest => "manifest",
             JobKind::Build => "build",
+            JobKind::Boot => "boot",
         }
     }
 
@@ -120,6 +130,8 @@ pub struct Depsolve;
 pub struct Manifest;
 /// The `build` job.
 pub struct Build;
+/// The `boot` job.
+pub struct Boot;
 
 impl JobType for Depsolve {
     const KIND: JobKind = JobKind::Depsolve;
@@ -137,6 +149,28 @@ impl JobType for Build {
     const KIND: JobKind = JobKind::Build;
     type Args = BuildArgs;
     type Result = BuildResult;
+}
+
+impl JobType for Boot {
+    const KIND: JobKind = JobKind::Boot;
+    type Args = BootArgs;
+    type Result = BootResult;
+}
+
+/// A change of what nodes boot (or a read of it), outside any compose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootArgs {
+    pub change: BootChange,
+    pub requested_by: Requester,
+}
+
+/// What a `boot` job did and what the nodes boot afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootResult {
+    /// The applied (or, for a dry run, computed) plan; none for a read.
+    pub plan: Option<Plan>,
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// What to depsolve: the image's package list against its repositories.
@@ -236,6 +270,10 @@ pub struct BuildArgs {
     /// `local` target at the end).
     #[serde(default)]
     pub targets: Vec<UploadTarget>,
+    /// Who submitted the compose: the boot history names them when a
+    /// `boot` target changes what nodes boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
 }
 
 /// What a `build` job's result holds.
@@ -271,6 +309,7 @@ pub enum JobArgs {
     Depsolve(DepsolveArgs),
     Manifest(ManifestArgs),
     Build(BuildArgs),
+    Boot(BootArgs),
 }
 
 impl JobArgs {
@@ -279,15 +318,18 @@ impl JobArgs {
             JobArgs::Depsolve(_) => JobKind::Depsolve,
             JobArgs::Manifest(_) => JobKind::Manifest,
             JobArgs::Build(_) => JobKind::Build,
+            JobArgs::Boot(_) => JobKind::Boot,
         }
     }
 
-    /// The image (in request order) the job works for.
+    /// The image (in request order) the job works for; 0 for a job of no
+    /// compose.
     pub fn image(&self) -> usize {
         match self {
             JobArgs::Depsolve(a) => a.image,
             JobArgs::Manifest(a) => a.image,
             JobArgs::Build(a) => a.image,
+            JobArgs::Boot(_) => 0,
         }
     }
 
@@ -297,6 +339,7 @@ impl JobArgs {
             JobKind::Depsolve => JobArgs::Depsolve(Depsolve::decode_args(args)?),
             JobKind::Manifest => JobArgs::Manifest(Manifest::decode_args(args)?),
             JobKind::Build => JobArgs::Build(Build::decode_args(args)?),
+            JobKind::Boot => JobArgs::Boot(Boot::decode_args(args)?),
         })
     }
 
@@ -306,6 +349,7 @@ impl JobArgs {
             JobArgs::Depsolve(a) => Depsolve::encode_args(a),
             JobArgs::Manifest(a) => Manifest::encode_args(a),
             JobArgs::Build(a) => Build::encode_args(a),
+            JobArgs::Boot(a) => Boot::encode_args(a),
         }
     }
 }
@@ -316,6 +360,7 @@ pub enum JobResult {
     Depsolve(DepsolveResult),
     Manifest(ManifestResult),
     Build(BuildResult),
+    Boot(BootResult),
 }
 
 impl JobResult {
@@ -324,6 +369,7 @@ impl JobResult {
             JobResult::Depsolve(_) => JobKind::Depsolve,
             JobResult::Manifest(_) => JobKind::Manifest,
             JobResult::Build(_) => JobKind::Build,
+            JobResult::Boot(_) => JobKind::Boot,
         }
     }
 
@@ -333,6 +379,7 @@ impl JobResult {
             JobKind::Depsolve => JobResult::Depsolve(Depsolve::decode_result(result)?),
             JobKind::Manifest => JobResult::Manifest(Manifest::decode_result(result)?),
             JobKind::Build => JobResult::Build(Build::decode_result(result)?),
+            JobKind::Boot => JobResult::Boot(Boot::decode_result(result)?),
         })
     }
 
@@ -342,6 +389,7 @@ impl JobResult {
             JobResult::Depsolve(r) => Depsolve::encode_result(r),
             JobResult::Manifest(r) => Manifest::encode_result(r),
             JobResult::Build(r) => Build::encode_result(r),
+            JobResult::Boot(r) => Boot::encode_result(r),
         }
     }
 }
@@ -361,6 +409,12 @@ impl From<ManifestResult> for JobResult {
 impl From<BuildResult> for JobResult {
     fn from(r: BuildResult) -> Self {
         JobResult::Build(r)
+    }
+}
+
+impl From<BootResult> for JobResult {
+    fn from(r: BootResult) -> Self {
+        JobResult::Boot(r)
     }
 }
 
@@ -419,6 +473,7 @@ mod tests {
             image: 2,
             image_type: "pxe".into(),
             targets: vec![UploadTarget::Local(Default::default())],
+            requested_by: None,
         });
         let stored = args.encode().unwrap();
         assert_eq!(

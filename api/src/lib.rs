@@ -10,6 +10,7 @@
 //! endpoints and never changes the meaning of the reference's own.
 
 pub mod blueprints;
+pub mod boot;
 pub mod compose;
 pub mod customizations;
 pub mod depsolve;

@@ -161,17 +161,17 @@ pub struct UploadedFile {
     pub sha256: String,
 }
 
-/// A boot image published (or planned, for a dry run). The plan, image
-/// and file records are kiln-boot's own types, kept as they serialise.
+/// A boot image published (or planned, for a dry run): the plan (what
+/// each node boots before and after), the image in the store and its files.
 #[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootUpload {
     pub dry_run: bool,
-    pub plan: Value,
-    pub image: Option<Value>,
+    pub plan: crate::boot::Plan,
+    pub image: Option<crate::boot::ImageRef>,
     /// The root file system's URL.
     pub url: Option<String>,
-    pub files: Option<Value>,
+    pub files: Option<crate::boot::BootFiles>,
     pub kernel_cmdline: Option<String>,
 }
 

@@ -19,7 +19,7 @@ use serde_with::skip_serializing_none;
 use uuid::Uuid;
 
 use crate::error::{ErrorKind, FieldError};
-pub use crate::jobs::{Artifact, BuildResult};
+pub use crate::jobs::{Artifact, BootArgs, BuildResult};
 use crate::jobs::{
     BuildArgs, DepsolveArgs, DepsolveResult, JobError, JobKind, JobResult, ManifestArgs,
     ManifestResult,
@@ -114,6 +114,9 @@ pub enum AssignedJob {
         /// The manifest job's result; none when the job has no manifest job.
         manifest: Option<ManifestResult>,
     },
+    Boot {
+        args: BootArgs,
+    },
 }
 
 impl AssignedJob {
@@ -122,6 +125,7 @@ impl AssignedJob {
             AssignedJob::Depsolve { .. } => JobKind::Depsolve,
             AssignedJob::Manifest { .. } => JobKind::Manifest,
             AssignedJob::Build { .. } => JobKind::Build,
+            AssignedJob::Boot { .. } => JobKind::Boot,
         }
     }
 }
@@ -330,6 +334,7 @@ mod tests {
                     image: 0,
                     image_type: "tar".into(),
                     targets: vec![],
+                    requested_by: None,
                 },
                 manifest: None,
             },

@@ -5,8 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::bss::{BootParams, BssClient};
 use crate::cmdline::boot_params;
@@ -36,72 +34,7 @@ pub struct PublishRequest {
     pub extra_params: String,
 }
 
-/// What a publish or rollback changes (or, for a dry run, would change).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// The deployment id this plan is recorded under when applied.
-    pub id: String,
-    #[serde(flatten)]
-    pub action: Action,
-    pub selection: String,
-    pub changes: Vec<NodeChange>,
-    /// Selected nodes whose BSS entry is not written because it already is
-    /// what the plan sets. A rollback still lists them in `changes` (the
-    /// history records that their publish is undone).
-    pub unchanged: Vec<Xname>,
-}
-
-impl std::fmt::Display for Plan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.action {
-            Action::Publish { image, .. } => writeln!(f, "publish {image} to {}", self.selection)?,
-            Action::Rollback => writeln!(f, "roll back {}", self.selection)?,
-        }
-        for c in self
-            .changes
-            .iter()
-            .filter(|c| !self.unchanged.contains(&c.xname))
-        {
-            writeln!(f, "{}:", c.xname)?;
-            for name in ["kernel", "initrd", "params"] {
-                writeln!(f, "  {name}: {}", entry_field(&c.before, name))?;
-                writeln!(
-                    f,
-                    "  {:width$}-> {}",
-                    "",
-                    entry_field(&c.after, name),
-                    width = name.len()
-                )?;
-            }
-        }
-        for x in &self.unchanged {
-            writeln!(f, "{x}: unchanged")?;
-        }
-        Ok(())
-    }
-}
-
-fn entry_field(e: &Option<BootEntry>, name: &str) -> String {
-    let value = e.as_ref().and_then(|e| match name {
-        "kernel" => e.kernel.clone(),
-        "initrd" => e.initrd.clone(),
-        _ => e.params.clone(),
-    });
-    value.unwrap_or_else(|| "(none)".into())
-}
-
-/// What one node boots now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub xname: Xname,
-    /// `None`: BSS has no boot parameters for the node.
-    pub current: Option<BootEntry>,
-    /// The kiln image the kernel URL belongs to, if it is one in the store.
-    pub image: Option<ImageRef>,
-    pub compose_id: Option<Uuid>,
-    /// The latest kiln deployment that touched the node.
-    pub last_deployment: Option<String>,
-}
+pub use kiln_api::boot::{NodeStatus, Plan};
 
 /// Publishes images to nodes through BSS, with history in the boot store.
 #[derive(Debug, Clone)]

@@ -13,24 +13,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use kiln_api::boot::{Action, BootEntry, NodeChange};
+
 use crate::bss::BootParams;
 use crate::error::Result;
-use crate::image::ImageRef;
 use crate::node::Xname;
 use crate::store::BootStore;
 
 pub const DEPLOYMENTS_DIR: &str = "_deployments";
 pub const NODES_DIR: &str = "_nodes";
 pub const DEPLOYMENT_KIND: &str = "kiln.boot-deployment.v1";
-
-/// What BSS holds for one node, as far as kiln manages it. Cloud-init data is
-/// neither read into history nor written by kiln.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct BootEntry {
-    pub kernel: Option<String>,
-    pub initrd: Option<String>,
-    pub params: Option<String>,
-}
 
 impl From<&BootParams> for BootEntry {
     fn from(p: &BootParams) -> Self {
@@ -40,25 +32,6 @@ impl From<&BootParams> for BootEntry {
             params: p.params.clone(),
         }
     }
-}
-
-/// Publish or rollback, with what it refers to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    Publish { image: ImageRef, compose_id: Uuid },
-    Rollback,
-}
-
-/// One node's change in a deployment. `None` means "no boot parameters in BSS".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeChange {
-    pub xname: Xname,
-    pub before: Option<BootEntry>,
-    pub after: Option<BootEntry>,
-    /// For a rollback: the deployment whose change this undoes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undoes: Option<String>,
 }
 
 /// `_deployments/<id>.json`.
@@ -160,6 +133,7 @@ pub fn effective_publishes(history: &[NodeHistoryEntry]) -> Vec<&NodeHistoryEntr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ImageRef;
 
     fn entry(id: &str, action: Action, undoes: Option<&str>) -> NodeHistoryEntry {
         NodeHistoryEntry {

@@ -36,19 +36,7 @@ pub struct ImagePackage {
     pub arch: String,
 }
 
-/// Which published image: name, version and architecture locate it in the store.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub image_name: String,
-    pub version: String,
-    pub arch: String,
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.image_name, self.version, self.arch)
-    }
-}
+pub use kiln_api::boot::{BootFile, BootFiles, ImageRef};
 
 /// The three files of a PXE image, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,30 +62,13 @@ impl BootFileKind {
 /// The record's own name beside the image files.
 pub const RECORD_FILE: &str = "boot.json";
 
-/// What the record says about one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootFile {
-    /// The object key, relative to the store's root.
-    pub key: String,
-    /// Where nodes fetch it (base URL + key).
-    pub url: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootFiles {
-    pub kernel: BootFile,
-    pub initrd: BootFile,
-    pub rootfs: BootFile,
-}
-
-impl BootFiles {
-    pub fn get(&self, kind: BootFileKind) -> &BootFile {
-        match kind {
-            BootFileKind::Kernel => &self.kernel,
-            BootFileKind::Initrd => &self.initrd,
-            BootFileKind::Rootfs => &self.rootfs,
+impl BootFileKind {
+    /// This file's record among an image's files.
+    pub fn of(self, files: &BootFiles) -> &BootFile {
+        match self {
+            BootFileKind::Kernel => &files.kernel,
+            BootFileKind::Initrd => &files.initrd,
+            BootFileKind::Rootfs => &files.rootfs,
         }
     }
 }
@@ -138,25 +109,13 @@ pub fn version_for(compose_id: Uuid, at: DateTime<Utc>) -> String {
     format!("{}-{short}", at.format("%Y%m%dT%H%M%SZ"))
 }
 
-/// Checks that `value` is safe as one key segment: letters, digits, `.-_+`,
-/// not starting with `_` or `.` (`_` names kiln's own directories).
+/// Checks that `value` is safe as one key segment
+/// ([`kiln_api::boot::check_segment`]); the error names `field`.
 pub fn check_segment(field: &str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && !value.starts_with(['_', '.'])
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(BootError::InvalidField {
-            field: field.to_owned(),
-            reason: format!(
-                "{value:?} cannot be a key segment (letters, digits and ._-+, not starting with _ or .)"
-            ),
-        })
-    }
+    kiln_api::boot::check_segment(value).map_err(|reason| BootError::InvalidField {
+        field: field.to_owned(),
+        reason,
+    })
 }
 
 impl LocalBootImage {
