@@ -380,8 +380,8 @@ pub struct BootHistoryEntry {
     pub requested_by: Requester,
     /// The `boot` job or the compose's `build` job that made the change.
     pub job_id: Uuid,
-    /// The compose the image was built by (a publish).
-    pub compose_id: Option<Uuid>,
+    /// `action` (`publish` or `rollback`); a publish names its `image` and
+    /// the `compose_id` that built it.
     #[schema(value_type = Object)]
     #[serde(flatten)]
     pub action: Action,
@@ -401,10 +401,6 @@ impl BootHistoryEntry {
             created_at: at,
             requested_by,
             job_id,
-            compose_id: match &plan.action {
-                Action::Publish { compose_id, .. } => Some(*compose_id),
-                Action::Rollback => None,
-            },
             action: plan.action.clone(),
             selection: plan.selection.clone(),
             changes: plan.changes.clone(),

@@ -43,6 +43,7 @@ pub enum ErrorKind {
     AuthUnavailable,
     BootNotGranted,
     CertificateRevoked,
+    BootChangeStarted,
     Internal,
 }
 
@@ -78,6 +79,7 @@ impl ErrorKind {
         ErrorKind::AuthUnavailable,
         ErrorKind::BootNotGranted,
         ErrorKind::CertificateRevoked,
+        ErrorKind::BootChangeStarted,
         ErrorKind::Internal,
     ];
 
@@ -114,6 +116,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => 28,
             ErrorKind::BootNotGranted => 29,
             ErrorKind::CertificateRevoked => 30,
+            ErrorKind::BootChangeStarted => 31,
             ErrorKind::Internal => 1000,
         }
     }
@@ -131,7 +134,9 @@ impl ErrorKind {
             | ErrorKind::ErrorNotFound
             | ErrorKind::ResourceNotFound
             | ErrorKind::LeaseNotFound => 404,
-            ErrorKind::ComposeUnfinished | ErrorKind::JobCanceled => 409,
+            ErrorKind::ComposeUnfinished
+            | ErrorKind::JobCanceled
+            | ErrorKind::BootChangeStarted => 409,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RepositoryNotAllowed
             | ErrorKind::InsufficientScope
@@ -183,6 +188,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => "The token issuer's keys cannot be read",
             ErrorKind::BootNotGranted => "Boot delivery outside the tenant's boot grants",
             ErrorKind::CertificateRevoked => "The worker's certificate is no longer valid",
+            ErrorKind::BootChangeStarted => "The boot change has started or ended",
             ErrorKind::Internal => "Internal server error",
         }
     }

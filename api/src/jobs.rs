@@ -157,6 +157,10 @@ impl JobType for Boot {
     type Result = BootResult;
 }
 
+/// The queue's `arch` of a job any worker may take whatever its
+/// architecture (a `boot` job: no image is built).
+pub const ANY_ARCH: &str = "any";
+
 /// A change of what nodes boot (or a read of it), outside any compose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootArgs {

@@ -128,7 +128,7 @@ impl UploadStatus {
                 UploadDetails::Failed(UploadFailure::deserialize(&self.options)?)
             }
             _ if self.target_type == BOOT_TARGET => {
-                UploadDetails::Boot(BootUpload::deserialize(&self.options)?)
+                UploadDetails::Boot(Box::new(BootUpload::deserialize(&self.options)?))
             }
             _ => UploadDetails::Stored(StoredUpload::deserialize(&self.options)?),
         })
@@ -139,7 +139,7 @@ impl UploadStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UploadDetails {
     Stored(StoredUpload),
-    Boot(BootUpload),
+    Boot(Box<BootUpload>),
     Failed(UploadFailure),
 }
 

@@ -1,30 +1,41 @@
-//! `kiln boot`: what the cluster's nodes boot, straight from the boot image
-//! store and the boot service (BSS, SMD): publish an image already in the
-//! store to nodes, roll nodes back, show what they boot. Builds publish
-//! through the `boot` upload target of a compose; this is for the admin's
-//! later moves. The configuration file is worker.toml's `[boot]` table.
+//! `kiln boot`: what the cluster's nodes boot, through the composer. Every
+//! change (publish an image already in the boot store, roll back, their dry
+//! runs) and every read is a boot change the composer checks against the
+//! tenant's boot grants and a worker holding the boot service's
+//! credentials runs; this command waits for it and prints the plan. The
+//! history and the last known state of the nodes come from the composer's
+//! database. Builds publish through a compose's `boot` target.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use kiln_boot::{BootConfig, ImageRef, ImageSource, NodeSelector, PublishRequest};
+use kiln_api::boot::{
+    BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory, NodeBootList,
+    NodeStatus,
+};
+use kiln_api::compose::BootNodes;
 
 use crate::compose::Output;
+use crate::composer_api::{Composer, Connection};
+
+const EXAMPLES: &str = "Examples:
+  kiln boot publish compute/20260122T072633Z-1a2b3c4d/x86_64 --group compute --extra-params ip=dhcp
+  kiln boot publish compute/20260122T072633Z-1a2b3c4d/x86_64 --xname x1000c0s0b0n0 --dry-run
+  kiln boot rollback --group compute
+  kiln boot show --group compute
+  kiln boot nodes
+  kiln boot history --node x1000c0s0b0n0
+
+Exit status: 0 when the change succeeded, 1 when it was refused or failed.";
 
 #[derive(Args)]
+#[command(after_long_help = EXAMPLES)]
 pub(crate) struct BootArgs {
-    /// The boot configuration (TOML: store, prefix, base_url, bss, smd), as
-    /// the `[boot]` table of worker.toml.
-    #[arg(
-        long,
-        env = "KILN_BOOT_CONFIG",
-        default_value = "/etc/kiln/boot.toml",
-        global = true
-    )]
-    config: PathBuf,
-    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true, help_heading = "Composer")]
     output: Output,
     #[command(subcommand)]
     command: BootCommand,
@@ -47,28 +58,27 @@ struct Nodes {
 }
 
 impl Nodes {
-    fn selector(&self) -> anyhow::Result<NodeSelector> {
-        let given = [
-            !self.xname.is_empty(),
-            !self.mac.is_empty(),
-            !self.nid.is_empty(),
-            self.group.is_some(),
-        ];
-        anyhow::ensure!(
-            given.iter().filter(|g| **g).count() == 1,
-            "name the nodes by exactly one of --xname, --mac, --nid or --group"
-        );
-        let s = if !self.xname.is_empty() {
-            NodeSelector::xnames(&self.xname)
-        } else if !self.mac.is_empty() {
-            NodeSelector::macs(&self.mac)
-        } else if !self.nid.is_empty() {
-            NodeSelector::nids(&self.nid)
-        } else {
-            NodeSelector::group(self.group.as_deref().unwrap_or_default())
-        };
-        Ok(s?)
+    /// The request's `nodes`; the composer checks it (exactly one kind,
+    /// each value well formed) and names the field it refuses.
+    fn request(self) -> BootNodes {
+        let some = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        BootNodes {
+            xnames: some(self.xname),
+            macs: some(self.mac),
+            nids: (!self.nid.is_empty()).then_some(self.nid),
+            group: self.group,
+        }
     }
+}
+
+#[derive(Args)]
+struct Wait {
+    /// Print the change's id and return at once, without waiting for it.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for a worker to run the change, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +94,8 @@ enum BootCommand {
         /// Print the changes, make none.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Put nodes back on the image they booted before kiln's last change.
     Rollback {
@@ -94,91 +106,200 @@ enum BootCommand {
         force: bool,
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
-    /// What the nodes boot now, and which kiln image that is.
+    /// Read what the nodes boot now (through a worker), and which kiln image that is.
     Show {
         #[command(flatten)]
         nodes: Nodes,
+        #[command(flatten)]
+        wait: Wait,
     },
+    /// What the nodes boot as last read or set, from the composer's records.
+    Nodes,
+    /// Every change of what nodes boot, newest first: who, what, old and new parameters.
+    History {
+        /// Only changes of this node (xname).
+        #[arg(long)]
+        node: Option<String>,
+        /// How many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// A boot change's status (the id `publish --no-wait` printed).
+    Status { id: uuid::Uuid },
+    /// Cancel a boot change no worker has started.
+    Cancel { id: uuid::Uuid },
 }
 
 pub(crate) async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let config: BootConfig =
-        toml::from_str(&text).with_context(|| format!("{}", args.config.display()))?;
-    let deployer = config.deployer().map_err(anyhow::Error::msg)?;
+    let composer = Composer::connect(&args.connection).await?;
     let json_out = args.output == Output::Json;
-    match args.command {
+    let (request, wait) = match args.command {
         BootCommand::Publish {
             image,
             nodes,
             extra_params,
             dry_run,
-        } => {
-            let parts: Vec<&str> = image.split('/').collect();
-            let [name, version, arch] = parts.as_slice() else {
-                anyhow::bail!("{image:?}: name the image as IMAGE/VERSION/ARCH (image)");
-            };
-            let request = PublishRequest {
-                image: ImageSource::Published(ImageRef {
-                    image_name: name.to_string(),
-                    version: version.to_string(),
-                    arch: arch.to_string(),
-                }),
-                nodes: nodes.selector()?,
+            wait,
+        } => (
+            BootChangeRequest::Publish {
+                image,
+                nodes: nodes.request(),
                 extra_params,
-            };
-            let plan = if dry_run {
-                deployer.dry_run(&request).await?
-            } else {
-                deployer.publish(&request).await?
-            };
-            show_plan(&plan, json_out, dry_run)?;
-        }
+                dry_run,
+            },
+            wait,
+        ),
         BootCommand::Rollback {
             nodes,
             force,
             dry_run,
-        } => {
-            let selector = nodes.selector()?;
-            let plan = if dry_run {
-                deployer.plan_rollback(&selector, force).await?
-            } else {
-                deployer.rollback(&selector, force).await?
-            };
-            show_plan(&plan, json_out, dry_run)?;
-        }
-        BootCommand::Show { nodes } => {
-            let status = deployer.show(&nodes.selector()?).await?;
+            wait,
+        } => (
+            BootChangeRequest::Rollback {
+                nodes: nodes.request(),
+                force,
+                dry_run,
+            },
+            wait,
+        ),
+        BootCommand::Show { nodes, wait } => (
+            BootChangeRequest::Show {
+                nodes: nodes.request(),
+            },
+            wait,
+        ),
+        BootCommand::Nodes => {
+            let list: NodeBootList = composer.get("/boot/nodes").await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                for n in status {
-                    let image = n
-                        .image
-                        .map(|i| i.to_string())
-                        .unwrap_or_else(|| "(not a kiln image)".into());
-                    let kernel = n
-                        .current
-                        .and_then(|c| c.kernel)
-                        .unwrap_or_else(|| "(no boot parameters)".into());
-                    println!("{}  {image}  {kernel}", n.xname);
+                for n in &list.items {
+                    print_node(&n.status);
                 }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        BootCommand::History { node, limit } => {
+            let mut path = format!("/boot/history?size={}", limit.clamp(1, 1000));
+            if let Some(x) = node {
+                path.push_str(&format!(
+                    "&node={}",
+                    url::form_urlencoded::byte_serialize(x.as_bytes()).collect::<String>()
+                ));
+            }
+            let history: BootHistory = composer.get(&path).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&history)?);
+            } else {
+                for entry in &history.items {
+                    print!("{entry}");
+                }
+                if history.total > history.items.len() as i64 {
+                    println!("({} of {} changes)", history.items.len(), history.total);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        BootCommand::Status { id } => {
+            let status: BootChangeStatus = composer.get(&format!("/boot/changes/{id}")).await?;
+            return show(&status, json_out);
+        }
+        BootCommand::Cancel { id } => {
+            let status: BootChangeStatus = composer
+                .post(
+                    &format!("/boot/changes/{id}/cancel"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            return show(&status, json_out);
+        }
+    };
+    let created: BootChangeId = composer.post("/boot/changes", &request).await?;
+    if wait.no_wait {
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&created)?);
+        } else {
+            println!("{}", created.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.timeout);
+    let path = format!("/boot/changes/{}", created.id);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let status: BootChangeStatus = composer.get(&path).await?;
+        let pending = matches!(
+            status.status,
+            BootChangeState::Pending | BootChangeState::Running
+        );
+        if !pending {
+            return show(&status, json_out);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "boot change {} is still {:?} after {} s: is a worker with job_types = [\"boot\"] running? \
+                 (kiln boot status {0}; kiln boot cancel {0})",
+                created.id,
+                status.status,
+                wait.timeout
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn show(status: &BootChangeStatus, json_out: bool) -> anyhow::Result<ExitCode> {
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(status).context("writing the status")?
+        );
+    } else {
+        let dry = match &status.change {
+            kiln_api::boot::BootChange::Publish { dry_run, .. }
+            | kiln_api::boot::BootChange::Rollback { dry_run, .. } => *dry_run,
+            kiln_api::boot::BootChange::Show { .. } => false,
+        };
+        match status.status {
+            BootChangeState::Success => {
+                if dry {
+                    println!("dry run: nothing was changed");
+                }
+                if let Some(plan) = &status.plan {
+                    print!("{plan}");
+                } else {
+                    for n in &status.nodes {
+                        print_node(n);
+                    }
+                }
+            }
+            other => {
+                let reason = status.reason.as_deref().unwrap_or("");
+                println!("boot change {}: {other:?} {reason}", status.id);
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if status.status == BootChangeState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn show_plan(plan: &kiln_boot::Plan, json_out: bool, dry_run: bool) -> anyhow::Result<()> {
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(plan)?);
-    } else {
-        if dry_run {
-            println!("dry run: nothing was changed");
-        }
-        print!("{plan}");
-    }
-    Ok(())
+fn print_node(n: &NodeStatus) {
+    let image = n
+        .image
+        .as_ref()
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "(not a kiln image)".into());
+    let kernel = n
+        .current
+        .as_ref()
+        .and_then(|c| c.kernel.clone())
+        .unwrap_or_else(|| "(no boot parameters)".into());
+    println!("{}  {image}  {kernel}", n.xname);
 }

@@ -164,7 +164,7 @@ async fn kernel_cmdlines(composer: &Composer, id: &str, images: usize) -> Vec<Op
                 .find_map(|j| match j.result()?.ok()? {
                     JobResult::Build(b) => b.kernel_cmdline,
                     JobResult::Manifest(m) => m.kernel_cmdline,
-                    JobResult::Depsolve(_) => None,
+                    JobResult::Depsolve(_) | JobResult::Boot(_) => None,
                 })
         };
         let found = from(JobKind::Build).or_else(|| from(JobKind::Manifest));

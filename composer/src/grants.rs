@@ -1,9 +1,12 @@
 //! Boot grants: which tenant may publish which images for which nodes to
 //! boot (`[[auth.boot_grants]]`). A compose's `boot` targets are checked
-//! here when it is submitted; one outside every grant of its tenant is
-//! refused (403) and nothing is stored, so no worker ever sees it.
+//! here when it is submitted, and every boot change asked through the API
+//! (publish, rollback, their dry runs, reads of what nodes boot) before it
+//! is enqueued; one outside every grant of its tenant is refused (403) and
+//! nothing is stored, so no worker ever sees it.
 
-use kiln_api::compose::{BootUploadOptions, ComposeRequest, UploadTarget};
+use kiln_api::boot::BootChange;
+use kiln_api::compose::{ComposeRequest, UploadTarget};
 use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::glob::matches as glob;
 use kiln_api::nodes::NodeSelection;
@@ -26,18 +29,45 @@ pub fn check(req: &ComposeRequest, grants: &[BootGrant], tenant: &str) -> Result
                     format!("tenant {tenant:?} has no boot grant: boot delivery is off for it"),
                 ));
             }
-            check_target(&mine, options, &format!("{at}.upload_options"))?;
+            let at = format!("{at}.upload_options");
+            let image = (format!("{at}.image_name"), options.image_name.as_str());
+            covered(&mine, Some(image), &options.nodes, &format!("{at}.nodes"))?;
         }
     }
     Ok(())
 }
 
-/// Allowed when one grant covers the image and every selected node; the
-/// error names the first field no grant covers.
-fn check_target(
+/// A boot change through the API (`POST /boot/changes`), for `tenant`: a
+/// publish needs a grant that covers the image and every node, a rollback
+/// or a read one that covers every node.
+pub fn check_change(
+    change: &BootChange,
+    grants: &[BootGrant],
+    tenant: &str,
+) -> Result<(), FieldError> {
+    let mine: Vec<&BootGrant> = grants.iter().filter(|g| g.tenant == tenant).collect();
+    if mine.is_empty() {
+        return Err(FieldError::new(
+            ErrorKind::BootNotGranted,
+            "action",
+            format!("tenant {tenant:?} has no boot grant: boot delivery is off for it"),
+        ));
+    }
+    let image = match change {
+        BootChange::Publish { image, .. } => Some(("image".to_owned(), image.image_name.as_str())),
+        BootChange::Rollback { .. } | BootChange::Show { .. } => None,
+    };
+    covered(&mine, image, change.nodes(), "nodes")
+}
+
+/// Allowed when one grant covers the image (when there is one: its field
+/// and name) and every selected node; the error names the first field no
+/// grant covers (`nodes_at` is the selection's own field).
+fn covered(
     grants: &[&BootGrant],
-    options: &BootUploadOptions,
-    at: &str,
+    image: Option<(String, &str)>,
+    nodes: &NodeSelection,
+    nodes_at: &str,
 ) -> Result<(), FieldError> {
     let refuse = |field: String, what: String| {
         Err(FieldError::new(
@@ -46,34 +76,34 @@ fn check_target(
             format!("{what} is outside the tenant's boot grants"),
         ))
     };
-    let images: Vec<&BootGrant> = grants
-        .iter()
-        .copied()
-        .filter(|g| g.image_names.iter().any(|p| glob(p, &options.image_name)))
-        .collect();
-    if images.is_empty() {
-        return refuse(
-            format!("{at}.image_name"),
-            format!("image {:?}", options.image_name),
-        );
+    let images: Vec<&BootGrant> = match &image {
+        None => grants.to_vec(),
+        Some((_, name)) => grants
+            .iter()
+            .copied()
+            .filter(|g| g.image_names.iter().any(|p| glob(p, name)))
+            .collect(),
+    };
+    if let (true, Some((field, name))) = (images.is_empty(), &image) {
+        return refuse(field.clone(), format!("image {name:?}"));
     }
     // The first node (in order) that no grant naming the image covers.
     let uncovered = |covers: &dyn Fn(&BootGrant, usize) -> bool, n: usize| {
         (0..n).find(|&k| !images.iter().any(|g| covers(g, k)))
     };
-    match &options.nodes {
+    match nodes {
         NodeSelection::Group(group) => {
             if !images
                 .iter()
                 .any(|g| g.groups.iter().any(|p| glob(p, group)))
             {
-                return refuse(format!("{at}.nodes.group"), format!("group {group:?}"));
+                return refuse(format!("{nodes_at}.group"), format!("group {group:?}"));
             }
         }
         NodeSelection::Xnames(xs) => {
             let covers = |g: &BootGrant, k: usize| g.xnames.iter().any(|p| glob(p, xs[k].as_str()));
             if let Some(k) = uncovered(&covers, xs.len()) {
-                return refuse(format!("{at}.nodes.xnames[{k}]"), format!("node {}", xs[k]));
+                return refuse(format!("{nodes_at}.xnames[{k}]"), format!("node {}", xs[k]));
             }
         }
         NodeSelection::Macs(ms) => {
@@ -83,13 +113,13 @@ fn check_target(
                     .any(|p| glob(&p.to_ascii_lowercase(), ms[k].as_str()))
             };
             if let Some(k) = uncovered(&covers, ms.len()) {
-                return refuse(format!("{at}.nodes.macs[{k}]"), format!("MAC {}", ms[k]));
+                return refuse(format!("{nodes_at}.macs[{k}]"), format!("MAC {}", ms[k]));
             }
         }
         NodeSelection::Nids(ns) => {
             let covers = |g: &BootGrant, k: usize| g.nids.iter().any(|r| in_range(r, ns[k]));
             if let Some(k) = uncovered(&covers, ns.len()) {
-                return refuse(format!("{at}.nodes.nids[{k}]"), format!("NID {}", ns[k]));
+                return refuse(format!("{nodes_at}.nids[{k}]"), format!("NID {}", ns[k]));
             }
         }
     }
@@ -193,6 +223,57 @@ mod tests {
             "tenant-a"
         )
         .is_err());
+    }
+
+    #[test]
+    fn api_changes_need_a_grant_for_their_nodes_and_image() {
+        let grants = [grant()];
+        let change = |v: serde_json::Value| {
+            serde_json::from_value::<kiln_api::boot::BootChangeRequest>(v)
+                .unwrap()
+                .check()
+                .unwrap()
+        };
+        let ok = [
+            json!({"action": "publish", "image": "compute-a/v1/x86_64", "nodes": {"group": "compute"}}),
+            json!({"action": "rollback", "nodes": {"xnames": ["x1000c0s3b0n1"]}}),
+            json!({"action": "show", "nodes": {"nids": [2, 42]}}),
+        ];
+        for v in ok {
+            assert!(
+                check_change(&change(v.clone()), &grants, "tenant-a").is_ok(),
+                "{v}"
+            );
+        }
+        for (v, tenant, field) in [
+            (
+                json!({"action": "publish", "image": "login/v1/x86_64", "nodes": {"group": "compute"}}),
+                "tenant-a",
+                "image",
+            ),
+            (
+                json!({"action": "rollback", "nodes": {"xnames": ["x1000c0s3b0n1", "x2000c0s0b0n0"]}}),
+                "tenant-a",
+                "nodes.xnames[1]",
+            ),
+            (
+                json!({"action": "show", "nodes": {"group": "admin"}}),
+                "tenant-a",
+                "nodes.group",
+            ),
+            (
+                json!({"action": "show", "nodes": {"group": "compute"}}),
+                "tenant-b",
+                "action",
+            ),
+        ] {
+            let e = check_change(&change(v.clone()), &grants, tenant).expect_err("outside");
+            assert_eq!(
+                (e.kind, e.field.as_str()),
+                (ErrorKind::BootNotGranted, field),
+                "{v}"
+            );
+        }
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub async fn assignment(queue: &dyn JobQueue, job: &Job) -> Result<AssignedJob, 
             args,
             manifest: dependency_result::<Manifest>(queue, job).await?,
         },
+        JobArgs::Boot(args) => AssignedJob::Boot { args },
     })
 }
 

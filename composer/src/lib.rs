@@ -11,6 +11,7 @@ use kiln_queue::JobQueue;
 
 pub mod api;
 pub mod auth;
+pub mod boot_records;
 pub mod config;
 pub mod grants;
 pub mod jobs;

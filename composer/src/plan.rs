@@ -5,6 +5,7 @@
 //! composer, as in osbuild-composer; `build` is taken by a worker of the
 //! image's architecture, which also uploads to the image's targets.
 
+use kiln_api::boot::Requester;
 use kiln_api::compose::{ComposeRequest, ImageRequest, UploadTarget};
 use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::jobs::{BuildArgs, DepsolveArgs, JobArgs, JobError, ManifestArgs};
@@ -44,11 +45,11 @@ pub fn plan(
     req: &ComposeRequest,
     catalog: &Catalog,
     grants: &[BootGrant],
-    channel: &str,
+    requester: &Requester,
 ) -> Result<Vec<NewJob>, PlanError> {
     let distro = validate(req, catalog)?;
-    crate::grants::check(req, grants, channel)?;
-    Ok(jobs(req, distro, channel)?)
+    crate::grants::check(req, grants, &requester.tenant)?;
+    Ok(jobs(req, distro, requester)?)
 }
 
 /// Checks a compose request against the catalog, field by field.
@@ -288,8 +289,9 @@ fn requested_packages(req: &ComposeRequest) -> Vec<String> {
 pub fn jobs(
     req: &ComposeRequest,
     distro: &Distribution,
-    channel: &str,
+    requester: &Requester,
 ) -> Result<Vec<NewJob>, JobError> {
+    let channel = requester.tenant.as_str();
     let extra = requested_packages(req);
     let mut jobs = Vec::new();
     for (image, (_, request)) in req.images().into_iter().enumerate() {
@@ -337,6 +339,7 @@ pub fn jobs(
                 image,
                 image_type: request.image_type.clone(),
                 targets: targets(request),
+                requested_by: Some(requester.clone()),
             }),
             arch,
             channel,

@@ -1,17 +1,29 @@
-//! The `boot` upload target: a PXE image goes to the cluster's boot image
-//! store (S3, versioned keys, never overwritten) and the selected nodes'
-//! boot parameters in OpenCHAMI BSS point at it (kiln-boot does both).
+//! Boot delivery on the worker that holds the boot image store's and the
+//! boot service's credentials (kiln-boot does the work):
+//! - the `boot` upload target of a build: a PXE image goes to the store
+//!   (S3, versioned keys, never overwritten) and the selected nodes' boot
+//!   parameters in OpenCHAMI BSS point at it;
+//! - `boot` jobs: a publish of an image already in the store, a rollback,
+//!   their dry runs, and reads of what nodes boot.
 
 use std::path::Path;
 
+use std::time::Duration;
+
+use kiln_api::boot::BootChange;
 use kiln_api::compose::BootUploadOptions;
+use kiln_api::jobs::{BootArgs, BootResult, JobResult};
 use kiln_api::osbuild::BuildOutput;
 use kiln_api::status::BootUpload;
+use kiln_api::worker::{AssignedJob, FinishJob, JobAssignment, JobProgressUpdate};
 use kiln_boot::{
     BootConfig, ImagePackage, ImageSource, LocalBootImage, NodeSelector, PublishRequest,
 };
-use serde_json::Value;
 use uuid::Uuid;
+
+use crate::client::{Client, ClientError};
+use crate::config::WorkerConfig;
+use crate::job::Ended;
 
 /// The packages the executor reported installing (dpkg or rpm stage).
 fn packages(result: &BuildOutput) -> Vec<ImagePackage> {
@@ -68,14 +80,14 @@ pub(crate) async fn publish(
     .map_err(|e| e.to_string())?;
     let mut status = BootUpload {
         dry_run,
-        plan: to_json(&plan)?,
         image: None,
         url: None,
         files: None,
         kernel_cmdline: None,
+        plan,
     };
-    if let kiln_boot::Action::Publish { image, .. } = &plan.action {
-        status.image = Some(to_json(image)?);
+    if let kiln_boot::Action::Publish { image, .. } = &status.plan.action {
+        status.image = Some(image.clone());
         if !dry_run {
             let record = deployer
                 .store()
@@ -83,13 +95,85 @@ pub(crate) async fn publish(
                 .await
                 .map_err(|e| e.to_string())?;
             status.url = Some(record.files.rootfs.url.clone());
-            status.files = Some(to_json(&record.files)?);
-            status.kernel_cmdline = Some(record.kernel_cmdline.clone());
+            status.files = Some(record.files);
+            status.kernel_cmdline = Some(record.kernel_cmdline);
         }
     }
     Ok(status)
 }
 
-fn to_json(v: &impl serde::Serialize) -> Result<Value, String> {
-    serde_json::to_value(v).map_err(|e| e.to_string())
+/// Runs a `boot` job: the change through kiln-boot (its history in the
+/// store, then BSS), then a read of what the selected nodes boot. Renews
+/// the lease meanwhile; a cancel does not stop a change half made (the
+/// boot service has no transactions), so the result is always reported.
+pub(crate) async fn run(client: &Client, config: &WorkerConfig, job: &JobAssignment) -> Ended {
+    let AssignedJob::Boot { args } = &job.job else {
+        return finished(Err(format!("not a boot job but a {} job", job.job.kind())));
+    };
+    let work = change(config.boot.as_ref(), args);
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(config.heartbeat_secs.max(1)));
+    let done = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let update = JobProgressUpdate { phase: None, progress: None, log: Vec::new() };
+                match client.progress(job.token, &update).await {
+                    Ok(()) | Err(ClientError::Canceled) => {}
+                    Err(e) => tracing::warn!(job = %job.id, error = %e, "renewing the lease"),
+                }
+            }
+        }
+    };
+    if let Err(reason) = &done {
+        tracing::warn!(job = %job.id, %reason, "boot change failed");
+    }
+    finished(done)
+}
+
+fn finished(done: Result<BootResult, String>) -> Ended {
+    let finish = match done {
+        Ok(r) => FinishJob::succeeded(&JobResult::Boot(r)),
+        Err(reason) => FinishJob::failed(reason.as_str(), None),
+    };
+    Ended::Finish(finish.unwrap_or_else(|e| FinishJob {
+        success: false,
+        result: None,
+        reason: Some(format!("writing the boot job's result: {e}")),
+    }))
+}
+
+async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResult, String> {
+    let config =
+        config.ok_or("this worker has no boot image store configured (worker.toml [boot])")?;
+    let deployer = config.deployer()?;
+    let nodes = NodeSelector::from(args.change.nodes().clone());
+    let e = |e: kiln_boot::BootError| e.to_string();
+    let plan = match &args.change {
+        BootChange::Publish {
+            image,
+            extra_params,
+            dry_run,
+            ..
+        } => {
+            let request = PublishRequest {
+                image: ImageSource::Published(image.clone()),
+                nodes: nodes.clone(),
+                extra_params: extra_params.clone(),
+            };
+            Some(if *dry_run {
+                deployer.dry_run(&request).await.map_err(e)?
+            } else {
+                deployer.publish(&request).await.map_err(e)?
+            })
+        }
+        BootChange::Rollback { force, dry_run, .. } => Some(if *dry_run {
+            deployer.plan_rollback(&nodes, *force).await.map_err(e)?
+        } else {
+            deployer.rollback(&nodes, *force).await.map_err(e)?
+        }),
+        BootChange::Show { .. } => None,
+    };
+    let nodes = deployer.show(&nodes).await.map_err(e)?;
+    Ok(BootResult { plan, nodes })
 }

@@ -158,6 +158,20 @@ impl WorkerConfig {
         if self.job_types.is_empty() {
             return Err("job_types: name at least one".into());
         }
+        for kind in &self.job_types {
+            match kind {
+                JobKind::Build => {}
+                JobKind::Boot if self.boot.is_some() => {}
+                JobKind::Boot => {
+                    return Err("job_types: \"boot\" needs the [boot] table (the boot image store and boot service)".into())
+                }
+                other => {
+                    return Err(format!(
+                        "job_types: \"{other}\" jobs are the composer's; a worker takes \"build\" and \"boot\""
+                    ))
+                }
+            }
+        }
         for (upload_type, target) in &self.targets {
             if !serves(target.kind()).contains(&upload_type.as_str()) {
                 return Err(format!(

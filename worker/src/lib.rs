@@ -120,6 +120,8 @@ async fn slot(
         tracing::info!(job = %job.id, job_type = %kind, compose = ?job.compose_id, "job taken");
         let ended = if kind == JobKind::Build {
             job::run(&client, &config, &job, shutdown.clone()).await
+        } else if kind == JobKind::Boot {
+            boot::run(&client, &config, &job).await
         } else {
             job::Ended::Finish(FinishJob {
                 success: false,

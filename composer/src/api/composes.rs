@@ -70,7 +70,7 @@ pub async fn submit(
         &req,
         &state.catalog,
         &state.config.auth.boot_grants,
-        &caller.channel,
+        &caller.requester(),
     )?;
     plan::check_repositories(&req, state.repos.policy()).await?;
     let compose = ComposeRecord {

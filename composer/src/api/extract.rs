@@ -63,6 +63,14 @@ pub struct Caller<N: Need = Read> {
 }
 
 impl<N: Need> Caller<N> {
+    /// Who the caller is, as records of what it asked for name it.
+    pub fn requester(&self) -> kiln_api::boot::Requester {
+        kiln_api::boot::Requester {
+            tenant: self.channel.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+
     /// The same caller, for a function that needs less.
     pub fn reader(&self) -> Caller<Read> {
         Caller {
@@ -181,26 +189,68 @@ pub struct Paging {
     pub size: i64,
 }
 
+impl Paging {
+    /// Takes `page` or `size` from one query pair.
+    fn read(&mut self, k: &str, v: &str) -> Result<(), ApiError> {
+        let n = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::field(
+                ErrorKind::InvalidQuery,
+                k,
+                format!("{v:?} is not a non-negative number"),
+            )
+        })?;
+        if k == "page" {
+            self.page = n;
+        } else {
+            self.size = n.clamp(1, 1000);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Paging {
+    fn default() -> Paging {
+        Paging { page: 0, size: 100 }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Paging {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let (mut page, mut size) = (0i64, 100i64);
+        let mut paging = Paging::default();
         for (k, v) in query_pairs(parts, &["page", "size"])? {
-            let n = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::field(
-                    ErrorKind::InvalidQuery,
-                    k.as_str(),
-                    format!("{v:?} is not a non-negative number"),
-                )
-            })?;
-            if k == "page" {
-                page = n;
+            paging.read(&k, &v)?;
+        }
+        Ok(paging)
+    }
+}
+
+/// The boot history's query: paging, and `?node=<xname>` for one node's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub paging: Paging,
+    pub node: Option<kiln_api::nodes::Xname>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for HistoryQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut q = HistoryQuery {
+            paging: Paging::default(),
+            node: None,
+        };
+        for (k, v) in query_pairs(parts, &["page", "size", "node"])? {
+            if k == "node" {
+                let x = kiln_api::nodes::Xname::parse("node", &v)
+                    .map_err(|e| ApiError::field(ErrorKind::InvalidQuery, "node", e.to_string()))?;
+                q.node = Some(x);
             } else {
-                size = n.clamp(1, 1000);
+                q.paging.read(&k, &v)?;
             }
         }
-        Ok(Paging { page, size })
+        Ok(q)
     }
 }
 
@@ -223,7 +273,8 @@ fn query_pairs(parts: &Parts, known: &[&str]) -> Result<Vec<(String, String)>, A
         .collect()
 }
 
-/// The compose named by the path's `{id}`: a UUID, or 400 naming `id`.
+/// The compose (or boot change) named by the path's `{id}`: a UUID, or
+/// 400 naming `id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ComposePath(pub Uuid);
 

@@ -13,6 +13,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub mod blueprints;
+pub mod boot;
 pub mod composes;
 pub mod depsolve;
 pub mod distributions;
@@ -49,6 +50,11 @@ use error::ApiError;
         blueprints::get_blueprint,
         blueprints::delete_blueprint,
         blueprints::compose_blueprint,
+        boot::post_change,
+        boot::get_change,
+        boot::cancel_change,
+        boot::get_history,
+        boot::get_nodes,
         depsolve::post_depsolve,
         depsolve::post_search,
         distributions::list_distributions,
@@ -75,6 +81,15 @@ use error::ApiError;
         kiln_api::blueprints::BlueprintComposeRequest,
         kiln_api::blueprints::BlueprintDeleted,
         kiln_api::compose::ComposeId,
+        kiln_api::boot::BootChangeRequest,
+        kiln_api::boot::BootChangeId,
+        kiln_api::boot::BootChangeState,
+        kiln_api::boot::BootChangeStatus,
+        kiln_api::boot::Requester,
+        kiln_api::boot::BootHistory,
+        kiln_api::boot::BootHistoryEntry,
+        kiln_api::boot::NodeBootList,
+        kiln_api::boot::NodeBoot,
         kiln_api::status::ComposeStatus,
         kiln_api::status::ComposeList,
         kiln_api::events::JobEventData,
@@ -87,7 +102,8 @@ use error::ApiError;
         kiln_api::depsolve::SearchPackagesResponse,
     )),
     tags((name = "compose", description = "Image requests and their status"),
-         (name = "blueprint", description = "Stored blueprints (kiln extension)")),
+         (name = "blueprint", description = "Stored blueprints (kiln extension)"),
+         (name = "boot", description = "What nodes boot: changes through boot grants, history (kiln extension)")),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -146,6 +162,11 @@ pub fn router(state: AppState) -> Router {
             "/blueprints/{name}/compose",
             post(blueprints::compose_blueprint),
         )
+        .route("/boot/changes", post(boot::post_change))
+        .route("/boot/changes/{id}", get(boot::get_change))
+        .route("/boot/changes/{id}/cancel", post(boot::cancel_change))
+        .route("/boot/history", get(boot::get_history))
+        .route("/boot/nodes", get(boot::get_nodes))
         .route("/depsolve/blueprint", post(depsolve::post_depsolve))
         .route("/search/packages", post(depsolve::post_search))
         .route("/distributions", get(distributions::list_distributions))

@@ -17,9 +17,10 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use kiln_api::boot::{Action, BootChange};
 use kiln_api::compose::UploadTarget;
 use kiln_api::error::ErrorKind;
-use kiln_api::jobs::{Build, JobKind, JobResult, JobType};
+use kiln_api::jobs::{Boot, BootResult, Build, JobKind, JobResult, JobType, ANY_ARCH};
 use kiln_api::status::UploadDetails;
 use kiln_api::worker::{
     FinishJob, FinishResponse, HeartbeatResponse, JobAssignment, JobProgressUpdate, LeaseState,
@@ -203,7 +204,8 @@ async fn request_job(
 fn bound(bindings: &[WorkerBinding], worker: &str, request: RequestJob) -> Option<DequeueFilter> {
     let mut filter = DequeueFilter {
         job_types: request.types,
-        arches: vec![request.arch],
+        // Boot jobs build nothing: any worker that takes them may.
+        arches: vec![request.arch, ANY_ARCH.to_owned()],
         channels: request.channels,
     };
     if bindings.is_empty() {
@@ -292,6 +294,13 @@ async fn finish(
             return Err(e);
         }
     }
+    // What boot delivery did is recorded first: the boot service changed
+    // whether or not the lease is still good.
+    if request.success {
+        if let Some(result) = &request.result {
+            record_boot(&state, &job, result).await?;
+        }
+    }
     let outcome = if request.success {
         Outcome::Success(
             request
@@ -322,6 +331,28 @@ async fn finish(
         id: job.id,
         state: job.state.as_str().to_owned(),
     }))
+}
+
+/// The history and node records of a `boot` job's or a `build` job's
+/// checked result (`crate::boot_records`).
+async fn record_boot(
+    state: &AppState,
+    job: &Job,
+    result: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let kind = JobKind::parse(&job.job_type).map_err(ApiError::internal)?;
+    match JobResult::decode(kind, result).map_err(ApiError::internal)? {
+        JobResult::Boot(r) => {
+            let args = Boot::decode_args(&job.args).map_err(ApiError::internal)?;
+            crate::boot_records::boot_job(state.queue.as_ref(), job, &args, &r).await?
+        }
+        JobResult::Build(r) => {
+            let args = Build::decode_args(&job.args).map_err(ApiError::internal)?;
+            crate::boot_records::build_job(state.queue.as_ref(), job, &args, &r).await?
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The lease a `/jobs/{token}/…` path names.
@@ -378,8 +409,10 @@ fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
             format!("not a {} result: {e}", kind.as_str()),
         )
     })?;
-    let JobResult::Build(build) = typed else {
-        return Ok(());
+    let build = match typed {
+        JobResult::Build(build) => build,
+        JobResult::Boot(boot) => return check_boot_result(job, &boot),
+        _ => return Ok(()),
     };
     let args = Build::decode_args(&job.args).map_err(ApiError::internal)?;
     if build.uploads.len() > args.targets.len() {
@@ -414,7 +447,24 @@ fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
                 .map(String::as_str)
                 .chain(s.files.iter().map(|f| f.url.as_str()))
                 .collect(),
-            UploadDetails::Boot(b) => b.url.iter().map(String::as_str).collect(),
+            UploadDetails::Boot(b) => {
+                if let UploadTarget::Boot(options) = target {
+                    let published = match &b.plan.action {
+                        Action::Publish { image, .. } => image.image_name == options.image_name,
+                        Action::Rollback => false,
+                    };
+                    if !published || b.dry_run != options.dry_run.unwrap_or(false) {
+                        return Err(bad(
+                            format!("{at}.options.plan"),
+                            format!(
+                                "not a publish of image {:?} as the target asks",
+                                options.image_name
+                            ),
+                        ));
+                    }
+                }
+                b.url.iter().map(String::as_str).collect()
+            }
             UploadDetails::Failed(_) => Vec::new(),
         };
         let schemes: &[&str] = match target {
@@ -434,6 +484,29 @@ fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// A `boot` job's result is what its change asks: a publish of its image,
+/// a rollback, or (a read) no plan at all.
+fn check_boot_result(job: &Job, result: &BootResult) -> Result<(), ApiError> {
+    let args = Boot::decode_args(&job.args).map_err(ApiError::internal)?;
+    let fits = match (&args.change, result.plan.as_ref().map(|p| &p.action)) {
+        (BootChange::Publish { image, .. }, Some(Action::Publish { image: done, .. })) => {
+            image == done
+        }
+        (BootChange::Rollback { .. }, Some(Action::Rollback)) => true,
+        (BootChange::Show { .. }, None) => true,
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            ErrorKind::InvalidField,
+            "result.plan",
+            "not the plan of the change the job asks for",
+        ))
+    }
 }
 
 fn lease_lost() -> ApiError {
