@@ -59,6 +59,14 @@ async fn start(b: Backend) -> Kiln {
             issuer: Some(issuer),
             audience: Some(AUDIENCE.into()),
             tenant_claims: vec!["org_id".into(), "tenant".into()],
+            boot_grants: vec![kiln_composer::config::BootGrant {
+                tenant: "tenant-a".into(),
+                image_names: vec!["compute".into()],
+                groups: vec!["compute".into()],
+                xnames: vec![],
+                macs: vec![],
+                nids: vec![],
+            }],
             ..AuthConfig::default()
         };
     })
@@ -155,6 +163,33 @@ fn calls(id: &str) -> Vec<Call> {
         ),
         call("GET", "/distributions".into(), None, "kiln:read"),
         call("GET", "/distributions/debian-12".into(), None, "kiln:read"),
+    ]
+}
+
+/// The boot endpoints, with the id of tenant A's boot change.
+fn boot_calls(id: &str) -> Vec<Call> {
+    let call = |method, path: String, body: Option<Value>, scope| Call {
+        method,
+        path,
+        body,
+        scope,
+    };
+    vec![
+        call(
+            "POST",
+            "/boot/changes".into(),
+            Some(json!({"action": "show", "nodes": {"group": "compute"}})),
+            "kiln:compose",
+        ),
+        call("GET", format!("/boot/changes/{id}"), None, "kiln:read"),
+        call(
+            "POST",
+            format!("/boot/changes/{id}/cancel"),
+            None,
+            "kiln:compose",
+        ),
+        call("GET", "/boot/history".into(), None, "kiln:read"),
+        call("GET", "/boot/nodes".into(), None, "kiln:read"),
     ]
 }
 
@@ -321,6 +356,9 @@ async fn tokens_by_endpoints(b: Backend) {
     let id = body["id"].as_str().unwrap().to_owned();
     let (status, _, body) = send(c, &calls(&id)[10], Some(&a(&full)), None).await;
     assert_eq!(status, 201, "{body}");
+    let (status, _, body) = send(c, &boot_calls("x")[0], Some(&a(&full)), None).await;
+    assert_eq!(status, 201, "{body}");
+    let change = body["id"].as_str().unwrap().to_owned();
     let before = written(c).await;
 
     let jwks = p.jwks().await.unwrap();
@@ -337,7 +375,7 @@ async fn tokens_by_endpoints(b: Backend) {
     let nobody = p.token_with_scope("nobody", "kiln:read").await.unwrap();
 
     let mut cases = 0;
-    for call in calls(&id) {
+    for call in calls(&id).into_iter().chain(boot_calls(&change)) {
         for (name, auth, says) in bad_tokens(&k, &provider_kid) {
             let (status, challenge, body) = send(c, &call, auth.as_deref(), None).await;
             let what = format!("{name} → {} {}", call.method, call.path);
@@ -440,6 +478,46 @@ async fn tenants_are_apart(b: Backend) {
         assert_eq!(status, 404, "admin → {} {}: {body}", call.method, call.path);
     }
     assert_eq!(written(c).await, before, "B's calls changed A's data");
+    // A's boot change (a read of what its nodes boot, within its grant).
+    let (status, _, body) = send(c, &boot_calls("x")[0], Some(&ta), None).await;
+    assert_eq!(status, 201, "{body}");
+    let change = body["id"].as_str().unwrap().to_owned();
+    let before = written(c).await;
+    for call in boot_calls(&change)
+        .iter()
+        .filter(|c| c.path.contains(&change))
+    {
+        let (status, _, body) = send(c, call, Some(&tb), None).await;
+        assert_eq!(status, 404, "B → {} {}: {body}", call.method, call.path);
+        let (status, _, body) = send(c, call, Some(&admin), None).await;
+        assert_eq!(status, 404, "admin → {} {}: {body}", call.method, call.path);
+    }
+    // B has no boot grant: its change is refused, nothing enqueued.
+    let (status, _, body) = send(c, &boot_calls("x")[0], Some(&tb), None).await;
+    assert_eq!(
+        (status, body["details"]["field"].as_str()),
+        (403, Some("action")),
+        "{body}"
+    );
+    assert_eq!(written(c).await, before, "B's boot calls changed A's data");
+    let (status, _, body) = send(c, &boot_calls(&change)[1], Some(&ta), None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pending")),
+        "{body}"
+    );
+    let (status, _, body) = send(c, &boot_calls(&change)[2], Some(&ta), None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("canceled")),
+        "{body}"
+    );
+    let (status, _, body) = send(c, &boot_calls(&change)[2], Some(&ta), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("IMAGE-BUILDER-COMPOSER-31")),
+        "{body}"
+    );
     let (_, _, list) = send(c, &all[1], Some(&tb), None).await;
     assert_eq!(list["total"], 0, "{list}");
     let (_, _, list) = send(c, &all[11], Some(&tb), None).await;
