@@ -82,6 +82,7 @@ cert = "$state/certs/worker-$w.devel.pem"
 key = "$state/certs/worker-$w.devel.key"
 store = "$state/$w/store"
 work_dir = "$state/$w/jobs"
+job_types = ["build", "boot"]
 [targets.local]
 type = "local"
 path = "$state/images"

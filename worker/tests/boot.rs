@@ -3,7 +3,9 @@
 //! server) under versioned keys, and the BSS test double, checking every
 //! request against OpenCHAMI's swagger, points an SMD group at them. Only
 //! within the tenant's boot grant: a boot target outside it is refused when
-//! the compose is submitted, and neither the queue nor BSS sees it.
+//! the compose is submitted, and neither the queue nor BSS sees it. Each
+//! publish is in the composer's boot history, and what the nodes boot in
+//! its node records.
 
 mod common;
 
@@ -94,8 +96,10 @@ async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss()
     assert_eq!((bss.entries(), bss.requests().len()), bss_before);
 
     let mut published = Vec::new();
+    let mut composes = Vec::new();
     for _ in 0..2 {
         let id = kiln.submit(&request).await;
+        composes.push(id.clone());
         let done = kiln.wait(&id, Duration::from_secs(900), finished).await;
         assert_eq!(done["status"], json!("success"), "{done}\n{}", worker.log());
         let upload = done["image_status"]["upload_statuses"][0].clone();
@@ -150,6 +154,48 @@ async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss()
         kernel_url.starts_with(&format!("{}/boot/kiln/compute/", s3.endpoint())),
         "{kernel_url}"
     );
+
+    // Both publishes are in the history, newest first: the tenant (no
+    // `[auth]`: `default`, no subject), the compose and image, every node
+    // with its old and new parameters.
+    let get = |path: &str| {
+        let url = format!("{}{path}", kiln.api);
+        let http = kiln.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let history = get("/boot/history").await;
+    assert_eq!(history["total"], 2, "{history}");
+    let kernel = |u: &Value| u["options"]["files"]["kernel"]["url"].clone();
+    for (entry, build, before) in [
+        (&history["items"][0], 1, kernel(&published[0])),
+        (&history["items"][1], 0, Value::Null),
+    ] {
+        assert_eq!(entry["action"], "publish", "{entry}");
+        assert_eq!(entry["requested_by"], json!({"tenant": "default"}));
+        assert_eq!(entry["compose_id"], json!(composes[build]));
+        assert_eq!(entry["image"], published[build]["options"]["image"]);
+        assert_eq!(entry["selection"], "group compute");
+        let changes = entry["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), NODES.len(), "{entry}");
+        for (c, x) in changes.iter().zip(NODES) {
+            assert_eq!(c["xname"], x);
+            assert_eq!(c["before"]["kernel"], before, "{c}");
+            assert_eq!(c["after"]["kernel"], kernel(&published[build]));
+        }
+    }
+    // What the nodes boot, as the last publish set it.
+    let nodes = get("/boot/nodes").await;
+    let items = nodes["items"].as_array().unwrap();
+    assert_eq!(items.len(), NODES.len(), "{nodes}");
+    for n in items {
+        assert_eq!(n["image"], published[1]["options"]["image"], "{n}");
+        assert_eq!(n["current"]["kernel"], kernel(&published[1]));
+    }
+
     bss.assert_no_violations();
     smd.assert_no_violations();
 }
