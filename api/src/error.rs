@@ -44,6 +44,7 @@ pub enum ErrorKind {
     BootNotGranted,
     CertificateRevoked,
     BootChangeStarted,
+    BootChangeNotFound,
     Internal,
 }
 
@@ -80,6 +81,7 @@ impl ErrorKind {
         ErrorKind::BootNotGranted,
         ErrorKind::CertificateRevoked,
         ErrorKind::BootChangeStarted,
+        ErrorKind::BootChangeNotFound,
         ErrorKind::Internal,
     ];
 
@@ -117,6 +119,7 @@ impl ErrorKind {
             ErrorKind::BootNotGranted => 29,
             ErrorKind::CertificateRevoked => 30,
             ErrorKind::BootChangeStarted => 31,
+            ErrorKind::BootChangeNotFound => 32,
             ErrorKind::Internal => 1000,
         }
     }
@@ -133,7 +136,8 @@ impl ErrorKind {
             | ErrorKind::DistributionNotFound
             | ErrorKind::ErrorNotFound
             | ErrorKind::ResourceNotFound
-            | ErrorKind::LeaseNotFound => 404,
+            | ErrorKind::LeaseNotFound
+            | ErrorKind::BootChangeNotFound => 404,
             ErrorKind::ComposeUnfinished
             | ErrorKind::JobCanceled
             | ErrorKind::BootChangeStarted => 409,
@@ -189,6 +193,7 @@ impl ErrorKind {
             ErrorKind::BootNotGranted => "Boot delivery outside the tenant's boot grants",
             ErrorKind::CertificateRevoked => "The worker's certificate is no longer valid",
             ErrorKind::BootChangeStarted => "The boot change has started or ended",
+            ErrorKind::BootChangeNotFound => "Boot change not found",
             ErrorKind::Internal => "Internal server error",
         }
     }

@@ -172,6 +172,11 @@ async fn openapi_is_generated_and_covers_every_route() {
         ("/composes/{id}/cancel", "post"),
         ("/composes/{id}/events", "get"),
         ("/composes/{id}/jobs", "get"),
+        ("/boot/changes", "post"),
+        ("/boot/changes/{id}", "get"),
+        ("/boot/changes/{id}/cancel", "post"),
+        ("/boot/history", "get"),
+        ("/boot/nodes", "get"),
     ] {
         assert!(
             ours.get(path).and_then(|p| p.get(method)).is_some(),

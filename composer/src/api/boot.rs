@@ -66,7 +66,7 @@ async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiErr
             Ok(job)
         }
         _ => Err(ApiError::new(
-            ErrorKind::ResourceNotFound,
+            ErrorKind::BootChangeNotFound,
             format!("no boot change {id}"),
         )),
     }
