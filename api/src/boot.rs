@@ -214,8 +214,12 @@ pub enum BootChangeRequest {
     /// Point the nodes at a published image.
     Publish {
         /// `NAME/VERSION/ARCH`, as `kiln boot show` and a compose's boot
-        /// status print it.
-        image: String,
+        /// status print it; or
+        #[serde(default)]
+        image: Option<String>,
+        /// the compose whose `boot` target published the image (one of the two).
+        #[serde(default)]
+        compose_id: Option<Uuid>,
         nodes: BootNodes,
         /// Appended to the image's kernel command line.
         #[serde(default)]
@@ -239,7 +243,39 @@ pub enum BootChangeRequest {
 }
 
 impl BootChangeRequest {
-    /// The checked change; errors name the request's field.
+    /// The compose a publish names instead of an image, if it does.
+    pub fn compose_id(&self) -> Option<Uuid> {
+        match self {
+            BootChangeRequest::Publish {
+                image: None,
+                compose_id,
+                ..
+            } => *compose_id,
+            _ => None,
+        }
+    }
+
+    /// A publish naming `image` (what its compose published) instead.
+    pub fn with_image(self, found: &ImageRef) -> BootChangeRequest {
+        match self {
+            BootChangeRequest::Publish {
+                nodes,
+                extra_params,
+                dry_run,
+                ..
+            } => BootChangeRequest::Publish {
+                image: Some(found.to_string()),
+                compose_id: None,
+                nodes,
+                extra_params,
+                dry_run,
+            },
+            other => other,
+        }
+    }
+
+    /// The checked change; errors name the request's field. A publish
+    /// naming a compose is first given its image ([`Self::with_image`]).
     pub fn check(self) -> Result<BootChange, FieldError> {
         let nodes = |n: &BootNodes| {
             NodeSelection::from_request(n)
@@ -248,10 +284,21 @@ impl BootChangeRequest {
         Ok(match self {
             BootChangeRequest::Publish {
                 image,
+                compose_id,
                 nodes: n,
                 extra_params,
                 dry_run,
             } => {
+                let image = match (image, compose_id) {
+                    (Some(image), None) => image,
+                    _ => {
+                        return Err(FieldError::new(
+                            ErrorKind::InvalidField,
+                            "image",
+                            "name the image (NAME/VERSION/ARCH) or the compose that published it (compose_id), not both",
+                        ))
+                    }
+                };
                 if extra_params.len() > 4096 || extra_params.contains(['\n', '\r', '\0']) {
                     return Err(FieldError::new(
                         ErrorKind::InvalidField,
@@ -504,6 +551,14 @@ mod tests {
             (
                 json!({"action": "publish", "image": "a/b/c", "nodes": {"group": "g"}, "extra_params": "a\nb"}),
                 "extra_params",
+            ),
+            (
+                json!({"action": "publish", "nodes": {"group": "g"}}),
+                "image",
+            ),
+            (
+                json!({"action": "publish", "image": "a/b/c", "compose_id": Uuid::nil(), "nodes": {"group": "g"}}),
+                "image",
             ),
         ] {
             let e = read(v.clone()).expect_err(&v.to_string());

@@ -23,6 +23,7 @@ use crate::composer_api::{Composer, Connection};
 const EXAMPLES: &str = "Examples:
   kiln boot publish compute/20260122T072633Z-1a2b3c4d/x86_64 --group compute --extra-params ip=dhcp
   kiln boot publish compute/20260122T072633Z-1a2b3c4d/x86_64 --xname x1000c0s0b0n0 --dry-run
+  kiln boot publish --compose 1a2b3c4d-0000-4000-8000-000000000000 --group compute
   kiln boot rollback --group compute
   kiln boot show --group compute
   kiln boot nodes
@@ -83,9 +84,15 @@ struct Wait {
 
 #[derive(Subcommand)]
 enum BootCommand {
-    /// Point nodes at an image in the store (IMAGE/VERSION/ARCH, as `show` prints it).
+    /// Point nodes at an image in the store (IMAGE/VERSION/ARCH, as `show`
+    /// prints it), or at the one a compose published (--compose ID): e.g. to
+    /// promote what a test group booted to the whole partition.
     Publish {
-        image: String,
+        #[arg(required_unless_present = "compose", conflicts_with = "compose")]
+        image: Option<String>,
+        /// The compose whose boot target published the image.
+        #[arg(long)]
+        compose: Option<uuid::Uuid>,
         #[command(flatten)]
         nodes: Nodes,
         /// Appended to the image's kernel command line.
@@ -139,6 +146,7 @@ pub(crate) async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
     let (request, wait) = match args.command {
         BootCommand::Publish {
             image,
+            compose,
             nodes,
             extra_params,
             dry_run,
@@ -146,6 +154,7 @@ pub(crate) async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
         } => (
             BootChangeRequest::Publish {
                 image,
+                compose_id: compose,
                 nodes: nodes.request(),
                 extra_params,
                 dry_run,

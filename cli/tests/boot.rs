@@ -220,6 +220,7 @@ async fn boot_changes_go_through_the_composer_within_grants_and_into_the_history
     // Outside the grant, or without one: refused naming the field, nothing
     // enqueued, BSS untouched.
     let jobs_before = state.queue.row_counts().await.unwrap().jobs;
+    let unknown = uuid::Uuid::new_v4().to_string();
     let bss_requests = bss.requests().len();
     for (token, args, field) in [
         (
@@ -240,6 +241,11 @@ async fn boot_changes_go_through_the_composer_within_grants_and_into_the_history
         ),
         (b, vec!["show", "--group", "compute"], "action"),
         (a, vec!["show", "--xname", "not-a-node"], "nodes.xnames[0]"),
+        (
+            a,
+            vec!["publish", "--compose", &unknown, "--xname", "x1000c0s0b0n0"],
+            "compose_id",
+        ),
     ] {
         let args = [&["boot"][..], &args[..]].concat();
         let err = kiln(&url, token, &args).await.refused();

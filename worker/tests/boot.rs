@@ -48,7 +48,7 @@ async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss()
         .await
         .unwrap();
     let config = format!(
-        "[boot]\nprefix = \"kiln\"\nbase_url = \"{s3}/boot\"\nbss = {{ url = \"{bss}\", token = \"bss-token\" }}\nsmd = {{ url = \"{smd}\", token = \"smd-token\" }}\n\n[boot.store]\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\nbucket = \"boot\"\naccess_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\npath_style = true\n",
+        "job_types = [\"build\", \"boot\"]\n[boot]\nprefix = \"kiln\"\nbase_url = \"{s3}/boot\"\nbss = {{ url = \"{bss}\", token = \"bss-token\" }}\nsmd = {{ url = \"{smd}\", token = \"smd-token\" }}\n\n[boot.store]\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\nbucket = \"boot\"\naccess_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\npath_style = true\n",
         s3 = s3.endpoint(),
         bss = bss.url(),
         smd = smd.url(),
@@ -188,13 +188,62 @@ async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss()
         }
     }
     // What the nodes boot, as the last publish set it.
-    let nodes = get("/boot/nodes").await;
-    let items = nodes["items"].as_array().unwrap();
-    assert_eq!(items.len(), NODES.len(), "{nodes}");
-    for n in items {
-        assert_eq!(n["image"], published[1]["options"]["image"], "{n}");
-        assert_eq!(n["current"]["kernel"], kernel(&published[1]));
+    let booted = |build: usize| {
+        let get = &get;
+        let published = &published;
+        async move {
+            let nodes = get("/boot/nodes").await;
+            let items = nodes["items"].as_array().unwrap().clone();
+            assert_eq!(items.len(), NODES.len(), "{nodes}");
+            for n in items {
+                assert_eq!(n["image"], published[build]["options"]["image"], "{n}");
+                assert_eq!(n["current"]["kernel"], kernel(&published[build]));
+            }
+        }
+    };
+    booted(1).await;
+
+    // Promote the first compose's image again, by its compose id, through
+    // the API: a boot job on the same worker, recorded like the builds.
+    let r = kiln
+        .http
+        .post(format!("{}/boot/changes", kiln.api))
+        .json(&json!({"action": "publish", "compose_id": composes[0], "nodes": {"group": "compute"}, "extra_params": "ip=dhcp"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let change = r.json::<Value>().await.unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/api/image-builder-composer/v2")
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let s = get(&change).await;
+        if !matches!(s["status"].as_str(), Some("pending") | Some("running")) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{s}\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "success", "{done}");
+    let first_kernel = kernel(&published[0]);
+    for x in NODES {
+        assert_eq!(
+            bss.entry(x).unwrap().kernel.as_deref(),
+            first_kernel.as_str()
+        );
     }
+    let history = get("/boot/history").await;
+    assert_eq!(history["total"], 3, "{history}");
+    assert_eq!(history["items"][0]["compose_id"], json!(composes[0]));
+    assert_eq!(history["items"][0]["job_id"], done["id"]);
+    booted(0).await;
 
     bss.assert_no_violations();
     smd.assert_no_violations();

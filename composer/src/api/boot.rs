@@ -12,10 +12,11 @@ use axum::response::Response;
 use axum::Json;
 use kiln_api::boot::{
     BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory,
-    BootHistoryEntry, NodeBoot, NodeBootList,
+    BootHistoryEntry, ImageRef, NodeBoot, NodeBootList,
 };
 use kiln_api::error::{Error, ErrorKind};
-use kiln_api::jobs::{Boot, BootArgs, JobArgs, JobKind, JobType, ANY_ARCH};
+use kiln_api::jobs::{Boot, BootArgs, Build, JobArgs, JobKind, JobType, ANY_ARCH};
+use kiln_api::status::UploadDetails;
 use kiln_queue::{Job, JobState};
 use uuid::Uuid;
 
@@ -39,6 +40,13 @@ pub async fn post_change(
     caller: Caller<Compose>,
     JsonBody(request): JsonBody<BootChangeRequest>,
 ) -> Result<Response, ApiError> {
+    let request = match request.compose_id() {
+        Some(id) => {
+            let image = published_by(&state, &caller, id).await?;
+            request.with_image(&image)
+        }
+        None => request,
+    };
     let change = request.check()?;
     crate::grants::check_change(&change, &state.config.auth.boot_grants, &caller.channel)?;
     let args = JobArgs::Boot(BootArgs {
@@ -57,6 +65,40 @@ pub async fn post_change(
             href: change_href(id),
         },
     ))
+}
+
+/// The image the caller's compose `id` published through its `boot`
+/// target (not a dry run): what "promote this compose" publishes.
+async fn published_by(
+    state: &AppState,
+    caller: &Caller<Compose>,
+    id: Uuid,
+) -> Result<ImageRef, ApiError> {
+    let bad = |m: String| ApiError::field(ErrorKind::InvalidField, "compose_id", m);
+    let (_, jobs) = super::composes::load(state, caller, ComposePath(id))
+        .await
+        .map_err(|_| bad(format!("no compose {id}")))?;
+    let mut images: Vec<ImageRef> = jobs
+        .iter()
+        .filter_map(|j| crate::jobs::result::<Build>(j)?.ok())
+        .flat_map(|r| r.uploads)
+        .filter_map(|u| match u.details() {
+            Ok(UploadDetails::Boot(b)) if !b.dry_run => b.image,
+            _ => None,
+        })
+        .collect();
+    images.sort();
+    images.dedup();
+    match images.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(bad(format!(
+            "compose {id} published no boot image (a pxe image with a boot target that is not a dry run)"
+        ))),
+        many => Err(bad(format!(
+            "compose {id} published {} boot images: name one as image",
+            many.len()
+        ))),
+    }
 }
 
 /// The caller's boot change `id`; another tenant's is not found.
