@@ -251,7 +251,7 @@ pub struct WorkerApiConfig {
 pub struct WorkerBinding {
     /// The certificate's name, or `*.domain` (as in `allowed_domains`).
     pub worker: String,
-    /// Job types it may take (`build`, `depsolve`, `manifest`); empty: any.
+    /// Job types it may take (`build`, `boot`, `depsolve`, `manifest`); empty: any.
     #[serde(default)]
     pub job_types: Vec<String>,
     /// Tenants (channels) whose jobs it may take; empty: any.
