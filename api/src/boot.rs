@@ -438,6 +438,9 @@ pub struct BootHistoryEntry {
     #[schema(value_type = Vec<String>)]
     #[serde(default)]
     pub unchanged: Vec<Xname>,
+    /// Why applying the change failed part way: the boot service may hold
+    /// some of the `changes` (a rollback puts them back).
+    pub failed: Option<String>,
 }
 
 impl BootHistoryEntry {
@@ -452,6 +455,7 @@ impl BootHistoryEntry {
             selection: plan.selection.clone(),
             changes: plan.changes.clone(),
             unchanged: plan.unchanged.clone(),
+            failed: None,
         }
     }
 }
@@ -475,6 +479,9 @@ impl fmt::Display for BootHistoryEntry {
             self.selection,
             self.requested_by.tenant
         )?;
+        if let Some(reason) = &self.failed {
+            writeln!(f, "FAILED part way, BSS may hold some of it: {reason}")?;
+        }
         for c in self
             .changes
             .iter()

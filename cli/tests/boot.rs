@@ -377,6 +377,39 @@ async fn boot_changes_go_through_the_composer_within_grants_and_into_the_history
     assert_eq!(history["items"][0]["changes"][0]["after"], Value::Null);
     assert_eq!(state.queue.row_counts().await.unwrap().boot_changes, 2);
 
+    // A change the boot service fails part way is in the history too,
+    // marked failed: BSS may hold some of it.
+    bss.fail_writes(true);
+    let failed = kiln(
+        &url,
+        a,
+        &[
+            "boot", "publish", &image, "--xname", blade, "--output", "json",
+        ],
+    )
+    .await;
+    assert!(!failed.out.status.success());
+    let failed: Value = serde_json::from_slice(&failed.out.stdout).unwrap();
+    assert_eq!(failed["status"], "failure", "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+    bss.fail_writes(false);
+    let history = kiln(&url, a, &["boot", "history", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(history["total"], 3, "{history}");
+    let last = &history["items"][0];
+    assert_eq!(last["job_id"], failed["id"]);
+    assert!(last["failed"].as_str().unwrap().contains("500"), "{last}");
+    assert_eq!(last["changes"].as_array().unwrap().len(), 2, "{last}");
+    let text = kiln(&url, a, &["boot", "history", "--limit", "1"])
+        .await
+        .ok();
+    assert!(text.contains("FAILED part way"), "{text}");
+    assert!(XNAMES.iter().all(|x| bss.entry(x).is_none()));
+
     // No token, secret or credential of the boot service in what the
     // composer shows.
     let everything = format!(

@@ -12,17 +12,19 @@ use kiln_api::jobs::{BootArgs, BootResult, BuildArgs, BuildResult};
 use kiln_api::status::UploadDetails;
 use kiln_queue::{BootChangeRecord, Job, JobQueue, NodeBootRecord, QueueError};
 
-/// Records what a finished `boot` job did (a dry run did nothing) and read.
+/// Records what a finished `boot` job did (a dry run did nothing) and read;
+/// `failed` is the reason of a job that failed while applying its plan.
 pub async fn boot_job(
     queue: &dyn JobQueue,
     job: &Job,
     args: &BootArgs,
     result: &BootResult,
+    failed: Option<&str>,
 ) -> Result<(), QueueError> {
     let now = Utc::now();
     let requested_by = &args.requested_by;
     if let (true, Some(plan)) = (args.change.writes(), &result.plan) {
-        history(queue, job, requested_by, plan, now).await?;
+        history(queue, job, requested_by, plan, failed, now).await?;
     }
     let nodes: Vec<NodeBootRecord> = result
         .nodes
@@ -52,7 +54,7 @@ pub async fn build_job(
             continue;
         }
         let plan = &upload.plan;
-        history(queue, job, &requested_by, plan, now).await?;
+        history(queue, job, &requested_by, plan, None, now).await?;
         // Every selected node now boots the plan's target (the unchanged
         // ones did already).
         let kiln_api::boot::Action::Publish { image, compose_id } = &plan.action else {
@@ -91,12 +93,16 @@ async fn history(
     job: &Job,
     requested_by: &Requester,
     plan: &Plan,
+    failed: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), QueueError> {
     if plan.changes.is_empty() {
         return Ok(());
     }
-    let entry = BootHistoryEntry::of(plan, requested_by.clone(), job.id, now);
+    let entry = BootHistoryEntry {
+        failed: failed.map(str::to_owned),
+        ..BootHistoryEntry::of(plan, requested_by.clone(), job.id, now)
+    };
     let record = BootChangeRecord {
         id: plan.id.clone(),
         channel: requested_by.tenant.clone(),

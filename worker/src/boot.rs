@@ -10,7 +10,7 @@ use std::path::Path;
 
 use std::time::Duration;
 
-use kiln_api::boot::BootChange;
+use kiln_api::boot::{BootChange, Plan};
 use kiln_api::compose::BootUploadOptions;
 use kiln_api::jobs::{BootArgs, BootResult, JobResult};
 use kiln_api::osbuild::BuildOutput;
@@ -108,7 +108,10 @@ pub(crate) async fn publish(
 /// boot service has no transactions), so the result is always reported.
 pub(crate) async fn run(client: &Client, config: &WorkerConfig, job: &JobAssignment) -> Ended {
     let AssignedJob::Boot { args } = &job.job else {
-        return finished(Err(format!("not a boot job but a {} job", job.job.kind())));
+        return finished(Err((
+            format!("not a boot job but a {} job", job.job.kind()),
+            None,
+        )));
     };
     let work = change(config.boot.as_ref(), args);
     tokio::pin!(work);
@@ -125,16 +128,24 @@ pub(crate) async fn run(client: &Client, config: &WorkerConfig, job: &JobAssignm
             }
         }
     };
-    if let Err(reason) = &done {
+    if let Err((reason, _)) = &done {
         tracing::warn!(job = %job.id, %reason, "boot change failed");
     }
     finished(done)
 }
 
-fn finished(done: Result<BootResult, String>) -> Ended {
+fn finished(done: Result<BootResult, Failed>) -> Ended {
     let finish = match done {
         Ok(r) => FinishJob::succeeded(&JobResult::Boot(r)),
-        Err(reason) => FinishJob::failed(reason.as_str(), None),
+        Err((reason, plan)) => {
+            let partial = plan.map(|plan| {
+                JobResult::Boot(BootResult {
+                    plan: Some(plan),
+                    nodes: Vec::new(),
+                })
+            });
+            FinishJob::failed(reason.as_str(), partial.as_ref())
+        }
     };
     Ended::Finish(finish.unwrap_or_else(|e| FinishJob {
         success: false,
@@ -143,37 +154,44 @@ fn finished(done: Result<BootResult, String>) -> Ended {
     }))
 }
 
-async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResult, String> {
-    let config =
-        config.ok_or("this worker has no boot image store configured (worker.toml [boot])")?;
-    let deployer = config.deployer()?;
+/// How a boot job ended badly: the reason, and the plan when it was being
+/// applied (BSS may hold part of it; the composer records it as failed).
+type Failed = (String, Option<Plan>);
+
+async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResult, Failed> {
+    let e = |e: kiln_boot::BootError| (e.to_string(), None);
+    let config = config.ok_or_else(|| {
+        (
+            "this worker has no boot image store configured (worker.toml [boot])".to_owned(),
+            None,
+        )
+    })?;
+    let deployer = config.deployer().map_err(|m| (m, None))?;
     let nodes = NodeSelector::from(args.change.nodes().clone());
-    let e = |e: kiln_boot::BootError| e.to_string();
     let plan = match &args.change {
         BootChange::Publish {
             image,
             extra_params,
-            dry_run,
             ..
         } => {
-            let request = PublishRequest {
-                image: ImageSource::Published(image.clone()),
-                nodes: nodes.clone(),
-                extra_params: extra_params.clone(),
-            };
-            Some(if *dry_run {
-                deployer.dry_run(&request).await.map_err(e)?
-            } else {
-                deployer.publish(&request).await.map_err(e)?
-            })
+            let record = deployer.store().record(image).await.map_err(e)?;
+            Some(
+                deployer
+                    .plan_publish(&record, &nodes, extra_params)
+                    .await
+                    .map_err(e)?,
+            )
         }
-        BootChange::Rollback { force, dry_run, .. } => Some(if *dry_run {
-            deployer.plan_rollback(&nodes, *force).await.map_err(e)?
-        } else {
-            deployer.rollback(&nodes, *force).await.map_err(e)?
-        }),
+        BootChange::Rollback { force, .. } => {
+            Some(deployer.plan_rollback(&nodes, *force).await.map_err(e)?)
+        }
         BootChange::Show { .. } => None,
     };
+    if let (true, Some(plan)) = (args.change.writes(), &plan) {
+        if let Err(err) = deployer.apply(plan).await {
+            return Err((err.to_string(), Some(plan.clone())));
+        }
+    }
     let nodes = deployer.show(&nodes).await.map_err(e)?;
     Ok(BootResult { plan, nodes })
 }

@@ -296,10 +296,9 @@ async fn finish(
     }
     // What boot delivery did is recorded first: the boot service changed
     // whether or not the lease is still good.
-    if request.success {
-        if let Some(result) = &request.result {
-            record_boot(&state, &job, result).await?;
-        }
+    if let Some(result) = &request.result {
+        let failed = (!request.success).then(|| request.reason.as_deref().unwrap_or(""));
+        record_boot(&state, &job, result, failed).await?;
     }
     let outcome = if request.success {
         Outcome::Success(
@@ -339,13 +338,16 @@ async fn record_boot(
     state: &AppState,
     job: &Job,
     result: &serde_json::Value,
+    failed: Option<&str>,
 ) -> Result<(), ApiError> {
     let kind = JobKind::parse(&job.job_type).map_err(ApiError::internal)?;
     match JobResult::decode(kind, result).map_err(ApiError::internal)? {
         JobResult::Boot(r) => {
             let args = Boot::decode_args(&job.args).map_err(ApiError::internal)?;
-            crate::boot_records::boot_job(state.queue.as_ref(), job, &args, &r).await?
+            crate::boot_records::boot_job(state.queue.as_ref(), job, &args, &r, failed).await?
         }
+        // A failed build's boot targets (each with its own status) still
+        // record what they published.
         JobResult::Build(r) => {
             let args = Build::decode_args(&job.args).map_err(ApiError::internal)?;
             crate::boot_records::build_job(state.queue.as_ref(), job, &args, &r).await?

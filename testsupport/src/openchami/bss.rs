@@ -4,6 +4,7 @@
 //! problems. Hosts must be node xnames or role tags, MACs well formed.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -27,6 +28,8 @@ pub struct BssTestDouble {
 struct BssState {
     nodes: Vec<Node>,
     entries: Mutex<BTreeMap<String, BssEntry>>,
+    /// Answer every write with 500 (a fault a test injects).
+    failing_writes: AtomicBool,
 }
 
 /// Tags BSS accepts in `hosts` besides xnames.
@@ -47,6 +50,7 @@ impl BssTestDouble {
         let state = Arc::new(BssState {
             nodes: nodes.to_vec(),
             entries: Mutex::new(BTreeMap::new()),
+            failing_writes: AtomicBool::new(false),
         });
         let server = DoubleServer::start(
             "BSS",
@@ -57,6 +61,12 @@ impl BssTestDouble {
         )
         .await?;
         Ok(BssTestDouble { server, state })
+    }
+
+    /// From now on (until called with `false`), every PUT, POST, PATCH and
+    /// DELETE is answered 500 and changes nothing; reads still work.
+    pub fn fail_writes(&self, failing: bool) {
+        self.state.failing_writes.store(failing, Ordering::SeqCst);
     }
 
     /// The URL to configure as BSS's root (`http://127.0.0.1:<port>`).
@@ -225,6 +235,9 @@ impl BssState {
     }
 
     fn write(&self, req: &Request) -> Answer {
+        if self.failing_writes.load(Ordering::SeqCst) {
+            return Answer::problem(500, "Internal Server Error: a fault the test injected");
+        }
         let Some(body) = &req.body else {
             return Answer::problem(400, "Bad Request: EOF");
         };
