@@ -8,6 +8,7 @@ pub mod devices;
 pub mod manifest;
 pub mod monitor;
 pub mod sandbox;
+pub mod seccomp;
 pub mod secrets;
 pub mod sources;
 pub mod stages;

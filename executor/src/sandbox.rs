@@ -1,11 +1,14 @@
 //! The sandbox a stage runs in: bubblewrap with the build root read-only
 //! at `/`, the tree writable at `/run/osbuild/tree`, inputs read-only under
 //! `/run/osbuild/inputs`, no network, its own pid, ipc and uts namespaces,
-//! and a fresh `/dev`, `/proc`, `/tmp`. The stage itself is this binary
+//! a fresh `/dev`, `/proc`, `/tmp`, and the seccomp filter of
+//! [`crate::seccomp`] (bubblewrap sets `no_new_privs` with it). The stage itself is this binary
 //! (`kiln-osbuild __stage ARGS`), bound read-only into the sandbox, so it
 //! sees only what the sandbox shows it.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,9 +41,24 @@ pub enum Outcome {
 }
 
 impl Sandbox<'_> {
-    fn command(&self) -> std::io::Result<Command> {
+    /// The bubblewrap command, and the file holding its seccomp filter,
+    /// which must stay open until the command is spawned.
+    fn command(&self) -> std::io::Result<(Command, std::fs::File)> {
         let exe = std::env::current_exe()?;
+        let filter = crate::seccomp::program_file()?;
+        let fd = filter.as_raw_fd();
         let mut c = Command::new("bwrap");
+        // SAFETY: between fork and exec only fcntl, which is
+        // async-signal-safe, on a descriptor this process owns: bubblewrap
+        // inherits the filter's file (std opens it close-on-exec).
+        unsafe {
+            c.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         match self.build_root {
             Some(root) => c.arg("--ro-bind").arg(root).arg("/"),
             None => c.args(["--ro-bind", "/", "/"]),
@@ -73,6 +91,7 @@ impl Sandbox<'_> {
             "--chdir",
             "/",
         ]);
+        c.arg("--seccomp").arg(fd.to_string());
         let mut env = vec![
             (
                 "PATH".to_owned(),
@@ -86,13 +105,13 @@ impl Sandbox<'_> {
             c.arg("--setenv").arg(k).arg(v);
         }
         c.arg(EXE).arg("__stage").arg(format!("{API}/args.json"));
-        Ok(c)
+        Ok((c, filter))
     }
 
     /// Runs the stage; every output line goes to `on_line` as it comes.
     pub fn run(&self, on_line: &mut dyn FnMut(&str)) -> std::io::Result<Outcome> {
         let (reader, writer) = std::io::pipe()?;
-        let mut cmd = self.command()?;
+        let (mut cmd, filter) = self.command()?;
         cmd.stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer);
@@ -101,6 +120,7 @@ impl Sandbox<'_> {
         })?;
         // The command holds the write ends; drop them so EOF arrives.
         drop(cmd);
+        drop(filter);
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let pump = std::thread::spawn(move || {
             let mut r = BufReader::new(reader);

@@ -248,3 +248,37 @@ fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_stor
     assert_eq!(std::fs::read(pxe.join("vmlinuz")).unwrap(), kernel);
     assert!(Path::new(&squash).exists());
 }
+
+/// A package script that reaches for the build host's kernel: every system
+/// call the stages' seccomp filter refuses (module loading, kexec, bpf,
+/// keyrings, ptrace, …) is tried from a postinst, as dpkg runs it in the
+/// sandbox; each answer goes to a log in the tree, and each is EPERM.
+#[test]
+fn package_scripts_get_eperm_for_what_the_seccomp_filter_refuses() {
+    let refused = kiln_executor::seccomp::refused();
+    // perl-base is essential: every call with zero arguments (harmless
+    // should one get through), its errno name or "ok" per line.
+    let calls: Vec<String> = refused
+        .iter()
+        .map(|(name, nr)| format!("[\"{name}\", {nr}]"))
+        .collect();
+    let postinst = format!(
+        "#!/bin/sh\nperl -MErrno -e 'for my $c ({}) {{ my ($n, $nr) = @$c; $! = 0; my $r = syscall($nr, 0, 0, 0, 0, 0, 0); print \"$n \", ($r == -1 ? ($!{{EPERM}} ? \"EPERM\" : \"errno=\" . ($! + 0)) : \"ok\"), \"\\n\" }}' > /var/log/kiln-seccomp.log 2>&1\nexit 0\n",
+        calls.join(", ")
+    );
+    let image =
+        common::debian_image_with("tar", &[], blueprint(), &[("kiln-reaches-out", &postinst)]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = common::export(dir.path(), &image.manifest, &["archive"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    let tar = dir.path().join("out/archive/root.tar");
+    let log = sh(&format!(
+        "tar -xOf {} ./var/log/kiln-seccomp.log",
+        tar.display()
+    ));
+    let answers: Vec<(&str, &str)> = log.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(answers.len(), refused.len(), "{log}");
+    for ((name, _), (logged, answer)) in refused.iter().zip(&answers) {
+        assert_eq!((*logged, *answer), (*name, "EPERM"), "{log}");
+    }
+}

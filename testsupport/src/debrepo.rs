@@ -53,9 +53,28 @@ impl DebRepo {
     /// Builds a package (`Architecture: all`) with `relations` as extra control
     /// lines (e.g. `"Depends: b (>= 2)\n"`) and a README; returns its path.
     pub fn add(&self, name: &str, version: &str, relations: &str) -> Result<PathBuf> {
+        self.add_with_postinst(name, version, relations, None)
+    }
+
+    /// As [`DebRepo::add`], with `postinst` (a whole script, `#!` line
+    /// included) as the package's maintainer script.
+    pub fn add_with_postinst(
+        &self,
+        name: &str,
+        version: &str,
+        relations: &str,
+        postinst: Option<&str>,
+    ) -> Result<PathBuf> {
         let pool = self.dir.join("pool/main");
         let root = pool.join(format!("{name}-build"));
         mkdir(&root.join("DEBIAN"))?;
+        if let Some(script) = postinst {
+            let path = root.join("DEBIAN/postinst");
+            write(&path, script)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         let doc = root.join("usr/share/doc").join(name);
         mkdir(&doc)?;
         write(&doc.join("README"), format!("{name} {version}\n"))?;

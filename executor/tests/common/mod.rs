@@ -110,6 +110,17 @@ pub(crate) struct DebianImage {
 }
 
 pub(crate) fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> DebianImage {
+    debian_image_with(image_type, extra, blueprint, &[])
+}
+
+/// As [`debian_image`], with packages made here (name, postinst script)
+/// added to the mirror and to the image.
+pub(crate) fn debian_image_with(
+    image_type: &str,
+    extra: &[&str],
+    blueprint: Value,
+    made: &[(&str, &str)],
+) -> DebianImage {
     let catalog = kiln_distro::Catalog::embedded().unwrap();
     let distro = catalog.get("debian-12").unwrap();
     let (arch, arch_def) = distro.find_architecture("x86_64").unwrap();
@@ -124,6 +135,15 @@ pub(crate) fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -
     let mirror = tempfile::tempdir().unwrap();
     let (repo, _) =
         kiln_testsupport::aptcache::debian_mirror(mirror.path(), &request.packages).unwrap();
+    let mut request = request;
+    for (name, postinst) in made {
+        repo.add_with_postinst(name, "1.0", "", Some(postinst))
+            .unwrap();
+        request.packages.push(name.to_string());
+    }
+    if !made.is_empty() {
+        repo.index().unwrap();
+    }
     // 2. kiln's depsolve against the mirror, as the composer would.
     let cache = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
