@@ -57,11 +57,16 @@ fn io_err(path: &Path, e: io::Error) -> io::Error {
 }
 
 impl Store {
-    /// Opens (creating) a store and cleans up after builds that died.
+    /// Opens (creating) a store and cleans up after builds that died. The
+    /// store's root is made mode 0700: trees, sources and half-built images
+    /// are no other host user's to read.
     pub fn open(root: &Path) -> io::Result<Store> {
         for sub in ["objects", "sources/org.osbuild.files", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| io_err(&root.join(sub), e))?;
         }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err(root, e))?;
         let root = fs::canonicalize(root)?;
         let store = Store { root };
         store.clean_stale()?;
@@ -369,6 +374,18 @@ pub fn loop_devices() -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_store_is_only_its_owners() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&root).unwrap();
+        let mode = fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
     use super::*;
 
     #[test]

@@ -35,7 +35,8 @@ pub enum Shutdown {
 /// Runs the worker until a signal stops it, or after `max_jobs` jobs.
 pub async fn run(config: WorkerConfig, max_jobs: Option<u64>) -> anyhow::Result<()> {
     let client = Client::new(&config)?;
-    std::fs::create_dir_all(&config.work_dir)?;
+    private_dir(&config.work_dir)?;
+    private_dir(&config.store)?;
     let (tx, rx) = watch::channel(Shutdown::Run);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -68,6 +69,15 @@ pub async fn run(config: WorkerConfig, max_jobs: Option<u64>) -> anyhow::Result<
     while slots.join_next().await.is_some() {}
     tracing::info!("kiln-worker stopped");
     Ok(())
+}
+
+/// Creates `dir` (and its parents) and makes it mode 0700: the builds'
+/// trees, images and logs are no other host user's to read.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
 
 /// One build slot: ask for a job, run it, report it, again.

@@ -51,7 +51,7 @@ async fn a_compose_is_built_and_uploaded_to_every_target() {
         azure.endpoint(),
         gcs.endpoint()
     );
-    let _worker = kiln.worker("w1.kiln.test", &targets);
+    let worker = kiln.worker("w1.kiln.test", &targets);
     let request = kiln.request(json!([
         {"type": "local", "upload_options": {}},
         {"type": "aws.s3", "upload_options": {"region": "us-east-1"}},
@@ -76,7 +76,7 @@ async fn a_compose_is_built_and_uploaded_to_every_target() {
         done["status"],
         json!("success"),
         "{done}\n{}",
-        _worker.log()
+        worker.log()
     );
     let uploads = done["image_status"]["upload_statuses"].as_array().unwrap();
     assert_eq!(uploads.len(), 4, "{done}");
@@ -130,4 +130,13 @@ async fn a_compose_is_built_and_uploaded_to_every_target() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&hostname.stdout), "node-e2e\n");
+    // The worker's scratch directory and the executor's store are its own.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["jobs", "store"] {
+        let mode = std::fs::metadata(worker.home.join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir}");
+    }
 }
