@@ -72,12 +72,7 @@ async fn a_compose_is_built_and_uploaded_to_every_target() {
         "the build never showed progress: {building}"
     );
     let done = kiln.wait(&id, Duration::from_secs(600), finished).await;
-    assert_eq!(
-        done["status"],
-        json!("success"),
-        "{done}\n{}",
-        worker.log()
-    );
+    assert_eq!(done["status"], json!("success"), "{done}\n{}", worker.log());
     let uploads = done["image_status"]["upload_statuses"].as_array().unwrap();
     assert_eq!(uploads.len(), 4, "{done}");
     assert!(
