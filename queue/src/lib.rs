@@ -433,6 +433,15 @@ pub(crate) fn node_list(nodes: &[String]) -> String {
     format!(",{},", nodes.join(","))
 }
 
+/// The xnames of a `nodes` column.
+pub(crate) fn parse_node_list(column: &str) -> Vec<String> {
+    column
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The `LIKE` pattern of one node in that column; `None` for a name that is
 /// not letters and digits (it cannot be in any row).
 pub(crate) fn node_pattern(node: &str) -> Option<String> {

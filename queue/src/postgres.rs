@@ -16,10 +16,10 @@ use crate::batch::Batcher;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
-    dependency_reason, node_list, node_pattern, requeue_reason, stale_reason, BlueprintRecord,
-    BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent, JobQueue,
-    JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError, ReapReport, Result,
-    RowCounts,
+    dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
+    BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent,
+    JobQueue, JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError,
+    ReapReport, Result, RowCounts,
 };
 
 const CHANNEL: &str = "kiln_jobs";
@@ -935,30 +935,23 @@ impl JobQueue for PgQueue {
             Some(Some(p)) => Some(p),
             None => None,
         };
-        let rows = sqlx::query(
-            "SELECT id, channel, job_id, nodes, body, created_at, count(*) OVER () AS total \
-             FROM boot_changes WHERE channel = $1 AND ($2::TEXT IS NULL OR nodes LIKE $2) \
-             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-        )
+        let filter = "channel = $1 AND ($2::TEXT IS NULL OR nodes LIKE $2)";
+        let rows = sqlx::query(&format!(
+            "SELECT id, channel, job_id, nodes, body, created_at FROM boot_changes WHERE {filter} \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
         .bind(channel)
         .bind(&pattern)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total = match rows.first() {
-            Some(r) => r.try_get("total")?,
-            None => {
-                let (n,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM boot_changes WHERE channel = $1 AND ($2::TEXT IS NULL OR nodes LIKE $2)",
-                )
+        let (total,): (i64,) =
+            sqlx::query_as(&format!("SELECT count(*) FROM boot_changes WHERE {filter}"))
                 .bind(channel)
                 .bind(&pattern)
                 .fetch_one(&self.pool)
                 .await?;
-                n
-            }
-        };
         let changes = rows
             .iter()
             .map(|r| {
@@ -967,11 +960,7 @@ impl JobQueue for PgQueue {
                     id: r.try_get("id")?,
                     channel: r.try_get("channel")?,
                     job_id: r.try_get("job_id")?,
-                    nodes: nodes
-                        .split(',')
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    nodes: parse_node_list(&nodes),
                     record: r.try_get("body")?,
                     created_at: r.try_get("created_at")?,
                 })

@@ -23,10 +23,10 @@ use uuid::Uuid;
 use crate::graph::{self, StoredDependency};
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
-    dependency_reason, node_list, node_pattern, requeue_reason, stale_reason, BlueprintRecord,
-    BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent, JobQueue,
-    JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError, ReapReport, Result,
-    RowCounts,
+    dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
+    BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent,
+    JobQueue, JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError,
+    ReapReport, Result, RowCounts,
 };
 
 const JOB_COLUMNS: &str =
@@ -871,11 +871,7 @@ impl JobQueue for SqliteQueue {
                     id: r.try_get("id")?,
                     channel: r.try_get("channel")?,
                     job_id: uuid(r.try_get("job_id")?)?,
-                    nodes: nodes
-                        .split(',')
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    nodes: parse_node_list(&nodes),
                     record: json(&body)?,
                     created_at: time(r.try_get("created_at")?)?,
                 })
