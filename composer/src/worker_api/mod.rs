@@ -289,16 +289,13 @@ async fn finish(
     request.validate()?;
     let job = own_lease(&state, &worker, token).await?;
     if let Some(result) = &request.result {
-        if let Err(e) = check_result(&job, result) {
+        let typed = check_result(&job, result).inspect_err(|e| {
             tracing::warn!(job = %job.id, worker = %worker.0, reason = %e.reason, "a worker's result was refused");
-            return Err(e);
-        }
-    }
-    // What boot delivery did is recorded first: the boot service changed
-    // whether or not the lease is still good.
-    if let Some(result) = &request.result {
+        })?;
+        // What boot delivery did is recorded first: the boot service
+        // changed whether or not the lease is still good.
         let failed = (!request.success).then(|| request.reason.as_deref().unwrap_or(""));
-        record_boot(&state, &job, result, failed).await?;
+        record_boot(&state, &job, &typed, failed).await?;
     }
     let outcome = if request.success {
         Outcome::Success(
@@ -337,20 +334,19 @@ async fn finish(
 async fn record_boot(
     state: &AppState,
     job: &Job,
-    result: &serde_json::Value,
+    result: &JobResult,
     failed: Option<&str>,
 ) -> Result<(), ApiError> {
-    let kind = JobKind::parse(&job.job_type).map_err(ApiError::internal)?;
-    match JobResult::decode(kind, result).map_err(ApiError::internal)? {
+    match result {
         JobResult::Boot(r) => {
             let args = Boot::decode_args(&job.args).map_err(ApiError::internal)?;
-            crate::boot_records::boot_job(state.queue.as_ref(), job, &args, &r, failed).await?
+            crate::boot_records::boot_job(state.queue.as_ref(), job, &args, r, failed).await?
         }
         // A failed build's boot targets (each with its own status) still
         // record what they published.
         JobResult::Build(r) => {
             let args = Build::decode_args(&job.args).map_err(ApiError::internal)?;
-            crate::boot_records::build_job(state.queue.as_ref(), job, &args, &r).await?
+            crate::boot_records::build_job(state.queue.as_ref(), job, &args, r).await?
         }
         _ => {}
     }
@@ -401,8 +397,8 @@ async fn own_lease(
 /// is the job kind's typed result, and a build's upload statuses are one
 /// per target of the image, in order, each of its target's type, with URLs
 /// of that type's scheme only. What the composer then shows its callers
-/// cannot be a worker's invention.
-fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
+/// cannot be a worker's invention. Returns the result typed.
+fn check_result(job: &Job, result: &serde_json::Value) -> Result<JobResult, ApiError> {
     let bad = |field: String, m: String| ApiError::field(ErrorKind::InvalidField, field, m);
     let kind = JobKind::parse(&job.job_type).map_err(ApiError::internal)?;
     let typed = JobResult::decode(kind, result).map_err(|e| {
@@ -411,10 +407,10 @@ fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
             format!("not a {} result: {e}", kind.as_str()),
         )
     })?;
-    let build = match typed {
+    let build = match &typed {
         JobResult::Build(build) => build,
-        JobResult::Boot(boot) => return check_boot_result(job, &boot),
-        _ => return Ok(()),
+        JobResult::Boot(boot) => return check_boot_result(job, boot).map(|()| typed),
+        _ => return Ok(typed),
     };
     let args = Build::decode_args(&job.args).map_err(ApiError::internal)?;
     if build.uploads.len() > args.targets.len() {
@@ -485,7 +481,7 @@ fn check_result(job: &Job, result: &serde_json::Value) -> Result<(), ApiError> {
             }
         }
     }
-    Ok(())
+    Ok(typed)
 }
 
 /// A `boot` job's result is what its change asks: a publish of its image,
