@@ -324,6 +324,11 @@ async fn boot_changes_go_through_the_composer_within_grants_and_into_the_history
             && text.contains("by alice-ci (tenant tenant-a)"),
         "{text}"
     );
+    // A node filter that is no xname is refused, naming the parameter.
+    let err = kiln(&url, a, &["boot", "history", "--node", "x1000%"])
+        .await
+        .refused();
+    assert!(err.contains("node") && err.contains("xname"), "{err}");
     // Another tenant sees none of it.
     let other = kiln(&url, b, &["boot", "history", "--output", "json"])
         .await

@@ -602,4 +602,43 @@ mod tests {
             assert_eq!(e.field.as_deref(), Some(field), "{}", e.reason);
         }
     }
+
+    /// A boot job's result must be its own change's plan: a worker cannot
+    /// report a rollback for a publish, another image, or a plan for a read.
+    #[test]
+    fn a_boot_result_is_the_plan_of_its_change() {
+        let job = |change: serde_json::Value| Job {
+            job_type: "boot".into(),
+            arch: ANY_ARCH.into(),
+            args: json!({"change": change, "requested_by": {"tenant": "default"}}),
+            ..build_job()
+        };
+        let publish = job(json!({"action": "publish",
+            "image": {"image_name": "compute", "version": "v1", "arch": "x86_64"},
+            "nodes": {"group": "compute"}, "extra_params": "", "dry_run": false}));
+        let show = job(json!({"action": "show", "nodes": {"group": "compute"}}));
+        let plan = |action: serde_json::Value| {
+            let mut p =
+                json!({"id": "d1", "selection": "group compute", "changes": [], "unchanged": []});
+            p.as_object_mut()
+                .unwrap()
+                .extend(action.as_object().unwrap().clone());
+            json!({"plan": p, "nodes": []})
+        };
+        let published = |name: &str| {
+            plan(json!({"action": "publish", "compose_id": Uuid::nil(),
+                "image": {"image_name": name, "version": "v1", "arch": "x86_64"}}))
+        };
+        assert!(check_result(&publish, &published("compute")).is_ok());
+        assert!(check_result(&show, &json!({"plan": null, "nodes": []})).is_ok());
+        for (j, result) in [
+            (&publish, published("login")),
+            (&publish, plan(json!({"action": "rollback"}))),
+            (&publish, json!({"plan": null, "nodes": []})),
+            (&show, published("compute")),
+        ] {
+            let e = check_result(j, &result).expect_err("refused");
+            assert_eq!(e.field.as_deref(), Some("result.plan"), "{result}");
+        }
+    }
 }
