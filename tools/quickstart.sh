@@ -12,18 +12,20 @@
 #      (mutual TLS, builtin executor, local upload target);
 #   5. submits the compose and follows it with `kiln compose start --wait`.
 #
-# Everything lives in ./kiln-data (KILN_DATA to move it). Needs root: the
-# executor's stages run in bubblewrap and write disk images through loop
-# devices. Run it again and the package cache and the executor's store make
-# the second build fast.
+# Everything lives in ./kiln-data (KILN_DATA to move it). Run it as root: it
+# installs packages and, once, makes the unprivileged build user `kiln` with
+# its subordinate ids (tools/build-user.sh). The worker then runs as that
+# user, never as root: every stage runs in a user namespace mapped from its
+# subordinate ids. Run it again and the package cache and the executor's
+# store make the second build fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
 data=${KILN_DATA:-$repo/kiln-data}
-[ "$(id -u)" -eq 0 ] || { echo "quickstart: run as root (bubblewrap sandboxes and loop devices)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "quickstart: run as root (it installs packages and makes the build user)" >&2; exit 1; }
 
-packages=(bubblewrap squashfs-tools apt-utils openssl curl python3 zstd cpio)
+packages=(bubblewrap squashfs-tools apt-utils openssl curl python3 zstd cpio uidmap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -36,8 +38,16 @@ fi
 
 echo "== building kiln (release)"
 cargo build --release --locked -q -p kiln-composer -p kiln-worker -p kiln-cli
-bin=$CARGO_TARGET_DIR/release
+user=${KILN_BUILD_USER:-kiln}
+echo "== the build user $user and its subordinate ids"
+bash tools/build-user.sh
 mkdir -p "$data"
+# The binaries where the build user can run them (the build cache is root's).
+bin=$data/bin
+mkdir -p "$bin"
+for b in kiln-composer kiln-worker kiln; do
+    install -m 0755 "$CARGO_TARGET_DIR/release/$b" "$bin/$b"
+done
 
 echo "== certificates"
 bash tools/gen-certs.sh --out "$data/certs" --worker worker.local >/dev/null
@@ -90,6 +100,7 @@ EOF
     && apt-ftparchive -o APT::FTPArchive::Release::Suite=local -o APT::FTPArchive::Release::Components=main \
        -o APT::FTPArchive::Release::Architectures=amd64 release dists/local > dists/local/Release)
 echo "   $(ls "$mirror/pool/main" | wc -l) packages in $mirror"
+chmod -R a+rX "$mirror"
 
 echo "== starting kiln-composer and kiln-worker"
 mkdir -p "$data/images"
@@ -118,7 +129,16 @@ path = "$data/images"
 EOF
 "$bin/kiln-composer" --config "$data/composer.toml" > "$data/composer.log" 2>&1 &
 composer_pid=$!
-"$bin/kiln-worker" --config "$data/worker.toml" > "$data/worker.log" 2>&1 &
+# The worker's directories, certificate and key are the build user's; a
+# store left by a root-run kiln of an earlier version goes.
+if [ -d "$data/worker" ] && [ "$(stat -c %U "$data/worker")" != "$user" ]; then
+    rm -rf "$data/worker"
+fi
+mkdir -p "$data/worker"
+chown "$user:" "$data/worker" "$data/images" "$data/certs/worker-worker.local.pem" \
+    "$data/certs/worker-worker.local.key"
+setpriv --reuid="$user" --regid="$user" --clear-groups env HOME="/var/lib/$user" \
+    "$bin/kiln-worker" --config "$data/worker.toml" > "$data/worker.log" 2>&1 &
 worker_pid=$!
 trap 'kill $worker_pid $composer_pid 2>/dev/null; wait $worker_pid $composer_pid 2>/dev/null || true' EXIT
 api=http://127.0.0.1:8700/api/image-builder-composer/v2

@@ -15,10 +15,11 @@ cd "$(dirname "$0")/.."
 # squashfs-tools, fdisk, dosfstools, e2fsprogs, GRUB's BIOS images, zstd and
 # cpio (to read initrds back), qemu (images converted, disks and PXE images
 # booted), skopeo and umoci (OCI archives read back), mmdebstrap (the
-# executor benchmark's peer).
+# executor benchmark's peer), uidmap (newuidmap and newgidmap: builds run
+# without privileges, in user namespaces of the build user's subordinate ids).
 packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv openssl
           bubblewrap squashfs-tools fdisk dosfstools e2fsprogs grub-pc-bin grub2-common zstd cpio
-          qemu-utils qemu-system-x86 skopeo umoci mmdebstrap)
+          qemu-utils qemu-system-x86 skopeo umoci mmdebstrap uidmap)
 
 # Two passes: installing one package can remove another of the list (a
 # machine image with backports' qemu-utils loses it to bookworm's
@@ -40,6 +41,11 @@ if ! ls /var/lib/apt/lists/*_dists_bookworm_main_binary-amd64_Packages* >/dev/nu
     as_root=()
     [ "$(id -u)" -eq 0 ] || as_root=(sudo)
     "${as_root[@]}" apt-get update -qq
+fi
+# The unprivileged user the tests run kiln-osbuild and kiln-worker as (they
+# refuse root), with its subordinate ids.
+if [ "$(id -u)" -eq 0 ]; then
+    bash tools/build-user.sh
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
 

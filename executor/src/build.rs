@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::devices::{self, LoopDevice};
 use crate::manifest::{Manifest, Origin, Pipeline, Stage};
 use crate::monitor::{Monitor, Position};
-use crate::sandbox::{Outcome, Sandbox, INPUTS};
+use crate::sandbox::{Outcome, Sandbox, INPUTS, TREE};
 use crate::stages::identity::Clean;
-use crate::stages::{self, InputArgs, MountArgs, StageArgs};
+use crate::stages::{self, DeviceArgs, InputArgs, StageArgs};
 use crate::store::{ObjectLease, Store, WorkDir};
 
 pub struct BuildOptions {
@@ -400,8 +399,9 @@ impl Builder<'_> {
             );
             binds.push((name.clone(), host));
         }
-        // Loop devices stay attached (held here) until the stage is done.
-        let mut loops: BTreeMap<String, LoopDevice> = BTreeMap::new();
+        // A loopback device is a byte range of a file in the tree: the
+        // stage's tools write there directly (no loop device, no mount).
+        let mut devices: BTreeMap<String, DeviceArgs> = BTreeMap::new();
         for (name, dev) in &stage.devices {
             if dev.parent.is_some() {
                 return Err(internal(format!(
@@ -413,9 +413,9 @@ impl Builder<'_> {
                 .get("filename")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            if filename.split('/').any(|c| c == "..") {
+            if filename.is_empty() || filename.split('/').any(|c| c == "..") {
                 return Err(internal(format!(
-                    "device {name:?}: {filename:?} leaves the tree"
+                    "device {name:?}: {filename:?} is not a file of the tree"
                 )));
             }
             let sector = dev
@@ -423,42 +423,32 @@ impl Builder<'_> {
                 .get("sector-size")
                 .and_then(Value::as_u64)
                 .unwrap_or(512);
-            let start = dev
-                .options
-                .get("start")
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-                * sector;
-            let size = dev.options.get("size").and_then(Value::as_u64).unwrap_or(0) * sector;
-            let file = tree.join(filename.trim_start_matches('/'));
-            let device = devices::attach(&file, start, size)
-                .map_err(|e| internal(format!("device {name:?} on {}: {e}", file.display())))?;
-            loops.insert(name.clone(), device);
+            let number = |key: &str| dev.options.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let (offset, size) = match (
+                number("start").checked_mul(sector),
+                number("size").checked_mul(sector),
+            ) {
+                (Some(o), Some(s)) => (o, s),
+                _ => {
+                    return Err(internal(format!(
+                        "device {name:?}: start or size is out of range"
+                    )))
+                }
+            };
+            devices.insert(
+                name.clone(),
+                DeviceArgs {
+                    file: format!("{TREE}/{}", filename.trim_start_matches('/')),
+                    offset,
+                    size,
+                },
+            );
         }
-        let mounts = stage
-            .mounts
-            .iter()
-            .map(|m| MountArgs {
-                name: m.name.clone(),
-                kind: m.kind.clone(),
-                device: m
-                    .source
-                    .as_ref()
-                    .and_then(|s| loops.get(s))
-                    .map(|d| d.path.clone()),
-                target: m.target.clone().unwrap_or_else(|| "/".into()),
-                options: m.options.clone(),
-            })
-            .collect();
         let args = StageArgs {
             kind: stage.kind.clone(),
             options: stage.options.clone(),
             inputs,
-            devices: loops
-                .iter()
-                .map(|(k, v)| (k.clone(), v.path.clone()))
-                .collect(),
-            mounts,
+            devices,
             source_epoch: p.source_epoch,
         };
         fs::write(
@@ -474,7 +464,6 @@ impl Builder<'_> {
             build_root,
             tree,
             inputs: binds,
-            devices: loops.values().map(|d| d.path.clone()).collect(),
             api: &api,
             env,
         };
@@ -486,7 +475,6 @@ impl Builder<'_> {
                 output.push('\n');
             })
             .map_err(internal)?;
-        drop(loops);
         let entry = |success: bool, error: Option<String>| StageLog {
             id: stage.id.clone(),
             kind: stage.kind.clone(),
@@ -504,8 +492,14 @@ impl Builder<'_> {
                 Ok((entry(true, None), md))
             }
             Outcome::Exited(code) => {
-                let reason = fs::read_to_string(api.join("error.txt"))
-                    .unwrap_or_else(|_| format!("the stage exited with status {code}"));
+                // Without the stage's own error (bubblewrap failed, or the
+                // stage died), its last line of output says why.
+                let reason = fs::read_to_string(api.join("error.txt")).unwrap_or_else(|_| {
+                    match output.lines().rev().find(|l| !l.trim().is_empty()) {
+                        Some(last) => format!("the stage exited with status {code}: {last}"),
+                        None => format!("the stage exited with status {code}"),
+                    }
+                });
                 Ok((entry(false, Some(reason)), Value::Null))
             }
         };
@@ -581,15 +575,22 @@ impl Builder<'_> {
     }
 
     /// Copies a built pipeline's tree to `OUT/NAME`, replacing it whole.
+    /// The copy belongs to the user that started the executor: its owners
+    /// inside the build namespace mean nothing to the host (the artifacts
+    /// themselves, archives and images, carry the tree's owners).
     fn export(&self, name: &str, out: &Path) -> std::io::Result<()> {
         let tree = match self.trees.get(name) {
             Some(lease) => lease.tree.clone(),
             None => self.empty.clone(),
         };
-        fs::create_dir_all(out)?;
+        if !out.exists() {
+            fs::create_dir_all(out)?;
+            crate::userns::give_to_owner(out)?;
+        }
         let partial = out.join(format!(".{name}.partial-{}", std::process::id()));
         let _ = crate::store::remove_tree(&partial);
         copy_tree(&tree, &partial)?;
+        crate::userns::give_tree_to_owner(&partial)?;
         let dest = out.join(name);
         if dest.exists() {
             crate::store::remove_tree(&dest)?;

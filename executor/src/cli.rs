@@ -4,7 +4,7 @@
 //!
 //! Exit status: 0 success, 1 build failure, 2 invalid manifest or usage.
 
-use crate::{build, manifest, monitor, sandbox, stages, store};
+use crate::{build, manifest, monitor, sandbox, stages, store, userns};
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -194,6 +194,15 @@ pub fn main(argv: Vec<String>) -> ExitCode {
     }
     if !usage.is_empty() {
         return invalid(&usage, cli.json);
+    }
+    // Everything from here on runs as root of the build namespace, never
+    // as root of the host (see `userns`).
+    if !userns::inside() {
+        let entered = userns::preflight().and_then(|host| userns::enter(&host));
+        if let Err(e) = entered {
+            eprintln!("kiln-osbuild: {e}");
+            return ExitCode::from(1);
+        }
     }
     let monitor_fd = match cli.monitor.as_deref() {
         None | Some("NullMonitor") | Some("LogMonitor") => None,

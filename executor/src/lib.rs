@@ -1,10 +1,10 @@
 //! kiln's osbuild-compatible executor: manifest model and validation, the
-//! object store, sources, the bubblewrap sandbox and the stages. The
+//! object store, sources, the build namespace, the bubblewrap sandbox and
+//! the stages. The
 //! `kiln-osbuild` binary (main.rs) is the command line around it.
 
 pub mod build;
 pub mod cli;
-pub mod devices;
 pub mod manifest;
 pub mod monitor;
 pub mod sandbox;
@@ -13,3 +13,4 @@ pub mod secrets;
 pub mod sources;
 pub mod stages;
 pub mod store;
+pub mod userns;

@@ -87,7 +87,6 @@ pub struct Stage {
     pub options: Value,
     pub inputs: BTreeMap<String, Input>,
     pub devices: BTreeMap<String, Device>,
-    pub mounts: Vec<Mount>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,19 +109,9 @@ pub struct Device {
     pub options: Value,
 }
 
-#[derive(Debug, Clone)]
-pub struct Mount {
-    pub name: String,
-    pub kind: String,
-    pub source: Option<String>,
-    pub target: Option<String>,
-    pub options: Value,
-}
-
-/// Input, device and mount types the executor knows.
+/// Input and device types the executor knows.
 const INPUT_TYPES: &[&str] = &["org.osbuild.files", "org.osbuild.tree"];
 const DEVICE_TYPES: &[&str] = &["org.osbuild.loopback"];
-const MOUNT_TYPES: &[&str] = &["org.osbuild.ext4", "org.osbuild.fat", "org.osbuild.xfs"];
 pub const SOURCE_TYPES: &[&str] = &["org.osbuild.curl", "org.osbuild.inline"];
 
 struct Parser {
@@ -427,51 +416,19 @@ fn parse_stage(p: &mut Parser, v: &Value, path: &[Value]) -> Option<Stage> {
             p.fail(&dp, format!("{v} is not of type 'object'"));
         }
     }
-    let mut mounts = Vec::new();
+    // osbuild mounts a device's file system to fill it; that takes a loop
+    // device and a kernel mount, which need privileges on the host that
+    // no kiln build has. A file system is made from a tree instead.
     if let Some(v) = map.get("mounts") {
-        let mut mp = path.to_vec();
-        mp.push(key("mounts"));
-        if let Some(list) = v.as_array() {
-            for (i, desc) in list.iter().enumerate() {
-                let mut np = mp.clone();
-                np.push(json!(i));
-                let Some(m) = p.object(
-                    desc,
-                    &np,
-                    &["name", "type", "source", "target", "partition", "options"],
-                ) else {
-                    continue;
-                };
-                let (Some(name), Some(kind)) = (
-                    p.string(m.get("name"), &np, "name", true),
-                    p.string(m.get("type"), &np, "type", true),
-                ) else {
-                    continue;
-                };
-                if !MOUNT_TYPES.contains(&kind.as_str()) {
-                    p.fail(&np, format!("unknown mount type {kind:?}"));
-                    continue;
-                }
-                let source = p.string(m.get("source"), &np, "source", false);
-                if let Some(s) = &source {
-                    if !devices.contains_key(s) {
-                        p.fail(
-                            &np,
-                            format!("mount source {s:?} is not a device of this stage"),
-                        );
-                    }
-                }
-                let target = p.string(m.get("target"), &np, "target", false);
-                mounts.push(Mount {
-                    name,
-                    kind,
-                    source,
-                    target,
-                    options: m.get("options").cloned().unwrap_or_else(|| json!({})),
-                });
-            }
-        } else {
-            p.fail(&mp, format!("{v} is not of type 'array'"));
+        if v.as_array().is_none_or(|l| !l.is_empty()) {
+            let mut mp = path.to_vec();
+            mp.push(key("mounts"));
+            p.fail(
+                &mp,
+                "mounts are not supported: a build without privileges has no loop devices \
+                 or kernel mounts; make the file system from a tree (kiln.mkfs.ext4 takes a \
+                 tree input)",
+            );
         }
     }
     for (name, d) in &devices {
@@ -492,7 +449,6 @@ fn parse_stage(p: &mut Parser, v: &Value, path: &[Value]) -> Option<Stage> {
         options,
         inputs,
         devices,
-        mounts,
     })
 }
 

@@ -1,13 +1,22 @@
 //! The sandbox a stage runs in: bubblewrap with the build root read-only
 //! at `/`, the tree writable at `/run/osbuild/tree`, inputs read-only under
 //! `/run/osbuild/inputs`, no network, its own pid, ipc and uts namespaces,
-//! a fresh `/dev`, `/proc`, `/tmp`, and the seccomp filter of
-//! [`crate::seccomp`] (bubblewrap sets `no_new_privs` with it). The stage itself is this binary
-//! (`kiln-osbuild __stage ARGS`), bound read-only into the sandbox, so it
-//! sees only what the sandbox shows it.
+//! a fresh `/dev`, `/proc`, `/tmp`, and the seccomp filters of
+//! [`crate::seccomp`] (bubblewrap sets `no_new_privs` with them). The stage
+//! itself is this binary (`kiln-osbuild __stage ARGS`), bound read-only into
+//! the sandbox, so it sees only what the sandbox shows it.
+//!
+//! The sandbox is also a user namespace of its own, nested in the build
+//! namespace ([`crate::userns`]) and mapping only its ids 0..65535: the
+//! stage is root over the tree, and the user that started the executor is
+//! nobody to it. bubblewrap makes the namespace and waits
+//! (`--userns-block-fd`) while the executor, root of the parent namespace,
+//! writes the child's maps; `--cap-add ALL` keeps the capabilities that
+//! namespace gives (chown, setcap, mounts inside the sandbox), none of
+//! which reaches past it.
 
-use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,7 +25,6 @@ use std::time::Duration;
 
 pub const TREE: &str = "/run/osbuild/tree";
 pub const INPUTS: &str = "/run/osbuild/inputs";
-pub const MOUNTS: &str = "/run/osbuild/mounts";
 pub const API: &str = "/run/osbuild/api";
 const EXE: &str = "/run/osbuild/bin/kiln-osbuild";
 
@@ -28,7 +36,6 @@ pub struct Sandbox<'a> {
     pub build_root: Option<&'a Path>,
     pub tree: &'a Path,
     pub inputs: Vec<(String, PathBuf)>,
-    pub devices: Vec<String>,
     /// Holds `args.json`; the stage writes `metadata.json` here.
     pub api: &'a Path,
     pub env: Vec<(String, String)>,
@@ -40,24 +47,57 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// What the spawned bubblewrap needs kept open until it has started: the
+/// seccomp filters' files and the child's ends of the namespace pipes.
+struct Handoff {
+    _filters: Vec<std::fs::File>,
+    _child_ends: Vec<OwnedFd>,
+    /// bubblewrap writes `{"child-pid": N, ...}` here once the sandbox's
+    /// user namespace exists.
+    info: std::io::PipeReader,
+    /// One byte here lets it go on, after the maps are written.
+    release: std::io::PipeWriter,
+}
+
 impl Sandbox<'_> {
-    /// The bubblewrap command, and the file holding its seccomp filter,
-    /// which must stay open until the command is spawned.
-    fn command(&self) -> std::io::Result<(Command, std::fs::File)> {
+    /// The bubblewrap command, and what must stay open until it is spawned.
+    fn command(&self) -> std::io::Result<(Command, Handoff)> {
         let exe = std::env::current_exe()?;
-        let filter = crate::seccomp::program_file()?;
-        let fd = filter.as_raw_fd();
+        let filters = crate::seccomp::program_files()?;
+        let (info, info_w) = std::io::pipe()?;
+        let (block_r, release) = std::io::pipe()?;
+        let (info_w, block_r): (OwnedFd, OwnedFd) = (info_w.into(), block_r.into());
+        let mut inherit: Vec<RawFd> = filters.iter().map(|f| f.as_raw_fd()).collect();
+        inherit.extend([info_w.as_raw_fd(), block_r.as_raw_fd()]);
         let mut c = Command::new("bwrap");
+        let kept = inherit.clone();
         // SAFETY: between fork and exec only fcntl, which is
-        // async-signal-safe, on a descriptor this process owns: bubblewrap
-        // inherits the filter's file (std opens it close-on-exec).
+        // async-signal-safe, on descriptors this process owns: bubblewrap
+        // inherits them (std opens files and pipes close-on-exec).
         unsafe {
             c.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                for &fd in &kept {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
+        }
+        c.args([
+            "--unshare-user",
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+            "--cap-add",
+            "ALL",
+        ]);
+        c.arg("--userns-block-fd")
+            .arg(block_r.as_raw_fd().to_string());
+        c.arg("--info-fd").arg(info_w.as_raw_fd().to_string());
+        for f in &filters {
+            c.arg("--add-seccomp-fd").arg(f.as_raw_fd().to_string());
         }
         match self.build_root {
             Some(root) => c.arg("--ro-bind").arg(root).arg("/"),
@@ -67,14 +107,10 @@ impl Sandbox<'_> {
             "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
             "--tmpfs", "/run",
         ]);
-        for dev in &self.devices {
-            c.arg("--dev-bind").arg(dev).arg(dev);
-        }
         c.arg("--bind").arg(self.tree).arg(TREE);
         for (name, path) in &self.inputs {
             c.arg("--ro-bind").arg(path).arg(format!("{INPUTS}/{name}"));
         }
-        c.args(["--dir", MOUNTS]);
         c.arg("--bind").arg(self.api).arg(API);
         c.arg("--ro-bind").arg(exe).arg(EXE);
         c.args([
@@ -91,7 +127,6 @@ impl Sandbox<'_> {
             "--chdir",
             "/",
         ]);
-        c.arg("--seccomp").arg(fd.to_string());
         let mut env = vec![
             (
                 "PATH".to_owned(),
@@ -105,13 +140,21 @@ impl Sandbox<'_> {
             c.arg("--setenv").arg(k).arg(v);
         }
         c.arg(EXE).arg("__stage").arg(format!("{API}/args.json"));
-        Ok((c, filter))
+        Ok((
+            c,
+            Handoff {
+                _filters: filters,
+                _child_ends: vec![info_w, block_r],
+                info,
+                release,
+            },
+        ))
     }
 
     /// Runs the stage; every output line goes to `on_line` as it comes.
     pub fn run(&self, on_line: &mut dyn FnMut(&str)) -> std::io::Result<Outcome> {
         let (reader, writer) = std::io::pipe()?;
-        let (mut cmd, filter) = self.command()?;
+        let (mut cmd, handoff) = self.command()?;
         cmd.stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer);
@@ -120,7 +163,21 @@ impl Sandbox<'_> {
         })?;
         // The command holds the write ends; drop them so EOF arrives.
         drop(cmd);
-        drop(filter);
+        let Handoff {
+            _filters,
+            _child_ends,
+            mut info,
+            mut release,
+        } = handoff;
+        drop(_child_ends);
+        drop(_filters);
+        if let Err(e) = map_sandbox(&mut info) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        release.write_all(b"x")?;
+        drop(release);
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let pump = std::thread::spawn(move || {
             let mut r = BufReader::new(reader);
@@ -161,4 +218,39 @@ impl Sandbox<'_> {
         }
         Ok(outcome)
     }
+}
+
+/// Reads the sandbox's pid from bubblewrap's info and maps its user
+/// namespace: ids 0..65535 to the same ids of the build namespace, and
+/// nothing else (the executor's user stays unmapped in there).
+fn map_sandbox(info: &mut std::io::PipeReader) -> std::io::Result<()> {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    while !text.contains(&b'}') {
+        let n = info.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "bwrap exited before it made the sandbox's user namespace",
+            ));
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let end = text
+        .iter()
+        .position(|&b| b == b'}')
+        .map_or(text.len(), |i| i + 1);
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(rename = "child-pid")]
+        child_pid: u32,
+    }
+    let parsed: Info = serde_json::from_slice(&text[..end])
+        .map_err(|e| std::io::Error::other(format!("bwrap's --info-fd: {e}")))?;
+    let map = format!("0 0 {}\n", crate::userns::IDS);
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{}/{file}", parsed.child_pid);
+        std::fs::write(&path, &map)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    }
+    Ok(())
 }

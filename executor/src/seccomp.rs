@@ -4,7 +4,12 @@
 //! loading or removing kernel modules, kexec, bpf, the kernel keyrings,
 //! ptrace and cross-process memory access, perf events, file handles
 //! (`open_by_handle_at`, the classic way out of a bind mount), swap, reboot,
-//! process accounting and userfaultfd. Everything else is allowed; a system
+//! process accounting and userfaultfd, and a new user namespace (`unshare`
+//! or `clone` with `CLONE_NEWUSER`: inside one, a package script would have
+//! every capability again, over whatever it mounts there). A second filter
+//! answers `clone3` with `ENOSYS`, as if the kernel had none: its flags are
+//! in memory a filter cannot read, and glibc then falls back to `clone`,
+//! which the first filter checks. Everything else is allowed; a system
 //! call of another architecture (a 32-bit ABI) ends the process, as the
 //! filter cannot name its numbers.
 //!
@@ -14,7 +19,10 @@
 use std::collections::BTreeMap;
 use std::io::{Seek, Write};
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// The system calls refused, by name (for the tests and the docs) and number.
 pub fn refused() -> Vec<(&'static str, libc::c_long)> {
@@ -44,40 +52,77 @@ pub fn refused() -> Vec<(&'static str, libc::c_long)> {
     calls
 }
 
-/// The compiled filter for this architecture.
-pub fn program() -> Result<BpfProgram, String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| format!("no seccomp filter for this architecture: {e}"))?;
-    let rules = refused()
+/// The calls refused only with `CLONE_NEWUSER` in their flags (argument 0).
+pub fn refused_with_new_user_namespace() -> Vec<(&'static str, libc::c_long)> {
+    vec![("unshare", libc::SYS_unshare), ("clone", libc::SYS_clone)]
+}
+
+fn arch() -> Result<TargetArch, String> {
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| format!("no seccomp filter for this architecture: {e}"))
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("seccomp filter: {e}")
+}
+
+/// The compiled filters for this architecture: the `EPERM` one and the
+/// `ENOSYS` one.
+pub fn programs() -> Result<Vec<BpfProgram>, String> {
+    let mut rules = refused()
         .into_iter()
         .map(|(_, nr)| (nr, Vec::new()))
         .collect::<BTreeMap<_, _>>();
-    let filter = SeccompFilter::new(
+    let new_user = libc::CLONE_NEWUSER as u64;
+    for (_, nr) in refused_with_new_user_namespace() {
+        let condition = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(new_user),
+            new_user,
+        )
+        .map_err(err)?;
+        rules.insert(nr, vec![SeccompRule::new(vec![condition]).map_err(err)?]);
+    }
+    let eperm = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
-        arch,
+        arch()?,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?;
-    BpfProgram::try_from(filter).map_err(|e| format!("seccomp filter: {e}"))
+    .map_err(err)?;
+    let enosys = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch()?,
+    )
+    .map_err(err)?;
+    Ok(vec![
+        BpfProgram::try_from(eperm).map_err(err)?,
+        BpfProgram::try_from(enosys).map_err(err)?,
+    ])
 }
 
-/// The filter as bubblewrap reads it from `--seccomp FD`: the raw
-/// `struct sock_filter` array, in a file that is already unlinked, at
-/// offset 0.
-pub fn program_file() -> std::io::Result<std::fs::File> {
-    let program = program().map_err(std::io::Error::other)?;
-    let mut bytes = Vec::with_capacity(program.len() * 8);
-    for insn in &program {
-        bytes.extend_from_slice(&insn.code.to_ne_bytes());
-        bytes.push(insn.jt);
-        bytes.push(insn.jf);
-        bytes.extend_from_slice(&insn.k.to_ne_bytes());
+/// The filters as bubblewrap reads them from `--add-seccomp-fd FD`: each
+/// the raw `struct sock_filter` array, in a file that is already
+/// unlinked, at offset 0.
+pub fn program_files() -> std::io::Result<Vec<std::fs::File>> {
+    let mut files = Vec::new();
+    for program in programs().map_err(std::io::Error::other)? {
+        let mut bytes = Vec::with_capacity(program.len() * 8);
+        for insn in &program {
+            bytes.extend_from_slice(&insn.code.to_ne_bytes());
+            bytes.push(insn.jt);
+            bytes.push(insn.jf);
+            bytes.extend_from_slice(&insn.k.to_ne_bytes());
+        }
+        let mut file = tempfile::tempfile()?;
+        file.write_all(&bytes)?;
+        file.rewind()?;
+        files.push(file);
     }
-    let mut file = tempfile::tempfile()?;
-    file.write_all(&bytes)?;
-    file.rewind()?;
-    Ok(file)
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -86,10 +131,13 @@ mod tests {
 
     #[test]
     fn the_filter_compiles_to_whole_instructions() {
-        let p = program().unwrap();
+        let programs = programs().unwrap();
         // An arch check, one test per refused call, the two returns.
-        assert!(p.len() > refused().len(), "{}", p.len());
-        let f = program_file().unwrap();
-        assert_eq!(f.metadata().unwrap().len(), p.len() as u64 * 8);
+        assert!(programs[0].len() > refused().len(), "{}", programs[0].len());
+        let files = program_files().unwrap();
+        assert_eq!(files.len(), programs.len());
+        for (f, p) in files.iter().zip(&programs) {
+            assert_eq!(f.metadata().unwrap().len(), p.len() as u64 * 8);
+        }
     }
 }

@@ -14,10 +14,15 @@
 //!
 //! Crash safety: everything a build writes lives under its own `tmp/<build>`
 //! until it is renamed into `objects/` in one step, so a killed build leaves
-//! only a tmp directory whose lock nobody holds. The next build to open the
-//! store releases whatever is still attached to it (mounts, loop devices)
-//! and removes it. Several builds share a store: ids name identical
-//! content, so the second commit of one id is simply dropped.
+//! only a tmp directory whose lock nobody holds, which the next build to
+//! open the store removes (nothing is ever mounted or attached there: mounts
+//! live in the stages' namespaces and die with them). Several builds share
+//! a store: ids name identical content, so the second commit of one id is
+//! simply dropped.
+//!
+//! The store is used from inside the build namespace ([`crate::userns`]):
+//! its files belong to the subordinate ids of the user that runs the
+//! executor, as the trees' owners are.
 
 use std::fs::{self, File};
 use std::io;
@@ -40,7 +45,6 @@ pub struct WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        release_attachments(&self.path);
         let _ = remove_tree(&self.path);
         let _ = fs::remove_file(&self.lock_path);
     }
@@ -68,6 +72,7 @@ impl Store {
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_err(root, e))?;
         let root = fs::canonicalize(root)?;
+        reachable_by_stages(&root)?;
         let store = Store { root };
         store.clean_stale()?;
         Ok(store)
@@ -176,8 +181,7 @@ impl Store {
         }
     }
 
-    /// Removes working directories whose build is gone, releasing their
-    /// mounts and loop devices first.
+    /// Removes working directories whose build is gone.
     fn clean_stale(&self) -> io::Result<()> {
         let tmp = self.root.join("tmp");
         for entry in fs::read_dir(&tmp)? {
@@ -191,12 +195,10 @@ impl Store {
                 if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
                     continue; // a live build owns it
                 }
-                release_attachments(&dir);
                 remove_tree(&dir)?;
                 fs::remove_file(entry.path())?;
             } else if !tmp.join(format!("{name}.lock")).exists() {
                 // A directory whose lock file is already gone.
-                release_attachments(&entry.path());
                 remove_tree(&entry.path())?;
             }
         }
@@ -261,6 +263,35 @@ impl Store {
     }
 }
 
+/// Stages bind their trees from the store by path, in a user namespace
+/// where only the build namespace's root (the subordinate ids) is anyone:
+/// the store's root becomes that root's (a worker made it as itself), and
+/// every directory above it must let others through (`o+x`), as home
+/// directories and /var/lib do. Anything else is an error that says so.
+fn reachable_by_stages(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = fs::metadata(root).map_err(|e| io_err(root, e))?;
+    if m.uid() != 0 {
+        std::os::unix::fs::chown(root, Some(0), Some(0)).map_err(|e| io_err(root, e))?;
+    }
+    for dir in root.ancestors().skip(1) {
+        let m = fs::metadata(dir).map_err(|e| io_err(dir, e))?;
+        if m.uid() != 0 && m.permissions().mode() & 0o001 == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{}: the stages' sandboxes reach the store through this directory, \
+                     which lets no other user through: `chmod o+x {}`, or put the store \
+                     elsewhere",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Bytes a directory takes on disk, hard links counted once.
 pub fn disk_usage(path: &Path) -> u64 {
     let mut seen = std::collections::HashSet::new();
@@ -301,75 +332,6 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             fs::remove_dir_all(path)
         }
     }
-}
-
-/// Unmounts every mount below `dir` (deepest first) and detaches loop
-/// devices whose backing file is below it: what a killed build left.
-pub fn release_attachments(dir: &Path) {
-    let prefix = dir.to_string_lossy().into_owned();
-    if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
-        let mut points: Vec<String> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(unescape_mountinfo)
-            .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-    for (device, backing) in loop_devices() {
-        if backing.starts_with(&prefix) {
-            crate::devices::detach(&device);
-        }
-    }
-    // A device still in use (a killed build's processes are still being torn
-    // down, flushing their writes) detaches when its last user closes it:
-    // wait for that, so the next build starts with nothing attached.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while loop_devices().iter().any(|(_, b)| b.starts_with(&prefix))
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let mut out = String::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i] as char);
-        i += 1;
-    }
-    out
-}
-
-/// Attached loop devices and their backing files, from sysfs.
-pub fn loop_devices() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/sys/block") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        if let Ok(backing) = fs::read_to_string(e.path().join("loop/backing_file")) {
-            out.push((format!("/dev/{name}"), backing.trim().to_owned()));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

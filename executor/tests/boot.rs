@@ -182,7 +182,7 @@ fn booted_cmdline(console: &str) -> &str {
 fn debian_12_pxe_image_boots_from_its_squashfs_to_multi_user() {
     let bp = blueprint("console=ttyS0 rd.shell=0 rd.emergency=poweroff panic=-1");
     let image = debian_image("pxe", &["openssh-server"], bp.clone());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let built = build(&image.manifest, dir.path(), "pxe");
     let pxe = dir.path().join("out/pxe");
     assert_no_private_key(&[pxe.join("initrd.img"), pxe.join("rootfs.squashfs")]);
@@ -229,7 +229,7 @@ fn debian_12_disk_image_boots_grub_and_its_kernel_to_multi_user() {
         &["openssh-server"],
         blueprint("rd.shell=0 rd.emergency=poweroff panic=-1"),
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let started = Instant::now();
     let r = common::export(dir.path(), &image.manifest, &["image", "qcow2"]);
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
@@ -248,7 +248,7 @@ fn debian_12_disk_image_boots_grub_and_its_kernel_to_multi_user() {
         .unwrap()
         .iter()
         .flat_map(|p| p["stages"].as_array().unwrap())
-        .find(|s| s["type"] == "org.osbuild.mkfs.ext4")
+        .find(|s| s["type"] == "kiln.mkfs.ext4")
         .unwrap()["options"]["uuid"]
         .as_str()
         .unwrap()

@@ -131,7 +131,7 @@ fn assert_node_identity(read: &dyn Fn(&str) -> String, link: &dyn Fn(&str) -> St
 #[test]
 fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set() {
     let image = debian_image("tar", &[], blueprint());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let out = dir.path().join("out");
     let r = common::export(dir.path(), &image.manifest, &["archive"]);
     assert_eq!(
@@ -177,7 +177,7 @@ fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set()
 #[test]
 fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_store() {
     let image = debian_image("pxe", &["openssh-server"], blueprint());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let out = dir.path().join("out");
     let r = common::export(dir.path(), &image.manifest, &["pxe"]);
     assert_eq!(
@@ -268,7 +268,7 @@ fn package_scripts_get_eperm_for_what_the_seccomp_filter_refuses() {
     );
     let image =
         common::debian_image_with("tar", &[], blueprint(), &[("kiln-reaches-out", &postinst)]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let r = common::export(dir.path(), &image.manifest, &["archive"]);
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
     let tar = dir.path().join("out/archive/root.tar");

@@ -1,5 +1,6 @@
-//! Disk images built by kiln-osbuild: partition tables (dos and GPT), ext4
-//! and FAT file systems filled through mounts, GRUB for BIOS, and the
+//! Disk images built by kiln-osbuild without privileges: partition tables
+//! (dos and GPT), an ext4 file system made from a tree at its partition's
+//! offset (`kiln.mkfs.ext4`), an empty FAT one, GRUB for BIOS, and the
 //! conversions. Each image is booted in QEMU (TCG, no KVM needed) until
 //! GRUB has read its grub.cfg from the root file system, which proves the
 //! boot sector, the core image and the prefix are right.
@@ -64,7 +65,7 @@ struct Built {
 
 fn build(manifest: &Value, exports: &[&str]) -> Built {
     common::assert_valid_for_osbuild(manifest);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let out = dir.path().join("out");
     let r = common::export(dir.path(), manifest, exports);
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
@@ -135,11 +136,8 @@ fn a_dos_disk_image_boots_grub_from_its_ext4_partition() {
             {"type": "org.osbuild.sfdisk", "devices": {"device": whole_disk()},
              "options": {"label": "dos", "uuid": "0x4b494c4e", "partitions": [
                  {"bootable": true, "start": start, "size": size, "type": "83"}]}},
-            {"type": "org.osbuild.mkfs.ext4", "devices": {"device": root}, "options": {"uuid": ROOT_UUID, "label": "root"}},
-            {"type": "org.osbuild.copy", "inputs": {"tree": tree_input()},
-             "devices": {"root": root},
-             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}],
-             "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]}},
+            {"type": "kiln.mkfs.ext4", "inputs": {"tree": tree_input()}, "devices": {"device": root},
+             "options": {"uuid": ROOT_UUID, "label": "root"}},
             grub2_inst("dos", 1, 0),
         ]}, convert("qcow2", &[("disk.qcow2", json!({"type": "qcow2", "compat": "1.1"}))])],
     });
@@ -160,7 +158,7 @@ fn a_dos_disk_image_boots_grub_from_its_ext4_partition() {
     assert_eq!(fs["TYPE"], "ext4");
     assert_eq!(fs["UUID"], ROOT_UUID);
     assert_eq!(fs["LABEL"], "root");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let part = dir.path().join("root.ext4");
     extract(&raw, start, size, &part);
     let cfg = output(
@@ -220,11 +218,8 @@ fn a_gpt_disk_image_with_bios_boot_esp_and_root_partitions() {
                  {"partnum": 3, "start": root.0, "size": root.1, "type": LINUX, "name": "root", "uuid": "6264D520-3FB9-423F-8AB8-7A0A8E3D3562", "attrs": [59]}]}},
             {"type": "org.osbuild.mkfs.fat", "devices": {"device": esp_dev},
              "options": {"volid": "7B7795E7", "label": "ESP", "fat-size": 16}},
-            {"type": "org.osbuild.mkfs.ext4", "devices": {"device": root_dev}, "options": {"uuid": ROOT_UUID}},
-            {"type": "org.osbuild.copy", "inputs": {"tree": tree_input()},
-             "devices": {"root": root_dev},
-             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}],
-             "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]}},
+            {"type": "kiln.mkfs.ext4", "inputs": {"tree": tree_input()}, "devices": {"device": root_dev},
+             "options": {"uuid": ROOT_UUID}},
             grub2_inst("gpt", bios.0, 2),
         ]}, convert("images", &[
             ("disk.vmdk", json!({"type": "vmdk", "subformat": "streamOptimized"})),
@@ -287,7 +282,7 @@ fn a_gpt_disk_image_with_bios_boot_esp_and_root_partitions() {
     assert_eq!(fat["UUID"], "7B77-95E7");
     assert_eq!(fat["LABEL"], "ESP");
     assert_eq!(fat["VERSION"], "FAT16");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let esp_file = dir.path().join("esp.fat");
     extract(&raw, esp.0, esp.1, &esp_file);
     // Not mounted (the test host's kernel may lack vfat): fsck.fat checks
@@ -331,7 +326,7 @@ fn a_gpt_disk_image_with_bios_boot_esp_and_root_partitions() {
 }
 
 fn stage_error(manifest: &Value) -> String {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let r = common::export(dir.path(), manifest, &["image"]);
     assert_eq!(r.code, 1, "{}\n{}", r.json, r.stderr);
     r.json["error"]["details"]["stage"]["output"]
@@ -363,7 +358,7 @@ fn grub_refuses_a_core_image_that_would_overwrite_a_partition() {
 
 #[test]
 fn invalid_disk_stage_options_name_their_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let store = dir.path().join("store");
     let stage = |s: Value| {
         json!({"version": "2", "pipelines": [{"name": "image", "stages": [
@@ -419,6 +414,15 @@ fn invalid_disk_stage_options_name_their_path() {
             ),
             json!(["pipelines", 0, "stages", 1, "options", "fat-size"]),
             "12, 16 or 32",
+        ),
+        (
+            // osbuild fills a file system through a mount; kiln cannot mount.
+            stage(json!({"type": "org.osbuild.copy",
+                "devices": {"root": whole_disk()},
+                "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}],
+                "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]}})),
+            json!(["pipelines", 0, "stages", 1, "mounts"]),
+            "kiln.mkfs.ext4",
         ),
         (
             stage(json!({"type": "org.osbuild.grub2.inst", "options": {

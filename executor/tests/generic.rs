@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use common::{attachments_under, ran, run, EXE};
+use kiln_testsupport::builduser;
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -95,7 +96,7 @@ fn tar_listing(path: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn generic_manifest_builds_the_tar_with_osbuilds_stage_ids() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let (store, out) = (dir.path().join("store"), dir.path().join("out"));
     let m = generic(vec![]);
     let r = build(&store, &out, &m, &[]);
@@ -148,7 +149,7 @@ fn generic_manifest_builds_the_tar_with_osbuilds_stage_ids() {
 
 #[test]
 fn an_unchanged_manifest_rebuilds_from_the_store_without_running_a_stage() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let (store, out) = (dir.path().join("store"), dir.path().join("out"));
     let m = generic(vec![]);
     assert_eq!(build(&store, &out, &m, &[]).code, 0);
@@ -167,7 +168,7 @@ fn an_unchanged_manifest_rebuilds_from_the_store_without_running_a_stage() {
 
 #[test]
 fn a_failing_stage_exits_1_with_its_output_and_checkpoint_resumes_after_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let (store, out) = (dir.path().join("store"), dir.path().join("out"));
     let broken = generic(vec![
         json!({"type": "org.osbuild.chmod", "options": {"items": {"/etc/missing": {"mode": "0700"}}}}),
@@ -219,7 +220,7 @@ fn error_paths(r: &common::Run) -> Vec<(Value, String)> {
 
 #[test]
 fn invalid_manifests_exit_2_with_errors_that_name_the_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let store = dir.path().join("store");
     let s = store.to_str().unwrap();
     let cases: Vec<(Value, Value, &str)> = vec![
@@ -321,7 +322,7 @@ fn invalid_manifests_exit_2_with_errors_that_name_the_path() {
 
 #[test]
 fn a_source_whose_bytes_do_not_match_its_checksum_fails_the_build() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let file = dir.path().join("payload");
     std::fs::write(&file, b"not what was promised").unwrap();
     let wrong = checksum(b"the promised bytes");
@@ -351,14 +352,15 @@ fn a_source_whose_bytes_do_not_match_its_checksum_fails_the_build() {
 
 #[test]
 fn the_json_seq_monitor_reports_progress_and_results() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let manifest = dir.path().join("m.json");
     std::fs::write(&manifest, generic(vec![]).to_string()).unwrap();
     let records = dir.path().join("monitor");
-    let status = Command::new("sh")
+    let status = builduser::run_as(&mut Command::new("sh"))
         .arg("-c")
         .arg(format!(
-            "exec {EXE} --store {s} --output-directory {o} --export archive --monitor JSONSeqMonitor --monitor-fd 3 {m} 3>{r}",
+            "exec {exe} --store {s} --output-directory {o} --export archive --monitor JSONSeqMonitor --monitor-fd 3 {m} 3>{r}",
+            exe = builduser::binary(EXE).display(),
             s = dir.path().join("store").display(),
             o = dir.path().join("out").display(),
             m = manifest.display(),
@@ -394,7 +396,7 @@ fn the_json_seq_monitor_reports_progress_and_results() {
 
 #[test]
 fn two_builds_share_one_store_safely() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let store = dir.path().join("store");
     let m = generic(vec![]);
     let handles: Vec<_> = (0..2)
@@ -419,7 +421,7 @@ fn two_builds_share_one_store_safely() {
 
 #[test]
 fn cache_max_size_bounds_the_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let store = dir.path().join("store");
     let r = build(
         &store,
@@ -437,11 +439,61 @@ fn cache_max_size_bounds_the_store() {
     assert!(objects.is_empty(), "{objects:?}");
 }
 
+/// The processes below `pid`: (pid, command name, start time).
+fn descendants(pid: u32) -> Vec<(u32, String, u64)> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may hold spaces: split at the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = fields
+            .get(1)
+            .and_then(|f| f.parse::<u32>().ok())
+            .unwrap_or(0);
+        let start = fields
+            .get(19)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        all.push((p, ppid, comm, start));
+    }
+    let mut out = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for (p, pp, comm, start) in &all {
+            if *pp == parent {
+                out.push((*p, comm.clone(), *start));
+                parents.push(*p);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process seen before still runs (same pid, same start time).
+fn still_runs(pid: u32, start: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(19).map(str::to_owned))
+        })
+        .is_some_and(|s| s.parse::<u64>().ok() == Some(start))
+}
+
 #[test]
-fn kill_9_mid_build_leaves_no_mount_or_loop_device_once_the_next_run_starts() {
-    let dir = tempfile::tempdir().unwrap();
+fn kill_9_mid_build_leaves_no_process_or_working_directory_once_the_next_run_starts() {
+    let dir = builduser::dir();
     let store = dir.path().join("store");
-    // A payload big enough that copying it onto the mounted image takes a while.
+    // A payload big enough that making a file system of it takes a while.
     let payload = dir.path().join("payload");
     let mut data = Vec::with_capacity(384 << 20);
     let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -458,23 +510,25 @@ fn kill_9_mid_build_leaves_no_mount_or_loop_device_once_the_next_run_starts() {
     let manifest = json!({
         "version": "2",
         "sources": {"org.osbuild.curl": {"items": {cs.clone(): format!("file://{}", payload.display())}}},
-        "pipelines": [{"name": "image", "stages": [
-            {"type": "org.osbuild.truncate", "options": {"filename": "disk.raw", "size": "1G"}},
-            {"type": "org.osbuild.mkfs.ext4", "options": {"uuid": "a1beba3e-9292-4539-a11f-089d161127f8"}, "devices": {"device": loopback}},
-            {"type": "org.osbuild.copy",
+        "pipelines": [
+            {"name": "tree", "stages": [{"type": "org.osbuild.copy",
              "inputs": {"f": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": {cs.clone(): {}}}},
-             "options": {"paths": [{"from": format!("input://f/{cs}"), "to": "mount://root/payload"}]},
-             "devices": {"root": loopback},
-             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}]}
+             "options": {"paths": [{"from": format!("input://f/{cs}"), "to": "tree:///payload"}]}}]},
+            {"name": "image", "stages": [
+            {"type": "org.osbuild.truncate", "options": {"filename": "disk.raw", "size": "1G"}},
+            {"type": "kiln.mkfs.ext4", "options": {"uuid": "a1beba3e-9292-4539-a11f-089d161127f8"},
+             "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:tree"]}},
+             "devices": {"device": loopback}},
         ]}]
     });
     let file = dir.path().join("m.json");
     std::fs::write(&file, manifest.to_string()).unwrap();
     let records = dir.path().join("monitor");
-    let mut child = Command::new("sh")
+    let mut child = builduser::run_as(&mut Command::new("sh"))
         .arg("-c")
         .arg(format!(
-            "exec {EXE} --store {s} --output-directory {o} --export image --monitor JSONSeqMonitor --monitor-fd 3 {m} 3>{r} 2>/dev/null",
+            "exec {exe} --store {s} --output-directory {o} --export image --monitor JSONSeqMonitor --monitor-fd 3 {m} 3>{r} 2>/dev/null",
+            exe = builduser::binary(EXE).display(),
             s = store.display(),
             o = dir.path().join("out").display(),
             m = file.display(),
@@ -482,13 +536,16 @@ fn kill_9_mid_build_leaves_no_mount_or_loop_device_once_the_next_run_starts() {
         ))
         .spawn()
         .unwrap();
-    // Wait until the copy stage runs with the image mounted, then kill -9.
+    // Wait until the file system is being made in the sandbox, then kill -9.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut seen = false;
+    let mut sandbox = Vec::new();
     while std::time::Instant::now() < deadline {
-        let text = std::fs::read_to_string(&records).unwrap_or_default();
-        if text.contains("stage org.osbuild.copy") && !attachments_under(&store).is_empty() {
-            seen = true;
+        let below = descendants(child.id());
+        if below
+            .iter()
+            .any(|(_, comm, _)| comm.starts_with("mke2fs") || comm.starts_with("mkfs.ext4"))
+        {
+            sandbox = below;
             break;
         }
         if child.try_wait().unwrap().is_some() {
@@ -497,8 +554,8 @@ fn kill_9_mid_build_leaves_no_mount_or_loop_device_once_the_next_run_starts() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(
-        seen,
-        "the copy stage never ran with its device attached: {}",
+        !sandbox.is_empty(),
+        "the mkfs stage never ran: {}",
         std::fs::read_to_string(&records).unwrap_or_default()
     );
     Command::new("kill")
@@ -507,14 +564,27 @@ fn kill_9_mid_build_leaves_no_mount_or_loop_device_once_the_next_run_starts() {
         .status()
         .unwrap();
     child.wait().unwrap();
-    // The next run opens the store: whatever the dead build held is gone.
+    // The sandbox dies with the executor (bubblewrap's --die-with-parent).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let alive = || -> Vec<String> {
+        sandbox
+            .iter()
+            .filter(|(pid, _, start)| still_runs(*pid, *start))
+            .map(|(pid, comm, _)| format!("{pid} {comm}"))
+            .collect()
+    };
+    while !alive().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(alive(), Vec::<String>::new(), "processes left");
+    // Nothing of it is mounted on the host, ever.
+    assert!(attachments_under(&store).is_empty());
+    // The next run opens the store and removes the dead build's directory.
     let r = run(
         &["--json", "--store", store.to_str().unwrap()],
         &generic(vec![]),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let left = attachments_under(&store);
-    assert!(left.is_empty(), "left behind: {left:?}");
     let tmp: Vec<_> = std::fs::read_dir(store.join("tmp"))
         .unwrap()
         .flatten()

@@ -84,7 +84,7 @@ fn build(dir: &Path, m: &Value) -> Vec<u8> {
 
 /// The archive's members: name → bytes (directories as empty entries).
 fn members(archive: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let file = dir.path().join("a.tar");
     std::fs::write(&file, archive).unwrap();
     let names = Command::new("tar").arg("-tf").arg(&file).output().unwrap();
@@ -119,7 +119,7 @@ fn blob<'a>(m: &'a std::collections::BTreeMap<String, Vec<u8>>, digest: &Value) 
 
 #[test]
 fn the_archive_holds_an_oci_layout_with_the_tree_as_its_layer() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let archive = build(dir.path(), &manifest(full_options()));
     let m = members(&archive);
     let names: Vec<&str> = m.keys().map(String::as_str).collect();
@@ -185,7 +185,7 @@ fn the_archive_holds_an_oci_layout_with_the_tree_as_its_layer() {
     let files = members(&tar);
     assert_eq!(files["./etc/kiln/motd"], MOTD.as_bytes());
     assert_eq!(files["./usr/bin/hello"], SCRIPT.as_bytes());
-    let dir2 = tempfile::tempdir().unwrap();
+    let dir2 = kiln_testsupport::builduser::dir();
     let layer_tar = dir2.path().join("layer.tar");
     std::fs::write(&layer_tar, &tar).unwrap();
     let listing = Command::new("tar")
@@ -205,7 +205,10 @@ fn the_archive_holds_an_oci_layout_with_the_tree_as_its_layer() {
 
 #[test]
 fn two_builds_of_the_same_tree_and_epoch_give_the_same_bytes() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        kiln_testsupport::builduser::dir(),
+        kiln_testsupport::builduser::dir(),
+    );
     let m = manifest(full_options());
     let first = build(a.path(), &m);
     // A second later, in another store: new files, new times, same archive.
@@ -226,7 +229,7 @@ fn tool_output(cmd: &mut Command) -> String {
 
 #[test]
 fn skopeo_and_umoci_read_the_archive_and_unpack_the_tree() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     // osbuild's defaults for what the options leave out.
     let options = json!({"architecture": "arm64", "variant": "v8", "filename": "container.tar"});
     build(dir.path(), &manifest(options));
@@ -277,7 +280,7 @@ fn skopeo_and_umoci_read_the_archive_and_unpack_the_tree() {
 
 #[test]
 fn reserved_annotations_and_unknown_config_keys_are_refused_with_their_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let store = dir.path().join("store");
     let cases = [
         (

@@ -100,7 +100,7 @@ struct Repo {
 }
 
 fn repo() -> Repo {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let rpms = rpmrepo::build_rpms(dir.path(), SPECS).unwrap();
     let path = dir.path().join("repo");
     rpmrepo::create_repo(&rpms, &path, "gz").unwrap();
@@ -111,7 +111,7 @@ impl Repo {
     /// kiln-depsolve's answer for `names` on this repository, as the
     /// composer would get it.
     fn solve(&self, names: &[&str]) -> kiln_depsolve::Solution {
-        let cache = tempfile::tempdir().unwrap();
+        let cache = kiln_testsupport::builduser::dir();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let set = rt
             .block_on(kiln_depsolve::RepoSet::open(kiln_depsolve::RepoConfig {
@@ -234,7 +234,7 @@ fn rpm_installs_exactly_the_given_packages_with_their_scriptlets_and_options() {
         "disable_dracut": true,
         "dbpath": "/usr/lib/sysimage/rpm",
     });
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let r = build(dir.path(), &rpm_manifest(&files, options), "os");
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
     let tree = dir.path().join("out/os");
@@ -303,7 +303,7 @@ fn rpm_installs_exactly_the_given_packages_with_their_scriptlets_and_options() {
 #[test]
 fn a_missing_dependency_fails_the_stage_with_rpms_message() {
     let repo = repo();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let r = build(
         dir.path(),
         &rpm_manifest(&[repo.file("kiln-base-1.0")], json!({})),
@@ -320,7 +320,7 @@ fn a_missing_dependency_fails_the_stage_with_rpms_message() {
 fn invalid_rpm_options_name_their_path() {
     let repo = repo();
     let files = [repo.file("kiln-lib-2.0")];
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let cases = [
         (
             json!({"install_langs": []}),
@@ -391,7 +391,7 @@ fn a_rocky_shaped_tar_manifest_builds_from_the_test_repository() {
     })
     .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let r = build(dir.path(), &manifest, "archive");
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
 
@@ -468,7 +468,7 @@ fn rocky_shaped_tar_and_oci_images_carry_no_host_key() {
         })
         .unwrap()
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let tar = manifest("tar", "root.tar");
     let r = build(dir.path(), &tar, "archive");
     assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);

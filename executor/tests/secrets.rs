@@ -133,7 +133,7 @@ fn a_manifest_that_bakes_a_key_in_is_refused_naming_the_file_unless_it_keeps_it(
             ],
         })
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let tar = dir.path().join("out/archive/root.tar");
 
     let refused = manifest(None);
@@ -202,7 +202,7 @@ fn debian_12_tar_and_oci_images_carry_no_private_key_and_the_scan_finds_them_wit
     assert_eq!(clean, os.stages.len() - 1, "the clean stage is last in os");
     let before_clean = os.stages[clean - 1].clone();
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let out = dir.path().join("out");
     let started = std::time::Instant::now();
     assert_ok(&build(
@@ -232,7 +232,7 @@ fn debian_12_tar_and_oci_images_carry_no_private_key_and_the_scan_finds_them_wit
     }
     // The tree is otherwise whole: the unit that makes the keys at boot is
     // there and enabled, the machine id is empty, no seed is left.
-    let root = tempfile::tempdir().unwrap();
+    let root = kiln_testsupport::builduser::dir();
     unpack(&tar, root.path()).unwrap();
     let r = root.path();
     let unit = std::fs::read_to_string(r.join("usr/lib/systemd/system/kiln-node-identity.service"))

@@ -4,8 +4,9 @@
 //! (`archive` for `tar`, `container` for `oci`, `rootfs` + `pxe` for `pxe`,
 //! `image` (raw, BIOS-bootable with GRUB) + `qcow2` for `disk`). Debian trees are
 //! installed by kiln's `kiln.dpkg` stage (schema in `manifests/stages/`), RPM
-//! trees by osbuild's `org.osbuild.rpm`; everything else uses osbuild's own
-//! stages with osbuild's option schemas. No build pipeline: the install
+//! trees by osbuild's `org.osbuild.rpm`, a disk's root file system made from
+//! the tree by `kiln.mkfs.ext4`; everything else uses osbuild's own stages
+//! with osbuild's option schemas. No build pipeline: the install
 //! stages run with the build host's tools (dpkg, rpm). The same inputs give the
 //! same bytes: maps are ordered and nothing depends on time or randomness.
 
@@ -175,12 +176,12 @@ fn disk(
              "options": {"label": "dos", "uuid": disk_id, "partitions": [
                  {"bootable": true, "start": ROOT_START, "size": root_sectors, "type": "83"}
              ]}},
-            {"type": "org.osbuild.mkfs.ext4", "devices": {"device": root_device}, "options": {"uuid": root_uuid, "label": "root"}},
-            {"type": "org.osbuild.copy",
-             "inputs": {"tree": tree},
-             "devices": {"root": root_device},
-             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}],
-             "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]}},
+            // The root file system, made from the tree at the partition's
+            // offset (kiln's stage: osbuild mounts the new file system
+            // through a loop device and copies the tree in, which takes
+            // privileges no kiln build has).
+            {"type": "kiln.mkfs.ext4", "inputs": {"tree": tree}, "devices": {"device": root_device},
+             "options": {"uuid": root_uuid, "label": "root"}},
             {"type": "org.osbuild.grub2.inst", "options": {
                 "filename": "disk.raw", "platform": "i386-pc", "location": GRUB_CORE_SECTOR,
                 "core": {"type": "mkimage", "partlabel": "dos", "filesystem": "ext4", "binary": mkimage},

@@ -29,9 +29,11 @@ fn mkdir(path: &Path) -> Result<()> {
 }
 
 impl DebRepo {
-    /// An empty repository in `dir`.
+    /// An empty repository in `dir`, readable by every user (the build
+    /// user's executor fetches from it).
     pub fn new(dir: &Path) -> Result<DebRepo> {
         mkdir(&dir.join("pool/main"))?;
+        crate::builduser::readable(dir);
         Ok(DebRepo {
             dir: dir.to_owned(),
         })

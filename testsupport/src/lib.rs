@@ -11,6 +11,7 @@
 
 pub mod aptcache;
 pub mod artifacts;
+pub mod builduser;
 pub mod debrepo;
 pub mod host;
 #[cfg(feature = "oidc")]

@@ -114,5 +114,8 @@ pub fn create_repo(rpms: &Path, dest: &Path, compress: &str) -> Result<()> {
     }
     run(Command::new("createrepo_c")
         .arg(format!("--general-compress-type={compress}"))
-        .arg(dest))
+        .arg(dest))?;
+    // The build user's executor fetches from it.
+    crate::builduser::readable(dest);
+    Ok(())
 }

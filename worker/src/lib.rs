@@ -72,12 +72,17 @@ pub async fn run(config: WorkerConfig, max_jobs: Option<u64>) -> anyhow::Result<
 }
 
 /// Creates `dir` (and its parents) and makes it mode 0700: the builds'
-/// trees, images and logs are no other host user's to read.
+/// trees, images and logs are no other host user's to read. (The store
+/// then belongs to the builds' namespace, which keeps it 0700: it is left
+/// as it is.)
 fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
+    let err = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    if std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// One build slot: ask for a job, run it, report it, again.

@@ -50,6 +50,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Builds run without privileges, in user namespaces of this user's
+    // subordinate ids: a worker that cannot make them refuses to start,
+    // saying what to configure, instead of failing its first job.
+    if config.job_types.contains(&kiln_api::jobs::JobKind::Build) {
+        if let Err(e) = kiln_executor::userns::preflight() {
+            eprintln!("kiln-worker: cannot run builds: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -56,8 +56,9 @@ async fn a_worker_killed_mid_build_loses_nothing_and_another_completes_the_job()
     .await;
     assert!(
         !first.executors().is_empty(),
-        "no executor runs: {}",
-        first.log()
+        "no executor runs: {}\n{}",
+        first.log(),
+        kiln.status(&id).await
     );
     first.kill9();
     // The dead worker's executor stops too, and releases what it held.

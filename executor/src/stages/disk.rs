@@ -1,12 +1,19 @@
-//! Stages that make disk images: the image file and its file systems,
-//! written through loop devices the executor attaches.
+//! Stages that make disk images: the image file, its partition table and
+//! its file systems, each written straight into the image file at its
+//! partition's offset. No loop device and no mount: a file system is made
+//! from a tree (`kiln.mkfs.ext4`), or empty (osbuild's `mkfs.*` stages),
+//! by tools that take a file and an offset, inside the sandbox's user
+//! namespace, so owners, modes and file capabilities land as the tree has
+//! them.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::Command;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Ctx, Stage};
+use super::{Ctx, DeviceArgs, Stage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,11 +44,10 @@ impl Stage for Truncate {
 }
 
 /// The device a file-system stage formats: the one named `device`.
-pub(super) fn device(ctx: &Ctx) -> Result<String, String> {
+pub(super) fn device(ctx: &Ctx) -> Result<&DeviceArgs, String> {
     ctx.args
         .devices
         .get("device")
-        .cloned()
         .ok_or_else(|| "the stage needs a device named \"device\"".to_owned())
 }
 
@@ -56,6 +62,59 @@ pub(super) struct MkfsExt4Options {
     verity: Option<bool>,
 }
 
+/// mke2fs on the device's byte range; with `tree`, the file system is
+/// filled from it (`-d`: owners, modes, extended attributes and hard links
+/// as the tree has them). SOURCE_DATE_EPOCH (the sandbox's environment)
+/// makes mke2fs's timestamps and hash seed repeatable.
+fn mkfs_ext4(ctx: &Ctx, o: &MkfsExt4Options, tree: Option<&str>) -> Result<(), String> {
+    let dev = device(ctx)?;
+    let size = kib(dev)?;
+    let mut c = Command::new("mkfs.ext4");
+    c.args(["-q", "-F", "-U"]).arg(&o.uuid);
+    if let Some(l) = &o.label {
+        c.arg("-L").arg(l);
+    }
+    // nodiscard: discarding would punch holes into the image file.
+    let mut ext = vec![format!("offset={}", dev.offset), "nodiscard".to_owned()];
+    if let Some(lazy) = o.lazy_init {
+        let v = u8::from(lazy);
+        ext.push(format!("lazy_itable_init={v},lazy_journal_init={v}"));
+    }
+    c.arg("-E").arg(ext.join(","));
+    let mut features = Vec::new();
+    for (on, name) in [
+        (o.metadata_csum_seed, "metadata_csum_seed"),
+        (o.orphan_file, "orphan_file"),
+        (o.verity, "verity"),
+    ] {
+        if let Some(on) = on {
+            features.push(if on {
+                name.to_owned()
+            } else {
+                format!("^{name}")
+            });
+        }
+    }
+    if !features.is_empty() {
+        c.arg("-O").arg(features.join(","));
+    }
+    if let Some(tree) = tree {
+        c.arg("-d").arg(tree);
+    }
+    ctx.run(c.arg(&dev.file).arg(size))
+}
+
+/// The size argument of mke2fs and mkfs.fat: whole KiB of the device.
+fn kib(dev: &DeviceArgs) -> Result<String, String> {
+    let len = dev.len()?;
+    if len < 1024 {
+        return Err(format!(
+            "the device is {len} bytes: too small for a file system"
+        ));
+    }
+    Ok(format!("{}", len / 1024))
+}
+
 pub(super) struct MkfsExt4;
 
 impl Stage for MkfsExt4 {
@@ -63,39 +122,23 @@ impl Stage for MkfsExt4 {
     type Options = MkfsExt4Options;
 
     fn run(ctx: &Ctx, o: MkfsExt4Options) -> Result<Value, String> {
-        let dev = device(ctx)?;
-        let mut c = Command::new("mkfs.ext4");
-        c.args(["-q", "-F", "-U"]).arg(&o.uuid);
-        if let Some(l) = &o.label {
-            c.arg("-L").arg(l);
-        }
-        let mut ext = Vec::new();
-        if let Some(lazy) = o.lazy_init {
-            let v = u8::from(lazy);
-            ext.push(format!("lazy_itable_init={v},lazy_journal_init={v}"));
-        }
-        if !ext.is_empty() {
-            c.arg("-E").arg(ext.join(","));
-        }
-        let mut features = Vec::new();
-        for (on, name) in [
-            (o.metadata_csum_seed, "metadata_csum_seed"),
-            (o.orphan_file, "orphan_file"),
-            (o.verity, "verity"),
-        ] {
-            if let Some(on) = on {
-                features.push(if on {
-                    name.to_owned()
-                } else {
-                    format!("^{name}")
-                });
-            }
-        }
-        if !features.is_empty() {
-            c.arg("-O").arg(features.join(","));
-        }
-        // SOURCE_DATE_EPOCH makes mke2fs's timestamps and hash seed repeatable.
-        ctx.run(c.arg(&dev))?;
+        mkfs_ext4(ctx, &o, None)?;
+        Ok(Value::Null)
+    }
+}
+
+/// kiln's ext4 stage: osbuild's `mkfs.ext4` options, and the file system
+/// filled from the `tree` input as it is made, where osbuild would mount
+/// the new file system and copy the tree into it.
+pub(super) struct MkfsExt4Tree;
+
+impl Stage for MkfsExt4Tree {
+    const NAME: &'static str = "kiln.mkfs.ext4";
+    type Options = MkfsExt4Options;
+
+    fn run(ctx: &Ctx, o: MkfsExt4Options) -> Result<Value, String> {
+        let tree = ctx.input("tree")?;
+        mkfs_ext4(ctx, &o, Some(&tree.path))?;
         Ok(Value::Null)
     }
 }
@@ -187,8 +230,14 @@ fn attr_name(bit: u8) -> String {
     }
 }
 
-/// The sfdisk script for a table; `device` names numbered partitions.
+/// The sfdisk script for a table; `device` (the image file) names
+/// numbered partitions as sfdisk does: `disk.raw3`, `disk0p3`.
 fn sfdisk_script(o: &SfdiskOptions, device: &str) -> Result<String, String> {
+    let separator = if device.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
     let gpt = o.label == TableLabel::Gpt;
     let mut script = format!(
         "label: {}\nlabel-id: {}\n",
@@ -234,7 +283,7 @@ fn sfdisk_script(o: &SfdiskOptions, device: &str) -> Result<String, String> {
         }
         // sfdisk takes a partition's number from the device name before ':'.
         if let Some(n) = p.partnum {
-            script.push_str(&format!("{device}p{n} : "));
+            script.push_str(&format!("{device}{separator}{n} : "));
         }
         script.push_str(&fields.join(", "));
         script.push('\n');
@@ -250,11 +299,18 @@ impl Stage for Sfdisk {
 
     fn run(ctx: &Ctx, o: SfdiskOptions) -> Result<Value, String> {
         let dev = device(ctx)?;
-        let script = sfdisk_script(&o, &dev)?;
+        if dev.offset != 0 || dev.size != 0 {
+            return Err(
+                "a partition table goes on the whole image file: the device must \
+                 have no start and no size"
+                    .into(),
+            );
+        }
+        let script = sfdisk_script(&o, &dev.file)?;
         print!("{script}");
         let mut child = Command::new("sfdisk")
             .arg("--quiet")
-            .arg(&dev)
+            .arg(&dev.file)
             .stdin(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("sfdisk: {e}"))?;
@@ -267,7 +323,7 @@ impl Stage for Sfdisk {
         }
         let status = child.wait().map_err(|e| format!("sfdisk: {e}"))?;
         if !status.success() {
-            return Err(format!("sfdisk {dev} failed: {status}"));
+            return Err(format!("sfdisk {} failed: {status}", dev.file));
         }
         Ok(Value::Null)
     }
@@ -331,9 +387,13 @@ impl Stage for MkfsFat {
 
     fn run(ctx: &Ctx, o: MkfsFatOptions) -> Result<Value, String> {
         let dev = device(ctx)?;
+        let size = kib(dev)?;
+        // mkfs.fat --offset sizes clusters by the whole file, not the
+        // partition: the file system is made in a file of its own and
+        // copied to its place.
+        let scratch = tempfile::NamedTempFile::new().map_err(|e| format!("scratch file: {e}"))?;
         let mut c = Command::new("mkfs.fat");
-        // -I: the loop device is the file system, not a disk whose table matters.
-        c.arg("-I").arg("-i").arg(&o.volid);
+        c.arg("-C").arg("-i").arg(&o.volid);
         if let Some(l) = &o.label {
             c.arg("-n").arg(l);
         }
@@ -344,9 +404,39 @@ impl Stage for MkfsFat {
             c.arg("-g")
                 .arg(format!("{}/{}", g.heads, g.sectors_per_track));
         }
-        ctx.run(c.arg(&dev))?;
+        let path = scratch.path().to_owned();
+        // -C creates the file: it must not exist yet.
+        drop(scratch);
+        let made = ctx.run(c.arg(&path).arg(size));
+        let copied = made.and_then(|()| copy_into(&path, dev));
+        let _ = std::fs::remove_file(&path);
+        copied?;
         Ok(Value::Null)
     }
+}
+
+/// Writes a file's bytes into the device's range of the image file.
+fn copy_into(from: &std::path::Path, dev: &DeviceArgs) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{} into {}: {e}", from.display(), dev.file);
+    let mut src = File::open(from).map_err(err)?;
+    let len = src.metadata().map_err(err)?.len();
+    if dev.size > 0 && len > dev.size {
+        return Err(format!(
+            "the file system is {len} bytes, the device {} bytes",
+            dev.size
+        ));
+    }
+    let mut dst = File::options().write(true).open(&dev.file).map_err(err)?;
+    dst.seek(SeekFrom::Start(dev.offset)).map_err(err)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n]).map_err(err)?;
+    }
+    dst.sync_data().map_err(err)
 }
 
 #[derive(Deserialize)]

@@ -246,11 +246,7 @@ impl Stage for Dpkg {
         // The input itself, bound read-only into the tree: dpkg only reads the
         // package files, and copying them (hundreds of MB) would be wasted.
         rustix::mount::mount_bind(&source, &debs).map_err(|e| io(&debs, e.into()))?;
-        let _ = rustix::mount::mount_remount(
-            &debs,
-            rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
-            "",
-        );
+        super::remount_read_only(&debs).map_err(|e| io(&debs, e.into()))?;
 
         merged_usr(ctx, &arch)?;
         let names: Vec<String> = by_name.keys().cloned().collect();

@@ -21,6 +21,8 @@ mod rpm;
 mod system;
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::sandbox::{API, MOUNTS, TREE};
+use crate::sandbox::{API, TREE};
 
 /// An error at a path below `options`.
 pub type OptionError = (Vec<Value>, String);
@@ -132,6 +134,7 @@ static STAGES: &[StageDef] = &[
     StageDef::of::<archive::Squashfs>(),
     StageDef::of::<disk::Truncate>(),
     StageDef::of::<disk::MkfsExt4>(),
+    StageDef::of::<disk::MkfsExt4Tree>(),
     StageDef::of::<disk::Sfdisk>(),
     StageDef::of::<disk::MkfsFat>(),
     StageDef::of::<grub::Grub2Inst>(),
@@ -158,9 +161,43 @@ pub struct StageArgs {
     pub kind: String,
     pub options: Value,
     pub inputs: BTreeMap<String, InputArgs>,
-    pub devices: BTreeMap<String, String>,
-    pub mounts: Vec<MountArgs>,
+    pub devices: BTreeMap<String, DeviceArgs>,
     pub source_epoch: Option<u64>,
+}
+
+/// An `org.osbuild.loopback` device without a loop device: a byte range of
+/// a file in the tree, which the stage's tools write at its offset (a
+/// kernel loop device needs privileges on the host, which no stage has).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceArgs {
+    /// The image file, inside the sandbox.
+    pub file: String,
+    /// Where the device starts, in bytes.
+    pub offset: u64,
+    /// Its length in bytes; 0: to the end of the file.
+    pub size: u64,
+}
+
+impl DeviceArgs {
+    /// The device's length in bytes, now.
+    pub fn len(&self) -> Result<u64, String> {
+        if self.size > 0 {
+            return Ok(self.size);
+        }
+        let total = fs::metadata(&self.file)
+            .map_err(|e| format!("{}: {e}", self.file))?
+            .len();
+        total.checked_sub(self.offset).ok_or_else(|| {
+            format!(
+                "{}: the device starts at byte {}, after the file's end ({total})",
+                self.file, self.offset
+            )
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len().is_ok_and(|n| n == 0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,21 +209,10 @@ pub struct InputArgs {
     pub files: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MountArgs {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub device: Option<String>,
-    pub target: String,
-    pub options: Value,
-}
-
 /// The running stage's view: its arguments, where things are, and helpers
 /// (its options come to `run` already deserialised).
 pub struct Ctx {
     pub args: StageArgs,
-    pub mounts: BTreeMap<String, PathBuf>,
     chroot_mounts: std::cell::RefCell<Vec<PathBuf>>,
 }
 
@@ -207,23 +233,17 @@ impl Ctx {
             .ok_or_else(|| format!("the stage needs an input named {name:?}"))
     }
 
-    /// Resolves osbuild's `input://NAME/PATH`, `tree:///PATH` and
-    /// `mount://NAME/PATH` URLs.
+    /// Resolves osbuild's `input://NAME/PATH` and `tree:///PATH` URLs.
     pub fn resolve(&self, url: &str) -> Result<PathBuf, String> {
         if let Some(rest) = url.strip_prefix("tree://") {
             return Ok(self.in_tree(rest));
         }
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("{url:?} is not a tree://, input:// or mount:// URL"))?;
+            .ok_or_else(|| format!("{url:?} is not a tree:// or input:// URL"))?;
         let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
         let base = match scheme {
             "input" => PathBuf::from(&self.input(name)?.path),
-            "mount" => self
-                .mounts
-                .get(name)
-                .cloned()
-                .ok_or_else(|| format!("{url:?}: no mount named {name:?}"))?,
             other => return Err(format!("{url:?}: unknown scheme {other:?}")),
         };
         if path.split('/').any(|c| c == "..") {
@@ -252,12 +272,42 @@ impl Ctx {
         output(cmd)
     }
 
-    /// A command run inside the tree (chroot), with /proc and /dev there.
+    /// A program of the tree run inside it (chroot), with /proc and /dev
+    /// there, and without the capabilities no package script needs
+    /// ([`SCRIPT_CAPABILITIES`]): not even `chroot`, so the tree's root is
+    /// its root.
     pub fn chroot(&self, program: &str) -> Result<Command, String> {
         self.mount_api_filesystems()?;
-        let mut c = Command::new("chroot");
-        c.arg(TREE).arg(program);
+        let found = ["usr/bin", "usr/sbin", "bin", "sbin"]
+            .iter()
+            .map(|d| format!("/{d}/{program}"))
+            .find(|p| self.in_tree(p).is_file())
+            .ok_or_else(|| {
+                format!("the tree has no {program} in /usr/bin, /usr/sbin, /bin or /sbin")
+            })?;
+        let mut c = Command::new(found);
+        let last = last_capability();
+        // SAFETY: between fork and exec only chroot, chdir and prctl, which
+        // are async-signal-safe system calls.
+        unsafe {
+            c.pre_exec(move || {
+                rustix::process::chroot(TREE)?;
+                rustix::process::chdir("/")?;
+                drop_capabilities(last, false)
+            });
+        }
         Ok(c)
+    }
+
+    /// A tool that runs package scripts itself (`rpm --root`, which
+    /// chroots into the tree for them): [`SCRIPT_CAPABILITIES`] and
+    /// `CAP_SYS_CHROOT`, nothing else.
+    pub fn package_tool(&self, cmd: &mut Command) {
+        let last = last_capability();
+        // SAFETY: only prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || drop_capabilities(last, true));
+        }
     }
 
     /// Mounts /proc, /dev and /sys (read-only) in the tree, once, for what
@@ -278,13 +328,8 @@ impl Ctx {
                         None,
                     ),
                     "dev" => rustix::mount::mount_bind_recursive("/dev", &target),
-                    _ => rustix::mount::mount_bind_recursive("/sys", &target).and_then(|_| {
-                        rustix::mount::mount_remount(
-                            &target,
-                            rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
-                            "",
-                        )
-                    }),
+                    _ => rustix::mount::mount_bind_recursive("/sys", &target)
+                        .and_then(|_| remount_read_only(&target)),
                 };
                 result.map_err(|e| format!("mount {what} on {}: {e}", target.display()))?;
                 self.chroot_mounts.borrow_mut().push(target);
@@ -294,42 +339,142 @@ impl Ctx {
     }
 }
 
+/// What package scripts keep of the sandbox's capabilities: owners and
+/// modes of the tree's files (chown, setuid bits, file capabilities with
+/// setcap), switching users (`su`, apt's `_apt`), signals. Not
+/// `CAP_SYS_ADMIN` (mounts), modules, raw I/O, ptrace, the network's
+/// configuration, the clock or reboot: a script that tries gets `EPERM`,
+/// also in a new user namespace, which the seccomp filter refuses.
+pub const SCRIPT_CAPABILITIES: &[(u32, &str)] = &[
+    (0, "CAP_CHOWN"),
+    (1, "CAP_DAC_OVERRIDE"),
+    (2, "CAP_DAC_READ_SEARCH"),
+    (3, "CAP_FOWNER"),
+    (4, "CAP_FSETID"),
+    (5, "CAP_KILL"),
+    (6, "CAP_SETGID"),
+    (7, "CAP_SETUID"),
+    (8, "CAP_SETPCAP"),
+    (10, "CAP_NET_BIND_SERVICE"),
+    (27, "CAP_MKNOD"),
+    (29, "CAP_AUDIT_WRITE"),
+    (31, "CAP_SETFCAP"),
+];
+const CAP_SYS_CHROOT: u32 = 18;
+
+fn last_capability() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// `struct __user_cap_header_struct` and `__user_cap_data_struct` (version 3:
+/// two of the latter, for capabilities 0-31 and 32-63).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability but [`SCRIPT_CAPABILITIES`] (and
+/// `CAP_SYS_CHROOT` if asked) from what the next exec gives root: the
+/// bounding set, the inheritable set (bubblewrap's `--cap-add` fills it)
+/// and the ambient set. Async-signal-safe (for `pre_exec`).
+fn drop_capabilities(last: u32, keep_chroot: bool) -> std::io::Result<()> {
+    let keep = |cap: u32| {
+        SCRIPT_CAPABILITIES.iter().any(|(c, _)| *c == cap) || (keep_chroot && cap == CAP_SYS_CHROOT)
+    };
+    let fail = || Err(std::io::Error::last_os_error());
+    for cap in (0..=last).filter(|c| !keep(*c)) {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            return fail();
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return fail();
+    }
+    let mut header = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget and capset with a version 3 header and two data structs.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) != 0
+        {
+            return fail();
+        }
+        for cap in (0..=last.min(63)).filter(|c| !keep(*c)) {
+            data[(cap / 32) as usize].inheritable &= !(1u32 << (cap % 32));
+        }
+        if libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        ) != 0
+        {
+            return fail();
+        }
+    }
+    Ok(())
+}
+
+/// Makes a bind mount read-only. In a user namespace a remount must repeat
+/// the flags the mount was locked with when the namespace was made
+/// (nosuid, nodev, noexec), or the kernel refuses it; they are read back
+/// from the mount itself.
+pub(crate) fn remount_read_only(target: &Path) -> rustix::io::Result<()> {
+    use rustix::fs::StatVfsMountFlags as F;
+    use rustix::mount::MountFlags as M;
+    let have = rustix::fs::statvfs(target)?.f_flag;
+    let mut flags = M::BIND | M::RDONLY;
+    for (has, keep) in [
+        (F::NOSUID, M::NOSUID),
+        (F::NODEV, M::NODEV),
+        (F::NOEXEC, M::NOEXEC),
+    ] {
+        if have.contains(has) {
+            flags |= keep;
+        }
+    }
+    rustix::mount::mount_remount(target, flags, "")
+}
+
 impl Drop for Ctx {
     fn drop(&mut self) {
         // Leave no mount point busy in the tree the executor commits.
         for m in self.chroot_mounts.borrow().iter().rev() {
             let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
         }
-        let mut mounted: Vec<&PathBuf> = self.mounts.values().collect();
-        mounted.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for m in mounted {
-            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::empty());
-        }
     }
-}
-
-fn mount_fs(m: &MountArgs) -> Result<PathBuf, String> {
-    let target = Path::new(MOUNTS).join(m.target.trim_start_matches('/'));
-    std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-    let device = m
-        .device
-        .as_deref()
-        .ok_or_else(|| format!("mount {:?} has no source device", m.name))?;
-    let fstype = match m.kind.as_str() {
-        "org.osbuild.ext4" => "ext4",
-        "org.osbuild.fat" => "vfat",
-        "org.osbuild.xfs" => "xfs",
-        other => return Err(format!("unknown mount type {other:?}")),
-    };
-    rustix::mount::mount(
-        device,
-        &target,
-        fstype,
-        rustix::mount::MountFlags::empty(),
-        None,
-    )
-    .map_err(|e| format!("mount {device} ({fstype}) on {}: {e}", target.display()))?;
-    Ok(target)
 }
 
 /// The stage side of the sandbox: `kiln-osbuild __stage ARGS.json`.
@@ -339,18 +484,10 @@ pub fn stage_main(args_path: &str) -> i32 {
         let args: StageArgs =
             serde_json::from_slice(&text).map_err(|e| format!("{args_path}: {e}"))?;
         let def = lookup(&args.kind).ok_or_else(|| format!("unknown stage {:?}", args.kind))?;
-        let mut ctx = Ctx {
+        let ctx = Ctx {
             args,
-            mounts: BTreeMap::new(),
             chroot_mounts: std::cell::RefCell::new(Vec::new()),
         };
-        // Shallow targets first, so that `/boot` mounts inside `/`.
-        let mut order = ctx.args.mounts.clone();
-        order.sort_by_key(|m| m.target.len());
-        for m in &order {
-            let path = mount_fs(m)?;
-            ctx.mounts.insert(m.name.clone(), path);
-        }
         let out = (def.run)(&ctx);
         drop(ctx);
         out

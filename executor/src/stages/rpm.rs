@@ -230,6 +230,8 @@ impl Stage for Rpm {
         // The package files are named by checksum; rpm reads what they are.
         let dir = Path::new(&input.path);
         install.args(input.files.iter().map(|f| dir.join(f)));
+        // The scriptlets run with what package scripts keep.
+        ctx.package_tool(&mut install);
         let result = ctx.run(&mut install);
         // Take the masks away even when the installation failed.
         for path in &masked {

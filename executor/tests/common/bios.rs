@@ -69,7 +69,7 @@ pub(crate) fn grub_tree() -> (Value, Value) {
 
 /// Boots `image` with SeaBIOS until grub.cfg prints MARKER; returns that line.
 pub(crate) fn boot_to_grub(image: &Path, format: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = kiln_testsupport::builduser::dir();
     let serial = dir.path().join("serial.log");
     let mut qemu = Command::new("qemu-system-x86_64")
         .args([

@@ -20,8 +20,12 @@ pub(crate) struct Run {
     pub stderr: String,
 }
 
+/// Runs `kiln-osbuild ARGS -` (the manifest on standard input) as the
+/// build user: the executor refuses root.
 pub(crate) fn run(args: &[&str], manifest: &Value) -> Run {
-    let mut child = Command::new(EXE)
+    let mut cmd = Command::new(kiln_testsupport::builduser::binary(EXE));
+    kiln_testsupport::builduser::run_as(&mut cmd);
+    let mut child = cmd
         .args(args)
         .arg("-")
         .stdin(std::process::Stdio::piped())
@@ -56,6 +60,8 @@ pub(crate) fn export_with(
     exports: &[&str],
     more: &[&str],
 ) -> Run {
+    // The build user's: the executor makes its store and output there.
+    kiln_testsupport::builduser::give(dir);
     let (store, out) = (dir.join("store"), dir.join("out"));
     let mut args = vec![
         "--json",

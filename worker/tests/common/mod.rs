@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_composer::{AppState, ComposerConfig};
-use kiln_testsupport::PgCluster;
+use kiln_testsupport::{builduser, PgCluster};
 use serde_json::{json, Value};
 
 pub(crate) const WORKER: &str = env!("CARGO_BIN_EXE_kiln-worker");
@@ -183,6 +183,16 @@ impl Kiln {
             .path()
             .join(format!("worker-{name}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&home).unwrap();
+        // The worker runs as the build user (it refuses root): its home,
+        // certificate and key are that user's.
+        builduser::give(self.dir.path());
+        builduser::give(&home);
+        builduser::give(certs);
+        for f in [format!("worker-{name}.pem"), format!("worker-{name}.key")] {
+            if certs.join(&f).exists() {
+                builduser::give(&certs.join(f));
+            }
+        }
         let config = format!(
             "composer = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\narch = \"x86_64\"\nstore = \"{}\"\nwork_dir = \"{}\"\nheartbeat_secs = 1\npoll_secs = 2\n{targets}\n",
             self.worker_api,
@@ -195,7 +205,7 @@ impl Kiln {
         let file = home.join("worker.toml");
         std::fs::write(&file, config).unwrap();
         let log = home.join("worker.log");
-        let child = Command::new(WORKER)
+        let child = builduser::run_as(&mut Command::new(builduser::binary(WORKER)))
             .arg("--config")
             .arg(&file)
             .stdout(Stdio::null())
@@ -250,6 +260,8 @@ impl Drop for Worker {
 
 /// The `[targets.local]` section for a directory.
 pub(crate) fn local_target(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    builduser::give(dir);
     format!(
         "[targets.local]\ntype = \"local\"\npath = \"{}\"\n",
         dir.display()

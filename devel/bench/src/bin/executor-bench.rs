@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use kiln_testsupport::builduser;
 
 #[derive(Parser)]
 #[command(about = "kiln's cold pxe build and rebuild against mmdebstrap + mksquashfs")]
@@ -297,7 +298,10 @@ fn timed(what: &str, cmd: &mut Command, log: Option<&Path>) -> Result<Cost> {
 
 fn kiln(manifest: &Path, store: &Path, out: &Path, log: Option<PathBuf>) -> Result<Cost> {
     let exe = std::env::current_exe()?;
-    let mut c = Command::new(exe);
+    // kiln-osbuild refuses root: as root, the bench runs it as the build
+    // user (tools/build-user.sh), as a worker would.
+    let mut c = Command::new(builduser::binary(&exe.to_string_lossy()));
+    builduser::run_as(&mut c);
     c.arg("kiln-osbuild");
     if log.is_some() {
         c.args(["--monitor", "JSONSeqMonitor", "--monitor-fd", "2"]);
@@ -438,9 +442,11 @@ fn bench(args: Args) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let secs = |d: Duration| d.as_secs_f64();
     let mut rows = Vec::new();
+    builduser::give(base.path());
     for run in 1..=args.runs {
         let dir = base.path().join(format!("run-{run}"));
         std::fs::create_dir_all(&dir)?;
+        builduser::give(&dir);
         let load_before = load();
         let store = dir.join("store");
         let log = |name: &str| {
