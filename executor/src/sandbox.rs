@@ -172,9 +172,18 @@ impl Sandbox<'_> {
         drop(_child_ends);
         drop(_filters);
         if let Err(e) = map_sandbox(&mut info) {
+            // bubblewrap's own words, if it said why (it exits on its own
+            // when it did; otherwise it is stopped).
             let _ = child.kill();
             let _ = child.wait();
-            return Err(e);
+            let mut said = String::new();
+            let _ = BufReader::new(reader).read_to_string(&mut said);
+            let said = said.trim();
+            return Err(if said.is_empty() {
+                e
+            } else {
+                std::io::Error::new(e.kind(), format!("{e}: {said}"))
+            });
         }
         release.write_all(b"x")?;
         drop(release);

@@ -73,9 +73,19 @@ fn host_view() -> HostView {
     HostView { mounts, devices }
 }
 
+/// The build user's subordinate uid range, from /etc/subuid.
+fn subordinate_uids() -> std::ops::Range<u32> {
+    let user = builduser::user();
+    let text = std::fs::read_to_string("/etc/subuid").unwrap();
+    let start = kiln_executor::userns::subordinate(&text, &user.name, user.uid)
+        .expect("the build user has subordinate ids");
+    start..start + kiln_executor::userns::IDS
+}
+
 /// Processes running as a uid of the build user's subordinate range: what a
 /// build leaves behind, if anything.
 fn processes_of_subordinate_ids() -> Vec<String> {
+    let range = subordinate_uids();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if e.file_name().to_string_lossy().parse::<u32>().is_err() {
@@ -90,7 +100,7 @@ fn processes_of_subordinate_ids() -> Vec<String> {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|u| u.parse().ok())
             .unwrap_or(0);
-        if (100_000..100_000 + 65_536).contains(&uid) {
+        if range.contains(&uid) {
             out.push(status.lines().next().unwrap_or_default().to_owned());
         }
     }

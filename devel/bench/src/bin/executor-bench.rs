@@ -324,13 +324,32 @@ struct PeerCost {
     mksquashfs: Cost,
 }
 
+/// The peer runs without privileges too, as kiln does: `mmdebstrap
+/// --mode=unshare` as the build user, then mksquashfs in a user namespace
+/// of the same subordinate ids (util-linux `unshare --map-users`), so the
+/// tree's owners are read as they are meant.
 fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<PeerCost> {
     let tree = dir.join("tree");
-    let squashfs = dir.join("rootfs.squashfs");
+    let out = dir.join("squashfs");
+    let squashfs = out.join("rootfs.squashfs");
+    let user = builduser::user();
+    let subuid = std::fs::read_to_string("/etc/subuid")
+        .ok()
+        .and_then(|t| kiln_executor::userns::subordinate(&t, &user.name, user.uid))
+        .context("the build user's subordinate uids")?;
+    let subgid = std::fs::read_to_string("/etc/subgid")
+        .ok()
+        .and_then(|t| kiln_executor::userns::subordinate(&t, &user.name, user.uid))
+        .context("the build user's subordinate gids")?;
+    std::fs::create_dir_all(&out)?;
+    // Written by the namespace's root.
+    std::os::unix::fs::chown(&out, Some(subuid), Some(subgid))?;
+    let mut mmdebstrap_cmd = Command::new("mmdebstrap");
+    builduser::run_as(&mut mmdebstrap_cmd);
     let mmdebstrap = timed(
         "mmdebstrap",
-        Command::new("mmdebstrap")
-            .args(["--variant=custom", "--mode=root"])
+        mmdebstrap_cmd
+            .args(["--variant=custom", "--mode=unshare"])
             .arg(if log.is_some() {
                 "--verbose"
             } else {
@@ -348,15 +367,23 @@ fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<P
             .env("INITRD", "No"),
         log.as_deref(),
     )?;
+    let mut mksquashfs_cmd = Command::new("unshare");
+    builduser::run_as(&mut mksquashfs_cmd);
     let mksquashfs = timed(
         "mksquashfs",
-        Command::new("mksquashfs").arg(&tree).arg(&squashfs).args([
-            "-noappend",
-            "-comp",
-            "zstd",
-            "-quiet",
-            "-no-progress",
-        ]),
+        mksquashfs_cmd
+            .arg(format!(
+                "--map-users={subuid},0,{}",
+                kiln_executor::userns::IDS
+            ))
+            .arg(format!(
+                "--map-groups={subgid},0,{}",
+                kiln_executor::userns::IDS
+            ))
+            .args(["--setuid", "0", "--setgid", "0", "mksquashfs"])
+            .arg(&tree)
+            .arg(&squashfs)
+            .args(["-noappend", "-comp", "zstd", "-quiet", "-no-progress"]),
         None,
     )?;
     Ok(PeerCost {
@@ -465,8 +492,9 @@ fn bench(args: Args) -> Result<()> {
             }
             let pdir = dir.join("peer");
             std::fs::create_dir_all(&pdir)?;
+            builduser::give(&pdir);
             let p = peer(&img, &dracut, &pdir, log("peer"))?;
-            let s = size(&pdir.join("rootfs.squashfs"));
+            let s = size(&pdir.join("squashfs/rootfs.squashfs"));
             eprintln!(
                 "run {run}: mmdebstrap + mksquashfs {:.1} s",
                 secs((p.mmdebstrap + p.mksquashfs).wall)
