@@ -128,15 +128,13 @@ pub fn binary(binary: &str) -> PathBuf {
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::rename(&partial, &link).unwrap();
     }
-    // Links of binaries cargo has since rebuilt keep old inodes alive.
+    // A link whose binary cargo has since rebuilt or pruned (the link is
+    // its last name) keeps a whole old binary on disk: it goes. No test
+    // starts it any more (tests link the current build); one still running
+    // it keeps running.
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let Ok(m) = e.metadata() else { continue };
-        let old = m
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 6 * 3600);
-        if m.nlink() == 1 && old && e.path() != link {
+        if m.nlink() == 1 && e.path() != link && !e.file_name().to_string_lossy().starts_with('.') {
             let _ = std::fs::remove_file(e.path());
         }
     }
