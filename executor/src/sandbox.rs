@@ -50,8 +50,8 @@ pub enum Outcome {
 /// What the spawned bubblewrap needs kept open until it has started: the
 /// seccomp filters' files and the child's ends of the namespace pipes.
 struct Handoff {
-    _filters: Vec<std::fs::File>,
-    _child_ends: Vec<OwnedFd>,
+    filters: Vec<std::fs::File>,
+    child_ends: Vec<OwnedFd>,
     /// bubblewrap writes `{"child-pid": N, ...}` here once the sandbox's
     /// user namespace exists.
     info: std::io::PipeReader,
@@ -143,8 +143,8 @@ impl Sandbox<'_> {
         Ok((
             c,
             Handoff {
-                _filters: filters,
-                _child_ends: vec![info_w, block_r],
+                filters,
+                child_ends: vec![info_w, block_r],
                 info,
                 release,
             },
@@ -164,13 +164,12 @@ impl Sandbox<'_> {
         // The command holds the write ends; drop them so EOF arrives.
         drop(cmd);
         let Handoff {
-            _filters,
-            _child_ends,
+            filters,
+            child_ends,
             mut info,
             mut release,
         } = handoff;
-        drop(_child_ends);
-        drop(_filters);
+        drop((filters, child_ends));
         if let Err(e) = map_sandbox(&mut info) {
             // bubblewrap's own words, if it said why (it exits on its own
             // when it did; otherwise it is stopped).

@@ -68,19 +68,6 @@ pub fn give(path: &Path) {
     }
 }
 
-/// Gives a whole tree to the build user.
-pub fn give_tree(root: &Path) {
-    let mut stack = vec![root.to_owned()];
-    while let Some(p) = stack.pop() {
-        give(&p);
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            for e in std::fs::read_dir(&p).unwrap().flatten() {
-                stack.push(e.path());
-            }
-        }
-    }
-}
-
 /// A temporary directory that belongs to the build user.
 pub fn dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

@@ -106,7 +106,7 @@ fn mkfs_ext4(ctx: &Ctx, o: &MkfsExt4Options, tree: Option<&str>) -> Result<(), S
 
 /// The size argument of mke2fs and mkfs.fat: whole KiB of the device.
 fn kib(dev: &DeviceArgs) -> Result<String, String> {
-    let len = dev.len()?;
+    let len = dev.bytes()?;
     if len < 1024 {
         return Err(format!(
             "the device is {len} bytes: too small for a file system"

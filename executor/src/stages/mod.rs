@@ -180,7 +180,7 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     /// The device's length in bytes, now.
-    pub fn len(&self) -> Result<u64, String> {
+    pub fn bytes(&self) -> Result<u64, String> {
         if self.size > 0 {
             return Ok(self.size);
         }
@@ -193,10 +193,6 @@ impl DeviceArgs {
                 self.file, self.offset
             )
         })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len().is_ok_and(|n| n == 0)
     }
 }
 

@@ -333,14 +333,13 @@ fn peer(img: &Image, dracut: &str, dir: &Path, log: Option<PathBuf>) -> Result<P
     let out = dir.join("squashfs");
     let squashfs = out.join("rootfs.squashfs");
     let user = builduser::user();
-    let subuid = std::fs::read_to_string("/etc/subuid")
-        .ok()
-        .and_then(|t| kiln_executor::userns::subordinate(&t, &user.name, user.uid))
-        .context("the build user's subordinate uids")?;
-    let subgid = std::fs::read_to_string("/etc/subgid")
-        .ok()
-        .and_then(|t| kiln_executor::userns::subordinate(&t, &user.name, user.uid))
-        .context("the build user's subordinate gids")?;
+    let first = |file: &str| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| kiln_executor::userns::subordinate(&t, &user.name, user.uid))
+            .with_context(|| format!("the build user's subordinate ids in {file}"))
+    };
+    let (subuid, subgid) = (first("/etc/subuid")?, first("/etc/subgid")?);
     std::fs::create_dir_all(&out)?;
     // Written by the namespace's root.
     std::os::unix::fs::chown(&out, Some(subuid), Some(subgid))?;
