@@ -448,3 +448,41 @@ fn invalid_disk_stage_options_name_their_path() {
         );
     }
 }
+
+/// Hostile device options: a file outside the tree, a range whose byte
+/// offset overflows, a range past the image's end. Each fails the build
+/// with its reason and nothing is written outside the image.
+#[test]
+fn devices_outside_the_image_file_are_refused() {
+    let pipeline = |device: Value| {
+        json!({"version": "2", "pipelines": [{"name": "image", "stages": [
+            {"type": "org.osbuild.truncate", "options": {"filename": "disk.raw", "size": "16MiB"}},
+            {"type": "org.osbuild.mkfs.ext4", "devices": {"device": device},
+             "options": {"uuid": ROOT_UUID}}]}]})
+    };
+    let cases = [
+        (
+            json!({"type": "org.osbuild.loopback", "options": {"filename": "../../etc/passwd"}}),
+            "is not a file of the tree",
+        ),
+        (
+            json!({"type": "org.osbuild.loopback", "options": {"filename": "disk.raw", "start": u64::MAX / 2}}),
+            "out of range",
+        ),
+        (
+            json!({"type": "org.osbuild.loopback", "options": {"filename": "disk.raw", "start": 65536}}),
+            "after the file's end",
+        ),
+    ];
+    for (device, word) in cases {
+        let dir = kiln_testsupport::builduser::dir();
+        let r = common::export(dir.path(), &pipeline(device.clone()), &["image"]);
+        assert_eq!(r.code, 1, "{device}: {}\n{}", r.json, r.stderr);
+        let said = r.json.to_string();
+        assert!(said.contains(word), "{device}: expected {word:?} in {said}");
+        assert!(
+            !dir.path().join("out").exists(),
+            "{device}: something was exported"
+        );
+    }
+}
