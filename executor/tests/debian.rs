@@ -155,6 +155,12 @@ fn debian_12_tar_image_holds_the_customized_tree_and_exactly_the_depsolved_set()
         line.trim().rsplit(" -> ").next().unwrap().to_owned()
     };
     check_tree(&read, &link, &image.packages);
+    // /dev as mmdebstrap makes it: device nodes, without mknod.
+    let null = sh(&format!("tar --numeric-owner -tvf {tarp} ./dev/null"));
+    assert!(
+        null.starts_with("crw-rw-rw- 0/0") && null.contains(" 1,3 "),
+        "{null}"
+    );
     // Binaries run: the tree is a working system (dpkg configured it).
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -221,6 +227,11 @@ fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_stor
         line.trim().rsplit(" -> ").next().unwrap().to_owned()
     };
     check_tree(&read, &link, &image.packages);
+    let null = sh(&format!("unsquashfs -lln {squash} dev/null | tail -n 1"));
+    assert!(
+        null.starts_with("crw-rw-rw- 0/0") && null.contains(" 1,  3 "),
+        "{null}"
+    );
     // No node shares a host key: the image has none, and a unit makes them at boot.
     assert_node_identity(&read, &link);
     let scanned = kiln_testsupport::artifacts::scan_artifacts(&[
@@ -280,5 +291,228 @@ fn package_scripts_get_eperm_for_what_the_seccomp_filter_refuses() {
     assert_eq!(answers.len(), refused.len(), "{log}");
     for ((name, _), (logged, answer)) in refused.iter().zip(&answers) {
         assert_eq!((*logged, *answer), (*name, "EPERM"), "{log}");
+    }
+}
+
+/// What an archive records of each member (executor/tests/data/tar_meta.py).
+fn tar_meta(archive: &Path) -> BTreeMap<String, Value> {
+    let out = Command::new("python3")
+        .args(["-c", include_str!("data/tar_meta.py")])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        archive.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A squashfs as a tar (squashfs-tools-ng's sqfs2tar, the root's entry
+/// included), for [`tar_meta`].
+fn squashfs_meta(image: &Path) -> BTreeMap<String, Value> {
+    let tar = image.with_extension("as.tar");
+    let file = std::fs::File::create(&tar).unwrap();
+    let status = Command::new("sqfs2tar")
+        .args(["--root-becomes", ".", "--no-skip"])
+        .arg(image)
+        .stdout(file)
+        .status()
+        .expect("sqfs2tar (apt-get install squashfs-tools-ng)");
+    assert!(status.success(), "sqfs2tar {}", image.display());
+    tar_meta(&tar)
+}
+
+/// A tree with setuid and setgid binaries (passwd, mount, sudo), a file
+/// capability (ping's cap_net_raw, set by its postinst with setcap) and
+/// device nodes, built by kiln without privileges into a tar and a
+/// squashfs, and by `mmdebstrap --mode=unshare` from the same mirror and
+/// package list into a tar and a squashfs: on every path both trees have,
+/// the kind, mode, owner, group, device numbers, link target and extended
+/// attributes are the same. mmdebstrap adds /dev entries of its own (the
+/// fd and std* links) and apt's files; kiln's tree has its own state files.
+#[test]
+fn setuid_file_capabilities_and_device_nodes_match_mmdebstrap_in_tar_and_squashfs() {
+    let image = debian_image(
+        "tar",
+        &["iputils-ping", "libcap2-bin", "sudo"],
+        json!({"name": "plain"}),
+    );
+    let mut manifest = image.manifest.clone();
+    let epoch = manifest["pipelines"][0]["source-epoch"].clone();
+    manifest["pipelines"].as_array_mut().unwrap().push(json!({
+        "name": "squashfs", "source-epoch": epoch, "stages": [{
+            "type": "org.osbuild.squashfs",
+            "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]}},
+            "options": {"filename": "root.squashfs", "compression": {"method": "zstd"}},
+        }]}));
+    common::assert_valid_for_osbuild(&manifest);
+    let dir = kiln_testsupport::builduser::dir();
+    let out = dir.path().join("out");
+
+    // mmdebstrap, both formats at once, beside kiln's build.
+    let names: Vec<&str> = image.packages.iter().map(|(n, _)| n.as_str()).collect();
+    let peers: Vec<_> = ["mmdebstrap.tar", "mmdebstrap.squashfs"]
+        .into_iter()
+        .map(|file| {
+            let target = dir.path().join(file);
+            let mut c = Command::new("mmdebstrap");
+            kiln_testsupport::builduser::run_as(&mut c);
+            c.args(["--variant=custom", "--mode=unshare", "--quiet"])
+                .arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount")
+                .arg(format!("--include={}", names.join(",")))
+                .arg("test")
+                .arg(&target)
+                .arg(&image.source_line);
+            let child = c
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("mmdebstrap (apt-get install mmdebstrap)");
+            (target, child)
+        })
+        .collect();
+    let r = common::export(dir.path(), &manifest, &["archive", "squashfs"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    let peers: Vec<_> = peers
+        .into_iter()
+        .map(|(target, child)| {
+            let o = child.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "mmdebstrap {}: {}",
+                target.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            target
+        })
+        .collect();
+
+    let kiln_tar = tar_meta(&out.join("archive/root.tar"));
+    let kiln_squashfs = squashfs_meta(&out.join("squashfs/root.squashfs"));
+    let peer_tar = tar_meta(&peers[0]);
+    let peer_squashfs = squashfs_meta(&peers[1]);
+
+    // What the comparison is about is there, in both of kiln's artifacts.
+    for (what, tree) in [("tar", &kiln_tar), ("squashfs", &kiln_squashfs)] {
+        let setid: Vec<&String> = tree
+            .iter()
+            .filter(|(_, m)| {
+                m["kind"] == "file"
+                    && u32::from_str_radix(m["mode"].as_str().unwrap(), 8).unwrap() & 0o6000 != 0
+            })
+            .map(|(p, _)| p)
+            .collect();
+        for p in [
+            "usr/bin/passwd",
+            "usr/bin/mount",
+            "usr/bin/sudo",
+            "usr/bin/chage",
+        ] {
+            assert!(
+                setid.iter().any(|s| *s == p),
+                "{what}: {p} is not setuid/setgid: {setid:?}"
+            );
+        }
+        // cap_net_raw+ep as a v2 capability (20 bytes): no root id of
+        // the build host's namespace bound into it.
+        assert_eq!(
+            tree["usr/bin/ping"]["xattrs"]["security.capability"],
+            "0100000200200000000000000000000000000000",
+            "{what}"
+        );
+        assert_eq!(tree["usr/bin/ping"]["mode"], "0755", "{what}");
+        assert_eq!(tree["dev/null"]["kind"], "char", "{what}");
+        assert_eq!(tree["dev/null"]["device"], json!([1, 3]), "{what}");
+        assert_eq!(tree["dev/console"]["device"], json!([5, 1]), "{what}");
+    }
+
+    // kiln's two artifacts of one tree agree on every path, but for the
+    // ACLs (system.posix_acl_*, on systemd's journal directory) that only
+    // tar keeps: squashfs has no `system` attribute namespace, in either
+    // tool's image.
+    assert_eq!(kiln_tar.len(), kiln_squashfs.len());
+    let mut acls = 0;
+    for (p, m) in &kiln_tar {
+        let mut m = m.clone();
+        if let Some(x) = m["xattrs"].as_object_mut() {
+            let before = x.len();
+            x.retain(|k, _| !k.starts_with("system."));
+            acls += before - x.len();
+        }
+        assert_eq!(
+            Some(&m),
+            kiln_squashfs.get(p),
+            "{p}: kiln's tar and squashfs differ"
+        );
+    }
+    assert!(acls > 0, "the tar keeps ACLs");
+
+    // Where the trees themselves differ, for reasons of how they were
+    // made, not of what the archivers kept (the rest must be identical):
+    // - the backups shadow's tools and systemd-sysusers leave take the
+    //   mode and owner the original had when they ran, so they record the
+    //   order of the package scripts (dpkg's for kiln, apt's for
+    //   mmdebstrap);
+    // - /etc/machine-id: kiln empties systemd's file (0444) in place,
+    //   mmdebstrap writes a new empty one (0644).
+    let made_differently = [
+        "etc/passwd-",
+        "etc/shadow-",
+        "etc/gshadow-",
+        "etc/machine-id",
+    ];
+    for (what, ours, theirs) in [
+        ("tar", &kiln_tar, &peer_tar),
+        ("squashfs", &kiln_squashfs, &peer_squashfs),
+    ] {
+        let common_paths: Vec<&String> = ours.keys().filter(|p| theirs.contains_key(*p)).collect();
+        assert!(
+            common_paths.len() > 3000,
+            "{what}: only {} paths in common",
+            common_paths.len()
+        );
+        for p in [
+            "usr/bin/passwd",
+            "usr/bin/sudo",
+            "usr/bin/ping",
+            "dev/null",
+            "dev/tty",
+            "etc/shadow",
+        ] {
+            assert!(
+                theirs.contains_key(p),
+                "{what}: mmdebstrap's tree has no {p}"
+            );
+        }
+        let differ: Vec<String> = common_paths
+            .iter()
+            .filter(|p| ours[**p] != theirs[**p])
+            .filter(|p| {
+                let same_kind = ours[**p]["kind"] == theirs[**p]["kind"]
+                    && ours[**p]["xattrs"] == theirs[**p]["xattrs"];
+                !(made_differently.contains(&p.as_str()) && same_kind)
+            })
+            .map(|p| format!("{p}: kiln {} mmdebstrap {}", ours[*p], theirs[*p]))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{what}: {} of {} common paths differ:\n{}",
+            differ.len(),
+            common_paths.len(),
+            differ.join("\n")
+        );
+        let only = |a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>| -> Vec<String> {
+            a.keys().filter(|p| !b.contains_key(*p)).cloned().collect()
+        };
+        eprintln!(
+            "{what}: {} paths in common, identical but for {made_differently:?}; \
+             kiln only: {:?}; mmdebstrap only: {:?}",
+            common_paths.len(),
+            only(ours, theirs),
+            only(theirs, ours)
+        );
     }
 }

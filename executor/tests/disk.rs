@@ -11,20 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::bios::{assert_grub_installed, boot_to_grub, grub_tree, EPOCH, MARKER};
-use common::run;
+use common::{output, run};
 use serde_json::{json, Value};
 
 const ROOT_UUID: &str = "6e4ff95f-f662-45ee-a82a-bdf44a2d0b75";
-fn output(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn loopback(start: u64, size: u64) -> Value {
     json!({"type": "org.osbuild.loopback", "options": {"filename": "disk.raw", "start": start, "size": size}})
 }

@@ -336,6 +336,12 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         Family::Rpm => json!({"type": "org.osbuild.rpm", "inputs": inputs}),
     };
     let mut stages = vec![install];
+    // A Debian tree has the device nodes debootstrap and mmdebstrap give
+    // it; not an OCI image's, whose runtime makes /dev (and whose rootless
+    // users could not unpack a layer with device nodes).
+    if req.family == Family::Debian && req.image_type != "oci" {
+        stages.extend(debian_dev_stages());
+    }
     stages.extend(node_identity_stages(&packages));
     stages.extend(customization_stages(req.customizations, &mut inline));
     let mut disk_pipelines = Vec::new();
@@ -402,7 +408,9 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         _ => pipelines.push(json!({"name": "archive", "stages": [{
             "type": "org.osbuild.tar",
             "inputs": {"tree": tree("os")},
-            "options": {"filename": req.filename},
+            // pax: the only tar format that keeps extended attributes
+            // (file capabilities among them).
+            "options": {"filename": req.filename, "format": "posix"},
         }]})),
     }
     // Every pipeline carries the epoch: archives, file systems and images
@@ -420,6 +428,37 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         },
     }))
 }
+
+/// The /dev of a Debian tree, as mmdebstrap makes it: its character
+/// devices (recorded by `kiln.devices`, since no stage can `mknod`) and
+/// the mount points `pts` and `shm`.
+fn debian_dev_stages() -> Vec<Value> {
+    let nodes: Vec<Value> = DEBIAN_DEVICES
+        .iter()
+        .map(|(name, major, minor)| {
+            json!({"path": format!("/dev/{name}"), "type": "char", "major": major, "minor": minor, "mode": 0o666})
+        })
+        .collect();
+    vec![
+        json!({"type": "kiln.devices", "options": {"nodes": nodes}}),
+        json!({"type": "org.osbuild.mkdir", "options": {"paths": [
+            {"path": "/dev/pts", "mode": 0o755, "exist_ok": true},
+            {"path": "/dev/shm", "mode": 0o755, "exist_ok": true},
+        ]}}),
+    ]
+}
+
+/// (name, major, minor), all 0666 root:root.
+const DEBIAN_DEVICES: &[(&str, u32, u32)] = &[
+    ("console", 5, 1),
+    ("full", 1, 7),
+    ("null", 1, 3),
+    ("ptmx", 5, 2),
+    ("random", 1, 8),
+    ("tty", 5, 0),
+    ("urandom", 1, 9),
+    ("zero", 1, 5),
+];
 
 /// What package scripts leave in a tree that makes it one machine: host
 /// keys (openssh-server), the snakeoil TLS key pair (ssl-cert), D-Bus's

@@ -1,10 +1,14 @@
 //! Stages that pack a tree input into one file of the output tree.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::nodes::{self, Node, TarFlavour};
 use super::{Ctx, Stage};
 
 /// The single tree input an archive stage packs.
@@ -80,27 +84,37 @@ impl Stage for Tar {
             TarFormat::Ustar => "ustar",
             TarFormat::V7 => "v7",
         };
-        let mut c = Command::new("tar");
-        c.arg(format!("--format={format}")).arg("--sort=name");
-        match o.compression.as_deref() {
-            None | Some("auto") => {
-                c.arg("--auto-compress");
+        // The names tar is given, from which it names the members.
+        let names: Vec<String> = match (&o.paths, &o.root_node) {
+            (Some(paths), _) => paths.clone(),
+            (None, Some(RootNode::Omit)) => {
+                let mut names: Vec<String> = std::fs::read_dir(&input)
+                    .map_err(|e| format!("{input}: {e}"))?
+                    .filter_map(|e| {
+                        e.ok()
+                            .map(|e| format!("./{}", e.file_name().to_string_lossy()))
+                    })
+                    .collect();
+                names.sort();
+                names
             }
-            Some("xz") => {
-                c.arg("--xz");
-            }
-            Some("gzip") => {
-                c.arg("--gzip");
-            }
-            Some("zstd") => {
-                c.arg("--zstd");
-            }
+            _ => vec![".".to_owned()],
+        };
+        let nodes = nodes::find(Path::new(&input))?;
+        let members = member_names(&nodes, &names);
+        let compressor = match o.compression.as_deref() {
+            None | Some("auto") => None,
+            Some("xz") => Some("xz"),
+            Some("gzip") => Some("gzip"),
+            Some("zstd") => Some("zstd"),
             Some(other) => {
                 return Err(format!(
                     "compression {other:?} is not one of auto, xz, gzip, zstd"
                 ))
             }
-        }
+        };
+        let mut c = Command::new("tar");
+        c.arg(format!("--format={format}")).arg("--sort=name");
         // Extended attributes travel only in pax archives.
         let pax = matches!(o.format, TarFormat::Posix);
         if o.acls.unwrap_or(true) && pax {
@@ -121,29 +135,171 @@ impl Stage for Tar {
         if o.numeric_owner == Some(true) {
             c.arg("--numeric-owner");
         }
-        c.arg("-cf").arg(&out).arg("-C").arg(&input);
-        match (&o.paths, &o.root_node) {
-            (Some(paths), _) => {
-                c.arg("--").args(paths);
-            }
-            (None, Some(RootNode::Omit)) => {
-                let mut names: Vec<String> = std::fs::read_dir(&input)
-                    .map_err(|e| format!("{input}: {e}"))?
-                    .filter_map(|e| {
-                        e.ok()
-                            .map(|e| format!("./{}", e.file_name().to_string_lossy()))
-                    })
-                    .collect();
-                names.sort();
-                c.arg("--").args(names);
-            }
-            _ => {
-                c.arg(".");
-            }
+        if members.is_empty() {
+            // No device nodes: tar writes (and compresses) the archive.
+            match compressor {
+                None => c.arg("--auto-compress"),
+                Some(z) => c.arg(format!("--{z}")),
+            };
+            c.arg("-cf").arg(&out).arg("-C").arg(&input);
+            c.arg("--").args(&names);
+            ctx.run(&mut c)?;
+            return Ok(Value::Null);
         }
+        // Device nodes: tar leaves their placeholders out, their device
+        // entries are appended, and the archive is compressed after.
+        if o.transform.is_some() {
+            return Err(format!(
+                "'transform' cannot rename the tree's device nodes ({} and others): leave it out",
+                members[0].0
+            ));
+        }
+        let flavour = match o.format {
+            TarFormat::Gnu | TarFormat::Oldgnu => TarFlavour::Gnu,
+            TarFormat::Posix => TarFlavour::Pax,
+            TarFormat::Ustar => TarFlavour::Ustar,
+            TarFormat::V7 => {
+                return Err(format!(
+                    "the v7 format cannot hold device nodes, and the tree has {}",
+                    members[0].0
+                ))
+            }
+        };
+        let compressor = match compressor {
+            Some(z) => Some(z),
+            None => auto_compressor(&o.filename)?,
+        };
+        let plain = match compressor {
+            None => out.clone(),
+            Some(_) => partial(&out),
+        };
+        let _excluded = exclude_members(&mut c, &members)?;
+        c.arg("-cf").arg(&plain).arg("-C").arg(&input);
+        c.arg("--").args(&names);
         ctx.run(&mut c)?;
+        append_nodes(ctx, &plain, flavour, &members)?;
+        if let Some(z) = compressor {
+            let compressed = compress(ctx, z, &plain, &out);
+            let _ = std::fs::remove_file(&plain);
+            compressed?;
+        }
         Ok(Value::Null)
     }
+}
+
+/// `FILE.kiln-partial`: where an archive is written before it is
+/// compressed to `FILE`.
+pub(super) fn partial(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".kiln-partial");
+    PathBuf::from(name)
+}
+
+/// The compressor GNU tar's `--auto-compress` picks for a file name.
+fn auto_compressor(filename: &str) -> Result<Option<&'static str>, String> {
+    let suffix = filename.rsplit_once('.').map_or("", |(_, s)| s);
+    Ok(match suffix {
+        "gz" | "tgz" | "taz" => Some("gzip"),
+        "Z" | "taZ" => Some("compress"),
+        "bz2" | "tbz" | "tbz2" | "tz2" => Some("bzip2"),
+        "lz" => Some("lzip"),
+        "lzma" | "tlz" => Some("lzma"),
+        "lzo" => Some("lzop"),
+        "xz" | "txz" => Some("xz"),
+        "zst" | "tzst" => Some("zstd"),
+        _ => None,
+    })
+}
+
+/// Compresses `from` into `to` with `program` as a filter, as tar runs it
+/// (gzip with `-n`: no name or time from the input file).
+fn compress(ctx: &Ctx, program: &str, from: &Path, to: &Path) -> Result<(), String> {
+    let input = File::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let output = File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut c = Command::new(program);
+    if program == "gzip" {
+        c.arg("-n");
+    }
+    ctx.run(c.stdin(input).stdout(output))
+}
+
+/// The member names tar gives the tree's device placeholders when it is
+/// given `names` (relative to the tree): `.` gives `./dev/null`, `dev/`
+/// gives `dev/null`.
+pub(super) fn member_names<'a>(nodes: &'a [Node], names: &[String]) -> Vec<(String, &'a Node)> {
+    let mut out = Vec::new();
+    for name in names {
+        let given = name.trim_end_matches('/');
+        let mut within = given;
+        while let Some(rest) = within.strip_prefix("./") {
+            within = rest;
+        }
+        let within = within.trim_start_matches('/');
+        let within = if within == "." { "" } else { within };
+        for node in nodes {
+            let member = if within.is_empty() {
+                format!(
+                    "{}/{}",
+                    if given.is_empty() { "." } else { given },
+                    node.path
+                )
+            } else if node.path == within {
+                given.to_owned()
+            } else if let Some(rest) = node
+                .path
+                .strip_prefix(within)
+                .filter(|r| r.starts_with('/'))
+            {
+                format!("{given}{rest}")
+            } else {
+                continue;
+            };
+            // tar strips a leading '/' from members.
+            out.push((member.trim_start_matches('/').to_owned(), node));
+        }
+    }
+    out
+}
+
+/// Has tar leave out the placeholders (exact member names); the list
+/// file lives as long as the returned handle.
+pub(super) fn exclude_members(
+    c: &mut Command,
+    members: &[(String, &Node)],
+) -> Result<tempfile::NamedTempFile, String> {
+    let mut list = tempfile::NamedTempFile::new().map_err(|e| format!("exclusion list: {e}"))?;
+    for (name, _) in members {
+        writeln!(list, "{name}").map_err(|e| format!("exclusion list: {e}"))?;
+    }
+    list.flush().map_err(|e| format!("exclusion list: {e}"))?;
+    c.args(["--anchored", "--no-wildcards", "--no-wildcards-match-slash"])
+        .arg("--exclude-from")
+        .arg(list.path());
+    Ok(list)
+}
+
+/// Appends the device entries to an uncompressed archive (GNU tar's
+/// `--concatenate` finds its end).
+pub(super) fn append_nodes(
+    ctx: &Ctx,
+    archive: &Path,
+    flavour: TarFlavour,
+    members: &[(String, &Node)],
+) -> Result<(), String> {
+    let mut entries = nodes::tar_headers(flavour, members)?;
+    entries.resize(entries.len() + 1024, 0);
+    let mut devices = tempfile::NamedTempFile::new().map_err(|e| format!("device entries: {e}"))?;
+    devices
+        .write_all(&entries)
+        .and_then(|()| devices.flush())
+        .map_err(|e| format!("device entries: {e}"))?;
+    ctx.run(
+        Command::new("tar")
+            .arg("--concatenate")
+            .arg("--file")
+            .arg(archive)
+            .arg(devices.path()),
+    )
 }
 
 #[derive(Deserialize)]
@@ -225,8 +381,40 @@ impl Stage for Squashfs {
                 c.arg("-Xbcj").arg(filter);
             }
         }
+        // Device nodes: pseudo definitions in place of their
+        // placeholders, which are excluded (by whole-name expressions, as
+        // -regex makes every exclusion one).
+        let nodes = nodes::find(Path::new(&source))?;
+        let mut lists = Vec::new();
+        if !nodes.is_empty() {
+            let mut list = |text: String| -> Result<PathBuf, String> {
+                let mut f =
+                    tempfile::NamedTempFile::new().map_err(|e| format!("pseudo files: {e}"))?;
+                f.write_all(text.as_bytes())
+                    .and_then(|()| f.flush())
+                    .map_err(|e| format!("pseudo files: {e}"))?;
+                let path = f.path().to_owned();
+                lists.push(f);
+                Ok(path)
+            };
+            let pseudo = list(nodes::squashfs_pseudo(&nodes))?;
+            let excluded = list(
+                nodes
+                    .iter()
+                    .map(|n| nodes::squashfs_exclude(n) + "\n")
+                    .collect(),
+            )?;
+            c.arg("-pf")
+                .arg(pseudo)
+                .arg("-regex")
+                .arg("-ef")
+                .arg(excluded);
+        } else if !o.exclude_paths.is_empty() {
+            c.arg("-regex");
+        }
+        // -e takes every argument after it: it comes last.
         if !o.exclude_paths.is_empty() {
-            c.arg("-regex").arg("-e").args(&o.exclude_paths);
+            c.arg("-e").args(&o.exclude_paths);
         }
         ctx.run(&mut c)?;
         Ok(Value::Null)

@@ -13,6 +13,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::nodes;
 use super::{Ctx, DeviceArgs, Stage};
 
 #[derive(Deserialize)]
@@ -139,8 +140,52 @@ impl Stage for MkfsExt4Tree {
     fn run(ctx: &Ctx, o: MkfsExt4Options) -> Result<Value, String> {
         let tree = ctx.input("tree")?;
         mkfs_ext4(ctx, &o, Some(&tree.path))?;
+        let nodes = nodes::find(std::path::Path::new(&tree.path))?;
+        if !nodes.is_empty() {
+            make_nodes(ctx, &nodes)?;
+        }
         Ok(Value::Null)
     }
+}
+
+/// Replaces the placeholders `mke2fs -d` copied with device nodes:
+/// debugfs on the file system's byte range (`FILE?offset=N`). debugfs
+/// exits 0 whatever its commands do, so anything it says on standard
+/// error but its banner fails the stage.
+fn make_nodes(ctx: &Ctx, nodes: &[nodes::Node]) -> Result<(), String> {
+    let dev = device(ctx)?;
+    if dev.file.contains('?') {
+        return Err(format!(
+            "{}: debugfs cannot open a file whose name has a '?'",
+            dev.file
+        ));
+    }
+    let mut script = tempfile::NamedTempFile::new().map_err(|e| format!("debugfs script: {e}"))?;
+    script
+        .write_all(nodes::debugfs_script(nodes).as_bytes())
+        .and_then(|()| script.flush())
+        .map_err(|e| format!("debugfs script: {e}"))?;
+    let mut c = Command::new("debugfs");
+    c.arg("-w")
+        .arg("-f")
+        .arg(script.path())
+        .arg(format!("{}?offset={}", dev.file, dev.offset));
+    let shown = format!("{c:?}");
+    let out = c.output().map_err(|e| format!("{shown}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+        .collect();
+    if !out.status.success() || !complaints.is_empty() {
+        return Err(format!(
+            "{shown} failed ({}): {}",
+            out.status,
+            complaints.join("; ")
+        ));
+    }
+    println!("{} device nodes made with debugfs", nodes.len());
+    Ok(())
 }
 
 /// A value that goes into an sfdisk script or a `qemu-img -o` list, where

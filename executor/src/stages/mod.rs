@@ -16,6 +16,7 @@ mod dpkg;
 mod files;
 mod grub;
 pub(crate) mod identity;
+mod nodes;
 mod oci;
 mod rpm;
 mod system;
@@ -144,6 +145,7 @@ static STAGES: &[StageDef] = &[
     StageDef::of::<identity::UnitCreate>(),
     StageDef::of::<dpkg::Dpkg>(),
     StageDef::of::<identity::Clean>(),
+    StageDef::of::<nodes::Devices>(),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static StageDef> {

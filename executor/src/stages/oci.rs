@@ -19,6 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::archive;
+use super::nodes::{self, TarFlavour};
 use super::{Ctx, Stage};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -126,11 +128,15 @@ fn put_blob(blobs: &Path, data: &[u8]) -> Result<Blob, String> {
 
 /// The tree as a gzip layer blob; returns it and the uncompressed tar's
 /// digest (the diff id).
-fn put_layer(base: &str, blobs: &Path, epoch: Option<u64>) -> Result<(Blob, String), String> {
+fn put_layer(
+    ctx: &Ctx,
+    base: &str,
+    blobs: &Path,
+    epoch: Option<u64>,
+) -> Result<(Blob, String), String> {
     let mut tar = Command::new("tar");
     tar.args([
         "--create",
-        "--file=-",
         "--format=posix",
         "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
         "--sort=name",
@@ -142,13 +148,37 @@ fn put_layer(base: &str, blobs: &Path, epoch: Option<u64>) -> Result<(Blob, Stri
     if let Some(e) = epoch {
         tar.arg(format!("--mtime=@{e}")).arg("--clamp-mtime");
     }
-    tar.arg("--directory").arg(base).arg(".");
-    println!("{tar:?}");
-    let mut child = tar
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("tar: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or("tar: no stdout")?;
+    // Device nodes: the layer is written to a file without their
+    // placeholders, and their entries appended.
+    let mut nodes = nodes::find(Path::new(base))?;
+    if let Some(e) = epoch {
+        for n in &mut nodes {
+            n.mtime = n.mtime.min(i64::try_from(e).unwrap_or(i64::MAX));
+        }
+    }
+    let members = archive::member_names(&nodes, &[".".to_owned()]);
+    let _excluded;
+    let plain = blobs.join("layer.tar");
+    let mut child = None;
+    let mut stdout: Box<dyn Read> = if members.is_empty() {
+        tar.arg("--file=-");
+        tar.arg("--directory").arg(base).arg(".");
+        println!("{tar:?}");
+        let mut running = tar
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("tar: {e}"))?;
+        let out = running.stdout.take().ok_or("tar: no stdout")?;
+        child = Some(running);
+        Box::new(out)
+    } else {
+        _excluded = archive::exclude_members(&mut tar, &members)?;
+        tar.arg("--file").arg(&plain);
+        tar.arg("--directory").arg(base).arg(".");
+        ctx.run(&mut tar)?;
+        archive::append_nodes(ctx, &plain, TarFlavour::Pax, &members)?;
+        Box::new(File::open(&plain).map_err(|e| io(&plain, e))?)
+    };
     let partial = blobs.join("layer.partial");
     let file = File::create(&partial).map_err(|e| io(&partial, e))?;
     // gzip without a file name or time (flate2's default header).
@@ -170,9 +200,14 @@ fn put_layer(base: &str, blobs: &Path, epoch: Option<u64>) -> Result<(Blob, Stri
         diff.update(&buf[..n]);
         gz.write_all(&buf[..n]).map_err(|e| io(&partial, e))?;
     }
-    let status = child.wait().map_err(|e| format!("tar: {e}"))?;
-    if !status.success() {
-        return Err(format!("tar of {base} failed: {status}"));
+    match child {
+        Some(mut child) => {
+            let status = child.wait().map_err(|e| format!("tar: {e}"))?;
+            if !status.success() {
+                return Err(format!("tar of {base} failed: {status}"));
+            }
+        }
+        None => fs::remove_file(&plain).map_err(|e| io(&plain, e))?,
     }
     let mut hashing = gz.finish().map_err(|e| io(&partial, e))?;
     hashing.flush().map_err(|e| io(&partial, e))?;
@@ -257,7 +292,7 @@ impl Stage for OciArchive {
         let blobs = work.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
 
-        let (layer, diff_id) = put_layer(&base, &blobs, epoch)?;
+        let (layer, diff_id) = put_layer(ctx, &base, &blobs, epoch)?;
         let created = timestamp(epoch);
         let mut config = json!({
             "created": created,

@@ -77,6 +77,18 @@ pub(crate) fn export_with(
     run(&args, manifest)
 }
 
+/// A command's standard output; its failure fails the test, with its
+/// standard error.
+pub(crate) fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The manifest is one osbuild itself would accept: every stage's options
 /// valid against osbuild's reference schemas.
 pub(crate) fn assert_valid_for_osbuild(manifest: &Value) {
@@ -113,6 +125,8 @@ pub(crate) struct DebianImage {
     /// (name, version) of the depsolved set.
     pub packages: Vec<(String, String)>,
     pub mirror: tempfile::TempDir,
+    /// The mirror's sources.list line.
+    pub source_line: String,
 }
 
 pub(crate) fn debian_image(image_type: &str, extra: &[&str], blueprint: Value) -> DebianImage {
@@ -187,6 +201,7 @@ pub(crate) fn debian_image_with(
             .iter()
             .map(|p| (p.name.clone(), p.version.clone()))
             .collect(),
+        source_line: repo.source_line(),
         mirror,
     }
 }
