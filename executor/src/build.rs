@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde_json::{json, Value};
 
@@ -122,8 +123,46 @@ struct Builder<'a> {
     monitor: &'a Monitor,
     checkpoints: &'a [String],
     /// Leases on the finished pipelines' trees, by name.
-    trees: BTreeMap<String, ObjectLease>,
+    trees: Mutex<BTreeMap<String, ObjectLease>>,
     empty: PathBuf,
+    /// Pipelines finished so far (the monitor's progress).
+    finished: AtomicUsize,
+}
+
+/// The pipelines `i` must wait for among those being built: its build
+/// root and the pipelines whose trees its stages take.
+fn dependencies(manifest: &Manifest, i: usize, todo: &[usize]) -> Vec<usize> {
+    let mut deps = pipeline_inputs(manifest, i);
+    if let Some(b) = &manifest.pipelines[i].build {
+        deps.extend(pipeline_index(manifest, b));
+    }
+    deps.retain(|d| *d != i && todo.contains(d));
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
+/// Which pipelines have started and finished, and how the first failure
+/// went; shared by the threads that build.
+#[derive(Default)]
+struct Schedule {
+    started: BTreeSet<usize>,
+    done: BTreeSet<usize>,
+    running: usize,
+    /// Per pipeline: the stages it ran and its metadata.
+    results: BTreeMap<usize, (Vec<StageLog>, Value)>,
+    /// The first failure; nothing new starts after it.
+    failure: Option<Failure>,
+}
+
+impl Schedule {
+    /// The first pipeline (in manifest order) not started whose
+    /// dependencies are all built.
+    fn next(&self, todo: &[usize], deps: &BTreeMap<usize, Vec<usize>>) -> Option<usize> {
+        todo.iter()
+            .copied()
+            .find(|i| !self.started.contains(i) && deps[i].iter().all(|d| self.done.contains(d)))
+    }
 }
 
 pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &Monitor) -> Report {
@@ -136,7 +175,7 @@ pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &
         }
     };
     let todo = needed(manifest, opts);
-    let mut pos = Position {
+    let pos = Position {
         pipeline_count: todo.len(),
         ..Default::default()
     };
@@ -179,37 +218,50 @@ pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &
         report.failure = Some(internal(e));
         return report;
     }
-    let mut b = Builder {
+    let b = Builder {
         store,
         work: &work,
         monitor,
         checkpoints: &opts.checkpoints,
-        trees: BTreeMap::new(),
+        trees: Mutex::new(BTreeMap::new()),
         empty,
+        finished: AtomicUsize::new(0),
     };
-    for (n, &i) in todo.iter().enumerate() {
-        let p = &manifest.pipelines[i];
-        pos.pipeline_index = n;
-        pos.pipeline = Some((p.name.clone(), p.id.clone()));
-        pos.stage = None;
-        pos.stage_count = p.stages.len();
-        pos.stage_index = 0;
-        let mut log = Vec::new();
-        let result = b.pipeline(p, &mut pos, &mut log);
+    // Pipelines that do not depend on each other are built at the same
+    // time (the initrd beside the squashing of the root), as many at once
+    // as there are CPUs; each starts when the pipelines it takes are built.
+    let todo: Vec<usize> = todo.into_iter().collect();
+    let deps: BTreeMap<usize, Vec<usize>> = todo
+        .iter()
+        .map(|&i| (i, dependencies(manifest, i, &todo)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(todo.len())
+        .max(1);
+    let schedule = Mutex::new(Schedule::default());
+    let changed = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| b.build_ready(manifest, &todo, &deps, &schedule, &changed));
+        }
+    });
+    let mut schedule = schedule.into_inner().unwrap_or_else(|e| e.into_inner());
+    for i in &todo {
+        let Some((log, metadata)) = schedule.results.remove(i) else {
+            continue;
+        };
+        let name = &manifest.pipelines[*i].name;
         if !log.is_empty() {
-            report.log.push((p.name.clone(), log));
+            report.log.push((name.clone(), log));
         }
-        match result {
-            Ok(metadata) => {
-                if metadata.as_object().is_some_and(|m| !m.is_empty()) {
-                    report.metadata.insert(p.name.clone(), metadata);
-                }
-            }
-            Err(f) => {
-                report.failure = Some(f);
-                return report;
-            }
+        if metadata.as_object().is_some_and(|m| !m.is_empty()) {
+            report.metadata.insert(name.clone(), metadata);
         }
+    }
+    if let Some(f) = schedule.failure {
+        report.failure = Some(f);
+        return report;
     }
     if let Some(out) = &opts.output_dir {
         for name in &opts.exports {
@@ -229,9 +281,89 @@ pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &
 }
 
 impl Builder<'_> {
+    /// One building thread: takes the next pipeline whose dependencies are
+    /// built, builds it, and so on until every pipeline has started, or
+    /// one has failed.
+    fn build_ready(
+        &self,
+        manifest: &Manifest,
+        todo: &[usize],
+        deps: &BTreeMap<usize, Vec<usize>>,
+        schedule: &Mutex<Schedule>,
+        changed: &Condvar,
+    ) {
+        let lock = || schedule.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let i = {
+                let mut st = lock();
+                loop {
+                    if st.failure.is_some() || st.started.len() == todo.len() {
+                        return;
+                    }
+                    if let Some(i) = st.next(todo, deps) {
+                        st.started.insert(i);
+                        st.running += 1;
+                        break i;
+                    }
+                    if st.running == 0 {
+                        // Nothing runs and nothing can start: a cycle.
+                        st.failure = Some(internal(
+                            "the manifest's pipelines depend on each other in a cycle",
+                        ));
+                        changed.notify_all();
+                        return;
+                    }
+                    st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let p = &manifest.pipelines[i];
+            let mut pos = Position {
+                pipeline_count: todo.len(),
+                pipeline_index: self.finished.load(Ordering::SeqCst),
+                pipeline: Some((p.name.clone(), p.id.clone())),
+                stage_count: p.stages.len(),
+                ..Default::default()
+            };
+            let mut log = Vec::new();
+            let result = self.pipeline(p, &mut pos, &mut log);
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            let mut st = lock();
+            st.running -= 1;
+            st.done.insert(i);
+            match result {
+                Ok(metadata) => {
+                    st.results.insert(i, (log, metadata));
+                }
+                Err(f) => {
+                    st.results.insert(i, (log, json!({})));
+                    if st.failure.is_none() {
+                        st.failure = Some(f);
+                    }
+                }
+            }
+            changed.notify_all();
+        }
+    }
+
+    /// The tree of a pipeline built in this run (or found in the store).
+    fn tree_of(&self, name: &str) -> Option<PathBuf> {
+        self.trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|lease| lease.tree.clone())
+    }
+
+    fn keep_tree(&self, name: &str, lease: ObjectLease) {
+        self.trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), lease);
+    }
+
     /// Builds one pipeline (or finds it in the store); returns its metadata.
     fn pipeline(
-        &mut self,
+        &self,
         p: &Pipeline,
         pos: &mut Position,
         log: &mut Vec<StageLog>,
@@ -242,7 +374,7 @@ impl Builder<'_> {
         if let Some(lease) = self.store.lease(&pid).map_err(internal)? {
             self.monitor
                 .event(pos, &format!("pipeline {}: in the store ({pid})", p.name));
-            self.trees.insert(p.name.clone(), lease);
+            self.keep_tree(&p.name, lease);
             return Ok(self.store.metadata(&pid));
         }
         let tree = self
@@ -281,13 +413,14 @@ impl Builder<'_> {
         );
         let build_root = match &p.build {
             None => None,
-            Some(b) => match self.trees.get(b) {
-                Some(lease) => Some(lease.tree.clone()),
+            Some(b) => match self.tree_of(b) {
+                Some(tree) => Some(tree),
                 None => return Err(internal(format!("build pipeline {b:?} has no tree (a pipeline without stages cannot be a build root)"))),
             },
         };
         for (i, stage) in p.stages.iter().enumerate().skip(start) {
             pos.stage_index = i;
+            pos.pipeline_index = self.finished.load(Ordering::SeqCst);
             pos.stage = Some((stage.kind.clone(), stage.id.clone()));
             self.monitor
                 .event(pos, &format!("stage {} ({})", stage.kind, stage.id));
@@ -330,7 +463,7 @@ impl Builder<'_> {
                 "{pid} vanished from the store right after its commit"
             ))
         })?;
-        self.trees.insert(p.name.clone(), lease);
+        self.keep_tree(&p.name, lease);
         Ok(metadata)
     }
 
@@ -372,10 +505,7 @@ impl Builder<'_> {
                 Origin::Pipeline => {
                     let (r, options) = &input.references[0];
                     let target = r.strip_prefix("name:").unwrap_or(r);
-                    let path = match self.trees.get(target) {
-                        Some(lease) => lease.tree.clone(),
-                        None => self.empty.clone(),
-                    };
+                    let path = self.tree_of(target).unwrap_or_else(|| self.empty.clone());
                     // A files input names files of the pipeline's tree.
                     let files = if input.kind == "org.osbuild.files" {
                         options
@@ -450,6 +580,7 @@ impl Builder<'_> {
             inputs,
             devices,
             source_epoch: p.source_epoch,
+            build_root: build_root.is_some(),
         };
         fs::write(
             api.join("args.json"),
@@ -548,10 +679,10 @@ impl Builder<'_> {
                 .iter()
                 .any(|j| keeps_keys.get(j).copied().unwrap_or(false));
             keeps_keys.insert(i, upstream_keeps || !kept.is_empty());
-            let Some(lease) = self.trees.get(&p.name) else {
+            let Some(tree) = self.tree_of(&p.name) else {
                 continue;
             };
-            let found = crate::secrets::scan_object(&lease.tree)
+            let found = crate::secrets::scan_object(&tree)
                 .map_err(|e| internal(format!("scanning {} for private keys: {e}", p.name)))?;
             let paths: Vec<String> = found
                 .into_iter()
@@ -579,10 +710,7 @@ impl Builder<'_> {
     /// inside the build namespace mean nothing to the host (the artifacts
     /// themselves, archives and images, carry the tree's owners).
     fn export(&self, name: &str, out: &Path) -> std::io::Result<()> {
-        let tree = match self.trees.get(name) {
-            Some(lease) => lease.tree.clone(),
-            None => self.empty.clone(),
-        };
+        let tree = self.tree_of(name).unwrap_or_else(|| self.empty.clone());
         if !out.exists() {
             fs::create_dir_all(out)?;
             crate::userns::give_to_owner(out)?;

@@ -185,13 +185,41 @@ fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_stor
     let image = debian_image("pxe", &["openssh-server"], blueprint());
     let dir = kiln_testsupport::builduser::dir();
     let out = dir.path().join("out");
-    let r = common::export(dir.path(), &image.manifest, &["pxe"]);
+    let monitor = ["--monitor", "JSONSeqMonitor", "--monitor-fd", "2"];
+    let r = common::export_with(dir.path(), &image.manifest, &["pxe"], &monitor);
     assert_eq!(
         r.code,
         0,
         "{}\n{}",
         serde_json::to_string_pretty(&r.json).unwrap(),
         r.stderr
+    );
+    // The initramfs and the squashfs are made at the same time: each of
+    // the two stages starts before the other one ends.
+    let span = |pipeline: &str| -> (f64, f64) {
+        let times: Vec<(f64, bool)> = r
+            .stderr
+            .split('\x1e')
+            .filter_map(|rec| serde_json::from_str::<Value>(rec.trim()).ok())
+            .filter(|rec| rec["context"]["pipeline"]["stage"]["name"].is_string())
+            .filter(|rec| rec["context"]["pipeline"]["name"] == pipeline)
+            .map(|rec| (rec["timestamp"].as_f64().unwrap(), !rec["result"].is_null()))
+            .collect();
+        let start = times
+            .first()
+            .map(|t| t.0)
+            .unwrap_or_else(|| panic!("no records of {pipeline}"));
+        let end = times
+            .iter()
+            .find(|t| t.1)
+            .map(|t| t.0)
+            .unwrap_or_else(|| panic!("no result of {pipeline}"));
+        (start, end)
+    };
+    let (initrd, rootfs) = (span("initrd"), span("rootfs"));
+    assert!(
+        initrd.0 < rootfs.1 && rootfs.0 < initrd.1,
+        "initrd {initrd:?} and rootfs {rootfs:?} did not overlap"
     );
     let pxe = out.join("pxe");
     for f in ["vmlinuz", "initrd.img", "rootfs.squashfs"] {
@@ -227,6 +255,15 @@ fn debian_12_pxe_image_has_kernel_initrd_and_squashfs_and_rebuilds_from_the_stor
         line.trim().rsplit(" -> ").next().unwrap().to_owned()
     };
     check_tree(&read, &link, &image.packages);
+    // Lean: /boot is there, empty (the kernel and initrd are beside it).
+    let boot = sh(&format!("unsquashfs -lln {squash} boot"));
+    assert_eq!(
+        boot.lines()
+            .filter(|l| l.contains("squashfs-root/boot"))
+            .count(),
+        1,
+        "{boot}"
+    );
     let null = sh(&format!("unsquashfs -lln {squash} dev/null | tail -n 1"));
     assert!(
         null.starts_with("crw-rw-rw- 0/0") && null.contains(" 1,  3 "),

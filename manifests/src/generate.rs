@@ -337,8 +337,8 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     };
     let mut stages = vec![install];
     // A Debian tree has the device nodes debootstrap and mmdebstrap give
-    // it; not an OCI image's, whose runtime makes /dev (and whose rootless
-    // users could not unpack a layer with device nodes).
+    // it; not an OCI image's: a container's /dev is its runtime's, and
+    // Debian's own container images ship it empty.
     if req.family == Family::Debian && req.image_type != "oci" {
         stages.extend(debian_dev_stages());
     }
@@ -346,14 +346,9 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     stages.extend(customization_stages(req.customizations, &mut inline));
     let mut disk_pipelines = Vec::new();
     let kernel = match req.image_type {
-        "pxe" => {
-            let kver = kernel_release(req.family, &packages)?;
-            stages.push(json!({
-                "type": "org.osbuild.dracut",
-                "options": {"kernel": [kver], "add_modules": LIVE_MODULES, "compress": "zstd"},
-            }));
-            Some(kver)
-        }
+        // The initramfs is a pipeline of its own (below), made beside the
+        // root file system.
+        "pxe" => Some(kernel_release(req.family, &packages)?),
         "disk" => {
             let kver = kernel_release(req.family, &packages)?;
             let (os, pipelines) = disk(req, &packages, &kver, &mut inline);
@@ -384,10 +379,22 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
             "options": {"architecture": oci_arch(req.arch), "filename": req.filename, "config": {"Cmd": ["/bin/sh"]}},
         }]})),
         ("pxe", Some(kver)) => {
+            // Lean: nodes get the kernel and initramfs on their own, so the
+            // root file system leaves out what is in /boot (the directory
+            // stays, empty).
             pipelines.push(json!({"name": "rootfs", "stages": [{
                 "type": "org.osbuild.squashfs",
                 "inputs": {"tree": tree("os")},
-                "options": {"filename": "rootfs.squashfs", "compression": {"method": "zstd"}},
+                "options": {"filename": "rootfs.squashfs", "compression": {"method": "zstd"},
+                            "exclude_paths": ["^boot$/.*"]},
+            }]}));
+            // The os tree's dracut, its modules and kernel, run with the
+            // tree as the build root: this pipeline and `rootfs` take only
+            // `os`, so the executor builds them at the same time.
+            pipelines.push(json!({"name": "initrd", "build": "name:os", "stages": [{
+                "type": "kiln.dracut",
+                "options": {"kernel": kver, "filename": "initrd.img",
+                            "add_modules": LIVE_MODULES, "compress": "zstd"},
             }]}));
             // Debian keeps the kernel in /boot; RPM systems in /lib/modules.
             let vmlinuz = match req.family {
@@ -396,10 +403,10 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
             };
             pipelines.push(json!({"name": "pxe", "stages": [{
                 "type": "org.osbuild.copy",
-                "inputs": {"tree": tree("os"), "rootfs": tree("rootfs")},
+                "inputs": {"tree": tree("os"), "initrd": tree("initrd"), "rootfs": tree("rootfs")},
                 "options": {"paths": [
                     {"from": vmlinuz, "to": "tree:///vmlinuz"},
-                    {"from": format!("input://tree/boot/initramfs-{kver}.img"), "to": "tree:///initrd.img"},
+                    {"from": "input://initrd/initrd.img", "to": "tree:///initrd.img"},
                     {"from": "input://rootfs/rootfs.squashfs", "to": "tree:///rootfs.squashfs"},
                 ]},
             }]}));

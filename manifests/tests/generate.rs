@@ -285,18 +285,33 @@ fn pxe_boots_the_depsolved_kernel_with_a_live_root() {
         &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
         &c,
     );
-    let os = m["pipelines"][0]["stages"].as_array().unwrap();
-    let dracut = os
+    let names: Vec<&str> = m["pipelines"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|s| s["type"] == "org.osbuild.dracut")
-        .unwrap();
-    assert_eq!(dracut["options"]["kernel"], json!(["6.1.0-35-amd64"]));
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["os", "rootfs", "initrd", "pxe"]);
+    // The initramfs is made by the os tree's dracut in a pipeline of its
+    // own, beside the root file system, which leaves out /boot.
+    let os = m["pipelines"][0]["stages"].as_array().unwrap();
+    assert!(!os.iter().any(|s| s["type"] == "org.osbuild.dracut"));
+    assert_eq!(
+        m["pipelines"][1]["stages"][0]["options"]["exclude_paths"],
+        json!(["^boot$/.*"])
+    );
+    let initrd = &m["pipelines"][2];
+    assert_eq!(initrd["build"], "name:os");
+    let dracut = &initrd["stages"][0];
+    assert_eq!(dracut["type"], "kiln.dracut");
+    assert_eq!(dracut["options"]["kernel"], "6.1.0-35-amd64");
     assert!(dracut["options"]["add_modules"]
         .as_array()
         .unwrap()
         .contains(&json!("dmsquash-live")));
-    let copy = &m["pipelines"][2]["stages"][0]["options"]["paths"];
+    let copy = &m["pipelines"][3]["stages"][0]["options"]["paths"];
     assert_eq!(copy[0]["from"], "input://tree/boot/vmlinuz-6.1.0-35-amd64");
+    assert_eq!(copy[1]["from"], "input://initrd/initrd.img");
     assert_eq!(m["metadata"]["exports"], json!([{"name": "pxe"}]));
     let mut c = c;
     c.kernel_append = Some("console=ttyS0".into());

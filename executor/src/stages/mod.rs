@@ -131,6 +131,7 @@ static STAGES: &[StageDef] = &[
     StageDef::of::<accounts::Groups>(),
     StageDef::of::<system::Systemd>(),
     StageDef::of::<system::Dracut>(),
+    StageDef::of::<system::DracutBuildRoot>(),
     StageDef::of::<archive::Tar>(),
     StageDef::of::<archive::Squashfs>(),
     StageDef::of::<disk::Truncate>(),
@@ -165,6 +166,9 @@ pub struct StageArgs {
     pub inputs: BTreeMap<String, InputArgs>,
     pub devices: BTreeMap<String, DeviceArgs>,
     pub source_epoch: Option<u64>,
+    /// Whether `/` is a build pipeline's tree (not the host's).
+    #[serde(default)]
+    pub build_root: bool,
 }
 
 /// An `org.osbuild.loopback` device without a loop device: a byte range of
@@ -293,6 +297,24 @@ impl Ctx {
                 rustix::process::chdir("/")?;
                 drop_capabilities(last, false)
             });
+        }
+        Ok(c)
+    }
+
+    /// A program of the build root (the pipeline's `build` tree, at `/`),
+    /// with the capabilities package scripts keep and no others: the
+    /// build root's own scripts (dracut's modules) run in it.
+    pub fn build_root_tool(&self, program: &str) -> Result<Command, String> {
+        if !self.args.build_root {
+            return Err(format!(
+                "{program} is the build root's: this stage's pipeline needs a build pipeline (\"build\": \"name:PIPELINE\")"
+            ));
+        }
+        let mut c = Command::new(program);
+        let last = last_capability();
+        // SAFETY: only prctl and capset between fork and exec.
+        unsafe {
+            c.pre_exec(move || drop_capabilities(last, false));
         }
         Ok(c)
     }

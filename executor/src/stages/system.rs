@@ -96,46 +96,125 @@ impl Stage for Dracut {
 
     fn run(ctx: &Ctx, o: DracutOptions) -> Result<Value, String> {
         for kver in &o.kernel {
-            if kver.contains('/') || kver.is_empty() {
-                return Err(format!("{kver:?} is not a kernel version"));
-            }
-            if !ctx.in_tree(&format!("/lib/modules/{kver}")).is_dir() {
-                return Err(format!(
-                    "kernel {kver} is not installed in the tree (no /lib/modules/{kver})"
-                ));
-            }
+            check_kernel(kver, &ctx.in_tree(&format!("/lib/modules/{kver}")))?;
             let mut c = ctx.chroot("dracut")?;
-            c.args(["--force", "--no-hostonly", "--kver", kver]);
-            let list = |c: &mut Command, flag: &str, items: &[String]| {
-                if !items.is_empty() {
-                    c.arg(flag).arg(items.join(" "));
-                }
-            };
-            list(&mut c, "--modules", &o.modules);
-            list(&mut c, "--add", &o.add_modules);
-            list(&mut c, "--omit", &o.omit_modules);
-            list(&mut c, "--drivers", &o.drivers);
-            list(&mut c, "--add-drivers", &o.add_drivers);
-            list(&mut c, "--omit-drivers", &o.omit_drivers);
-            list(&mut c, "--force-drivers", &o.force_drivers);
-            list(&mut c, "--filesystems", &o.filesystems);
-            for f in &o.install {
-                c.arg("--install").arg(f);
-            }
-            if let Some(z) = &o.compress {
-                c.arg("--compress").arg(z);
-            }
-            c.arg(if o.early_microcode {
-                "--early-microcode"
-            } else {
-                "--no-early-microcode"
-            });
-            if o.reproducible.unwrap_or(true) {
-                c.arg("--reproducible");
-            }
+            dracut_args(&mut c, kver, &o);
             c.arg(format!("/boot/initramfs-{kver}.img"));
             ctx.run(&mut c)?;
         }
+        Ok(Value::Null)
+    }
+}
+
+fn check_kernel(kver: &str, modules: &std::path::Path) -> Result<(), String> {
+    if kver.contains('/') || kver.is_empty() {
+        return Err(format!("{kver:?} is not a kernel version"));
+    }
+    if !modules.is_dir() {
+        return Err(format!(
+            "kernel {kver} is not installed (no /lib/modules/{kver})"
+        ));
+    }
+    Ok(())
+}
+
+/// dracut's arguments for one kernel, from osbuild's dracut options.
+fn dracut_args(c: &mut Command, kver: &str, o: &DracutOptions) {
+    c.args(["--force", "--no-hostonly", "--kver", kver]);
+    let list = |c: &mut Command, flag: &str, items: &[String]| {
+        if !items.is_empty() {
+            c.arg(flag).arg(items.join(" "));
+        }
+    };
+    list(c, "--modules", &o.modules);
+    list(c, "--add", &o.add_modules);
+    list(c, "--omit", &o.omit_modules);
+    list(c, "--drivers", &o.drivers);
+    list(c, "--add-drivers", &o.add_drivers);
+    list(c, "--omit-drivers", &o.omit_drivers);
+    list(c, "--force-drivers", &o.force_drivers);
+    list(c, "--filesystems", &o.filesystems);
+    for f in &o.install {
+        c.arg("--install").arg(f);
+    }
+    if let Some(z) = &o.compress {
+        c.arg("--compress").arg(z);
+    }
+    c.arg(if o.early_microcode {
+        "--early-microcode"
+    } else {
+        "--no-early-microcode"
+    });
+    if o.reproducible.unwrap_or(true) {
+        c.arg("--reproducible");
+    }
+}
+
+/// `kiln.dracut` (schema: `manifests/stages/kiln.dracut.meta.json`): one
+/// kernel, osbuild's dracut options, and the file the initramfs goes to.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DracutBuildRootOptions {
+    kernel: String,
+    filename: String,
+    compress: Option<String>,
+    #[serde(default)]
+    modules: Vec<String>,
+    #[serde(default)]
+    add_modules: Vec<String>,
+    #[serde(default)]
+    omit_modules: Vec<String>,
+    #[serde(default)]
+    drivers: Vec<String>,
+    #[serde(default)]
+    add_drivers: Vec<String>,
+    #[serde(default)]
+    omit_drivers: Vec<String>,
+    #[serde(default)]
+    force_drivers: Vec<String>,
+    #[serde(default)]
+    filesystems: Vec<String>,
+    #[serde(default)]
+    install: Vec<String>,
+    #[serde(default)]
+    early_microcode: bool,
+    reproducible: Option<bool>,
+}
+
+/// The initramfs made by the build root's dracut (the system tree the
+/// pipeline names as its `build`, read-only at `/`) into this pipeline's
+/// tree: what `org.osbuild.dracut` does in place, as a pipeline of its own,
+/// so that it runs beside the other pipelines made from the same tree
+/// (squashing the root file system).
+pub(super) struct DracutBuildRoot;
+
+impl Stage for DracutBuildRoot {
+    const NAME: &'static str = "kiln.dracut";
+    type Options = DracutBuildRootOptions;
+
+    fn run(ctx: &Ctx, o: DracutBuildRootOptions) -> Result<Value, String> {
+        let mut c = ctx.build_root_tool("dracut")?;
+        let out = super::archive::output_file(ctx, &o.filename)?;
+        let kver = o.kernel.clone();
+        check_kernel(&kver, std::path::Path::new(&format!("/lib/modules/{kver}")))?;
+        let options = DracutOptions {
+            kernel: vec![kver.clone()],
+            compress: o.compress,
+            modules: o.modules,
+            add_modules: o.add_modules,
+            omit_modules: o.omit_modules,
+            drivers: o.drivers,
+            add_drivers: o.add_drivers,
+            omit_drivers: o.omit_drivers,
+            force_drivers: o.force_drivers,
+            filesystems: o.filesystems,
+            install: o.install,
+            early_microcode: o.early_microcode,
+            reproducible: o.reproducible,
+        };
+        dracut_args(&mut c, &kver, &options);
+        c.arg(out);
+        ctx.run(&mut c)?;
         Ok(Value::Null)
     }
 }
