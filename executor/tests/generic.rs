@@ -592,3 +592,47 @@ fn kill_9_mid_build_leaves_no_process_or_working_directory_once_the_next_run_sta
         .collect();
     assert!(tmp.is_empty(), "working directories left: {tmp:?}");
 }
+
+/// `kiln.dracut` takes osbuild's dracut options for one kernel and a file
+/// name (anything else is refused before a stage runs), and runs only
+/// with a build pipeline: without one, `/` would be the host's.
+#[test]
+fn kiln_dracut_takes_osbuilds_options_and_needs_a_build_pipeline() {
+    let dracut = |options: Value| {
+        json!({"version": "2", "pipelines": [{"name": "initrd", "stages": [
+            {"type": "kiln.dracut", "options": options}]}]})
+    };
+    for (options, says) in [
+        (
+            json!({"kernel": "6.1.0-1-amd64", "filename": "initrd.img", "bogus": 1}),
+            "bogus",
+        ),
+        (json!({"kernel": "6.1.0-1-amd64"}), "filename"),
+        (
+            json!({"kernel": ["6.1.0-1-amd64"], "filename": "initrd.img"}),
+            "kernel",
+        ),
+    ] {
+        let dir = kiln_testsupport::builduser::dir();
+        let r = common::export(dir.path(), &dracut(options.clone()), &["initrd"]);
+        assert_eq!(r.code, 2, "{options}: {}\n{}", r.json, r.stderr);
+        let errors = error_paths(&r);
+        assert!(
+            errors.iter().any(
+                |(p, m)| p == &json!(["pipelines", 0, "stages", 0, "options"]) && m.contains(says)
+            ),
+            "{options}: wanted {says:?} in {errors:?}"
+        );
+    }
+    let dir = kiln_testsupport::builduser::dir();
+    let r = common::export(
+        dir.path(),
+        &dracut(
+            json!({"kernel": "6.1.0-1-amd64", "filename": "initrd.img", "add_modules": ["dmsquash-live"]}),
+        ),
+        &["initrd"],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.json, r.stderr);
+    let text = r.json.to_string();
+    assert!(text.contains("needs a build pipeline"), "{text}");
+}

@@ -150,35 +150,40 @@ fn dracut_args(c: &mut Command, kver: &str, o: &DracutOptions) {
     }
 }
 
-/// `kiln.dracut` (schema: `manifests/stages/kiln.dracut.meta.json`): one
-/// kernel, osbuild's dracut options, and the file the initramfs goes to.
+/// `kiln.dracut` (schema: `manifests/stages/kiln.dracut.meta.json`):
+/// osbuild's dracut options for one kernel (`kernel`, a string), and
+/// `filename`, where the initramfs goes; the rest is read as
+/// `org.osbuild.dracut`'s options, unknown keys refused.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_json::Map<String, Value>")]
 pub(super) struct DracutBuildRootOptions {
-    kernel: String,
     filename: String,
-    compress: Option<String>,
-    #[serde(default)]
-    modules: Vec<String>,
-    #[serde(default)]
-    add_modules: Vec<String>,
-    #[serde(default)]
-    omit_modules: Vec<String>,
-    #[serde(default)]
-    drivers: Vec<String>,
-    #[serde(default)]
-    add_drivers: Vec<String>,
-    #[serde(default)]
-    omit_drivers: Vec<String>,
-    #[serde(default)]
-    force_drivers: Vec<String>,
-    #[serde(default)]
-    filesystems: Vec<String>,
-    #[serde(default)]
-    install: Vec<String>,
-    #[serde(default)]
-    early_microcode: bool,
-    reproducible: Option<bool>,
+    kernel: String,
+    dracut: DracutOptions,
+}
+
+fn take_string(m: &mut serde_json::Map<String, Value>, key: &str) -> Result<String, String> {
+    match m.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(format!("{key}: {other} is not a string")),
+        None => Err(format!("missing field `{key}`")),
+    }
+}
+
+impl TryFrom<serde_json::Map<String, Value>> for DracutBuildRootOptions {
+    type Error = String;
+
+    fn try_from(mut m: serde_json::Map<String, Value>) -> Result<Self, String> {
+        let filename = take_string(&mut m, "filename")?;
+        let kernel = take_string(&mut m, "kernel")?;
+        m.insert("kernel".into(), Value::from(vec![kernel.clone()]));
+        let dracut = serde_json::from_value(Value::Object(m)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            filename,
+            kernel,
+            dracut,
+        })
+    }
 }
 
 /// The initramfs made by the build root's dracut (the system tree the
@@ -195,24 +200,9 @@ impl Stage for DracutBuildRoot {
     fn run(ctx: &Ctx, o: DracutBuildRootOptions) -> Result<Value, String> {
         let mut c = ctx.build_root_tool("dracut")?;
         let out = super::archive::output_file(ctx, &o.filename)?;
-        let kver = o.kernel.clone();
+        let kver = o.kernel;
         check_kernel(&kver, std::path::Path::new(&format!("/lib/modules/{kver}")))?;
-        let options = DracutOptions {
-            kernel: vec![kver.clone()],
-            compress: o.compress,
-            modules: o.modules,
-            add_modules: o.add_modules,
-            omit_modules: o.omit_modules,
-            drivers: o.drivers,
-            add_drivers: o.add_drivers,
-            omit_drivers: o.omit_drivers,
-            force_drivers: o.force_drivers,
-            filesystems: o.filesystems,
-            install: o.install,
-            early_microcode: o.early_microcode,
-            reproducible: o.reproducible,
-        };
-        dracut_args(&mut c, &kver, &options);
+        dracut_args(&mut c, &kver, &o.dracut);
         c.arg(out);
         ctx.run(&mut c)?;
         Ok(Value::Null)
