@@ -1,7 +1,6 @@
 //! Stages that pack a tree input into one file of the output tree.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -9,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::nodes::{self, Node, TarFlavour};
-use super::{Ctx, Stage};
+use super::{scratch_file, Ctx, Stage};
 
 /// The single tree input an archive stage packs.
 fn tree_input(ctx: &Ctx) -> Result<String, String> {
@@ -167,7 +166,7 @@ impl Stage for Tar {
         };
         let compressor = match compressor {
             Some(z) => Some(z),
-            None => auto_compressor(&o.filename)?,
+            None => auto_compressor(&o.filename),
         };
         let plain = match compressor {
             None => out.clone(),
@@ -196,9 +195,9 @@ pub(super) fn partial(out: &Path) -> PathBuf {
 }
 
 /// The compressor GNU tar's `--auto-compress` picks for a file name.
-fn auto_compressor(filename: &str) -> Result<Option<&'static str>, String> {
+fn auto_compressor(filename: &str) -> Option<&'static str> {
     let suffix = filename.rsplit_once('.').map_or("", |(_, s)| s);
-    Ok(match suffix {
+    match suffix {
         "gz" | "tgz" | "taz" => Some("gzip"),
         "Z" | "taZ" => Some("compress"),
         "bz2" | "tbz" | "tbz2" | "tz2" => Some("bzip2"),
@@ -208,7 +207,7 @@ fn auto_compressor(filename: &str) -> Result<Option<&'static str>, String> {
         "xz" | "txz" => Some("xz"),
         "zst" | "tzst" => Some("zstd"),
         _ => None,
-    })
+    }
 }
 
 /// Compresses `from` into `to` with `program` as a filter, as tar runs it
@@ -267,11 +266,11 @@ pub(super) fn exclude_members(
     c: &mut Command,
     members: &[(String, &Node)],
 ) -> Result<tempfile::NamedTempFile, String> {
-    let mut list = tempfile::NamedTempFile::new().map_err(|e| format!("exclusion list: {e}"))?;
-    for (name, _) in members {
-        writeln!(list, "{name}").map_err(|e| format!("exclusion list: {e}"))?;
-    }
-    list.flush().map_err(|e| format!("exclusion list: {e}"))?;
+    let names: String = members
+        .iter()
+        .map(|(name, _)| format!("{name}\n"))
+        .collect();
+    let list = scratch_file("exclusion list", names.as_bytes())?;
     c.args(["--anchored", "--no-wildcards", "--no-wildcards-match-slash"])
         .arg("--exclude-from")
         .arg(list.path());
@@ -288,11 +287,7 @@ pub(super) fn append_nodes(
 ) -> Result<(), String> {
     let mut entries = nodes::tar_headers(flavour, members)?;
     entries.resize(entries.len() + 1024, 0);
-    let mut devices = tempfile::NamedTempFile::new().map_err(|e| format!("device entries: {e}"))?;
-    devices
-        .write_all(&entries)
-        .and_then(|()| devices.flush())
-        .map_err(|e| format!("device entries: {e}"))?;
+    let devices = scratch_file("device entries", &entries)?;
     ctx.run(
         Command::new("tar")
             .arg("--concatenate")
@@ -385,30 +380,21 @@ impl Stage for Squashfs {
         // placeholders, which are excluded (by whole-name expressions, as
         // -regex makes every exclusion one).
         let nodes = nodes::find(Path::new(&source))?;
-        let mut lists = Vec::new();
+        // The lists live until mksquashfs has run.
+        let mut _lists = None;
         if !nodes.is_empty() {
-            let mut list = |text: String| -> Result<PathBuf, String> {
-                let mut f =
-                    tempfile::NamedTempFile::new().map_err(|e| format!("pseudo files: {e}"))?;
-                f.write_all(text.as_bytes())
-                    .and_then(|()| f.flush())
-                    .map_err(|e| format!("pseudo files: {e}"))?;
-                let path = f.path().to_owned();
-                lists.push(f);
-                Ok(path)
-            };
-            let pseudo = list(nodes::squashfs_pseudo(&nodes))?;
-            let excluded = list(
-                nodes
-                    .iter()
-                    .map(|n| nodes::squashfs_exclude(n) + "\n")
-                    .collect(),
-            )?;
+            let pseudo = scratch_file("pseudo files", nodes::squashfs_pseudo(&nodes).as_bytes())?;
+            let excluded: String = nodes
+                .iter()
+                .map(|n| nodes::squashfs_exclude(n) + "\n")
+                .collect();
+            let excluded = scratch_file("exclusion list", excluded.as_bytes())?;
             c.arg("-pf")
-                .arg(pseudo)
+                .arg(pseudo.path())
                 .arg("-regex")
                 .arg("-ef")
-                .arg(excluded);
+                .arg(excluded.path());
+            _lists = Some((pseudo, excluded));
         } else if !o.exclude_paths.is_empty() {
             c.arg("-regex");
         }

@@ -160,11 +160,7 @@ fn make_nodes(ctx: &Ctx, nodes: &[nodes::Node]) -> Result<(), String> {
             dev.file
         ));
     }
-    let mut script = tempfile::NamedTempFile::new().map_err(|e| format!("debugfs script: {e}"))?;
-    script
-        .write_all(nodes::debugfs_script(nodes).as_bytes())
-        .and_then(|()| script.flush())
-        .map_err(|e| format!("debugfs script: {e}"))?;
+    let script = super::scratch_file("debugfs script", nodes::debugfs_script(nodes).as_bytes())?;
     let mut c = Command::new("debugfs");
     c.arg("-w")
         .arg("-f")

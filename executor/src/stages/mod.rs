@@ -359,6 +359,18 @@ impl Ctx {
     }
 }
 
+/// A scratch file (in the sandbox's /tmp) holding `contents`, for a tool
+/// that reads a list or script from a file; it is removed when the handle
+/// is dropped. `what` names it in errors.
+pub(super) fn scratch_file(what: &str, contents: &[u8]) -> Result<tempfile::NamedTempFile, String> {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new().map_err(|e| format!("{what}: {e}"))?;
+    f.write_all(contents)
+        .and_then(|()| f.flush())
+        .map_err(|e| format!("{what}: {e}"))?;
+    Ok(f)
+}
+
 /// What package scripts keep of the sandbox's capabilities: owners and
 /// modes of the tree's files (chown, setuid bits, file capabilities with
 /// setcap), switching users (`su`, apt's `_apt`), signals. Not
