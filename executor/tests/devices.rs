@@ -359,6 +359,10 @@ fn bad_device_nodes_are_refused_before_anything_runs_or_fail_their_stage() {
         "t",
         json!({"filename": "root.tar", "transform": "s,^,x,"}),
     )]);
+    // An owner outside the stage's 65536 ids has no file there.
+    let stranger = json!({"version": "2", "pipelines": [{"name": "tree", "stages": [
+        {"type": "kiln.devices", "options": {"nodes": [
+            {"path": "/dev/null", "type": "char", "major": 1, "minor": 3, "mode": 438, "uid": 65536}]}}]}]});
     for (m, export, says) in [
         (
             file_there,
@@ -371,6 +375,7 @@ fn bad_device_nodes_are_refused_before_anything_runs_or_fail_their_stage() {
             "t",
             "'transform' cannot rename the tree's device nodes",
         ),
+        (stranger, "tree", "/dev/null: Invalid argument"),
     ] {
         let dir = kiln_testsupport::builduser::dir();
         let r = common::export(dir.path(), &m, &[export]);
