@@ -922,6 +922,30 @@ pub struct NodeBoot {
     pub observed_at: DateTime<Utc>,
 }
 
+/// One release tag as the tenant's history last set it.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseTagStatus {
+    /// `RELEASE:VERSION`.
+    #[schema(value_type = String)]
+    pub tag: ReleaseTag,
+    pub image: ImageRef,
+    /// The compose that built the image.
+    pub compose_id: Uuid,
+    /// What the tag named before it was last moved.
+    pub previous: Option<ImageRef>,
+    pub set_at: DateTime<Utc>,
+    pub set_by: Requester,
+    /// The boot change that set it.
+    pub job_id: Uuid,
+}
+
+/// `GET /boot/tags`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseTagList {
+    pub items: Vec<ReleaseTagStatus>,
+}
+
 /// `GET /boot/nodes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeBootList {

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use kiln_api::boot::{
     BootChange, BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory,
-    CanaryNodes, NodeBootList, NodeStatus,
+    CanaryNodes, NodeBootList, NodeStatus, ReleaseTagList,
 };
 use kiln_api::compose::BootNodes;
 
@@ -29,6 +29,7 @@ const EXAMPLES: &str = "Examples:
   kiln boot promote --group compute
   kiln boot rollback --group compute
   kiln boot tag compute:2026.12 compute/20260122T072633Z-1a2b3c4d/x86_64
+  kiln boot tags
   kiln boot show --group compute
   kiln boot nodes
   kiln boot history --node x1000c0s0b0n0
@@ -188,6 +189,8 @@ enum BootCommand {
     },
     /// What the nodes boot as last read or set, from the composer's records.
     Nodes,
+    /// The tenant's release tags and the image each names, from the history.
+    Tags,
     /// Every change of what nodes boot, newest first: who, what, old and new parameters.
     History {
         /// Only changes of this node (xname).
@@ -302,6 +305,24 @@ pub(crate) async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
             } else {
                 for n in &list.items {
                     print_node(&n.status);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        BootCommand::Tags => {
+            let list: ReleaseTagList = composer.get("/boot/tags").await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for t in &list.items {
+                    println!(
+                        "{}  {}  compose {}  set {} by {}",
+                        t.tag,
+                        t.image,
+                        t.compose_id,
+                        t.set_at.format("%Y-%m-%d %H:%M:%S"),
+                        t.set_by.subject.as_deref().unwrap_or("(anonymous)")
+                    );
                 }
             }
             return Ok(ExitCode::SUCCESS);

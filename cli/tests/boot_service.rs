@@ -135,6 +135,35 @@ async fn canary_promote_tag_and_rollback_through_the_composer_on_boot_service() 
     env.kiln(a, &["boot", "tag", "compute:2026.11", &img_old])
         .await
         .ok();
+    // The tags as the composer's history has them; another tenant has none.
+    let tags = env
+        .kiln(a, &["boot", "tags", "--output", "json"])
+        .await
+        .json();
+    let listed: Vec<(&str, &str)> = tags["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tag"].as_str().unwrap(),
+                t["image"]["version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("compute:2026.11", old.version.as_str()),
+            ("compute:2026.12", new.version.as_str())
+        ]
+    );
+    assert_eq!(tags["items"][1]["set_by"]["subject"], "alice-ci");
+    let none = env
+        .kiln(b, &["boot", "tags", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(none["items"], serde_json::json!([]));
     // `show`: which node boots which tag, and which compose built it.
     let shown = env
         .kiln(a, &["boot", "show", "--group", "compute"])

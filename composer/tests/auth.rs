@@ -190,6 +190,7 @@ fn boot_calls(id: &str) -> Vec<Call> {
         ),
         call("GET", "/boot/history".into(), None, "kiln:read"),
         call("GET", "/boot/nodes".into(), None, "kiln:read"),
+        call("GET", "/boot/tags".into(), None, "kiln:read"),
     ]
 }
 

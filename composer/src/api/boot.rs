@@ -10,9 +10,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
 use kiln_api::boot::{
     Action, BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory,
-    BootHistoryEntry, ImageRef, NodeBoot, NodeBootList,
+    BootHistoryEntry, ImageRef, NodeBoot, NodeBootList, ReleaseTagList, ReleaseTagStatus,
 };
 use kiln_api::error::{Error, ErrorKind};
 use kiln_api::jobs::{Boot, BootArgs, Build, JobArgs, JobKind, JobType, ANY_ARCH};
@@ -109,6 +112,34 @@ async fn published_by(
     }
 }
 
+/// The tenant's history, newest first, entry by entry until `visit`
+/// breaks.
+async fn each_history_entry(
+    state: &AppState,
+    channel: &str,
+    mut visit: impl FnMut(BootHistoryEntry) -> ControlFlow<()>,
+) -> Result<(), ApiError> {
+    const PAGE: i64 = 200;
+    let mut offset = 0;
+    loop {
+        let (rows, total) = state
+            .queue
+            .boot_changes(channel, None, offset, PAGE)
+            .await?;
+        for row in rows.iter() {
+            let entry: BootHistoryEntry =
+                serde_json::from_value(row.record.clone()).map_err(ApiError::internal)?;
+            if visit(entry).is_break() {
+                return Ok(());
+            }
+        }
+        offset += PAGE;
+        if rows.is_empty() || offset >= total {
+            return Ok(());
+        }
+    }
+}
+
 /// The canary a promotion names (or, by default, the tenant's latest canary
 /// of `group` that was applied), from the tenant's own history: its
 /// deployment id and image, which the grants are then checked against. The
@@ -119,39 +150,65 @@ async fn canary_of(
     group: &str,
     named: Option<&str>,
 ) -> Result<(String, ImageRef), ApiError> {
-    const PAGE: i64 = 200;
-    let mut offset = 0;
-    loop {
-        let (rows, total) = state
-            .queue
-            .boot_changes(&caller.channel, None, offset, PAGE)
-            .await?;
-        for row in &rows {
-            let entry: BootHistoryEntry =
-                serde_json::from_value(row.record.clone()).map_err(ApiError::internal)?;
-            let Action::Canary {
-                image, group: of, ..
-            } = &entry.action
-            else {
-                continue;
-            };
-            if of == group && entry.failed.is_none() && named.is_none_or(|n| n == entry.id) {
-                return Ok((entry.id, image.clone()));
-            }
+    let mut found = None;
+    each_history_entry(state, &caller.channel, |entry| match &entry.action {
+        Action::Canary {
+            image, group: of, ..
+        } if of == group && entry.failed.is_none() && named.is_none_or(|n| n == entry.id) => {
+            found = Some((entry.id.clone(), image.clone()));
+            ControlFlow::Break(())
         }
-        offset += PAGE;
-        if rows.is_empty() || offset >= total {
-            break;
+        _ => ControlFlow::Continue(()),
+    })
+    .await?;
+    found.ok_or_else(|| {
+        ApiError::field(
+            ErrorKind::InvalidField,
+            "canary",
+            match named {
+                Some(id) => format!("no canary {id} of group {group:?} in this tenant's history"),
+                None => format!("no canary of group {group:?} in this tenant's history to promote"),
+            },
+        )
+    })
+}
+
+/// The caller's release tags, each as its latest tag change in the
+/// tenant's history set it (the boot store keeps every setting under
+/// `_tags/`).
+#[utoipa::path(get, path = "/boot/tags", tag = "boot", operation_id = "getBootTags",
+    responses((status = 200, body = ReleaseTagList)))]
+pub async fn get_tags(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ReleaseTagList>, ApiError> {
+    let mut latest: BTreeMap<String, ReleaseTagStatus> = BTreeMap::new();
+    each_history_entry(&state, &caller.channel, |entry| {
+        if let Action::Tag {
+            image,
+            compose_id,
+            tag,
+            previous,
+        } = &entry.action
+        {
+            latest
+                .entry(tag.to_string())
+                .or_insert_with(|| ReleaseTagStatus {
+                    tag: tag.clone(),
+                    image: image.clone(),
+                    compose_id: *compose_id,
+                    previous: previous.clone(),
+                    set_at: entry.created_at,
+                    set_by: entry.requested_by.clone(),
+                    job_id: entry.job_id,
+                });
         }
-    }
-    Err(ApiError::field(
-        ErrorKind::InvalidField,
-        "canary",
-        match named {
-            Some(id) => format!("no canary {id} of group {group:?} in this tenant's history"),
-            None => format!("no canary of group {group:?} in this tenant's history to promote"),
-        },
-    ))
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(Json(ReleaseTagList {
+        items: latest.into_values().collect(),
+    }))
 }
 
 /// The caller's boot change `id`; another tenant's is not found.

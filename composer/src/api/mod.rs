@@ -55,6 +55,7 @@ use error::ApiError;
         boot::cancel_change,
         boot::get_history,
         boot::get_nodes,
+        boot::get_tags,
         depsolve::post_depsolve,
         depsolve::post_search,
         distributions::list_distributions,
@@ -90,6 +91,9 @@ use error::ApiError;
         kiln_api::boot::BootHistoryEntry,
         kiln_api::boot::NodeBootList,
         kiln_api::boot::NodeBoot,
+        kiln_api::boot::ReleaseTagList,
+        kiln_api::boot::ReleaseTagStatus,
+        kiln_api::boot::ImageRef,
         kiln_api::status::ComposeStatus,
         kiln_api::status::ComposeList,
         kiln_api::events::JobEventData,
@@ -166,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         .route("/boot/changes/{id}", get(boot::get_change))
         .route("/boot/changes/{id}/cancel", post(boot::cancel_change))
         .route("/boot/history", get(boot::get_history))
+        .route("/boot/tags", get(boot::get_tags))
         .route("/boot/nodes", get(boot::get_nodes))
         .route("/depsolve/blueprint", post(depsolve::post_depsolve))
         .route("/search/packages", post(depsolve::post_search))
