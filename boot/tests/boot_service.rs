@@ -26,19 +26,13 @@ struct BootServiceCluster {
 impl BootServiceCluster {
     async fn start() -> BootServiceCluster {
         let groups = group_members();
-        let service = BootServiceTestDouble::start(
-            &nodes()
-                .into_iter()
-                .map(|node| BootServiceNode {
-                    groups: if groups.contains(&node.xname.as_str()) {
-                        vec![GROUP.to_owned()]
-                    } else {
-                        vec![]
-                    },
-                    node,
-                })
-                .collect::<Vec<_>>(),
-        )
+        let service = BootServiceTestDouble::start(&BootServiceNode::all(&nodes(), |node| {
+            if groups.contains(&node.xname.as_str()) {
+                vec![GROUP.to_owned()]
+            } else {
+                vec![]
+            }
+        }))
         .await
         .unwrap();
         // What the site booted the group with before kiln: a group

@@ -148,15 +148,9 @@ impl BootEnv {
             .await
             .unwrap();
         let (service, service_toml) = if boot_service {
-            let double = BootServiceTestDouble::start(
-                &nodes
-                    .iter()
-                    .map(|node| BootServiceNode {
-                        node: node.clone(),
-                        groups: vec!["compute".into()],
-                    })
-                    .collect::<Vec<_>>(),
-            )
+            let double = BootServiceTestDouble::start(&BootServiceNode::all(&nodes, |_| {
+                vec!["compute".into()]
+            }))
             .await
             .unwrap();
             let toml = format!(

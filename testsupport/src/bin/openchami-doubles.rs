@@ -37,16 +37,9 @@ async fn main() -> Result<(), String> {
     let members: Vec<&str> = nodes.iter().map(|n| n.xname.as_str()).collect();
     let smd = SmdTestDouble::start(&nodes, &[("compute", &members)], token.as_deref()).await?;
     let bss = BssTestDouble::start(&nodes, token.as_deref()).await?;
-    let boot_service = BootServiceTestDouble::start(
-        &nodes
-            .iter()
-            .map(|node| BootServiceNode {
-                node: node.clone(),
-                groups: vec!["compute".into()],
-            })
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    let boot_service =
+        BootServiceTestDouble::start(&BootServiceNode::all(&nodes, |_| vec!["compute".into()]))
+            .await?;
     println!("BSS_URL={}", bss.url());
     println!("SMD_URL={}", smd.url());
     println!("BOOT_SERVICE_URL={}", boot_service.url());

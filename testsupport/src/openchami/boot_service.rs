@@ -24,6 +24,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use super::bss::is_node_xname;
 use super::{lock, Node};
 
 /// A node as boot-service's Node resource knows it.
@@ -31,6 +32,19 @@ use super::{lock, Node};
 pub struct BootServiceNode {
     pub node: Node,
     pub groups: Vec<String>,
+}
+
+impl BootServiceNode {
+    /// `nodes`, each in the groups `groups_of` gives it.
+    pub fn all(nodes: &[Node], groups_of: impl Fn(&Node) -> Vec<String>) -> Vec<BootServiceNode> {
+        nodes
+            .iter()
+            .map(|node| BootServiceNode {
+                groups: groups_of(node),
+                node: node.clone(),
+            })
+            .collect()
+    }
 }
 
 struct State_ {
@@ -231,24 +245,6 @@ fn is_url_or_path(s: &str) -> bool {
         || s.strip_prefix("http://")
             .or_else(|| s.strip_prefix("https://"))
             .is_some_and(|rest| !rest.is_empty())
-}
-
-fn is_node_xname(s: &str) -> bool {
-    let mut chars = s.chars().peekable();
-    for letter in ['x', 'c', 's', 'b', 'n'] {
-        if chars.next() != Some(letter) {
-            return false;
-        }
-        let mut digits = 0;
-        while chars.peek().is_some_and(char::is_ascii_digit) {
-            chars.next();
-            digits += 1;
-        }
-        if digits == 0 {
-            return false;
-        }
-    }
-    chars.next().is_none()
 }
 
 /// `hosts` entries the service's validator accepts: an xname, `default`,

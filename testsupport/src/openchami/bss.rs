@@ -113,7 +113,7 @@ impl BssTestDouble {
     }
 }
 
-fn is_node_xname(s: &str) -> bool {
+pub(super) fn is_node_xname(s: &str) -> bool {
     // x<digits>c<digits>s<digits>b<digits>n<digits>, nothing else.
     let mut chars = s.chars().peekable();
     for letter in ['x', 'c', 's', 'b', 'n'] {
