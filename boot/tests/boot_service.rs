@@ -80,6 +80,13 @@ impl BootServiceCluster {
         out
     }
 
+    async fn roll_back_group(&self) -> kiln_boot::Plan {
+        self.deployer
+            .rollback(&NodeSelector::group(GROUP).unwrap(), false)
+            .await
+            .unwrap()
+    }
+
     /// kiln's resource for `xname`: (hosts, priority).
     fn resource(&self, xname: &str) -> Option<(serde_json::Value, serde_json::Value)> {
         self.service
@@ -187,28 +194,17 @@ async fn publish_canary_promote_and_roll_back_on_boot_service() {
     assert!(matches!(e, BootError::Canary { .. }), "{e}");
 
     // One rollback undoes the promotion: the canary is back where it was.
-    let back = c
-        .deployer
-        .rollback(&NodeSelector::group(GROUP).unwrap(), false)
-        .await
-        .unwrap();
+    let back = c.roll_back_group().await;
     assert_eq!(back.changes.len(), 3);
     assert_eq!(c.kernels(&group).await, [kb, ka, ka]);
     assert_eq!(c.resource(group[0]).unwrap().1, json!(60));
     // The next undoes the canary, on its node only.
-    let back = c
-        .deployer
-        .rollback(&NodeSelector::group(GROUP).unwrap(), false)
-        .await
-        .unwrap();
+    let back = c.roll_back_group().await;
     assert_eq!(back.changes.len(), 1, "{back}");
     assert_eq!(c.kernels(&group).await, [ka; 3]);
     // And the next undoes the publish: the site's own configuration again,
     // kiln's resources gone.
-    c.deployer
-        .rollback(&NodeSelector::group(GROUP).unwrap(), false)
-        .await
-        .unwrap();
+    c.roll_back_group().await;
     assert_eq!(c.kernels(&group).await, [SITE_KERNEL; 3]);
     assert!(group.iter().all(|x| c.resource(x).is_none()));
     assert_eq!(
@@ -264,11 +260,7 @@ async fn publish_canary_promote_and_roll_back_on_boot_service() {
     // entry; the third never moved.
     assert_eq!(c.kernels(&group).await, [kb, kb, ka]);
     assert_eq!(c.resource(group[1]).unwrap().1, json!(60));
-    let back = c
-        .deployer
-        .rollback(&NodeSelector::group(GROUP).unwrap(), false)
-        .await
-        .unwrap();
+    let back = c.roll_back_group().await;
     assert_eq!(back.changes.len(), 3);
     assert_eq!(back.unchanged.len(), 2, "{back}");
     assert_eq!(c.kernels(&group).await, [ka, kb, ka]);

@@ -358,15 +358,22 @@ fn validate(spec: &Value) -> Result<Value, String> {
     Ok(spec.clone())
 }
 
-fn write_allowed(state: &State_) -> bool {
+/// The injected failure's answer when writes fail now, else `None` (and
+/// one write fewer left before they do).
+fn refuse_write(state: &State_, what: &str) -> Option<Response> {
     let left = state.writes_left.load(Ordering::SeqCst);
     if left == 0 {
-        return false;
+        return Some(error(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            what,
+            "storage failure (injected)".into(),
+        ));
     }
     if left > 0 {
         state.writes_left.fetch_sub(1, Ordering::SeqCst);
     }
-    true
+    None
 }
 
 async fn health() -> Json<Value> {
@@ -426,13 +433,8 @@ async fn create(State(state): State<Shared>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(e) => return error(&state, StatusCode::BAD_REQUEST, what, e),
     };
-    if !write_allowed(&state) {
-        return error(
-            &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            what,
-            "storage failure (injected)".into(),
-        );
+    if let Some(refused) = refuse_write(&state, what) {
+        return refused;
     }
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
     let uid = new_uid(&state);
@@ -473,13 +475,8 @@ async fn replace(State(state): State<Shared>, Path(uid): Path<String>, body: Byt
     if !lock(&state.configs).contains_key(&uid) {
         return not_found(&uid);
     }
-    if !write_allowed(&state) {
-        return error(
-            &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            what,
-            "storage failure (injected)".into(),
-        );
+    if let Some(refused) = refuse_write(&state, what) {
+        return refused;
     }
     let mut configs = lock(&state.configs);
     let Some(r) = configs.get_mut(&uid) else {
@@ -508,13 +505,8 @@ async fn delete(State(state): State<Shared>, Path(uid): Path<String>) -> Respons
     if !lock(&state.configs).contains_key(&uid) {
         return not_found(&uid);
     }
-    if !write_allowed(&state) {
-        return error(
-            &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "DELETE /bootconfigurations/{uid}",
-            "storage failure (injected)".into(),
-        );
+    if let Some(refused) = refuse_write(&state, "DELETE /bootconfigurations/{uid}") {
+        return refused;
     }
     lock(&state.configs).remove(&uid);
     Json(json!({"message": "BootConfiguration deleted", "uid": uid})).into_response()
