@@ -13,6 +13,7 @@ use std::time::Duration;
 use kiln_api::compose::UploadTarget;
 use kiln_api::jobs::{Artifact, BuildArgs, BuildResult, JobResult, ManifestResult};
 use kiln_api::osbuild::{BuildOutput, MonitorRecord, StageLogs};
+use kiln_api::sbom::ImageSbom;
 use kiln_api::status::{
     Progress, StoredUpload, SubProgress, UploadFailure, UploadStatus, UploadedFile,
 };
@@ -306,19 +307,30 @@ async fn build(
                     artifacts: Vec::new(),
                     kernel_cmdline: None,
                     log,
+                    sboms: Vec::new(),
                 }),
             );
         }
     };
+    let exported = out.join(&manifest.export);
+    let sboms = tokio::task::spawn_blocking({
+        let (args, arch, manifest, result, exported) = (
+            args.clone(),
+            config.arch.clone(),
+            manifest.clone(),
+            result.clone(),
+            exported.clone(),
+        );
+        move || crate::sbom::write(&args, &arch, &manifest, &result, &exported)
+    })
+    .await;
+    let sboms = match sboms {
+        Ok(Ok(sboms)) => sboms,
+        Ok(Err(e)) => return failed(format!("the image's SBOM: {e}"), None),
+        Err(e) => return failed(format!("the image's SBOM: {e}"), None),
+    };
     upload(
-        client,
-        config,
-        job,
-        args,
-        manifest,
-        &out.join(&manifest.export),
-        &result,
-        shutdown,
+        client, config, job, args, manifest, &exported, &result, sboms, shutdown,
     )
     .await
 }
@@ -402,6 +414,7 @@ async fn upload(
     manifest: &ManifestResult,
     exported: &Path,
     result: &BuildOutput,
+    sboms: Vec<ImageSbom>,
     shutdown: &mut watch::Receiver<Shutdown>,
 ) -> Ended {
     // The image's files: the named artifact first, then the rest (a pxe
@@ -554,6 +567,7 @@ async fn upload(
         artifacts: artifacts.clone(),
         kernel_cmdline: manifest.kernel_cmdline.clone(),
         log: result.log().map(trimmed_log),
+        sboms,
     };
     match first_failure {
         None => match FinishJob::succeeded(&JobResult::Build(build_result)) {
