@@ -8,6 +8,7 @@ use std::path::PathBuf;
 pub enum Service {
     Bss,
     Smd,
+    BootService,
 }
 
 impl std::fmt::Display for Service {
@@ -15,6 +16,7 @@ impl std::fmt::Display for Service {
         f.write_str(match self {
             Service::Bss => "BSS",
             Service::Smd => "SMD",
+            Service::BootService => "boot-service",
         })
     }
 }
@@ -114,12 +116,22 @@ pub enum BootError {
     #[error("node {xname}: kiln has no earlier deployment to roll back to")]
     NothingToRollBack { xname: String },
 
-    #[error("node {xname}: its boot parameters were changed outside kiln since deployment {deployment} (BSS has kernel {found:?}, kiln set {expected:?}); roll back with `force` to restore anyway")]
+    #[error("node {xname}: its boot parameters were changed outside kiln since deployment {deployment} (the boot service has kernel {found:?}, kiln set {expected:?}); roll back with `force` to restore anyway")]
     Drift {
         xname: String,
         deployment: String,
         expected: Option<String>,
         found: Option<String>,
+    },
+
+    #[error("canary {canary}: {reason}")]
+    Canary { canary: String, reason: String },
+
+    #[error("tag {tag} names {current}; moving it to {requested} needs `force`")]
+    TagExists {
+        tag: String,
+        current: String,
+        requested: String,
     },
 
     #[error("a blocking task failed: {0}")]

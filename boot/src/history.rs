@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use kiln_api::boot::{Action, BootEntry, NodeChange};
+pub use kiln_api::boot::{Action, BootEntry, NodeChange, NodeOutcome};
 
 use crate::bss::BootParams;
 use crate::error::Result;
@@ -30,6 +30,7 @@ impl From<&BootParams> for BootEntry {
             kernel: p.kernel.clone(),
             initrd: p.initrd.clone(),
             params: p.params.clone(),
+            priority: None,
         }
     }
 }
@@ -122,9 +123,11 @@ pub fn effective_publishes(history: &[NodeHistoryEntry]) -> Vec<&NodeHistoryEntr
     let mut stack: Vec<&NodeHistoryEntry> = Vec::new();
     for e in history {
         match (&e.action, &e.undoes) {
-            (Action::Publish { .. }, _) => stack.push(e),
+            (Action::Publish { .. } | Action::Canary { .. } | Action::Promote { .. }, _) => {
+                stack.push(e)
+            }
             (Action::Rollback, Some(undone)) => stack.retain(|p| &p.deployment != undone),
-            (Action::Rollback, None) => {}
+            (Action::Rollback, None) | (Action::Tag { .. }, _) => {}
         }
     }
     stack

@@ -172,16 +172,17 @@ impl ServiceClient {
     }
 }
 
-/// The `detail` (or `title`) of an RFC 7807 problem body, else the body's
-/// start as text.
+/// The `detail` (or `title`) of an RFC 7807 problem body, the `error` of
+/// boot-service's `{"error", "code"}`, else the body's start as text.
 fn problem_detail(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Problem {
         title: Option<String>,
         detail: Option<String>,
+        error: Option<String>,
     }
     if let Ok(p) = serde_json::from_slice::<Problem>(body) {
-        if let Some(d) = p.detail.or(p.title) {
+        if let Some(d) = p.detail.or(p.error).or(p.title) {
             return d;
         }
     }
@@ -212,6 +213,10 @@ mod tests {
             "no such host"
         );
         assert_eq!(problem_detail(b"Unauthorized\n"), "Unauthorized");
+        assert_eq!(
+            problem_detail(br#"{"error":"priority must be 0..100","code":400}"#),
+            "priority must be 0..100"
+        );
         assert_eq!(problem_detail(b""), "no detail given");
     }
 

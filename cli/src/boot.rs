@@ -1,6 +1,7 @@
 //! `kiln boot`: what the cluster's nodes boot, through the composer. Every
-//! change (publish an image already in the boot store, roll back, their dry
-//! runs) and every read is a boot change the composer checks against the
+//! change (publish an image already in the boot store, a canary and its
+//! promotion, roll back, their dry runs, release tags) and every read is a
+//! boot change the composer checks against the
 //! tenant's boot grants and a worker holding the boot service's
 //! credentials runs; this command waits for it and prints the plan. The
 //! history and the last known state of the nodes come from the composer's
@@ -12,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kiln_api::boot::{
-    BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory, NodeBootList,
-    NodeStatus,
+    BootChange, BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory,
+    CanaryNodes, NodeBootList, NodeStatus,
 };
 use kiln_api::compose::BootNodes;
 
@@ -24,7 +25,10 @@ const EXAMPLES: &str = "Examples:
   kiln boot publish compute/20260122T072633Z-1a2b3c4d/x86_64 --group compute --extra-params ip=dhcp
   kiln boot publish compute/20260122T072633Z-1a2b3c4d/x86_64 --xname x1000c0s0b0n0 --dry-run
   kiln boot publish --compose 1a2b3c4d-0000-4000-8000-000000000000 --group compute
+  kiln boot canary compute/20260122T072633Z-1a2b3c4d/x86_64 --group compute --count 2
+  kiln boot promote --group compute
   kiln boot rollback --group compute
+  kiln boot tag compute:2026.12 compute/20260122T072633Z-1a2b3c4d/x86_64
   kiln boot show --group compute
   kiln boot nodes
   kiln boot history --node x1000c0s0b0n0
@@ -104,7 +108,66 @@ enum BootCommand {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Put nodes back on the image they booted before kiln's last change.
+    /// Publish an image to part of an SMD group first, at the canary
+    /// priority: named members (--xname) or the first --count in xname order.
+    Canary {
+        #[arg(required_unless_present = "compose", conflicts_with = "compose")]
+        image: Option<String>,
+        /// The compose whose boot target published the image.
+        #[arg(long)]
+        compose: Option<uuid::Uuid>,
+        /// The SMD group the canary is part of.
+        #[arg(long)]
+        group: String,
+        /// The canary nodes, members of the group (repeat or comma-separate).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "count",
+            conflicts_with = "count"
+        )]
+        xname: Vec<String>,
+        /// How many of the group's nodes, the first in xname order.
+        #[arg(long)]
+        count: Option<u32>,
+        /// Appended to the image's kernel command line.
+        #[arg(long, default_value = "")]
+        extra_params: String,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Move the whole group to exactly what its canary boots (same store
+    /// keys, nothing rebuilt).
+    Promote {
+        #[arg(long)]
+        group: String,
+        /// The canary's deployment id (default: the group's latest canary).
+        #[arg(long)]
+        canary: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Name a published image with a release tag, RELEASE:VERSION.
+    Tag {
+        /// e.g. compute:2026.12
+        tag: String,
+        #[arg(required_unless_present = "compose", conflicts_with = "compose")]
+        image: Option<String>,
+        /// The compose whose boot target published the image.
+        #[arg(long)]
+        compose: Option<uuid::Uuid>,
+        /// Move the tag when it names another image.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Undo kiln's newest change still in effect on the nodes (a publish,
+    /// a canary or a promotion); again for the one before.
     Rollback {
         #[command(flatten)]
         nodes: Nodes,
@@ -158,6 +221,58 @@ pub(crate) async fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
                 nodes: nodes.request(),
                 extra_params,
                 dry_run,
+            },
+            wait,
+        ),
+        BootCommand::Canary {
+            image,
+            compose,
+            group,
+            xname,
+            count,
+            extra_params,
+            dry_run,
+            wait,
+        } => (
+            BootChangeRequest::Canary {
+                image,
+                compose_id: compose,
+                group,
+                canary: CanaryNodes {
+                    xnames: (!xname.is_empty()).then_some(xname),
+                    count,
+                },
+                extra_params,
+                dry_run,
+            },
+            wait,
+        ),
+        BootCommand::Promote {
+            group,
+            canary,
+            dry_run,
+            wait,
+        } => (
+            BootChangeRequest::Promote {
+                group,
+                canary,
+                dry_run,
+                image: None,
+            },
+            wait,
+        ),
+        BootCommand::Tag {
+            tag,
+            image,
+            compose,
+            force,
+            wait,
+        } => (
+            BootChangeRequest::Tag {
+                image,
+                compose_id: compose,
+                tag,
+                force,
             },
             wait,
         ),
@@ -269,9 +384,11 @@ fn show(status: &BootChangeStatus, json_out: bool) -> anyhow::Result<ExitCode> {
         );
     } else {
         let dry = match &status.change {
-            kiln_api::boot::BootChange::Publish { dry_run, .. }
-            | kiln_api::boot::BootChange::Rollback { dry_run, .. } => *dry_run,
-            kiln_api::boot::BootChange::Show { .. } => false,
+            BootChange::Publish { dry_run, .. }
+            | BootChange::Canary { dry_run, .. }
+            | BootChange::Promote { dry_run, .. }
+            | BootChange::Rollback { dry_run, .. } => *dry_run,
+            BootChange::Show { .. } | BootChange::Tag { .. } => false,
         };
         match status.status {
             BootChangeState::Success => {
@@ -289,6 +406,10 @@ fn show(status: &BootChangeStatus, json_out: bool) -> anyhow::Result<ExitCode> {
             other => {
                 let reason = status.reason.as_deref().unwrap_or("");
                 println!("boot change {}: {other:?} {reason}", status.id);
+                // A change that failed part way: which nodes moved.
+                if let Some(plan) = &status.plan {
+                    print!("{plan}");
+                }
             }
         }
     }
@@ -310,5 +431,15 @@ fn print_node(n: &NodeStatus) {
         .as_ref()
         .and_then(|c| c.kernel.clone())
         .unwrap_or_else(|| "(no boot parameters)".into());
-    println!("{}  {image}  {kernel}", n.xname);
+    let tags: Vec<String> = n.tags.iter().map(ToString::to_string).collect();
+    let tags = if tags.is_empty() {
+        String::new()
+    } else {
+        format!("  tags {}", tags.join(","))
+    };
+    let compose = n
+        .compose_id
+        .map(|c| format!("  compose {c}"))
+        .unwrap_or_default();
+    println!("{}  {image}{tags}{compose}  {kernel}", n.xname);
 }

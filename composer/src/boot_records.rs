@@ -7,7 +7,7 @@
 //! changed whether or not the lease is still good.
 
 use chrono::{DateTime, Utc};
-use kiln_api::boot::{BootHistoryEntry, NodeStatus, Plan, Requester};
+use kiln_api::boot::{Action, BootHistoryEntry, NodeStatus, Plan, Requester};
 use kiln_api::jobs::{BootArgs, BootResult, BuildArgs, BuildResult};
 use kiln_api::status::UploadDetails;
 use kiln_queue::{BootChangeRecord, Job, JobQueue, NodeBootRecord, QueueError};
@@ -76,6 +76,7 @@ pub async fn build_job(
                         image: Some(image.clone()),
                         compose_id: Some(*compose_id),
                         last_deployment: Some(plan.id.clone()),
+                        tags: Vec::new(),
                     },
                     now,
                 )
@@ -87,7 +88,7 @@ pub async fn build_job(
 }
 
 /// An applied plan with at least one change (kiln-boot records nothing
-/// for a plan without) goes to the history.
+/// for a plan without), or a tag, goes to the history.
 async fn history(
     queue: &dyn JobQueue,
     job: &Job,
@@ -96,7 +97,7 @@ async fn history(
     failed: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), QueueError> {
-    if plan.changes.is_empty() {
+    if plan.changes.is_empty() && !matches!(plan.action, Action::Tag { .. }) {
         return Ok(());
     }
     let entry = BootHistoryEntry {

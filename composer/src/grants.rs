@@ -38,8 +38,9 @@ pub fn check(req: &ComposeRequest, grants: &[BootGrant], tenant: &str) -> Result
 }
 
 /// A boot change through the API (`POST /boot/changes`), for `tenant`: a
-/// publish needs a grant that covers the image and every node, a rollback
-/// or a read one that covers every node.
+/// publish, canary or promotion needs a grant that covers the image and
+/// every node (a canary's and a promotion's: the group), a rollback or a
+/// read one that covers every node, a tag one that covers the image.
 pub fn check_change(
     change: &BootChange,
     grants: &[BootGrant],
@@ -53,11 +54,35 @@ pub fn check_change(
             format!("tenant {tenant:?} has no boot grant: boot delivery is off for it"),
         ));
     }
-    let image = match change {
-        BootChange::Publish { image, .. } => Some(("image".to_owned(), image.image_name.as_str())),
-        BootChange::Rollback { .. } | BootChange::Show { .. } => None,
+    let image = change
+        .image()
+        .map(|image| ("image".to_owned(), image.image_name.as_str()));
+    let nodes_at = match change {
+        BootChange::Canary { .. } | BootChange::Promote { .. } => "",
+        _ => "nodes",
     };
-    covered(&mine, image, change.nodes(), "nodes")
+    match change.nodes() {
+        Some(nodes) => covered(&mine, image, nodes, nodes_at),
+        None => covered_image(&mine, image),
+    }
+}
+
+/// A change that selects no node (a tag): one grant must cover its image.
+fn covered_image(grants: &[&BootGrant], image: Option<(String, &str)>) -> Result<(), FieldError> {
+    match image {
+        Some((field, name))
+            if !grants
+                .iter()
+                .any(|g| g.image_names.iter().any(|p| glob(p, name))) =>
+        {
+            Err(FieldError::new(
+                ErrorKind::BootNotGranted,
+                field,
+                format!("image {name:?} is outside the tenant's boot grants"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Allowed when one grant covers the image (when there is one: its field
@@ -69,6 +94,14 @@ fn covered(
     nodes: &NodeSelection,
     nodes_at: &str,
 ) -> Result<(), FieldError> {
+    // A canary's or promotion's group is the request's own `group`.
+    let at = |rest: String| {
+        if nodes_at.is_empty() {
+            rest
+        } else {
+            format!("{nodes_at}.{rest}")
+        }
+    };
     let refuse = |field: String, what: String| {
         Err(FieldError::new(
             ErrorKind::BootNotGranted,
@@ -97,13 +130,13 @@ fn covered(
                 .iter()
                 .any(|g| g.groups.iter().any(|p| glob(p, group)))
             {
-                return refuse(format!("{nodes_at}.group"), format!("group {group:?}"));
+                return refuse(at("group".to_owned()), format!("group {group:?}"));
             }
         }
         NodeSelection::Xnames(xs) => {
             let covers = |g: &BootGrant, k: usize| g.xnames.iter().any(|p| glob(p, xs[k].as_str()));
             if let Some(k) = uncovered(&covers, xs.len()) {
-                return refuse(format!("{nodes_at}.xnames[{k}]"), format!("node {}", xs[k]));
+                return refuse(at(format!("xnames[{k}]")), format!("node {}", xs[k]));
             }
         }
         NodeSelection::Macs(ms) => {
@@ -113,13 +146,13 @@ fn covered(
                     .any(|p| glob(&p.to_ascii_lowercase(), ms[k].as_str()))
             };
             if let Some(k) = uncovered(&covers, ms.len()) {
-                return refuse(format!("{nodes_at}.macs[{k}]"), format!("MAC {}", ms[k]));
+                return refuse(at(format!("macs[{k}]")), format!("MAC {}", ms[k]));
             }
         }
         NodeSelection::Nids(ns) => {
             let covers = |g: &BootGrant, k: usize| g.nids.iter().any(|r| in_range(r, ns[k]));
             if let Some(k) = uncovered(&covers, ns.len()) {
-                return refuse(format!("{nodes_at}.nids[{k}]"), format!("NID {}", ns[k]));
+                return refuse(at(format!("nids[{k}]")), format!("NID {}", ns[k]));
             }
         }
     }

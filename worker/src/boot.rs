@@ -13,6 +13,7 @@ use std::time::Duration;
 use kiln_api::boot::{BootChange, Plan};
 use kiln_api::compose::BootUploadOptions;
 use kiln_api::jobs::{BootArgs, BootResult, JobResult};
+use kiln_api::nodes::NodeSelection;
 use kiln_api::osbuild::BuildOutput;
 use kiln_api::status::BootUpload;
 use kiln_api::worker::{AssignedJob, FinishJob, JobAssignment, JobProgressUpdate};
@@ -167,14 +168,22 @@ async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResu
         )
     })?;
     let deployer = config.deployer().map_err(|m| (m, None))?;
-    let nodes = NodeSelector::from(args.change.nodes().clone());
+    let group = |nodes: &NodeSelection| match nodes {
+        NodeSelection::Group(g) => Ok(g.clone()),
+        other => Err(format!(
+            "a canary or promotion selects a group, not {}",
+            other.describe()
+        )),
+    };
     let plan = match &args.change {
         BootChange::Publish {
             image,
             extra_params,
+            nodes,
             ..
         } => {
             let record = deployer.store().record(image).await.map_err(e)?;
+            let nodes = NodeSelector::from(nodes.clone());
             Some(
                 deployer
                     .plan_publish(&record, &nodes, extra_params)
@@ -182,16 +191,75 @@ async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResu
                     .map_err(e)?,
             )
         }
-        BootChange::Rollback { force, .. } => {
-            Some(deployer.plan_rollback(&nodes, *force).await.map_err(e)?)
+        BootChange::Canary {
+            image,
+            nodes,
+            canary,
+            extra_params,
+            ..
+        } => {
+            let record = deployer.store().record(image).await.map_err(e)?;
+            Some(
+                deployer
+                    .plan_canary(
+                        &record,
+                        &group(nodes).map_err(|m| (m, None))?,
+                        canary,
+                        extra_params,
+                    )
+                    .await
+                    .map_err(e)?,
+            )
+        }
+        BootChange::Promote {
+            image,
+            nodes,
+            canary,
+            ..
+        } => {
+            let plan = deployer
+                .plan_promote(&group(nodes).map_err(|m| (m, None))?, canary)
+                .await
+                .map_err(e)?;
+            // The composer checked the grants against the image its
+            // history names; the store must agree.
+            if plan.action.published().map(|(i, _)| i) != Some(image) {
+                return Err((
+                    format!("canary {canary} in the boot store does not run {image}"),
+                    None,
+                ));
+            }
+            Some(plan)
+        }
+        BootChange::Rollback { nodes, force, .. } => Some(
+            deployer
+                .plan_rollback(&NodeSelector::from(nodes.clone()), *force)
+                .await
+                .map_err(e)?,
+        ),
+        BootChange::Tag { image, tag, force } => {
+            // A tag is written as it is planned: the store's conditional
+            // create is what keeps two movers apart.
+            let plan = deployer.tag(image, tag, *force).await.map_err(e)?;
+            return Ok(BootResult {
+                plan: Some(plan),
+                nodes: Vec::new(),
+            });
         }
         BootChange::Show { .. } => None,
     };
-    if let (true, Some(plan)) = (args.change.writes(), &plan) {
+    let mut plan = plan;
+    if let (true, Some(plan)) = (args.change.writes(), plan.as_mut()) {
         if let Err(err) = deployer.apply(plan).await {
             return Err((err.to_string(), Some(plan.clone())));
         }
     }
-    let nodes = deployer.show(&nodes).await.map_err(e)?;
+    let nodes = match args.change.nodes() {
+        Some(n) => deployer
+            .show(&NodeSelector::from(n.clone()))
+            .await
+            .map_err(e)?,
+        None => Vec::new(),
+    };
     Ok(BootResult { plan, nodes })
 }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use kiln_api::boot::{
-    BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory,
+    Action, BootChangeId, BootChangeRequest, BootChangeState, BootChangeStatus, BootHistory,
     BootHistoryEntry, ImageRef, NodeBoot, NodeBootList,
 };
 use kiln_api::error::{Error, ErrorKind};
@@ -29,9 +29,10 @@ fn change_href(id: Uuid) -> String {
     format!("{}/boot/changes/{id}", kiln_api::API_PREFIX)
 }
 
-/// Ask for a boot change: publish, rollback (each with `dry_run`) or show.
-/// Refused with 403 naming the field when the tenant's boot grants do not
-/// cover the image or a node; nothing is enqueued then.
+/// Ask for a boot change: publish, canary, promote, rollback (each with
+/// `dry_run`), tag or show. Refused with 403 naming the field when the
+/// tenant's boot grants do not cover the image or a node; nothing is
+/// enqueued then.
 #[utoipa::path(post, path = "/boot/changes", tag = "boot", operation_id = "postBootChange",
     request_body = BootChangeRequest,
     responses((status = 201, body = BootChangeId), (status = 400, body = Error), (status = 403, body = Error)))]
@@ -44,6 +45,13 @@ pub async fn post_change(
         Some(id) => {
             let image = published_by(&state, &caller, id).await?;
             request.with_image(&image)
+        }
+        None => request,
+    };
+    let request = match request.promotion() {
+        Some((group, canary)) => {
+            let (id, image) = canary_of(&state, &caller, group, canary).await?;
+            request.with_canary(&id, &image)
         }
         None => request,
     };
@@ -101,6 +109,51 @@ async fn published_by(
     }
 }
 
+/// The canary a promotion names (or, by default, the tenant's latest canary
+/// of `group` that was applied), from the tenant's own history: its
+/// deployment id and image, which the grants are then checked against. The
+/// worker checks it is still in effect in the boot store.
+async fn canary_of(
+    state: &AppState,
+    caller: &Caller<Compose>,
+    group: &str,
+    named: Option<&str>,
+) -> Result<(String, ImageRef), ApiError> {
+    const PAGE: i64 = 200;
+    let mut offset = 0;
+    loop {
+        let (rows, total) = state
+            .queue
+            .boot_changes(&caller.channel, None, offset, PAGE)
+            .await?;
+        for row in &rows {
+            let entry: BootHistoryEntry =
+                serde_json::from_value(row.record.clone()).map_err(ApiError::internal)?;
+            let Action::Canary {
+                image, group: of, ..
+            } = &entry.action
+            else {
+                continue;
+            };
+            if of == group && entry.failed.is_none() && named.is_none_or(|n| n == entry.id) {
+                return Ok((entry.id, image.clone()));
+            }
+        }
+        offset += PAGE;
+        if rows.is_empty() || offset >= total {
+            break;
+        }
+    }
+    Err(ApiError::field(
+        ErrorKind::InvalidField,
+        "canary",
+        match named {
+            Some(id) => format!("no canary {id} of group {group:?} in this tenant's history"),
+            None => format!("no canary of group {group:?} in this tenant's history to promote"),
+        },
+    ))
+}
+
 /// The caller's boot change `id`; another tenant's is not found.
 async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
     match state.queue.job(id).await? {
@@ -129,6 +182,9 @@ pub async fn get_change(
         Some(r) if job.state == JobState::Success => {
             Some(Boot::decode_result(r).map_err(ApiError::internal)?)
         }
+        // A change that failed part way carries its plan, each node's
+        // outcome saying whether it moved.
+        Some(r) if job.state == JobState::Failed => Boot::decode_result(r).ok(),
         _ => None,
     };
     let (plan, nodes) = result.map(|r| (r.plan, r.nodes)).unwrap_or_default();

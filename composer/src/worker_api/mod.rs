@@ -449,7 +449,7 @@ fn check_result(job: &Job, result: &serde_json::Value) -> Result<JobResult, ApiE
                 if let UploadTarget::Boot(options) = target {
                     let published = match &b.plan.action {
                         Action::Publish { image, .. } => image.image_name == options.image_name,
-                        Action::Rollback => false,
+                        _ => false,
                     };
                     if !published || b.dry_run != options.dry_run.unwrap_or(false) {
                         return Err(bad(
@@ -492,6 +492,16 @@ fn check_boot_result(job: &Job, result: &BootResult) -> Result<(), ApiError> {
         (BootChange::Publish { image, .. }, Some(Action::Publish { image: done, .. })) => {
             image == done
         }
+        (BootChange::Canary { image, .. }, Some(Action::Canary { image: done, .. }))
+        | (BootChange::Tag { image, .. }, Some(Action::Tag { image: done, .. })) => image == done,
+        (
+            BootChange::Promote { image, canary, .. },
+            Some(Action::Promote {
+                image: done,
+                canary: promoted,
+                ..
+            }),
+        ) => image == done && canary == promoted,
         (BootChange::Rollback { .. }, Some(Action::Rollback)) => true,
         (BootChange::Show { .. }, None) => true,
         _ => false,

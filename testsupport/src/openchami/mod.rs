@@ -1,4 +1,5 @@
-//! Test doubles for OpenCHAMI's BSS and SMD: small axum servers on loopback
+//! Test doubles for OpenCHAMI's BSS and SMD (and boot-service, in
+//! `boot_service.rs`, which has no swagger to check against): small axum servers on loopback
 //! ports that check every request against the services' swagger documents
 //! (`../shared/reference/openchami/*.yaml` beside the repository, or
 //! `$KILN_OPENCHAMI_REFERENCE`) and answer as the real services do, keeping
@@ -15,6 +16,7 @@
 //! recorded too. Recorded violations fail the test: call
 //! `assert_no_violations`, and dropping a double with violations panics.
 
+mod boot_service;
 mod bss;
 mod smd;
 pub mod swagger;
@@ -29,6 +31,7 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
 
+pub use boot_service::{BootScript, BootServiceNode, BootServiceTestDouble};
 pub use bss::{BssEntry, BssTestDouble};
 pub use smd::SmdTestDouble;
 use swagger::Swagger;
