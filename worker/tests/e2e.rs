@@ -26,9 +26,18 @@ fn finished(s: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_compose_is_built_and_uploaded_to_every_target() {
-    // The mirror also holds runit-helper, which depends on nothing: the
+    // A second mirror holds runit-helper, which depends on nothing: the
     // later build that adds it differs by that one package.
-    let kiln = Kiln::start_with("tar", &["runit-helper"], |_| {}).await;
+    let extra_dir = tempfile::tempdir().unwrap();
+    let (extra, _) =
+        kiln_testsupport::aptcache::debian_mirror(extra_dir.path(), &["runit-helper".to_owned()])
+            .unwrap();
+    let kiln = Kiln::start(|c| {
+        c.repositories
+            .allow
+            .push(kiln_composer::AllowEntry::Prefix(extra.url()))
+    })
+    .await;
     let s3 = S3Server::start("images").unwrap();
     let azure = AzuriteServer::start().unwrap();
     let gcs = GcsServer::start("images").unwrap();
@@ -170,6 +179,10 @@ async fn a_compose_is_built_and_uploaded_to_every_target() {
     // One package more: `kiln compose diff` lists it, and nothing else.
     let mut more = again.clone();
     more["blueprint"]["packages"] = json!([{"name": "runit-helper"}]);
+    more["image_request"]["repositories"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"baseurl": extra.url(), "suite": "test", "components": ["main"], "check_repo_gpg": false}));
     let more_id = kiln.submit(&more).await;
     let done = kiln
         .wait(&more_id, Duration::from_secs(600), finished)

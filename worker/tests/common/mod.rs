@@ -48,15 +48,6 @@ impl Kiln {
         image_type: &str,
         tweak: impl FnOnce(&mut ComposerConfig),
     ) -> Kiln {
-        Kiln::start_with(image_type, &[], tweak).await
-    }
-
-    /// A kiln whose mirror also holds `extra` packages (and what they need).
-    pub(crate) async fn start_with(
-        image_type: &str,
-        extra: &[&str],
-        tweak: impl FnOnce(&mut ComposerConfig),
-    ) -> Kiln {
         let dir = tempfile::tempdir().unwrap();
         let certs = tempfile::tempdir().unwrap();
         gen_certs(
@@ -71,10 +62,9 @@ impl Kiln {
             ],
         );
         let mirror_dir = tempfile::tempdir().unwrap();
-        let mut names = package_set(image_type);
-        names.extend(extra.iter().map(|n| n.to_string()));
         let (mirror, _) =
-            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &names).unwrap();
+            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &package_set(image_type))
+                .unwrap();
         let mut config = ComposerConfig {
             data_dir: dir.path().join("composer"),
             database_url: Some(PgCluster::shared().unwrap().create_database().unwrap()),
