@@ -455,6 +455,9 @@ async fn upload(
         }
     }
     let total: u64 = artifacts.iter().map(|a| a.size).sum::<u64>() * args.targets.len() as u64;
+    // The boot store keeps the image's (only) SBOM beside its files.
+    let sbom_file =
+        (sboms.len() == 1).then(|| exported.join(crate::sbom::file_name(&manifest.filename, None)));
     let done = Arc::new(AtomicU64::new(0));
     let owner = job.compose_id.unwrap_or(job.id);
     let uploads_fut = async {
@@ -469,6 +472,7 @@ async fn upload(
                     exported,
                     kernel_cmdline: manifest.kernel_cmdline.as_deref().unwrap_or(""),
                     result,
+                    sbom: sbom_file.clone(),
                 };
                 match crate::boot::publish(config.boot.as_ref(), options, &boot_job).await {
                     Ok(published) => statuses.push(UploadStatus::booted(&published)),
