@@ -68,17 +68,39 @@ pub(crate) async fn diff(
 }
 
 /// One line per package: `+` added, `-` removed, `~` changed (old -> new),
-/// each with its architecture.
+/// each with its architecture. The names come from the builds' package
+/// databases: control characters, which could drive a terminal, become `?`.
 fn text(d: &PackageDiff) -> String {
+    let t = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    };
     let mut out = String::new();
     for p in &d.added {
-        out.push_str(&format!("+ {} {} {}\n", p.name, p.version, p.arch));
+        out.push_str(&format!(
+            "+ {} {} {}\n",
+            t(&p.name),
+            t(&p.version),
+            t(&p.arch)
+        ));
     }
     for p in &d.removed {
-        out.push_str(&format!("- {} {} {}\n", p.name, p.version, p.arch));
+        out.push_str(&format!(
+            "- {} {} {}\n",
+            t(&p.name),
+            t(&p.version),
+            t(&p.arch)
+        ));
     }
     for p in &d.changed {
-        out.push_str(&format!("~ {} {} -> {} {}\n", p.name, p.old, p.new, p.arch));
+        out.push_str(&format!(
+            "~ {} {} -> {} {}\n",
+            t(&p.name),
+            t(&p.old),
+            t(&p.new),
+            t(&p.arch)
+        ));
     }
     out
 }
@@ -113,5 +135,14 @@ mod tests {
             "+ zstd 1.5.4+dfsg2-5 amd64\n- less 590-2 amd64\n~ bash 5.2-1 -> 5.2-2 amd64\n"
         );
         assert_eq!(text(&PackageDiff::default()), "");
+        let hostile = PackageDiff {
+            added: vec![PackageVersion {
+                name: "evil\u{1b}[2J".into(),
+                arch: "amd64\n+ fake".into(),
+                version: "1".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(text(&hostile), "+ evil?[2J 1 amd64?+ fake\n");
     }
 }
