@@ -323,10 +323,11 @@ async fn build(
         );
         move || crate::sbom::write(&args, &arch, &manifest, &result, &exported)
     })
-    .await;
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|written| written);
     let sboms = match sboms {
-        Ok(Ok(sboms)) => sboms,
-        Ok(Err(e)) => return failed(format!("the image's SBOM: {e}"), None),
+        Ok(sboms) => sboms,
         Err(e) => return failed(format!("the image's SBOM: {e}"), None),
     };
     upload(
