@@ -159,6 +159,28 @@ async fn a_compose_is_built_and_uploaded_to_every_target() {
     assert_eq!(served, doc, "the composer serves the uploaded document");
     assert_sbom_is_the_depsolved_set(&kiln, &id, &doc).await;
     validate_with_spdx_tools(&sbom_file);
+    // Licenses as the packages' machine-readable copyright files declare
+    // them: an SPDX id as it is, other names as extracted text; a
+    // free-form copyright file declares nothing a program can read.
+    let license = |name: &str| {
+        doc.packages
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.license_declared.clone())
+            .unwrap()
+    };
+    assert_eq!(license("zlib1g"), "Zlib");
+    assert_eq!(license("base-files"), "NOASSERTION");
+    let less = license("less");
+    let text = doc
+        .has_extracted_licensing_infos
+        .iter()
+        .find(|l| l.license_id == less)
+        .map(|l| l.extracted_text.as_str());
+    assert!(
+        text.is_some_and(|t| t.starts_with("(GPL-3+ or Less)")),
+        "{less}: {text:?}"
+    );
 
     // The same inputs again (another target): the build comes from the
     // executor's store and its SBOM is the same bytes.

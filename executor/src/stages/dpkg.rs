@@ -385,6 +385,7 @@ impl Stage for Dpkg {
         )?;
         let mut listed = Vec::new();
         let mut found = BTreeMap::new();
+        let tree = super::copyright::open_tree(ctx.tree())?;
         for line in installed.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             if let [status, name, version, arch, source, source_version] = f.as_slice() {
@@ -395,13 +396,17 @@ impl Stage for Dpkg {
                     ));
                 }
                 found.insert(name.to_string(), version.to_string());
-                // What the SBOM needs: the source package, and the file the
-                // package came from (the manifest's source names its URL).
-                // The database declares no license.
+                // What the SBOM needs: the source package, the file the
+                // package came from (the manifest's source names its URL)
+                // and, the database declaring none, the licenses of its
+                // machine-readable copyright file.
                 let mut p = json!({"name": name, "version": version, "arch": arch,
                     "source": {"name": source, "version": source_version}});
                 if let Some(requested) = by_name.get(*name) {
                     p["checksum"] = json!(requested.checksum);
+                }
+                if let Some(license) = super::copyright::declared(&tree, name) {
+                    p["license"] = json!(license);
                 }
                 listed.push(p);
             }
