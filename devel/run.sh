@@ -55,6 +55,13 @@ pids+=($!)
 for _ in $(seq 100); do grep -q SMD_URL "$state/openchami.env" 2>/dev/null && break; sleep 0.1; done
 # shellcheck disable=SC1091
 . "$state/openchami.env"
+# The workers' boot service: BSS, or OpenCHAMI boot-service with
+# KILN_DEVEL_BOOT_SERVICE=boot-service.
+if [ "${KILN_DEVEL_BOOT_SERVICE:-bss}" = boot-service ]; then
+    boot_service_line="boot_service = { url = \"$BOOT_SERVICE_URL\" }"
+else
+    boot_service_line="bss = { url = \"$BSS_URL\", token = \"devel-token\" }"
+fi
 
 echo "== kiln-composer (PostgreSQL)"
 cat > "$state/composer.toml" <<EOF
@@ -97,7 +104,7 @@ path_style = true
 [boot]
 prefix = "kiln"
 base_url = "http://127.0.0.1:9000/boot"
-bss = { url = "$BSS_URL", token = "devel-token" }
+$boot_service_line
 smd = { url = "$SMD_URL", token = "devel-token" }
 [boot.store]
 endpoint = "http://127.0.0.1:9000"
@@ -121,6 +128,7 @@ kiln devel stack is up (logs in $state):
   PostgreSQL    $db
   S3            http://127.0.0.1:9000  buckets images, boot   (access key DEVELACCESSKEY)
   BSS           $BSS_URL   SMD $SMD_URL   (token devel-token; group "compute": x1000c0s{0,1,2}b0n0)
+  boot-service  $BOOT_SERVICE_URL   (the workers use ${KILN_DEVEL_BOOT_SERVICE:-bss}; /bootscript?host=XNAME)
 Upload targets: local, aws.s3, boot (e.g. {"type": "boot", "upload_options": {"image_name": "compute", "nodes": {"group": "compute"}}}).
 Ctrl-C stops everything.
 EOF

@@ -568,6 +568,9 @@ impl BootChangeRequest {
                         format!("no canary of group {group:?} to promote"),
                     ));
                 };
+                // A deployment id becomes a key of the boot store.
+                check_segment(&canary)
+                    .map_err(|r| FieldError::new(ErrorKind::InvalidField, "canary", r))?;
                 BootChange::Promote {
                     image,
                     nodes,
@@ -1021,6 +1024,17 @@ mod tests {
         .check()
         .unwrap();
         assert_eq!(promote.image().unwrap().to_string(), "compute/v1/x86_64");
+        let e = serde_json::from_value::<BootChangeRequest>(
+            json!({"action": "promote", "group": "compute"}),
+        )
+        .unwrap()
+        .with_canary(
+            "../_tags/x",
+            &ImageRef::parse("i", "compute/v1/x86_64").unwrap(),
+        )
+        .check()
+        .unwrap_err();
+        assert_eq!(e.field, "canary");
         assert!(promote.writes());
         let tag =
             read(json!({"action": "tag", "image": "compute/v1/x86_64", "tag": "compute:2026.12"}))

@@ -199,7 +199,7 @@ async fn manifest(
     Ok(ManifestResult {
         export: generate::export_pipeline(&args.image_type).to_owned(),
         filename,
-        kernel_cmdline: (args.image_type == "pxe")
+        kernel_cmdline: (generate::base(&args.image_type) == "pxe")
             .then(|| generate::pxe_kernel_cmdline(&customizations)),
         checkpoints,
         manifest,

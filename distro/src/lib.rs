@@ -89,9 +89,14 @@ pub struct ArchitectureDef {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageTypeDef {
+    /// The image type this one is built as, under another name (osbuild's
+    /// `guest-image` is kiln's `disk`): its packages unless it lists its own.
+    #[serde(default)]
+    pub alias_of: Option<String>,
     pub filename: String,
     pub mime_type: String,
     /// Default packages; `${package_arch}` stands for the package architecture.
+    #[serde(default)]
     pub packages: Vec<String>,
 }
 
@@ -209,11 +214,37 @@ impl Distribution {
             }
         }
         for (name, t) in &self.image_types {
-            if t.packages.is_empty() {
+            if let Some(base) = &t.alias_of {
+                match self.image_types.get(base) {
+                    Some(b) if b.alias_of.is_none() => {}
+                    Some(_) => {
+                        return Err(invalid(format!(
+                            "image_types.{name}.alias_of: {base:?} is an alias itself"
+                        )))
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                        "image_types.{name}.alias_of: {base:?} is not defined under [image_types]"
+                    )))
+                    }
+                }
+            } else if t.packages.is_empty() {
                 return Err(invalid(format!("image_types.{name}.packages: empty")));
             }
         }
         Ok(())
+    }
+
+    /// Gives each alias without packages of its own those of its base.
+    fn resolve_aliases(&mut self) {
+        let bases = self.image_types.clone();
+        for t in self.image_types.values_mut() {
+            if let (Some(base), true) = (&t.alias_of, t.packages.is_empty()) {
+                if let Some(b) = bases.get(base) {
+                    t.packages = b.packages.clone();
+                }
+            }
+        }
     }
 }
 
@@ -255,11 +286,13 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         let mut distributions = BTreeMap::new();
         for (file, text) in files {
-            let d: Distribution = toml::from_str(&text).map_err(|source| CatalogError::Toml {
-                file: file.clone(),
-                source,
-            })?;
+            let mut d: Distribution =
+                toml::from_str(&text).map_err(|source| CatalogError::Toml {
+                    file: file.clone(),
+                    source,
+                })?;
             d.validate(&file)?;
+            d.resolve_aliases();
             if distributions.contains_key(&d.name) {
                 return Err(CatalogError::Invalid {
                     file,
@@ -303,6 +336,12 @@ mod tests {
         let pxe = d.packages("x86_64", "pxe").unwrap();
         assert!(pxe.contains(&"linux-image-amd64".to_string()));
         assert!(d.image_type("x86_64", "iso").is_none());
+        // osbuild's names take their base type's packages.
+        assert_eq!(d.packages("x86_64", "pxe-tar-xz"), Some(pxe.clone()));
+        assert_eq!(
+            d.packages("x86_64", "guest-image"),
+            d.packages("x86_64", "disk")
+        );
         assert_eq!(
             d.source_lines("x86_64")[0],
             "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main"
@@ -330,13 +369,23 @@ mod tests {
     #[test]
     fn broken_files_are_refused_with_the_file_named() {
         let dir = tempfile::tempdir().unwrap();
-        let text = include_str!("../../distributions/debian-12.toml").replace(
-            "image_types = [\"tar\", \"pxe\", \"disk\", \"oci\"]",
-            "image_types = [\"tar\", \"iso\"]",
-        );
+        let shipped = include_str!("../../distributions/debian-12.toml");
+        let types = "image_types = [\"tar\", \"pxe\", \"disk\", \"oci\", \"guest-image\", \"minimal-raw\", \"pxe-tar-xz\"]";
+        assert!(shipped.contains(types));
+        let text = shipped.replace(types, "image_types = [\"tar\", \"iso\"]");
         std::fs::write(dir.path().join("bad.toml"), text).unwrap();
         let err = Catalog::from_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("\"iso\""), "{err}");
+        // An alias names a type that is defined and no alias itself.
+        for (to, why) in [
+            ("\"iso\"", "is not defined"),
+            ("\"guest-image\"", "is an alias itself"),
+        ] {
+            let text = shipped.replacen("alias_of = \"disk\"", &format!("alias_of = {to}"), 2);
+            std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+            let err = Catalog::from_dir(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("alias_of") && err.contains(why), "{err}");
+        }
 
         std::fs::write(dir.path().join("bad.toml"), "name = 3").unwrap();
         let err = Catalog::from_dir(dir.path()).unwrap_err().to_string();

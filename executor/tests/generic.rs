@@ -636,3 +636,75 @@ fn kiln_dracut_takes_osbuilds_options_and_needs_a_build_pipeline() {
     let text = r.json.to_string();
     assert!(text.contains("needs a build pipeline"), "{text}");
 }
+
+/// `org.osbuild.xz` compresses a pipeline's file with xz's fastest preset
+/// in its threaded mode, whatever the host's CPUs: the archive unpacks to
+/// the tar, and its bytes are those of `xz -0` with two threads (which
+/// any thread count of two or more gives).
+#[test]
+fn xz_compresses_a_pipelines_file_the_same_on_every_host() {
+    let dir = kiln_testsupport::builduser::dir();
+    let (store, out) = (dir.path().join("store"), dir.path().join("out"));
+    let mut manifest = generic(vec![]);
+    manifest["pipelines"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "xz", "stages": [{
+            "type": "org.osbuild.xz",
+            "inputs": {"file": {"type": "org.osbuild.files", "origin": "org.osbuild.pipeline",
+                                "references": {"name:archive": {"file": "root.tar"}}}},
+            "options": {"filename": "root.tar.xz"}}]}));
+    let (s, o) = (store.to_str().unwrap(), out.to_str().unwrap());
+    let r = run(
+        &[
+            "--json",
+            "--store",
+            s,
+            "--output-directory",
+            o,
+            "--export",
+            "archive",
+            "--export",
+            "xz",
+        ],
+        &manifest,
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.json, r.stderr);
+    let tar = std::fs::read(out.join("archive/root.tar")).unwrap();
+    let xz = std::fs::read(out.join("xz/root.tar.xz")).unwrap();
+    let unpacked = Command::new("xz")
+        .args(["-dc"])
+        .arg(out.join("xz/root.tar.xz"))
+        .output()
+        .unwrap();
+    assert!(unpacked.status.success());
+    assert_eq!(unpacked.stdout, tar);
+    let mut expected = Command::new("xz")
+        .args(["--stdout", "-0", "--threads=2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    expected.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert_eq!(expected.wait_with_output().unwrap().stdout, xz);
+
+    // An input that names a file outside its pipeline is refused.
+    let mut bad = manifest.clone();
+    bad["pipelines"][2]["stages"][0]["inputs"]["file"]["references"] =
+        json!({"name:archive": {"file": "../../etc/passwd"}});
+    let r = run(
+        &[
+            "--json",
+            "--store",
+            s,
+            "--output-directory",
+            o,
+            "--export",
+            "xz",
+        ],
+        &bad,
+    );
+    assert_ne!(r.code, 0, "{}", r.json);
+    let text = r.json.to_string();
+    assert!(text.contains("leaves the input"), "{text}");
+}

@@ -46,7 +46,18 @@ pub struct ImageRequest<'a> {
 
 /// Image types this generator writes (for both families).
 pub fn supported(_family: Family, image_type: &str) -> bool {
-    matches!(image_type, "tar" | "oci" | "pxe" | "disk")
+    matches!(base(image_type), "tar" | "oci" | "pxe" | "disk")
+}
+
+/// The kiln image type an image type is built as: osbuild's names for the
+/// same images (`guest-image`: the qcow2 `disk`; `minimal-raw`: `disk`,
+/// exported raw; `pxe-tar-xz`: `pxe`, its three files in one `.tar.xz`).
+pub fn base(image_type: &str) -> &str {
+    match image_type {
+        "guest-image" | "minimal-raw" => "disk",
+        "pxe-tar-xz" => "pxe",
+        other => other,
+    }
 }
 
 /// Size of a `disk` image when no file system asks for more.
@@ -339,13 +350,14 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     // A Debian tree has the device nodes debootstrap and mmdebstrap give
     // it; not an OCI image's: a container's /dev is its runtime's, and
     // Debian's own container images ship it empty.
-    if req.family == Family::Debian && req.image_type != "oci" {
+    let kind = base(req.image_type);
+    if req.family == Family::Debian && kind != "oci" {
         stages.extend(debian_dev_stages());
     }
     stages.extend(node_identity_stages(&packages));
     stages.extend(customization_stages(req.customizations, &mut inline));
     let mut disk_pipelines = Vec::new();
-    let kernel = match req.image_type {
+    let kernel = match kind {
         // The initramfs is a pipeline of its own (below), made beside the
         // root file system.
         "pxe" => Some(kernel_release(req.family, &packages)?),
@@ -372,7 +384,7 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
     }));
     let tree = |name: &str| json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": [format!("name:{name}")]});
     let mut pipelines = vec![json!({"name": "os", "stages": stages})];
-    match (req.image_type, &kernel) {
+    match (kind, &kernel) {
         ("oci", _) => pipelines.push(json!({"name": "container", "stages": [{
             "type": "org.osbuild.oci-archive",
             "inputs": {"base": tree("os")},
@@ -411,7 +423,13 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
                 ]},
             }]}));
         }
-        ("disk", Some(_)) => pipelines.append(&mut disk_pipelines),
+        ("disk", Some(_)) => {
+            // A raw export needs no qcow2.
+            if req.image_type == "minimal-raw" {
+                disk_pipelines.retain(|p| p["name"] != "qcow2");
+            }
+            pipelines.append(&mut disk_pipelines)
+        }
         _ => pipelines.push(json!({"name": "archive", "stages": [{
             "type": "org.osbuild.tar",
             "inputs": {"tree": tree("os")},
@@ -419,6 +437,23 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
             // (file capabilities among them).
             "options": {"filename": req.filename, "format": "posix"},
         }]})),
+    }
+    if req.image_type == "pxe-tar-xz" {
+        // Upstream's shape: kernel, initramfs and root file system in one
+        // tar, compressed by `org.osbuild.xz` (its fast preset: the three
+        // files are compressed already).
+        let tar_name = req.filename.strip_suffix(".xz").unwrap_or(req.filename);
+        pipelines.push(json!({"name": "tar", "stages": [{
+            "type": "org.osbuild.tar",
+            "inputs": {"tree": tree("pxe")},
+            "options": {"filename": tar_name, "format": "posix", "root-node": "omit"},
+        }]}));
+        pipelines.push(json!({"name": "tarball", "stages": [{
+            "type": "org.osbuild.xz",
+            "inputs": {"file": {"type": "org.osbuild.files", "origin": "org.osbuild.pipeline",
+                                "references": {"name:tar": {"file": tar_name}}}},
+            "options": {"filename": req.filename},
+        }]}));
     }
     // Every pipeline carries the epoch: archives, file systems and images
     // take their timestamps from it, so they are reproducible too.
@@ -533,15 +568,19 @@ pub fn export_pipeline(image_type: &str) -> &'static str {
     match image_type {
         "oci" => "container",
         "pxe" => "pxe",
-        "disk" => "qcow2",
+        "pxe-tar-xz" => "tarball",
+        "disk" | "guest-image" => "qcow2",
+        "minimal-raw" => "image",
         _ => "archive",
     }
 }
 
-/// Every pipeline an image type can export: a `disk` also has its raw image.
+/// Every pipeline an image type can export: a qcow2 disk also has its raw
+/// image, a `pxe-tar-xz` its three files.
 pub fn exports(image_type: &str) -> Vec<&'static str> {
     match image_type {
-        "disk" => vec!["image", "qcow2"],
+        "disk" | "guest-image" => vec!["image", "qcow2"],
+        "pxe-tar-xz" => vec!["pxe", "tarball"],
         t => vec![export_pipeline(t)],
     }
 }

@@ -139,6 +139,27 @@ fn every_type() -> Vec<(&'static str, Value)> {
                 &c,
             ),
         ),
+        // osbuild's names: a raw disk, and the pxe files in one .tar.xz.
+        (
+            "debian-12-minimal-raw.json",
+            build(
+                Family::Debian,
+                "minimal-raw",
+                "disk.raw",
+                &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
+                &c,
+            ),
+        ),
+        (
+            "debian-12-pxe-tar-xz.json",
+            build(
+                Family::Debian,
+                "pxe-tar-xz",
+                "pxe.tar.xz",
+                &with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f"),
+                &c,
+            ),
+        ),
         (
             "rocky-9-disk.json",
             build(
@@ -457,4 +478,64 @@ fn image_types_not_written_yet_are_refused_by_name() {
         .message
         .contains("one kernel"));
     assert_eq!(manifest(&req("tar", &[])).unwrap_err().path, "packages");
+}
+
+#[test]
+fn upstream_image_type_names_build_kiln_images() {
+    let c = ImageCustomizations::from_customizations(&customizations());
+    let kernel = || with_package(packages(), "linux-image-6.1.0-35-amd64", "6.1.137-1", "f");
+    let disk = build(Family::Debian, "disk", "disk.qcow2", &kernel(), &c);
+    // guest-image is the qcow2 disk, byte for byte.
+    assert_eq!(
+        build(Family::Debian, "guest-image", "disk.qcow2", &kernel(), &c),
+        disk
+    );
+    assert_eq!(
+        kiln_manifests::generate::export_pipeline("guest-image"),
+        "qcow2"
+    );
+    // minimal-raw: the same pipelines up to the raw image, which it exports.
+    let raw = build(Family::Debian, "minimal-raw", "disk.raw", &kernel(), &c);
+    let names = |m: &Value| -> Vec<String> {
+        m["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut without_qcow2 = names(&disk);
+    without_qcow2.retain(|n| n != "qcow2");
+    assert_eq!(names(&raw), without_qcow2);
+    assert_eq!(
+        raw["pipelines"][0], disk["pipelines"][0],
+        "the same os tree"
+    );
+    assert_eq!(
+        kiln_manifests::generate::export_pipeline("minimal-raw"),
+        "image"
+    );
+    // pxe-tar-xz: the pxe pipelines and one tar.xz of the pxe tree.
+    let pxe = build(Family::Debian, "pxe", "rootfs.squashfs", &kernel(), &c);
+    let tarxz = build(Family::Debian, "pxe-tar-xz", "pxe.tar.xz", &kernel(), &c);
+    assert_eq!(
+        names(&tarxz),
+        [names(&pxe), vec!["tar".to_owned(), "tarball".to_owned()]].concat()
+    );
+    let pipelines = tarxz["pipelines"].as_array().unwrap();
+    let (tar, tarball) = (
+        &pipelines[pipelines.len() - 2],
+        &pipelines[pipelines.len() - 1],
+    );
+    assert_eq!(tar["stages"][0]["options"]["filename"], "pxe.tar");
+    assert_eq!(
+        tar["stages"][0]["inputs"]["tree"]["references"],
+        json!(["name:pxe"])
+    );
+    assert_eq!(tarball["stages"][0]["type"], "org.osbuild.xz");
+    assert_eq!(tarball["stages"][0]["options"]["filename"], "pxe.tar.xz");
+    assert_eq!(
+        kiln_manifests::generate::export_pipeline("pxe-tar-xz"),
+        "tarball"
+    );
 }

@@ -22,6 +22,59 @@ pub(super) fn output_file(ctx: &Ctx, filename: &str) -> Result<std::path::PathBu
     Ok(ctx.in_tree(filename))
 }
 
+/// The one file input `name` names (an `org.osbuild.files` input of a
+/// pipeline's file), as a path that stays inside the input.
+pub(super) fn input_file(ctx: &Ctx, name: &str) -> Result<PathBuf, String> {
+    let input = ctx.input(name)?;
+    let [file] = input.files.as_slice() else {
+        return Err(format!(
+            "the {name} input must name exactly one file, it names {}",
+            input.files.len()
+        ));
+    };
+    if file.split('/').any(|c| c == "..") {
+        return Err(format!("{file:?} leaves the input"));
+    }
+    Ok(Path::new(&input.path).join(file.trim_start_matches('/')))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct XzOptions {
+    filename: String,
+}
+
+/// osbuild's `org.osbuild.xz`: the `file` input compressed with xz's
+/// fastest preset (osbuild's choice: what it compresses, disk images and
+/// archives of compressed files, gains little from more), in xz's
+/// multi-threaded mode. At least two threads, whatever the CPUs: xz's
+/// threaded output does not depend on the thread count, but its
+/// single-threaded output differs, so every host gives the same bytes.
+pub(super) struct Xz;
+
+impl Stage for Xz {
+    const NAME: &'static str = "org.osbuild.xz";
+    type Options = XzOptions;
+
+    fn run(ctx: &Ctx, o: XzOptions) -> Result<Value, String> {
+        let source = input_file(ctx, "file")?;
+        let target = output_file(ctx, &o.filename)?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(2);
+        let input = File::open(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let output = File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        ctx.run(
+            Command::new("xz")
+                .args(["--stdout", "-0", &format!("--threads={threads}")])
+                .stdin(input)
+                .stdout(output),
+        )?;
+        Ok(Value::Null)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TarOptions {

@@ -628,17 +628,7 @@ impl Stage for Qemu {
     type Options = QemuOptions;
 
     fn run(ctx: &Ctx, o: QemuOptions) -> Result<Value, String> {
-        let input = ctx.input("image")?;
-        let [file] = input.files.as_slice() else {
-            return Err(format!(
-                "the image input must name exactly one file, it names {}",
-                input.files.len()
-            ));
-        };
-        if file.split('/').any(|c| c == "..") {
-            return Err(format!("{file:?} leaves the input"));
-        }
-        let source = std::path::Path::new(&input.path).join(file.trim_start_matches('/'));
+        let source = super::archive::input_file(ctx, "image")?;
         let target = super::archive::output_file(ctx, &o.filename)?;
         let (kind, args) = convert_args(&o.format);
         ctx.run(

@@ -135,6 +135,7 @@ static STAGES: &[StageDef] = &[
     StageDef::of::<system::DracutBuildRoot>(),
     StageDef::of::<archive::Tar>(),
     StageDef::of::<archive::Squashfs>(),
+    StageDef::of::<archive::Xz>(),
     StageDef::of::<disk::Truncate>(),
     StageDef::of::<disk::MkfsExt4>(),
     StageDef::of::<disk::MkfsExt4Tree>(),

@@ -48,6 +48,19 @@ impl Kiln {
         image_type: &str,
         tweak: impl FnOnce(&mut ComposerConfig),
     ) -> Kiln {
+        Kiln::start_for_types(&[image_type], tweak).await
+    }
+
+    /// A kiln whose mirror holds the packages of every one of
+    /// `image_types`; [`Kiln::request`] composes the first.
+    pub(crate) async fn start_for_types(
+        image_types: &[&str],
+        tweak: impl FnOnce(&mut ComposerConfig),
+    ) -> Kiln {
+        let image_type = image_types[0];
+        let mut packages: Vec<String> = image_types.iter().flat_map(|t| package_set(t)).collect();
+        packages.sort();
+        packages.dedup();
         let dir = tempfile::tempdir().unwrap();
         let certs = tempfile::tempdir().unwrap();
         gen_certs(
@@ -63,8 +76,7 @@ impl Kiln {
         );
         let mirror_dir = tempfile::tempdir().unwrap();
         let (mirror, _) =
-            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &package_set(image_type))
-                .unwrap();
+            kiln_testsupport::aptcache::debian_mirror(mirror_dir.path(), &packages).unwrap();
         let mut config = ComposerConfig {
             data_dir: dir.path().join("composer"),
             database_url: Some(PgCluster::shared().unwrap().create_database().unwrap()),
@@ -113,11 +125,16 @@ impl Kiln {
 
     /// A compose of the mirror's image type with these upload targets.
     pub(crate) fn request(&self, targets: Value) -> Value {
+        self.request_of(&self.image_type, targets)
+    }
+
+    /// A compose of `image_type` with these upload targets.
+    pub(crate) fn request_of(&self, image_type: &str, targets: Value) -> Value {
         json!({
             "distribution": "debian-12",
             "image_request": {
                 "architecture": "x86_64",
-                "image_type": self.image_type,
+                "image_type": image_type,
                 "repositories": [{"baseurl": self.mirror.url(), "suite": "test", "components": ["main"], "check_repo_gpg": false}],
                 "upload_targets": targets,
             },
