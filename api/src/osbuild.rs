@@ -83,17 +83,30 @@ impl BuildOutput {
     /// The packages the install stages (dpkg, rpm) reported, in pipeline
     /// and stage order.
     pub fn installed_packages(&self) -> Vec<InstalledPackage> {
+        self.installed_sets()
+            .into_iter()
+            .flat_map(|s| s.packages)
+            .collect()
+    }
+
+    /// What each install stage reported, by pipeline (in name order) and
+    /// stage type.
+    pub fn installed_sets(&self) -> Vec<InstalledSet> {
         let BuildOutput::Result { metadata, .. } = self else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for pipeline in metadata.values() {
-            let Ok(stages) = BTreeMap::<String, Value>::deserialize(pipeline) else {
+        for (pipeline, stages) in metadata {
+            let Ok(stages) = BTreeMap::<String, Value>::deserialize(stages) else {
                 continue;
             };
-            for stage in stages.values() {
-                if let Ok(list) = PackageList::deserialize(stage) {
-                    out.extend(list.packages);
+            for (stage, metadata) in stages {
+                if let Ok(list) = PackageList::deserialize(&metadata) {
+                    out.push(InstalledSet {
+                        pipeline: pipeline.clone(),
+                        stage,
+                        packages: list.packages,
+                    });
                 }
             }
         }
@@ -101,17 +114,70 @@ impl BuildOutput {
     }
 }
 
+/// The packages one install stage of a pipeline reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledSet {
+    pub pipeline: String,
+    /// The stage's type (`kiln.dpkg`, `org.osbuild.rpm`).
+    pub stage: String,
+    pub packages: Vec<InstalledPackage>,
+}
+
 #[derive(Deserialize)]
 struct PackageList {
     packages: Vec<InstalledPackage>,
 }
 
-/// A package an install stage reports in its metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A package an install stage reports in its metadata, as the tree's
+/// package database (dpkg status, rpmdb) has it after the installation.
+/// The optional fields are absent in what older executors (and osbuild)
+/// report.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct InstalledPackage {
     pub name: String,
+    /// dpkg: the whole version (`epoch:upstream-revision`); rpm: `%{VERSION}`.
     pub version: String,
     pub arch: String,
+    /// rpm's `%{RELEASE}`.
+    pub release: Option<String>,
+    /// rpm's `%{EPOCH}`, when it has one.
+    pub epoch: Option<String>,
+    /// The source package: dpkg's `${source:Package} (${source:Version})`
+    /// as `name` and `version`, rpm's `%{SOURCERPM}` as a file name.
+    pub source: Option<SourcePackage>,
+    /// The license the package declares (rpm's `%{LICENSE}`; a dpkg
+    /// database declares none).
+    pub license: Option<String>,
+    /// The checksum (`sha256:<hex>`) of the package file it was installed
+    /// from: the manifest's source for it.
+    pub checksum: Option<String>,
+}
+
+impl InstalledPackage {
+    /// The version as its package manager writes it: dpkg's as it is,
+    /// rpm's `[epoch:]version-release`.
+    pub fn full_version(&self) -> String {
+        let mut v = String::new();
+        if let Some(e) = self.epoch.as_deref().filter(|e| !e.is_empty()) {
+            v.push_str(e);
+            v.push(':');
+        }
+        v.push_str(&self.version);
+        if let Some(r) = self.release.as_deref().filter(|r| !r.is_empty()) {
+            v.push('-');
+            v.push_str(r);
+        }
+        v
+    }
+}
+
+/// The source package a binary package was built from.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePackage {
+    pub name: String,
+    pub version: Option<String>,
 }
 
 /// osbuild's error object: `org.osbuild.error.stage` (with the stage),

@@ -146,6 +146,8 @@ impl Deployer {
             },
             packages: local.packages.clone(),
             kernel_cmdline: local.kernel_cmdline.clone(),
+            // The plan names no SBOM: it changes nothing nodes boot.
+            sbom: None,
         })
     }
 

@@ -26,7 +26,13 @@ pub struct LocalBootImage {
     /// A `root=` in it is replaced by `root=live:<squashfs URL>` at publish time.
     pub kernel_cmdline: String,
     pub packages: Vec<ImagePackage>,
+    /// The image's SBOM (SPDX JSON), stored beside the files as
+    /// [`SBOM_FILE`] and named in the record.
+    pub sbom: Option<PathBuf>,
 }
+
+/// The SBOM's object name under the image's version directory.
+pub const SBOM_FILE: &str = "sbom.spdx.json";
 
 /// One installed package, as the record lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +92,10 @@ pub struct BootRecord {
     pub files: BootFiles,
     pub packages: Vec<ImagePackage>,
     pub kernel_cmdline: String,
+    /// The image's SBOM in the store (records of builds without one, and
+    /// older records, have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<BootFile>,
 }
 
 /// The value of [`BootRecord::kind`] this crate writes.
@@ -126,7 +136,10 @@ impl LocalBootImage {
             ("image.kernel", &self.kernel),
             ("image.initrd", &self.initrd),
             ("image.rootfs", &self.rootfs),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.sbom.as_ref().map(|p| ("image.sbom", p)))
+        {
             if !path.is_file() {
                 return Err(BootError::InvalidField {
                     field: field.into(),

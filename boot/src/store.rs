@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use crate::error::{BootError, Result};
 use crate::image::{
     check_segment, version_for, BootFile, BootFileKind, BootFiles, BootRecord, ImageRef,
-    LocalBootImage, RECORD_FILE, RECORD_KIND,
+    LocalBootImage, RECORD_FILE, RECORD_KIND, SBOM_FILE,
 };
 
 /// Files up to this size are written with one conditional put; larger ones
@@ -272,6 +272,20 @@ impl BootStore {
                 field: "image".into(),
                 reason: "a PXE image has exactly three files".into(),
             })?;
+        let sbom = match &image.sbom {
+            Some(path) => {
+                let key = self.key(&[&image.image_name, &version, &image.arch, SBOM_FILE]);
+                let (sha256, size) = hash_file(path).await?;
+                self.upload_file(&key, path, size).await?;
+                Some(BootFile {
+                    url: self.url(&key),
+                    key: key.to_string(),
+                    sha256,
+                    size,
+                })
+            }
+            None => None,
+        };
         let record = BootRecord {
             kind: RECORD_KIND.into(),
             compose_id: image.compose_id,
@@ -286,6 +300,7 @@ impl BootStore {
             },
             packages: image.packages.clone(),
             kernel_cmdline: image.kernel_cmdline.clone(),
+            sbom,
         };
         self.put_new_json(&self.record_key(&record.image_ref()), &record)
             .await?;

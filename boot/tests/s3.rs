@@ -79,6 +79,19 @@ async fn assert_stored(
         // It is s3s-fs's object, not something kept elsewhere.
         assert!(server.object_path(&file.key).is_file(), "{}", file.key);
     }
+    // The SBOM, when the build has one, beside them.
+    match (&rec.sbom, &build.sbom) {
+        (Some(file), Some(local)) => {
+            assert!(file.key.ends_with("/sbom.spdx.json"), "{}", file.key);
+            let want = std::fs::read(local).unwrap();
+            assert!(read(store, &file.key).await == want, "{}", file.key);
+            assert_eq!(file.sha256, sha256_hex(&want), "{}", file.key);
+            assert_eq!(file.size, want.len() as u64);
+            assert!(file.url.ends_with(&file.key), "{}", file.url);
+        }
+        (None, None) => {}
+        (stored, local) => panic!("record {stored:?}, build {local:?}"),
+    }
     let record: BootRecord = serde_json::from_slice(
         &read(
             store,
@@ -114,7 +127,11 @@ async fn two_builds_published_to_an_smd_group_through_s3() {
     let c = Cluster::start_on(|_| boot_store).await;
 
     // First build: a 9 MiB squashfs, two 8 MiB-chunked parts in staging.
-    let first = c.build("rocky9-compute", 9 * MIB + 17);
+    let mut first = c.build("rocky9-compute", 9 * MIB + 17);
+    // With its SBOM, which the record names.
+    let sbom = first.kernel.with_file_name("root.tar.spdx.json");
+    std::fs::write(&sbom, "{\"spdxVersion\": \"SPDX-2.3\"}\n").unwrap();
+    first.sbom = Some(sbom);
     let plan = c
         .deployer
         .publish(&request(ImageSource::Local(first.clone())))
@@ -165,8 +182,8 @@ async fn two_builds_published_to_an_smd_group_through_s3() {
     }
     let all = keys(store.as_ref()).await;
     assert!(!all.iter().any(|k| k.contains("_staging")), "{all:?}");
-    // 2 × 4 image files, 2 deployments, 2 × 3 node entries.
-    assert_eq!(all.len(), 16, "{all:?}");
+    // 2 × 4 image files, the first's SBOM, 2 deployments, 2 × 3 node entries.
+    assert_eq!(all.len(), 17, "{all:?}");
 
     // A key that is taken is refused by the server, small or large path.
     let kernel_key = Path::from(rec1.files.kernel.key.as_str());

@@ -42,6 +42,9 @@ Examples:
   kiln compose status ID
   kiln compose cancel ID
 
+  # The packages the newer build added, removed or changed:
+  kiln compose diff OLD_ID NEW_ID
+
 Exit status: 0 when the command (or the compose waited for) succeeded,
 1 when it failed; errors name the field the composer refused.";
 
@@ -117,6 +120,24 @@ enum ComposeCommand {
         /// The compose id.
         id: String,
     },
+    /// List the packages added, removed and changed from one build to another.
+    ///
+    /// Reads both composes' SBOMs (GET /composes/{id}/sboms: what each
+    /// image's package database held after its build) and prints one line
+    /// per package that differs: `+ NAME VERSION ARCH` added, `- NAME
+    /// VERSION ARCH` removed, `~ NAME OLD -> NEW ARCH` changed; nothing
+    /// when the package sets are the same. With --output json: {"old",
+    /// "new", "image", "added", "removed", "changed"}. Both builds must have
+    /// succeeded.
+    Diff {
+        /// The older compose's id.
+        old: String,
+        /// The newer compose's id.
+        new: String,
+        /// Which image of each compose, in request order.
+        #[arg(long, default_value_t = 0)]
+        image: usize,
+    },
 }
 
 #[derive(Args)]
@@ -185,6 +206,10 @@ pub(crate) async fn run(args: ComposeArgs) -> anyhow::Result<ExitCode> {
         ComposeCommand::Logs { id } => logs(&composer, output, &id).await,
         ComposeCommand::Cancel { id } => cancel(&composer, output, &id).await,
         ComposeCommand::Delete { id } => delete(&composer, output, &id).await,
+        ComposeCommand::Diff { old, new, image } => {
+            let (old, new) = (compose_id(&old)?, compose_id(&new)?);
+            crate::compose_diff::diff(&composer, output, &old, &new, image).await
+        }
         ComposeCommand::Wait { id, follow } => {
             let id = compose_id(&id)?;
             let opts = FollowOptions {

@@ -3,6 +3,7 @@
 mod blueprint;
 mod boot;
 mod compose;
+mod compose_diff;
 mod compose_request;
 mod composer_api;
 mod depsolve;

@@ -25,7 +25,9 @@ pub struct ComposerConfig {
     pub distributions_dir: Option<PathBuf>,
     /// Channel (tenant) of requests that do not name one.
     pub default_channel: String,
-    /// Largest accepted request body.
+    /// Largest accepted request body (compose API and worker API). 4 MiB:
+    /// a build's result carries its image's SBOM, about 1 KiB per package,
+    /// beside the stage logs.
     pub max_body_bytes: usize,
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
@@ -288,7 +290,7 @@ impl Default for ComposerConfig {
             database_url: None,
             distributions_dir: None,
             default_channel: "default".into(),
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 4 << 20,
             queue: QueueConfig::default(),
             retention: RetentionConfig::default(),
             jobs: JobsConfig::default(),

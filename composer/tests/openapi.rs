@@ -67,6 +67,11 @@ async fn answers_match_the_reference_schemas() {
     check(&reference, "ComposeManifests", &manifests);
     let (_, meta) = c.get(&format!("/composes/{id}/metadata")).await;
     check(&reference, "ComposeMetadata", &meta);
+    // Not built yet: one image, no SBOM.
+    let (status, sboms) = c.get(&format!("/composes/{id}/sboms")).await;
+    assert_eq!(status, 200, "{sboms}");
+    assert_eq!(sboms["items"], json!([[]]), "{sboms}");
+    check(&reference, "ComposeSBOMs", &sboms);
     let (_, canceled) = c.post(&format!("/composes/{id}/cancel"), &json!({})).await;
     check(&reference, "ComposeStatus", &canceled);
     let (_, del) = c.delete(&format!("/composes/{id}")).await;
@@ -146,6 +151,7 @@ async fn openapi_is_generated_and_covers_every_route() {
         ("/composes/{id}/logs", "get"),
         ("/composes/{id}/manifests", "get"),
         ("/composes/{id}/metadata", "get"),
+        ("/composes/{id}/sboms", "get"),
         ("/depsolve/blueprint", "post"),
         ("/search/packages", "post"),
         ("/distributions", "get"),

@@ -265,6 +265,31 @@ fn rpm_installs_exactly_the_given_packages_with_their_scriptlets_and_options() {
         })
         .collect();
     assert_eq!(reported, expected, "{}", r.json["metadata"]);
+    // And, for the SBOM, each one's source RPM, declared license and the
+    // checksum of the file it came from.
+    let by_name = |name: &str| {
+        r.json["metadata"]["os"]["org.osbuild.rpm"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .unwrap()
+            .clone()
+    };
+    for (name, file, source_version) in [
+        ("kiln-setup", &files[0], "1.0-1"),
+        ("kiln-lib", &files[1], "2.0-1"),
+        ("kiln-base", &files[2], "1.0-1"),
+    ] {
+        let p = by_name(name);
+        assert_eq!(p["checksum"], json!(checksum(file)), "{p}");
+        assert_eq!(p["license"], json!("MIT"), "{p}");
+        assert_eq!(
+            p["source"],
+            json!({"name": name, "version": source_version}),
+            "{p}"
+        );
+    }
     // The key went into the tree's database.
     let keys = Command::new("rpm")
         .arg("--root")

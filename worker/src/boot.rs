@@ -45,6 +45,8 @@ pub(crate) struct BootJob<'a> {
     pub exported: &'a Path,
     pub kernel_cmdline: &'a str,
     pub result: &'a BuildOutput,
+    /// The image's SBOM in the export, if the build wrote one.
+    pub sbom: Option<std::path::PathBuf>,
 }
 
 /// Publishes (or, for a dry run, plans) the image; returns what the upload
@@ -68,6 +70,7 @@ pub(crate) async fn publish(
             rootfs: job.exported.join("rootfs.squashfs"),
             kernel_cmdline: job.kernel_cmdline.to_owned(),
             packages: packages(job.result),
+            sbom: job.sbom.clone(),
         }),
         nodes,
         extra_params: options.extra_params.clone().unwrap_or_default(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use kiln_api::compose::UploadTarget;
 use kiln_api::jobs::{Artifact, BuildArgs, BuildResult, JobResult, ManifestResult};
 use kiln_api::osbuild::{BuildOutput, MonitorRecord, StageLogs};
+use kiln_api::sbom::ImageSbom;
 use kiln_api::status::{
     Progress, StoredUpload, SubProgress, UploadFailure, UploadStatus, UploadedFile,
 };
@@ -306,19 +307,31 @@ async fn build(
                     artifacts: Vec::new(),
                     kernel_cmdline: None,
                     log,
+                    sboms: Vec::new(),
                 }),
             );
         }
     };
+    let exported = out.join(&manifest.export);
+    let sboms = tokio::task::spawn_blocking({
+        let (args, arch, manifest, result, exported) = (
+            args.clone(),
+            config.arch.clone(),
+            manifest.clone(),
+            result.clone(),
+            exported.clone(),
+        );
+        move || crate::sbom::write(&args, &arch, &manifest, &result, &exported)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|written| written);
+    let sboms = match sboms {
+        Ok(sboms) => sboms,
+        Err(e) => return failed(format!("the image's SBOM: {e}"), None),
+    };
     upload(
-        client,
-        config,
-        job,
-        args,
-        manifest,
-        &out.join(&manifest.export),
-        &result,
-        shutdown,
+        client, config, job, args, manifest, &exported, &result, sboms, shutdown,
     )
     .await
 }
@@ -402,6 +415,7 @@ async fn upload(
     manifest: &ManifestResult,
     exported: &Path,
     result: &BuildOutput,
+    sboms: Vec<ImageSbom>,
     shutdown: &mut watch::Receiver<Shutdown>,
 ) -> Ended {
     // The image's files: the named artifact first, then the rest (a pxe
@@ -442,6 +456,9 @@ async fn upload(
         }
     }
     let total: u64 = artifacts.iter().map(|a| a.size).sum::<u64>() * args.targets.len() as u64;
+    // The boot store keeps the image's (only) SBOM beside its files.
+    let sbom_file =
+        (sboms.len() == 1).then(|| exported.join(crate::sbom::file_name(&manifest.filename, None)));
     let done = Arc::new(AtomicU64::new(0));
     let owner = job.compose_id.unwrap_or(job.id);
     let uploads_fut = async {
@@ -456,6 +473,7 @@ async fn upload(
                     exported,
                     kernel_cmdline: manifest.kernel_cmdline.as_deref().unwrap_or(""),
                     result,
+                    sbom: sbom_file.clone(),
                 };
                 match crate::boot::publish(config.boot.as_ref(), options, &boot_job).await {
                     Ok(published) => statuses.push(UploadStatus::booted(&published)),
@@ -554,6 +572,7 @@ async fn upload(
         artifacts: artifacts.clone(),
         kernel_cmdline: manifest.kernel_cmdline.clone(),
         log: result.log().map(trimmed_log),
+        sboms,
     };
     match first_failure {
         None => match FinishJob::succeeded(&JobResult::Build(build_result)) {

@@ -12,6 +12,7 @@ mod boot;
 pub mod client;
 pub mod config;
 mod job;
+mod sbom;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -266,6 +267,7 @@ mod tests {
             artifacts: vec![],
             kernel_cmdline: None,
             log: Some([("os".to_string(), vec![stage])].into()),
+            sboms: vec![],
         };
         FinishJob::succeeded(&JobResult::Build(result)).expect("encodes")
     }

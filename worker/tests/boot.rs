@@ -128,6 +128,23 @@ async fn pxe_builds_are_published_under_their_own_keys_and_registered_with_bss()
         std::fs::read(s3.object_path(&second[0])).unwrap(),
         "the same kernel, stored twice under different keys"
     );
+    // Each record names the image's SBOM, stored beside its files.
+    for key in [&first[0], &second[0]] {
+        let dir = key.rsplit_once('/').unwrap().0;
+        let record: kiln_boot::BootRecord = serde_json::from_slice(
+            &std::fs::read(s3.object_path(&format!("{dir}/boot.json"))).unwrap(),
+        )
+        .unwrap();
+        let sbom = record.sbom.expect("boot.json names the SBOM");
+        assert_eq!(sbom.key, format!("{dir}/sbom.spdx.json"));
+        let bytes = std::fs::read(s3.object_path(&sbom.key)).unwrap();
+        assert_eq!(
+            sbom.sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        );
+        let doc: kiln_api::sbom::SpdxDocument = serde_json::from_slice(&bytes).unwrap();
+        assert!(doc.packages.iter().any(|p| p.name == "dracut-live"));
+    }
     // BSS: the whole group boots the second build.
     let files = &published[1]["options"]["files"];
     for x in NODES {

@@ -78,15 +78,19 @@ async fn a_worker_killed_mid_build_loses_nothing_and_another_completes_the_job()
     let job = build_job(&kiln, &id).await;
     assert_eq!(job.retries, 1, "taken back once");
     assert_eq!(job.worker.as_deref(), Some("w2.kiln.test"));
-    // One artifact, written once, by the second worker.
-    let files: Vec<_> = std::fs::read_dir(&local)
+    // One artifact and its SBOM, written once, by the second worker.
+    let mut files: Vec<_> = std::fs::read_dir(&local)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
+    files.sort();
     assert_eq!(
         files,
-        vec![std::ffi::OsString::from(format!("{id}-0-root.tar"))]
+        vec![
+            std::ffi::OsString::from(format!("{id}-0-root.tar")),
+            std::ffi::OsString::from(format!("{id}-0-root.tar.spdx.json")),
+        ]
     );
 }
 

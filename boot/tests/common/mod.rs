@@ -122,6 +122,7 @@ impl Cluster {
                     arch: "x86_64".into(),
                 },
             ],
+            sbom: None,
         }
     }
 }

@@ -242,6 +242,7 @@ impl BootEnv {
                 rootfs: build.join("rootfs.squashfs"),
                 kernel_cmdline: "rd.live.overlay.overlayfs=1 console=ttyS0".into(),
                 packages: vec![],
+                sbom: None,
             })
             .await
             .unwrap()

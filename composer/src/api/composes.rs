@@ -7,7 +7,8 @@ use axum::Json;
 use chrono::Utc;
 use kiln_api::compose::{ComposeId, ComposeRequest};
 use kiln_api::error::{Error, ErrorKind};
-use kiln_api::jobs::{Depsolve, JobKind, Manifest};
+use kiln_api::jobs::{Build, Depsolve, JobKind, Manifest};
+use kiln_api::sbom::{ComposeSboms, ImageSbom};
 use kiln_api::status::{
     ComposeDeleteStatus, ComposeJobs, ComposeList, ComposeLogs, ComposeManifests, ComposeMetadata,
     ComposeStatus, ImageBuildLog, JobLog, PackageMetadata,
@@ -239,6 +240,38 @@ pub async fn get_manifests(
         kind: "ComposeManifests".into(),
         href: format!("{}/manifests", compose_href(compose.id)),
         manifests,
+    }))
+}
+
+/// The SBOMs of a compose's images: per image (request order), the SPDX
+/// documents of its build, as the worker made them from the tree's package
+/// database; an empty list for an image whose build has not succeeded.
+#[utoipa::path(get, path = "/composes/{id}/sboms", tag = "compose", operation_id = "getComposeSBOMs",
+    params(("id" = String, Path, description = "Compose id")),
+    responses((status = 200, body = ComposeSboms), (status = 400, body = Error), (status = 404, body = Error)))]
+pub async fn get_sboms(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: ComposePath,
+) -> Result<Json<ComposeSboms>, ApiError> {
+    let (compose, jobs) = load(&state, &caller, id).await?;
+    let builds: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| jobs::is(j, JobKind::Build))
+        .collect();
+    let images = builds.iter().map(|j| image_of(j) + 1).max().unwrap_or(0);
+    let mut items: Vec<Vec<ImageSbom>> = vec![Vec::new(); images];
+    for j in builds.iter().filter(|j| j.state == JobState::Success) {
+        if let Some(r) = jobs::result::<Build>(j) {
+            let r = r.map_err(ApiError::internal)?;
+            items[image_of(j)].extend(r.sboms);
+        }
+    }
+    Ok(Json(ComposeSboms {
+        id: compose.id,
+        kind: "ComposeSBOMs".into(),
+        href: format!("{}/sboms", compose_href(compose.id)),
+        items,
     }))
 }
 

@@ -43,6 +43,7 @@ use error::ApiError;
         composes::get_logs,
         composes::get_manifests,
         composes::get_metadata,
+        composes::get_sboms,
         composes::get_jobs,
         events::get_events,
         blueprints::push_blueprint,
@@ -96,6 +97,10 @@ use error::ApiError;
         kiln_api::boot::ImageRef,
         kiln_api::status::ComposeStatus,
         kiln_api::status::ComposeList,
+        kiln_api::sbom::ComposeSboms,
+        kiln_api::sbom::ImageSbom,
+        kiln_api::sbom::SbomType,
+        kiln_api::sbom::PipelinePurpose,
         kiln_api::events::JobEventData,
         kiln_api::events::LogEventData,
         kiln_api::error::Error,
@@ -152,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/composes/{id}/logs", get(composes::get_logs))
         .route("/composes/{id}/manifests", get(composes::get_manifests))
         .route("/composes/{id}/metadata", get(composes::get_metadata))
+        .route("/composes/{id}/sboms", get(composes::get_sboms))
         .route("/composes/{id}/jobs", get(composes::get_jobs))
         .route("/composes/{id}/events", get(events::get_events))
         .route(

@@ -380,14 +380,15 @@ impl Stage for Dpkg {
                 .args([
                     "--show",
                     "--showformat",
-                    "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n",
+                    "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n",
                 ]),
         )?;
         let mut listed = Vec::new();
         let mut found = BTreeMap::new();
+        let tree = super::copyright::open_tree(ctx.tree())?;
         for line in installed.lines() {
             let f: Vec<&str> = line.split('\t').collect();
-            if let [status, name, version, arch] = f.as_slice() {
+            if let [status, name, version, arch, source, source_version] = f.as_slice() {
                 if status.trim() != "ii" {
                     return Err(format!(
                         "{name} {version} is not fully installed (dpkg status {:?})",
@@ -395,7 +396,19 @@ impl Stage for Dpkg {
                     ));
                 }
                 found.insert(name.to_string(), version.to_string());
-                listed.push(json!({"name": name, "version": version, "arch": arch}));
+                // What the SBOM needs: the source package, the file the
+                // package came from (the manifest's source names its URL)
+                // and, the database declaring none, the licenses of its
+                // machine-readable copyright file.
+                let mut p = json!({"name": name, "version": version, "arch": arch,
+                    "source": {"name": source, "version": source_version}});
+                if let Some(requested) = by_name.get(*name) {
+                    p["checksum"] = json!(requested.checksum);
+                }
+                if let Some(license) = super::copyright::declared(&tree, name) {
+                    p["license"] = json!(license);
+                }
+                listed.push(p);
             }
         }
         for p in by_name.values() {

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod archive;
+mod copyright;
 mod disk;
 mod dpkg;
 mod files;

@@ -145,18 +145,25 @@ fn import_key(ctx: &Ctx, o: &RpmOptions, file: &Path) -> Result<(), String> {
     }
 }
 
-/// The installed packages, sorted, without the gpg-pubkey pseudo-packages.
-fn installed(ctx: &Ctx, o: &RpmOptions) -> Result<Vec<Value>, String> {
+/// The installed packages, sorted, without the gpg-pubkey pseudo-packages,
+/// each with its source RPM, declared license and, when it came from one of
+/// `files` (by its name, architecture and header digest), that file's
+/// checksum: what the SBOM needs.
+fn installed(
+    ctx: &Ctx,
+    o: &RpmOptions,
+    files: &BTreeMap<(String, String, String), String>,
+) -> Result<Vec<Value>, String> {
     let text = ctx.output(o.command("rpm").args([
         "--query",
         "--all",
         "--queryformat",
-        "%{NAME}\\t%{EPOCH}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SIGMD5}\\n",
+        "%{NAME}\\t%{EPOCH}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SIGMD5}\\t%{SOURCERPM}\\t%{LICENSE}\\n",
     ]))?;
     let mut rows: Vec<Vec<&str>> = text
         .lines()
-        .map(|l| l.split('\t').collect::<Vec<&str>>())
-        .filter(|f| f.len() == 6 && f[0] != "gpg-pubkey")
+        .map(|l| l.splitn(8, '\t').collect::<Vec<&str>>())
+        .filter(|f| f.len() == 8 && f[0] != "gpg-pubkey")
         .collect();
     rows.sort();
     Ok(rows
@@ -166,9 +173,69 @@ fn installed(ctx: &Ctx, o: &RpmOptions) -> Result<Vec<Value>, String> {
             if f[1] != "(none)" {
                 p["epoch"] = json!(f[1]);
             }
+            if let Some(source) = source_rpm(f[6]) {
+                p["source"] = source;
+            }
+            if f[7] != "(none)" && !f[7].is_empty() {
+                p["license"] = json!(f[7]);
+            }
+            let key = (f[0].to_owned(), f[4].to_owned(), f[5].to_owned());
+            if let Some(checksum) = files.get(&key) {
+                p["checksum"] = json!(checksum);
+            }
             p
         })
         .collect())
+}
+
+/// `bash-5.1.8-6.el9.src.rpm` as a source package: `bash`, `5.1.8-6.el9`.
+fn source_rpm(file: &str) -> Option<Value> {
+    let stem = file
+        .strip_suffix(".src.rpm")
+        .or_else(|| file.strip_suffix(".nosrc.rpm"))?;
+    let (rest, release) = stem.rsplit_once('-')?;
+    let (name, version) = rest.rsplit_once('-')?;
+    Some(json!({"name": name, "version": format!("{version}-{release}")}))
+}
+
+/// The package files of the input by (name, architecture, header digest),
+/// each to its checksum (the file's name in the input).
+fn package_files(
+    ctx: &Ctx,
+    dir: &Path,
+    files: &[String],
+) -> Result<BTreeMap<(String, String, String), String>, String> {
+    // Read from the files themselves, not through the tree's database.
+    let text = ctx.output(
+        Command::new("rpm")
+            .args([
+                "--query",
+                "--package",
+                "--nosignature",
+                "--nodigest",
+                "--queryformat",
+                "%{NAME}\\t%{ARCH}\\t%{SIGMD5}\\n",
+            ])
+            .args(files.iter().map(|f| dir.join(f))),
+    )?;
+    let rows: Vec<&str> = text.lines().collect();
+    if rows.len() != files.len() {
+        return Err(format!(
+            "rpm described {} of the {} package files",
+            rows.len(),
+            files.len()
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (row, file) in rows.iter().zip(files) {
+        if let [name, arch, sigmd5] = row.split('\t').collect::<Vec<_>>().as_slice() {
+            out.insert(
+                (name.to_string(), arch.to_string(), sigmd5.to_string()),
+                file.clone(),
+            );
+        }
+    }
+    Ok(out)
 }
 
 pub(super) struct Rpm;
@@ -243,7 +310,8 @@ impl Stage for Rpm {
             import_key(ctx, &o, &ctx.in_tree(p))?;
         }
 
-        let packages = installed(ctx, &o)?;
+        let files = package_files(ctx, dir, &input.files)?;
+        let packages = installed(ctx, &o, &files)?;
         if packages.len() < input.files.len() {
             return Err(format!(
                 "rpm installed {} packages of the {} given",
