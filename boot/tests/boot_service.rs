@@ -80,6 +80,17 @@ impl BootServiceCluster {
         out
     }
 
+    async fn publish_to_group(&self, record: &kiln_boot::BootRecord) -> kiln_boot::Plan {
+        self.deployer
+            .publish(&PublishRequest {
+                image: ImageSource::Published(record.image_ref()),
+                nodes: NodeSelector::group(GROUP).unwrap(),
+                extra_params: EXTRA.into(),
+            })
+            .await
+            .unwrap()
+    }
+
     async fn roll_back_group(&self) -> kiln_boot::Plan {
         self.deployer
             .rollback(&NodeSelector::group(GROUP).unwrap(), false)
@@ -113,15 +124,7 @@ async fn publish_canary_promote_and_roll_back_on_boot_service() {
 
     // Publish A to the group: one resource per node, the exact xname, the
     // publish priority; the node outside the group boots nothing of kiln's.
-    let plan = c
-        .deployer
-        .publish(&PublishRequest {
-            image: ImageSource::Published(a.image_ref()),
-            nodes: NodeSelector::group(GROUP).unwrap(),
-            extra_params: EXTRA.into(),
-        })
-        .await
-        .unwrap();
+    let plan = c.publish_to_group(&a).await;
     assert!(plan
         .changes
         .iter()
@@ -215,14 +218,7 @@ async fn publish_canary_promote_and_roll_back_on_boot_service() {
 
     // A promotion the service fails part way: each node's outcome says
     // which moved, and a rollback puts back exactly those.
-    c.deployer
-        .publish(&PublishRequest {
-            image: ImageSource::Published(a.image_ref()),
-            nodes: NodeSelector::group(GROUP).unwrap(),
-            extra_params: EXTRA.into(),
-        })
-        .await
-        .unwrap();
+    c.publish_to_group(&a).await;
     let mut canary = c
         .deployer
         .plan_canary(

@@ -12,25 +12,7 @@ use kiln_api::osbuild::{InstalledPackage, SourcePackage};
 use kiln_sbom::{document, ManifestSources, PackageFormat, SbomInputs};
 
 fn pyspdxtools(file: &Path) -> (bool, String) {
-    let tool = kiln_testsupport::storage::tools_dir().join("venv/bin/pyspdxtools");
-    assert!(
-        tool.is_file(),
-        "{} is missing: run tools/test.sh, or pip install spdx-tools into that venv",
-        tool.display()
-    );
-    let out = std::process::Command::new(&tool)
-        .arg("-i")
-        .arg(file)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    kiln_testsupport::spdx::validate(file)
 }
 
 fn rpm(name: &str, license: &str, checksum: Option<char>) -> InstalledPackage {

@@ -20,6 +20,7 @@ pub mod oidc;
 pub mod openchami;
 pub mod reference;
 pub mod rpmrepo;
+pub mod spdx;
 pub mod storage;
 
 /// A depsolved set as a manifest lists its package files (image builds in

@@ -178,7 +178,7 @@ async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResu
             other.describe()
         )),
     };
-    let plan = match &args.change {
+    let mut plan = match &args.change {
         BootChange::Publish {
             image,
             extra_params,
@@ -251,7 +251,6 @@ async fn change(config: Option<&BootConfig>, args: &BootArgs) -> Result<BootResu
         }
         BootChange::Show { .. } => None,
     };
-    let mut plan = plan;
     if let (true, Some(plan)) = (args.change.writes(), plan.as_mut()) {
         if let Err(err) = deployer.apply(plan).await {
             return Err((err.to_string(), Some(plan.clone())));

@@ -348,23 +348,8 @@ async fn assert_sbom_is_the_depsolved_set(kiln: &Kiln, id: &str, doc: &SpdxDocum
 /// `pyspdxtools -i FILE` (spdx-tools from PyPI, in the tools venv that
 /// tools/test.sh makes) parses and validates the document.
 fn validate_with_spdx_tools(file: &std::path::Path) {
-    let tool = kiln_testsupport::storage::tools_dir().join("venv/bin/pyspdxtools");
-    assert!(
-        tool.is_file(),
-        "{} is missing: run tools/test.sh, or pip install spdx-tools into that venv",
-        tool.display()
-    );
-    let out = std::process::Command::new(&tool)
-        .arg("-i")
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pyspdxtools: {text}");
+    let (ok, text) = kiln_testsupport::spdx::validate(file);
+    assert!(ok, "pyspdxtools: {text}");
     assert!(!text.contains("invalid"), "pyspdxtools: {text}");
 }
 
