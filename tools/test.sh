@@ -18,10 +18,13 @@ cd "$(dirname "$0")/.."
 # executor benchmark's peer, and the tree kiln's artifacts are compared
 # with), squashfs-tools-ng (mmdebstrap's squashfs output; sqfs2tar reads
 # squashfs back with owners and attributes), uidmap (newuidmap and newgidmap: builds run
-# without privileges, in user namespaces of the build user's subordinate ids).
+# without privileges, in user namespaces of the build user's subordinate ids),
+# faketime (the reproducibility test's second build runs a day ahead) and
+# diffoscope-minimal (`kiln image diff` explains a mismatch with it).
 packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv openssl
           bubblewrap squashfs-tools fdisk dosfstools e2fsprogs grub-pc-bin grub2-common zstd cpio
-          qemu-utils qemu-system-x86 skopeo umoci mmdebstrap squashfs-tools-ng uidmap)
+          qemu-utils qemu-system-x86 skopeo umoci mmdebstrap squashfs-tools-ng uidmap
+          faketime diffoscope-minimal)
 
 # Two passes: installing one package can remove another of the list (a
 # machine image with backports' qemu-utils loses it to bookworm's

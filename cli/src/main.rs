@@ -8,6 +8,7 @@ mod compose_request;
 mod composer_api;
 mod depsolve;
 mod follow;
+mod image_diff;
 mod login;
 mod manifest;
 mod sse;
@@ -36,6 +37,8 @@ enum Command {
     Depsolve(depsolve::DepsolveArgs),
     /// Work with osbuild v2 manifests.
     Manifest(manifest::ManifestArgs),
+    /// Work with built artifacts: explain how two builds of one manifest differ.
+    Image(image_diff::ImageArgs),
     /// Log in to the composer's OpenID provider; compose and blueprint then use the token.
     ///
     /// A person approves the login in a browser (the device flow); a script
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Boot(args) => runtime.block_on(boot::run(args)),
         Command::Depsolve(args) => runtime.block_on(depsolve::run(args)),
         Command::Manifest(args) => runtime.block_on(manifest::run(args)),
+        Command::Image(args) => Ok(image_diff::run(args)),
         Command::Login(args) => runtime.block_on(login::login(args)),
         Command::Logout(args) => runtime.block_on(login::logout(args)),
     };

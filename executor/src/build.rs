@@ -26,6 +26,9 @@ pub struct BuildOptions {
     pub exports: Vec<String>,
     pub checkpoints: Vec<String>,
     pub output_dir: Option<PathBuf>,
+    /// Variables set in every stage's environment, besides the sandbox's
+    /// own (`--stage-env`); the pipeline's SOURCE_DATE_EPOCH wins over them.
+    pub stage_env: Vec<(String, String)>,
 }
 
 /// One stage that ran, as the JSON log reports it.
@@ -122,6 +125,7 @@ struct Builder<'a> {
     work: &'a WorkDir,
     monitor: &'a Monitor,
     checkpoints: &'a [String],
+    stage_env: &'a [(String, String)],
     /// Leases on the finished pipelines' trees, by name.
     trees: Mutex<BTreeMap<String, ObjectLease>>,
     empty: PathBuf,
@@ -223,6 +227,7 @@ pub fn build(manifest: &Manifest, store: &Store, opts: &BuildOptions, monitor: &
         work: &work,
         monitor,
         checkpoints: &opts.checkpoints,
+        stage_env: &opts.stage_env,
         trees: Mutex::new(BTreeMap::new()),
         empty,
         finished: AtomicUsize::new(0),
@@ -587,7 +592,7 @@ impl Builder<'_> {
             serde_json::to_vec(&args).map_err(internal)?,
         )
         .map_err(internal)?;
-        let mut env = Vec::new();
+        let mut env = self.stage_env.to_vec();
         if let Some(epoch) = p.source_epoch {
             env.push(("SOURCE_DATE_EPOCH".to_owned(), epoch.to_string()));
         }

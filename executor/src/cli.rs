@@ -57,6 +57,25 @@ struct Cli {
     /// Print the manifest with every stage's id, build nothing.
     #[arg(long)]
     inspect: bool,
+    /// Pass this variable of kiln-osbuild's environment on to every stage
+    /// (repeatable; stages otherwise see only PATH, LC_ALL, HOME and
+    /// SOURCE_DATE_EPOCH). For testing tools' behaviour, such as
+    /// `faketime`'s `LD_PRELOAD` and `FAKETIME`; the worker sets none.
+    #[arg(long = "stage-env", value_parser = parse_env_name)]
+    stage_env: Vec<String>,
+}
+
+/// A variable name bubblewrap can set: `[A-Za-z_][A-Za-z0-9_]*`.
+fn parse_env_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not an environment variable name"))
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -238,6 +257,12 @@ pub fn main(argv: Vec<String>) -> ExitCode {
         exports: cli.exports.clone(),
         checkpoints: cli.checkpoints.clone(),
         output_dir: cli.output_directory.clone(),
+        // A name kiln-osbuild's environment does not set is left unset.
+        stage_env: cli
+            .stage_env
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+            .collect(),
     };
     let report = build::build(&parsed, &store, &opts, &monitor);
     if let Some(max) = cli.cache_max_size {

@@ -382,6 +382,15 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         "type": "kiln.identity.clean",
         "options": {"remove": IDENTITY_REMOVE, "empty": IDENTITY_EMPTY},
     }));
+    // And after it: the same inputs give the same tree, so the same bytes
+    // in every artifact made from it.
+    stages.push(json!({
+        "type": "kiln.reproducible",
+        "options": {"remove": match req.family {
+            Family::Debian => DEBIAN_BUILD_RECORDS,
+            Family::Rpm => RPM_BUILD_RECORDS,
+        }},
+    }));
     let tree = |name: &str| json!({"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": [format!("name:{name}")]});
     let mut pipelines = vec![json!({"name": "os", "stages": stages})];
     match (kind, &kernel) {
@@ -435,7 +444,9 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
             "inputs": {"tree": tree("os")},
             // pax: the only tar format that keeps extended attributes
             // (file capabilities among them).
-            "options": {"filename": req.filename, "format": "posix"},
+            // numeric-owner: the image's own ids, not names looked up in
+            // the build host's passwd (another host, other names).
+            "options": {"filename": req.filename, "format": "posix", "numeric-owner": true},
         }]})),
     }
     if req.image_type == "pxe-tar-xz" {
@@ -446,7 +457,7 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         pipelines.push(json!({"name": "tar", "stages": [{
             "type": "org.osbuild.tar",
             "inputs": {"tree": tree("pxe")},
-            "options": {"filename": tar_name, "format": "posix", "root-node": "omit"},
+            "options": {"filename": tar_name, "format": "posix", "root-node": "omit", "numeric-owner": true},
         }]}));
         pipelines.push(json!({"name": "tarball", "stages": [{
             "type": "org.osbuild.xz",
@@ -525,6 +536,31 @@ pub const IDENTITY_REMOVE: &[&str] = &[
 /// Emptied rather than removed: systemd writes a new id into an empty
 /// `/etc/machine-id` on each node's first boot (osbuild's `first-boot: no`).
 pub const IDENTITY_EMPTY: &[&str] = &["/etc/machine-id"];
+
+/// What a Debian build records of itself rather than of its inputs: the
+/// package tools' logs (when each package was unpacked and configured, in
+/// which order) and ldconfig's cache of the libraries' inodes and change
+/// times. Each is made again on the node when it is next used.
+pub const DEBIAN_BUILD_RECORDS: &[&str] = &[
+    "/var/log/dpkg.log",
+    "/var/log/alternatives.log",
+    "/var/log/apt/history.log",
+    "/var/log/apt/term.log",
+    "/var/log/apt/eipp.log.xz",
+    "/var/cache/ldconfig/aux-cache",
+];
+
+/// The same for an RPM build: dnf's logs, ldconfig's cache, and the
+/// rpm database's SQLite journals.
+pub const RPM_BUILD_RECORDS: &[&str] = &[
+    "/var/log/dnf.log",
+    "/var/log/dnf.rpm.log",
+    "/var/log/dnf.librepo.log",
+    "/var/log/hawkey.log",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/lib/rpm/rpmdb.sqlite-shm",
+    "/var/lib/rpm/rpmdb.sqlite-wal",
+];
 
 /// The unit that makes a node's own keys at boot, where the image has
 /// packages that need them.

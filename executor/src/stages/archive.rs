@@ -117,6 +117,10 @@ enum RootNode {
     Omit,
 }
 
+/// GNU tar's pax options for archives that depend only on the tree.
+pub(super) const PAX_REPRODUCIBLE: &str =
+    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime";
+
 pub(super) struct Tar;
 
 impl Stage for Tar {
@@ -152,7 +156,8 @@ impl Stage for Tar {
             }
             _ => vec![".".to_owned()],
         };
-        let nodes = nodes::find(Path::new(&input))?;
+        let mut nodes = nodes::find(Path::new(&input))?;
+        nodes::clamp_mtimes(&mut nodes, ctx.args.source_epoch);
         let members = member_names(&nodes, &names);
         let compressor = match o.compression.as_deref() {
             None | Some("auto") => None,
@@ -169,6 +174,15 @@ impl Stage for Tar {
         c.arg(format!("--format={format}")).arg("--sort=name");
         // Extended attributes travel only in pax archives.
         let pax = matches!(o.format, TarFormat::Posix);
+        if pax {
+            // The same bytes from the same tree: no process id in the
+            // extended headers' names, no access or change times (the
+            // kernel's, not the tree's).
+            c.arg(PAX_REPRODUCIBLE);
+        }
+        if let Some(e) = ctx.args.source_epoch {
+            c.arg(format!("--mtime=@{e}")).arg("--clamp-mtime");
+        }
         if o.acls.unwrap_or(true) && pax {
             c.arg("--acls");
         }

@@ -65,8 +65,12 @@ pub(super) struct MkfsExt4Options {
 
 /// mke2fs on the device's byte range; with `tree`, the file system is
 /// filled from it (`-d`: owners, modes, extended attributes and hard links
-/// as the tree has them). SOURCE_DATE_EPOCH (the sandbox's environment)
-/// makes mke2fs's timestamps and hash seed repeatable.
+/// as the tree has them, directories in name order).
+///
+/// Reproducible: the directory hash seed is the file system's uuid and
+/// the root directory belongs to root, whoever runs mke2fs; with a
+/// source epoch, libext2fs takes its clock from it (E2FSPROGS_FAKE_TIME:
+/// the superblock's times, and the creation time of every inode).
 fn mkfs_ext4(ctx: &Ctx, o: &MkfsExt4Options, tree: Option<&str>) -> Result<(), String> {
     let dev = device(ctx)?;
     let size = kib(dev)?;
@@ -75,8 +79,18 @@ fn mkfs_ext4(ctx: &Ctx, o: &MkfsExt4Options, tree: Option<&str>) -> Result<(), S
     if let Some(l) = &o.label {
         c.arg("-L").arg(l);
     }
+    fake_time(ctx, &mut c);
     // nodiscard: discarding would punch holes into the image file.
-    let mut ext = vec![format!("offset={}", dev.offset), "nodiscard".to_owned()];
+    let mut ext = vec![
+        format!("offset={}", dev.offset),
+        "nodiscard".to_owned(),
+        "root_owner=0:0".to_owned(),
+    ];
+    // A uuid other than the words mke2fs takes (`random`, `time`, `null`)
+    // seeds the directory hashes too.
+    if o.uuid.contains('-') {
+        ext.push(format!("hash_seed={}", o.uuid));
+    }
     if let Some(lazy) = o.lazy_init {
         let v = u8::from(lazy);
         ext.push(format!("lazy_itable_init={v},lazy_journal_init={v}"));
@@ -140,19 +154,72 @@ impl Stage for MkfsExt4Tree {
     fn run(ctx: &Ctx, o: MkfsExt4Options) -> Result<Value, String> {
         let tree = ctx.input("tree")?;
         mkfs_ext4(ctx, &o, Some(&tree.path))?;
-        let nodes = nodes::find(std::path::Path::new(&tree.path))?;
+        let mut nodes = nodes::find(std::path::Path::new(&tree.path))?;
+        nodes::clamp_mtimes(&mut nodes, ctx.args.source_epoch);
         if !nodes.is_empty() {
-            make_nodes(ctx, &nodes)?;
+            debugfs(ctx, &nodes::debugfs_script(&nodes))?;
+            println!("{} device nodes made with debugfs", nodes.len());
+        }
+        if let Some(epoch) = ctx.args.source_epoch {
+            let script = times_script(std::path::Path::new(&tree.path), epoch)?;
+            debugfs(ctx, &script)?;
+            println!("the file system's times set from the source epoch {epoch}");
         }
         Ok(Value::Null)
     }
 }
 
-/// Replaces the placeholders `mke2fs -d` copied with device nodes:
-/// debugfs on the file system's byte range (`FILE?offset=N`). debugfs
-/// exits 0 whatever its commands do, so anything it says on standard
-/// error but its banner fails the stage.
-fn make_nodes(ctx: &Ctx, nodes: &[nodes::Node]) -> Result<(), String> {
+/// libext2fs's clock (mke2fs's and debugfs's) at the source epoch.
+fn fake_time(ctx: &Ctx, c: &mut Command) {
+    if let Some(epoch) = ctx.args.source_epoch {
+        c.env("E2FSPROGS_FAKE_TIME", epoch.to_string());
+    }
+}
+
+/// A debugfs script giving every inode made from the tree the times the
+/// tree would have after `kiln.reproducible`: its modification time
+/// clamped to the epoch, its access time the same, and its change time the
+/// epoch (mke2fs copies the change time the kernel gave the tree's file).
+/// Names go in double quotes (a quote doubled); a name with a newline
+/// cannot be written in a script and fails the stage.
+fn times_script(tree: &std::path::Path, epoch: u64) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let e = i64::try_from(epoch).map_err(|_| format!("source epoch {epoch}: too large"))?;
+    let mut s = String::new();
+    let mut todo = vec![tree.to_owned()];
+    while let Some(dir) = todo.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|err| format!("{}: {err}", dir.display()))?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            let rel = path.strip_prefix(tree).map_err(|err| err.to_string())?;
+            let name = rel
+                .to_str()
+                .ok_or_else(|| format!("{}: the name is not UTF-8", rel.display()))?;
+            if name.contains('\n') {
+                return Err(format!(
+                    "{name:?}: a name with a newline cannot be given to debugfs"
+                ));
+            }
+            let quoted = format!("\"/{}\"", name.replace('"', "\"\""));
+            let (m, _) = super::reproducible::clamp(meta.mtime(), meta.mtime_nsec(), e);
+            s.push_str(&format!(
+                "sif {quoted} mtime @{m}\nsif {quoted} atime @{m}\nsif {quoted} ctime @{e}\n"
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// Runs a debugfs script on the file system's byte range
+/// (`FILE?offset=N`). debugfs exits 0 whatever its commands do, so
+/// anything it says on standard error but its banner fails the stage.
+fn debugfs(ctx: &Ctx, script: &str) -> Result<(), String> {
     let dev = device(ctx)?;
     if dev.file.contains('?') {
         return Err(format!(
@@ -160,8 +227,9 @@ fn make_nodes(ctx: &Ctx, nodes: &[nodes::Node]) -> Result<(), String> {
             dev.file
         ));
     }
-    let script = super::scratch_file("debugfs script", nodes::debugfs_script(nodes).as_bytes())?;
+    let script = super::scratch_file("debugfs script", script.as_bytes())?;
     let mut c = Command::new("debugfs");
+    fake_time(ctx, &mut c);
     c.arg("-w")
         .arg("-f")
         .arg(script.path())
@@ -180,7 +248,6 @@ fn make_nodes(ctx: &Ctx, nodes: &[nodes::Node]) -> Result<(), String> {
             complaints.join("; ")
         ));
     }
-    println!("{} device nodes made with debugfs", nodes.len());
     Ok(())
 }
 

@@ -75,6 +75,36 @@ fn open_parent<'p>(tree: &OwnedFd, path: &'p str) -> Result<Option<(OwnedFd, &'p
     }
 }
 
+/// The tree opened as a directory, for [`open_parent`].
+pub(crate) fn open_tree(ctx: &Ctx) -> Result<OwnedFd, String> {
+    rustix::fs::open(
+        ctx.tree(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", ctx.tree().display()))
+}
+
+/// Removes each file or link of `paths` that is present (never a
+/// directory), its directory resolved inside the tree; returns those removed.
+pub(crate) fn remove_files(tree: &OwnedFd, paths: &[String]) -> Result<Vec<String>, String> {
+    let mut removed = Vec::new();
+    for path in paths {
+        let Some((dir, name)) = open_parent(tree, path)? else {
+            continue;
+        };
+        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+            Ok(()) => {
+                eprintln!("removed {path}");
+                removed.push(path.clone());
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(format!("removing {path}: {e}")),
+        }
+    }
+    Ok(removed)
+}
+
 pub(crate) struct Clean;
 
 impl Stage for Clean {
@@ -85,26 +115,8 @@ impl Stage for Clean {
         for p in &o.keep_private_keys {
             tree_path(p)?;
         }
-        let tree = rustix::fs::open(
-            ctx.tree(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("{}: {e}", ctx.tree().display()))?;
-        let mut removed = Vec::new();
-        for path in &o.remove {
-            let Some((dir, name)) = open_parent(&tree, path)? else {
-                continue;
-            };
-            match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
-                Ok(()) => {
-                    eprintln!("removed {path}");
-                    removed.push(path.clone());
-                }
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(format!("removing {path}: {e}")),
-            }
-        }
+        let tree = open_tree(ctx)?;
+        let removed = remove_files(&tree, &o.remove)?;
         let mut emptied = Vec::new();
         for path in &o.empty {
             let Some((dir, name)) = open_parent(&tree, path)? else {

@@ -19,6 +19,7 @@ mod grub;
 pub(crate) mod identity;
 mod nodes;
 mod oci;
+mod reproducible;
 mod rpm;
 mod system;
 
@@ -148,6 +149,7 @@ static STAGES: &[StageDef] = &[
     StageDef::of::<identity::UnitCreate>(),
     StageDef::of::<dpkg::Dpkg>(),
     StageDef::of::<identity::Clean>(),
+    StageDef::of::<reproducible::Reproducible>(),
     StageDef::of::<nodes::Devices>(),
 ];
 

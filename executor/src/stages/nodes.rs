@@ -508,6 +508,17 @@ pub(crate) fn squashfs_exclude(node: &Node) -> String {
         .join("/")
 }
 
+/// The nodes' times clamped to the pipeline's source epoch, as tar's
+/// `--clamp-mtime` does for the files around them.
+pub(crate) fn clamp_mtimes(nodes: &mut [Node], epoch: Option<u64>) {
+    if let Some(e) = epoch {
+        let e = i64::try_from(e).unwrap_or(i64::MAX);
+        for n in nodes {
+            n.mtime = n.mtime.min(e);
+        }
+    }
+}
+
 /// A debugfs script that replaces each placeholder of a file system made
 /// from the tree with its device node: its owner, group, mode and time.
 pub(crate) fn debugfs_script(nodes: &[Node]) -> String {

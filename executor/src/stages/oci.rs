@@ -138,7 +138,7 @@ fn put_layer(
     tar.args([
         "--create",
         "--format=posix",
-        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+        archive::PAX_REPRODUCIBLE,
         "--sort=name",
         "--numeric-owner",
         "--xattrs",
@@ -151,11 +151,7 @@ fn put_layer(
     // Device nodes: the layer is written to a file without their
     // placeholders, and their entries appended.
     let mut nodes = nodes::find(Path::new(base))?;
-    if let Some(e) = epoch {
-        for n in &mut nodes {
-            n.mtime = n.mtime.min(i64::try_from(e).unwrap_or(i64::MAX));
-        }
-    }
+    nodes::clamp_mtimes(&mut nodes, epoch);
     let members = archive::member_names(&nodes, &[".".to_owned()]);
     let _excluded;
     let plain = blobs.join("layer.tar");

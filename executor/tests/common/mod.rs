@@ -11,6 +11,7 @@ pub(crate) mod bios;
 /// Validation against osbuild's reference schemas, as kiln-manifests' tests do it.
 #[path = "../../../manifests/tests/common/mod.rs"]
 pub(crate) mod osbuild_schema;
+pub(crate) mod rpm_repo;
 
 pub(crate) const EXE: &str = env!("CARGO_BIN_EXE_kiln-osbuild");
 
@@ -23,7 +24,21 @@ pub(crate) struct Run {
 /// Runs `kiln-osbuild ARGS -` (the manifest on standard input) as the
 /// build user: the executor refuses root.
 pub(crate) fn run(args: &[&str], manifest: &Value) -> Run {
-    let mut cmd = Command::new(kiln_testsupport::builduser::binary(EXE));
+    run_under(&[], args, manifest)
+}
+
+/// [`run`] through a wrapper command: `WRAPPER... kiln-osbuild ARGS -`
+/// (`faketime -f +1d`, say).
+pub(crate) fn run_under(wrapper: &[&str], args: &[&str], manifest: &Value) -> Run {
+    let exe = kiln_testsupport::builduser::binary(EXE);
+    let mut cmd = match wrapper.split_first() {
+        None => Command::new(&exe),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+    };
     kiln_testsupport::builduser::run_as(&mut cmd);
     let mut child = cmd
         .args(args)
@@ -60,6 +75,17 @@ pub(crate) fn export_with(
     exports: &[&str],
     more: &[&str],
 ) -> Run {
+    export_under(&[], dir, manifest, exports, more)
+}
+
+/// [`export_with`] through a wrapper command (see [`run_under`]).
+pub(crate) fn export_under(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    manifest: &Value,
+    exports: &[&str],
+    more: &[&str],
+) -> Run {
     // The build user's: the executor makes its store and output there.
     kiln_testsupport::builduser::give(dir);
     let (store, out) = (dir.join("store"), dir.join("out"));
@@ -74,7 +100,7 @@ pub(crate) fn export_with(
     for e in exports {
         args.extend(["--export", e]);
     }
-    run(&args, manifest)
+    run_under(wrapper, &args, manifest)
 }
 
 /// A command's standard output; its failure fails the test, with its
@@ -141,10 +167,46 @@ pub(crate) fn debian_image_with(
     blueprint: Value,
     made: &[(&str, &str)],
 ) -> DebianImage {
+    let mut images = debian_images(&[image_type], extra, &[], blueprint, made);
+    let (_, manifest) = images.manifests.remove(0);
+    DebianImage {
+        manifest,
+        packages: images.packages,
+        mirror: images.mirror,
+        source_line: images.source_line,
+    }
+}
+
+/// Debian 12 images of several types from one package set: the union of
+/// the types' package sets without `without`, plus `extra` and the
+/// packages made here, each type's manifest written from that one set (so
+/// their install stages are one stage, built once per store).
+pub(crate) struct DebianImages {
+    /// (image type, manifest), in the order asked.
+    pub manifests: Vec<(String, Value)>,
+    pub packages: Vec<(String, String)>,
+    pub mirror: tempfile::TempDir,
+    pub source_line: String,
+}
+
+pub(crate) fn debian_images(
+    image_types: &[&str],
+    extra: &[&str],
+    without: &[&str],
+    blueprint: Value,
+    made: &[(&str, &str)],
+) -> DebianImages {
     let catalog = kiln_distro::Catalog::embedded().unwrap();
     let distro = catalog.get("debian-12").unwrap();
     let (arch, arch_def) = distro.find_architecture("x86_64").unwrap();
-    let mut names = distro.packages(arch, image_type).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for t in image_types {
+        for n in distro.packages(arch, t).unwrap() {
+            if !names.contains(&n) && !without.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
+    }
     names.extend(extra.iter().map(|s| s.to_string()));
     let request = kiln_depsolve::Request {
         packages: names,
@@ -179,23 +241,30 @@ pub(crate) fn debian_image_with(
     let packages = package_files(&solution);
     let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(blueprint).unwrap();
     let customizations = kiln_manifests::customize::ImageCustomizations::from_blueprint(&blueprint);
-    let filename = distro
-        .image_type(arch, image_type)
-        .unwrap()
-        .filename
-        .clone();
-    let manifest = kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
-        family: distro.family,
-        arch,
-        image_type,
-        filename: &filename,
-        source_epoch: distro.source_epoch,
-        packages: &packages,
-        customizations: &customizations,
-    })
-    .unwrap();
-    DebianImage {
-        manifest,
+    let manifests = image_types
+        .iter()
+        .map(|image_type| {
+            let filename = distro
+                .image_type(arch, image_type)
+                .unwrap()
+                .filename
+                .clone();
+            let manifest =
+                kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
+                    family: distro.family,
+                    arch,
+                    image_type,
+                    filename: &filename,
+                    source_epoch: distro.source_epoch,
+                    packages: &packages,
+                    customizations: &customizations,
+                })
+                .unwrap();
+            (image_type.to_string(), manifest)
+        })
+        .collect();
+    DebianImages {
+        manifests,
         packages: solution
             .packages
             .iter()
