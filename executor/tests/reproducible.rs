@@ -225,19 +225,8 @@ fn rpm_tar_and_oci_are_byte_identical_across_stores_times_and_clocks() {
     }
     let blueprint: kiln_api::customizations::Blueprint = serde_json::from_value(blueprint).unwrap();
     let customizations = kiln_manifests::customize::ImageCustomizations::from_blueprint(&blueprint);
-    let catalog = kiln_distro::Catalog::embedded().unwrap();
-    let rocky = catalog.get("rocky-9").unwrap();
     let manifest = |image_type: &str, filename: &str| {
-        kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
-            family: rocky.family,
-            arch: "x86_64",
-            image_type,
-            filename,
-            source_epoch: rocky.source_epoch,
-            packages: &packages,
-            customizations: &customizations,
-        })
-        .unwrap()
+        common::rpm_repo::rocky_manifest(&packages, &customizations, image_type, filename)
     };
     let (tar, oci) = (
         manifest("tar", "root.tar"),

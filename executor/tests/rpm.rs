@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::rpm_repo::{repo, POST_MARK};
+use common::rpm_repo::{repo, rocky_manifest, POST_MARK};
 use common::run;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -278,18 +278,7 @@ fn a_rocky_shaped_tar_manifest_builds_from_the_test_repository() {
     }))
     .unwrap();
     let customizations = kiln_manifests::customize::ImageCustomizations::from_blueprint(&blueprint);
-    let catalog = kiln_distro::Catalog::embedded().unwrap();
-    let rocky = catalog.get("rocky-9").unwrap();
-    let manifest = kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
-        family: rocky.family,
-        arch: "x86_64",
-        image_type: "tar",
-        filename: "root.tar",
-        source_epoch: rocky.source_epoch,
-        packages: &packages,
-        customizations: &customizations,
-    })
-    .unwrap();
+    let manifest = rocky_manifest(&packages, &customizations, "tar", "root.tar");
 
     let dir = kiln_testsupport::builduser::dir();
     let r = build(dir.path(), &manifest, "archive");
@@ -354,19 +343,8 @@ fn rocky_shaped_tar_and_oci_images_carry_no_host_key() {
     let solution = repo.solve(&["kiln-base", "openssh-server"]);
     let packages = common::package_files(&solution);
     let customizations = kiln_manifests::customize::ImageCustomizations::default();
-    let rocky = kiln_distro::Catalog::embedded().unwrap();
-    let rocky = rocky.get("rocky-9").unwrap();
     let manifest = |image_type: &str, filename: &str| {
-        kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
-            family: rocky.family,
-            arch: "x86_64",
-            image_type,
-            filename,
-            source_epoch: rocky.source_epoch,
-            packages: &packages,
-            customizations: &customizations,
-        })
-        .unwrap()
+        rocky_manifest(&packages, &customizations, image_type, filename)
     };
     let dir = kiln_testsupport::builduser::dir();
     let tar = manifest("tar", "root.tar");

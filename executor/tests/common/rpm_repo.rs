@@ -130,3 +130,26 @@ impl Repo {
             .unwrap_or_else(|| panic!("no {prefix}* in the repository"))
     }
 }
+
+/// The manifest kiln-manifests writes for the `rocky-9` distribution: an
+/// `image_type` image named `filename`, of these packages (depsolved
+/// against the test repository) with these customizations.
+pub(crate) fn rocky_manifest(
+    packages: &[kiln_manifests::generate::PackageFile],
+    customizations: &kiln_manifests::customize::ImageCustomizations,
+    image_type: &str,
+    filename: &str,
+) -> serde_json::Value {
+    let catalog = kiln_distro::Catalog::embedded().unwrap();
+    let rocky = catalog.get("rocky-9").unwrap();
+    kiln_manifests::generate::manifest(&kiln_manifests::generate::ImageRequest {
+        family: rocky.family,
+        arch: "x86_64",
+        image_type,
+        filename,
+        source_epoch: rocky.source_epoch,
+        packages,
+        customizations,
+    })
+    .unwrap()
+}
