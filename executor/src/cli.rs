@@ -387,3 +387,17 @@ fn result_json(report: &build::Report) -> BuildOutput {
         Some(f) => error("org.osbuild.error", Some(failure_text(f)), None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_env_takes_only_variable_names() {
+        assert_eq!(parse_env_name("LD_PRELOAD").unwrap(), "LD_PRELOAD");
+        assert_eq!(parse_env_name("_x1").unwrap(), "_x1");
+        for bad in ["", "1X", "A=B", "A B", "Ä"] {
+            assert!(parse_env_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

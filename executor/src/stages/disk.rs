@@ -708,3 +708,54 @@ impl Stage for Qemu {
         Ok(Value::Null)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_times_script_quotes_every_name_and_clamps_to_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path();
+        std::fs::create_dir(tree.join("a b")).unwrap();
+        std::fs::write(tree.join("a b/say \"hi\""), "x").unwrap();
+        std::os::unix::fs::symlink("nowhere", tree.join("link")).unwrap();
+        for (path, secs) in [("a b/say \"hi\"", 100), ("a b", 300), ("link", 5000)] {
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                tree.join(path),
+                &rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    },
+                    last_modification: rustix::fs::Timespec {
+                        tv_sec: secs,
+                        tv_nsec: 0,
+                    },
+                },
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        }
+        let script = times_script(tree, 1000).unwrap();
+        let mut lines: Vec<&str> = script.lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "sif \"/a b\" atime @300",
+                "sif \"/a b\" ctime @1000",
+                "sif \"/a b\" mtime @300",
+                "sif \"/a b/say \"\"hi\"\"\" atime @100",
+                "sif \"/a b/say \"\"hi\"\"\" ctime @1000",
+                "sif \"/a b/say \"\"hi\"\"\" mtime @100",
+                "sif \"/link\" atime @1000",
+                "sif \"/link\" ctime @1000",
+                "sif \"/link\" mtime @1000",
+            ]
+        );
+        std::fs::write(tree.join("new\nline"), "x").unwrap();
+        assert!(times_script(tree, 1000).unwrap_err().contains("newline"));
+    }
+}
