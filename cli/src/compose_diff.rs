@@ -77,21 +77,15 @@ fn text(d: &PackageDiff) -> String {
             .collect()
     };
     let mut out = String::new();
-    for p in &d.added {
-        out.push_str(&format!(
-            "+ {} {} {}\n",
-            t(&p.name),
-            t(&p.version),
-            t(&p.arch)
-        ));
-    }
-    for p in &d.removed {
-        out.push_str(&format!(
-            "- {} {} {}\n",
-            t(&p.name),
-            t(&p.version),
-            t(&p.arch)
-        ));
+    for (sign, list) in [('+', &d.added), ('-', &d.removed)] {
+        for p in list {
+            out.push_str(&format!(
+                "{sign} {} {} {}\n",
+                t(&p.name),
+                t(&p.version),
+                t(&p.arch)
+            ));
+        }
     }
     for p in &d.changed {
         out.push_str(&format!(

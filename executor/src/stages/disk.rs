@@ -186,33 +186,23 @@ fn times_script(tree: &std::path::Path, epoch: u64) -> Result<String, String> {
     use std::os::unix::fs::MetadataExt;
     let e = i64::try_from(epoch).map_err(|_| format!("source epoch {epoch}: too large"))?;
     let mut s = String::new();
-    let mut todo = vec![tree.to_owned()];
-    while let Some(dir) = todo.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|err| format!("{}: {err}", dir.display()))?;
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|err| format!("{}: {err}", path.display()))?;
-            if meta.is_dir() {
-                todo.push(path.clone());
-            }
-            let rel = path.strip_prefix(tree).map_err(|err| err.to_string())?;
-            let name = rel
-                .to_str()
-                .ok_or_else(|| format!("{}: the name is not UTF-8", rel.display()))?;
-            if name.contains('\n') {
-                return Err(format!(
-                    "{name:?}: a name with a newline cannot be given to debugfs"
-                ));
-            }
-            let quoted = format!("\"/{}\"", name.replace('"', "\"\""));
-            let (m, _) = super::reproducible::clamp(meta.mtime(), meta.mtime_nsec(), e);
-            s.push_str(&format!(
-                "sif {quoted} mtime @{m}\nsif {quoted} atime @{m}\nsif {quoted} ctime @{e}\n"
+    super::reproducible::each_entry(tree, &mut |path, meta| {
+        let rel = path.strip_prefix(tree).map_err(|err| err.to_string())?;
+        let name = rel
+            .to_str()
+            .ok_or_else(|| format!("{}: the name is not UTF-8", rel.display()))?;
+        if name.contains('\n') {
+            return Err(format!(
+                "{name:?}: a name with a newline cannot be given to debugfs"
             ));
         }
-    }
+        let quoted = format!("\"/{}\"", name.replace('"', "\"\""));
+        let (m, _) = super::reproducible::clamp(meta.mtime(), meta.mtime_nsec(), e);
+        s.push_str(&format!(
+            "sif {quoted} mtime @{m}\nsif {quoted} atime @{m}\nsif {quoted} ctime @{e}\n"
+        ));
+        Ok(())
+    })?;
     Ok(s)
 }
 

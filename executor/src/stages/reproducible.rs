@@ -9,6 +9,7 @@
 //! What remains is the change time, which only the kernel sets; the stages
 //! that make file systems from the tree set it themselves.
 
+use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -70,40 +71,53 @@ pub(crate) fn clamp(secs: i64, nanos: i64, epoch: i64) -> (i64, i64) {
     }
 }
 
-/// Sets every entry's modification time below and including `root` to
-/// its clamped value and its access time to the same, without following
-/// links; returns how many modification times moved.
-fn clamp_times(root: &Path, epoch: i64) -> Result<u64, String> {
-    let mut moved = 0;
-    let mut dirs = Vec::new();
+/// Calls `f` with every entry below `root` (not `root` itself) and its
+/// metadata, without following links.
+pub(crate) fn each_entry(
+    root: &Path,
+    f: &mut dyn FnMut(&Path, &Metadata) -> Result<(), String>,
+) -> Result<(), String> {
     let mut todo = vec![root.to_owned()];
     while let Some(dir) = todo.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-            let path = entry.path();
-            let kind = entry
-                .file_type()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if kind.is_dir() {
-                todo.push(path);
-            } else {
-                moved += u64::from(set_clamped(&path, epoch)?);
+            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if meta.is_dir() {
+                todo.push(path.clone());
             }
+            f(&path, &meta)?;
         }
-        dirs.push(dir);
     }
-    // Directories last: setting a child's times leaves its directory's
-    // alone, but this order does not depend on that.
-    for dir in dirs.iter().rev() {
-        moved += u64::from(set_clamped(dir, epoch)?);
+    Ok(())
+}
+
+/// Sets every entry's modification time below and including `root` to
+/// its clamped value and its access time to the same, without following
+/// links; returns how many modification times moved. Directories last,
+/// after the walk has read them: reading a directory moves its access time.
+fn clamp_times(root: &Path, epoch: i64) -> Result<u64, String> {
+    let mut moved = 0;
+    let mut dirs = Vec::new();
+    each_entry(root, &mut |path, meta| {
+        if meta.is_dir() {
+            dirs.push(path.to_owned());
+        } else {
+            moved += u64::from(set_clamped(path, meta, epoch)?);
+        }
+        Ok(())
+    })?;
+    dirs.push(root.to_owned());
+    for dir in &dirs {
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        moved += u64::from(set_clamped(dir, &meta, epoch)?);
     }
     Ok(moved)
 }
 
 /// Whether the modification time moved.
-fn set_clamped(path: &Path, epoch: i64) -> Result<bool, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn set_clamped(path: &Path, meta: &Metadata, epoch: i64) -> Result<bool, String> {
     let (secs, nanos) = clamp(meta.mtime(), meta.mtime_nsec(), epoch);
     let time = Timespec {
         tv_sec: secs,
@@ -132,5 +146,31 @@ mod tests {
         assert_eq!(clamp(200, 0, 200), (200, 0));
         assert_eq!(clamp(200, 1, 200), (200, 0));
         assert_eq!(clamp(300, 7, 200), (200, 0));
+    }
+
+    #[test]
+    fn clamping_sets_links_themselves_and_never_what_they_point_to() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "host file").unwrap();
+        let before = std::fs::metadata(&victim).unwrap().mtime();
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tree.path().join("etc")).unwrap();
+        std::fs::write(tree.path().join("etc/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&victim, tree.path().join("etc/link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.path().join("dir-link")).unwrap();
+
+        // Everything here was made now, after the epoch: the file, the
+        // two links, etc and the root.
+        assert_eq!(clamp_times(tree.path(), 1_000_000).unwrap(), 5);
+        for p in ["", "etc", "etc/file", "etc/link", "dir-link"] {
+            let m = std::fs::symlink_metadata(tree.path().join(p)).unwrap();
+            assert_eq!((m.mtime(), m.atime()), (1_000_000, 1_000_000), "{p}");
+        }
+        assert_eq!(std::fs::metadata(&victim).unwrap().mtime(), before);
+        assert_ne!(
+            std::fs::metadata(outside.path()).unwrap().mtime(),
+            1_000_000
+        );
     }
 }
