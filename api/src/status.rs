@@ -235,6 +235,24 @@ pub struct JobLog {
     pub state: String,
     pub reason: Option<String>,
     pub result: Option<Value>,
+    /// The lines its worker reported while it ran (a build: the executor's
+    /// output), kept after it ended; absent when it reported none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<StoredJobLog>,
+}
+
+/// A job's log as the composer keeps it: bounded (the oldest lines go
+/// first) and compressed once the job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredJobLog {
+    /// The lines, each ending in a newline.
+    pub text: String,
+    /// How many lines `text` holds.
+    pub lines: i64,
+    /// How many earlier lines were dropped to keep the log bounded.
+    pub dropped: i64,
+    /// False while the job may still add lines.
+    pub complete: bool,
 }
 
 impl JobLog {

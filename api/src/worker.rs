@@ -244,12 +244,41 @@ impl FinishJob {
     }
 }
 
-/// The answer to a successful finish: the job as stored.
+/// `POST /jobs/{token}/release`: the worker gives its job back without a
+/// result (it was told to stop at once); the composer queues it again at
+/// once, counted as a requeue, instead of waiting for its heartbeats to stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseJob {
+    /// Why, for the job's record (one line, at most [`MAX_RELEASE_REASON`] bytes).
+    pub reason: String,
+}
+
+/// The longest reason a release may give.
+pub const MAX_RELEASE_REASON: usize = 512;
+
+impl ReleaseJob {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let r = self.reason.trim();
+        if r.is_empty() {
+            return Err(invalid("reason", "a released job must say why"));
+        }
+        if r.len() > MAX_RELEASE_REASON || r.chars().any(char::is_control) {
+            return Err(invalid(
+                "reason",
+                format!("one line of at most {MAX_RELEASE_REASON} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a finish or a release: the job's state now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinishResponse {
     pub id: Uuid,
-    /// `success` or `failed`.
+    /// `success` or `failed` after a finish; `queued` or `failed` after a release.
     pub state: String,
 }
 
@@ -260,6 +289,20 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_says_why_in_one_line() {
+        let r = |reason: &str| {
+            ReleaseJob {
+                reason: reason.into(),
+            }
+            .validate()
+        };
+        assert!(r("told to stop at once").is_ok());
+        for bad in ["", "  ", "two\nlines", &"x".repeat(MAX_RELEASE_REASON + 1)] {
+            assert_eq!(r(bad).unwrap_err().field, "reason", "{bad:?}");
+        }
+    }
     use serde_json::json;
 
     fn request(v: Value) -> Result<RequestJob, String> {

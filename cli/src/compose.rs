@@ -407,6 +407,18 @@ fn print_job_log(job: &JobLog) {
     if let Some(reason) = job.reason.as_deref().filter(|r| !r.is_empty()) {
         println!("    reason: {reason}");
     }
+    if let Some(l) = &job.log {
+        let dropped = if l.dropped > 0 {
+            format!(", the {} before them dropped", l.dropped)
+        } else {
+            String::new()
+        };
+        let growing = if l.complete { "" } else { ", still running" };
+        println!("    log ({} lines{dropped}{growing}):", l.lines);
+        for line in l.text.lines() {
+            println!("      {line}");
+        }
+    }
     // A result this CLI cannot read (another kind, an older composer) shows
     // no highlights; `--output json` still has it whole.
     let (kernel_cmdline, uploads, log) = match job.result() {

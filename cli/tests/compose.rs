@@ -538,18 +538,22 @@ async fn play_pxe_build(c: &TestComposer, id: uuid::Uuid, watching: &mut Running
 
     let build = take("build").await;
     watching.expect_text("job build").await;
-    let live = &c.state.live;
-    live.update(
-        build.job.id,
-        Some(id),
-        Some(BuildPhase::Building),
-        Some(Progress {
-            done: 1,
-            total: 3,
-            subprogress: Some(SubProgress { done: 2, total: 5 }),
-        }),
-        vec!["org.osbuild.apt: unpacking linux-image-amd64".into()],
-    );
+    // As the worker API records a worker's report.
+    let progress = Progress {
+        done: 1,
+        total: 3,
+        subprogress: Some(SubProgress { done: 2, total: 5 }),
+    };
+    queue
+        .report_live(
+            build.job.id,
+            Some(id),
+            Some(&json!(BuildPhase::Building)),
+            Some(&json!(progress)),
+            &["org.osbuild.apt: unpacking linux-image-amd64".into()],
+        )
+        .await
+        .unwrap();
     if bars {
         watching.expect_text("1/3 pipelines").await;
         watching.expect_text("2/5 stages").await;
@@ -560,13 +564,16 @@ async fn play_pxe_build(c: &TestComposer, id: uuid::Uuid, watching: &mut Running
     watching
         .expect_anywhere("unpacking linux-image-amd64")
         .await;
-    live.update(
-        build.job.id,
-        Some(id),
-        Some(BuildPhase::Uploading),
-        None,
-        vec![],
-    );
+    queue
+        .report_live(
+            build.job.id,
+            Some(id),
+            Some(&json!(BuildPhase::Uploading)),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
     watching.expect_text("uploading").await;
 
     queue
@@ -583,7 +590,7 @@ async fn play_pxe_build(c: &TestComposer, id: uuid::Uuid, watching: &mut Running
         )
         .await
         .unwrap();
-    live.remove(build.job.id);
+    queue.seal_log(build.job.id).await.unwrap();
 }
 
 fn assert_report(id: uuid::Uuid, out: &str) {

@@ -69,12 +69,13 @@ impl AppState {
             .map_err(|e| anyhow::anyhow!("opening the queue at {}: {e}", redact(&url)))?;
         let limits = config.repositories.limits();
         let budget = config.repositories.cache_budget_bytes;
+        let live = Arc::new(live::Live::new(queue.as_ref()));
         Ok(AppState {
             queue,
             catalog: Arc::new(catalog),
             config: Arc::new(config),
             repos: Arc::new(repos::RepoCache::new(limits, policy, budget)),
-            live: Arc::new(live::Live::default()),
+            live,
             auth,
         })
     }
@@ -99,7 +100,6 @@ pub fn redact(url: &str) -> String {
 pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let q = state.queue.clone();
     let cfg = state.config.queue.clone();
-    let live = state.live.clone();
     let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(cfg.reap_interval_secs.max(1)));
         loop {
@@ -113,11 +113,16 @@ pub fn spawn_housekeeping(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> 
             {
                 Ok(r) if !r.requeued.is_empty() || !r.failed.is_empty() => {
                     tracing::warn!(requeued = ?r.requeued, failed = ?r.failed, "took jobs back from silent workers");
-                    // Their workers never finish them: their live state goes now.
-                    live.forget(r.requeued.iter().chain(&r.failed).copied());
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "requeueing stale jobs"),
+            }
+            // Logs of jobs that ended without a finish sealing them (failed
+            // here, canceled, or a composer that stopped in between).
+            match q.seal_finished_logs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(logs = n, "sealed the logs of finished jobs"),
+                Err(e) => tracing::error!(error = %e, "sealing the logs of finished jobs"),
             }
         }
     });

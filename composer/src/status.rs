@@ -11,7 +11,7 @@ use kiln_api::worker::BuildPhase;
 use kiln_api::API_PREFIX;
 use kiln_queue::{ComposeRecord, Job, JobState};
 
-use crate::live::Live;
+use crate::live::LiveJobs;
 
 /// Error ids in `image_status.error.id`.
 pub const IMAGE_ERROR_CANCELED: u32 = 100;
@@ -54,7 +54,7 @@ fn upload_statuses(build: Option<&Job>) -> Vec<UploadStatus> {
         .unwrap_or_default()
 }
 
-fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
+fn image_status(jobs: &[&Job], live: &LiveJobs) -> ImageStatus {
     let build = jobs
         .iter()
         .copied()
@@ -93,7 +93,7 @@ fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
         (ImageStatusValue::Success, None)
     } else if let Some(b) = build.filter(|b| b.state == JobState::Running) {
         // What the worker last said: building, or uploading the result.
-        match live.get(b.id).and_then(|l| l.phase) {
+        match live.get(&b.id).and_then(|l| l.phase) {
             Some(BuildPhase::Uploading) => (ImageStatusValue::Uploading, None),
             _ => (ImageStatusValue::Building, None),
         }
@@ -103,8 +103,8 @@ fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
     let uploads = upload_statuses(build);
     let progress = build
         .filter(|b| b.state == JobState::Running)
-        .and_then(|b| live.get(b.id))
-        .and_then(|l| l.progress);
+        .and_then(|b| live.get(&b.id))
+        .and_then(|l| l.progress.clone());
     ImageStatus {
         status,
         progress,
@@ -118,9 +118,20 @@ fn image_status(jobs: &[&Job], live: &Live) -> ImageStatus {
     }
 }
 
+/// A compose's status now: its jobs, and what the workers of its running
+/// builds reported to any composer.
+pub async fn current(
+    queue: &dyn kiln_queue::JobQueue,
+    compose: &ComposeRecord,
+    jobs: &[Job],
+) -> Result<ComposeStatus, kiln_queue::QueueError> {
+    let live = crate::live::of_jobs(queue, jobs).await?;
+    Ok(compose_status(compose, jobs, &live))
+}
+
 /// The status of a compose from its record, its jobs, and what the workers
 /// of its running builds report.
-pub fn compose_status(compose: &ComposeRecord, jobs: &[Job], live: &Live) -> ComposeStatus {
+pub fn compose_status(compose: &ComposeRecord, jobs: &[Job], live: &LiveJobs) -> ComposeStatus {
     let request: Option<ComposeRequest> = serde_json::from_value(compose.request.clone()).ok();
     let images: Vec<_> = request.as_ref().map(|r| r.images()).unwrap_or_default();
     let count = images

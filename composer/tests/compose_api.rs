@@ -5,8 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{pxe_request, start, start_with, Backend};
-use futures::StreamExt;
+use common::{pxe_request, read_to_end, read_until, start, start_with, Backend};
 use kiln_queue::{DequeueFilter, JobState, Outcome};
 use serde_json::json;
 
@@ -117,42 +116,6 @@ async fn compose_is_listed_has_a_job_graph_and_cancels_with_an_sse_event(b: Back
     let (_, logs) = c.get(&format!("/composes/{id}/logs")).await;
     let log_jobs = logs["image_builds"][0]["jobs"].as_array().unwrap();
     assert!(log_jobs.iter().all(|j| j["state"] == "canceled"), "{logs}");
-}
-
-async fn read_until(
-    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buf: &mut String,
-    end: &str,
-) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !buf.contains(end) {
-        let chunk = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .expect("event in time");
-        buf.push_str(&String::from_utf8_lossy(
-            &chunk.expect("stream open").unwrap(),
-        ));
-    }
-    let i = buf.find(end).unwrap() + end.len();
-    let head = buf[..i].to_owned();
-    buf.drain(..i);
-    head
-}
-
-async fn read_to_end(
-    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buf: &mut String,
-) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .expect("stream ended in time")
-        {
-            Some(chunk) => buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
-            None => return std::mem::take(buf),
-        }
-    }
 }
 
 async fn several_images_and_targets_make_one_chain_each(b: Backend) {

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{pxe_request, Backend, TestComposer};
-use kiln_queue::JobState;
+use common::{pxe_request, read_to_end, read_until, Backend, TestComposer};
+use kiln_queue::{DequeueFilter, JobState, Outcome};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -556,11 +556,11 @@ async fn bindings_limit_what_a_worker_takes_postgres() {
     bindings_limit_what_a_worker_takes(Backend::Postgres).await
 }
 
-/// A worker that goes silent leaves nothing behind in the composer's live
-/// state once its job is taken back: live state is bounded by the jobs
-/// that are really running.
+/// A worker that goes silent leaves no live state behind once its job is
+/// taken back (live state is bounded by the jobs really running), and what
+/// it reported is kept as the job's sealed log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_workers_live_state_is_forgotten() {
+async fn a_silent_workers_live_state_is_sealed_into_its_log() {
     let c = start_configured(Backend::Sqlite, |cfg| {
         cfg.queue.heartbeat_timeout_secs = 1;
         cfg.queue.reap_interval_secs = 1;
@@ -580,18 +580,31 @@ async fn a_silent_workers_live_state_is_forgotten() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(c.composer.state.live.held(), (1, 1));
-    // Silent from now on: the reaper fails the job and the live state goes.
+    let q = &c.composer.state.queue;
+    assert_eq!(q.live_states(&[depsolve]).await.unwrap().len(), 1);
+    let log = q.job_log(depsolve).await.unwrap().unwrap();
+    assert_eq!(
+        (log.text.as_str(), log.sealed),
+        ("fetching indexes\n", false)
+    );
+    // Silent from now on: the reaper fails the job, its live state goes and
+    // its log is sealed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while c.job_state(depsolve).await != JobState::Failed || c.composer.state.live.held() != (0, 0)
+    while c.job_state(depsolve).await != JobState::Failed
+        || !q.live_states(&[depsolve]).await.unwrap().is_empty()
     {
         assert!(
             tokio::time::Instant::now() < deadline,
             "live state kept: {:?}",
-            c.composer.state.live.held()
+            q.live_states(&[depsolve]).await.unwrap()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let log = q.job_log(depsolve).await.unwrap().unwrap();
+    assert_eq!(
+        (log.text.as_str(), log.sealed),
+        ("fetching indexes\n", true)
+    );
 }
 
 /// With `worker_api.crl`, a revoked worker certificate fails the handshake,
@@ -647,4 +660,115 @@ async fn revoked_worker_certificates_are_refused_and_the_list_is_reloaded() {
         .await
         .unwrap();
     assert_eq!(status, 204, "{body}");
+}
+
+/// Two composers on one PostgreSQL database: a worker reports to one, and
+/// the other's status and event stream show the build's phase, progress and
+/// log lines (also a report too large for one NOTIFY), and its stored log
+/// once the build ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_composer_shows_what_a_worker_reports_to_one() {
+    let a = start(Backend::Postgres).await;
+    let url = a.composer.state.config.database_url.clone().unwrap();
+    let b = common::start_with(Backend::Postgres, |c| c.database_url = Some(url)).await;
+    let (id, _) = a.compose().await;
+    // Depsolve and manifest end in the queue; the build goes to a worker.
+    let q = &a.composer.queue;
+    let manifest = json!({"manifest": {"version": "2", "pipelines": []}, "export": "image",
+                          "filename": "root.tar"});
+    for (t, result) in [
+        ("depsolve", json!({"packages": []})),
+        ("manifest", manifest),
+    ] {
+        let lease = q
+            .dequeue(&DequeueFilter::types(&[t]), "test", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        q.finish(lease.token, Outcome::Success(result))
+            .await
+            .unwrap();
+    }
+    let w = a.certified("worker1");
+    let (status, job) = w.take(&["build"], 5).await.unwrap();
+    assert_eq!(status, 200, "{job}");
+    let token = job["token"].as_str().unwrap().to_owned();
+    let build = job["id"].as_str().unwrap().to_owned();
+
+    let resp = b
+        .http
+        .get(b.url(&format!("/composes/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let first = read_until(&mut stream, &mut text, "\n\n").await;
+    assert!(first.contains("\"building\""), "{first}");
+
+    let report = |body: Value| {
+        let (w, token) = (&w, &token);
+        async move {
+            let (status, r) = w
+                .post(&format!("/jobs/{token}/progress"), &body)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{r}");
+        }
+    };
+    report(
+        json!({"phase": "building", "progress": {"done": 1, "total": 3},
+                  "log": ["stage org.osbuild.mkdir", "stage org.osbuild.apt"]}),
+    )
+    .await;
+    let got = read_until(&mut stream, &mut text, "\"done\":1").await;
+    assert!(
+        got.contains("event: log") && got.contains("stage org.osbuild.apt"),
+        "{got}"
+    );
+    let (_, s) = b.get(&format!("/composes/{id}")).await;
+    assert_eq!(s["image_status"]["status"], "building", "{s}");
+    assert_eq!(s["image_status"]["progress"]["done"], 1, "{s}");
+
+    // 1000 lines: far more than one NOTIFY carries.
+    let many: Vec<String> = (0..1000)
+        .map(|i| format!("unpacking package {i:04}"))
+        .collect();
+    report(json!({"phase": "uploading", "log": many})).await;
+    read_until(&mut stream, &mut text, "unpacking package 0999").await;
+    let (_, s) = b.get(&format!("/composes/{id}")).await;
+    assert_eq!(s["image_status"]["status"], "uploading", "{s}");
+
+    let (status, r) = w
+        .post(
+            &format!("/jobs/{token}/finish"),
+            &json!({"success": false, "reason": "upload refused"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{r}");
+    let rest = read_to_end(&mut stream, &mut text).await;
+    assert!(rest.contains("\"failure\""), "{rest}");
+    // The log, kept and sealed, from the other composer.
+    let (_, logs) = b.get(&format!("/composes/{id}/logs")).await;
+    let job = logs["image_builds"][0]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == json!(build))
+        .unwrap()
+        .clone();
+    assert_eq!(job["log"]["complete"], true, "{job}");
+    assert_eq!(job["log"]["lines"], 1002);
+    assert_eq!(job["log"]["dropped"], 0);
+    let text = job["log"]["text"].as_str().unwrap();
+    assert!(text
+        .starts_with("stage org.osbuild.mkdir\nstage org.osbuild.apt\nunpacking package 0000\n"));
+    assert!(text.ends_with("unpacking package 0999\n"));
+    assert!(b
+        .queue
+        .live_states(&[build.parse().unwrap()])
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -26,11 +26,13 @@ use uuid::Uuid;
 
 mod batch;
 mod graph;
+pub mod live;
 pub mod postgres;
 pub mod sqlite;
 mod wait;
 
 pub use graph::validate_graph;
+pub use live::{JobLogText, LiveEvent, LiveState};
 
 /// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -406,6 +408,46 @@ pub trait JobQueue: Send + Sync + 'static {
     /// What the nodes `channel` has seen boot, by xname.
     async fn node_boots(&self, channel: &str) -> Result<Vec<NodeBootRecord>>;
 
+    /// Gives a leased job back at once (its worker stops without a result):
+    /// queued again, counted as a requeue like a job whose heartbeats
+    /// stopped, or failed once it was requeued `max_retries` times. Returns
+    /// the job's new state; [`QueueError::LeaseLost`] when the lease is gone.
+    async fn hand_back(&self, token: Uuid, reason: &str, max_retries: u32) -> Result<JobState>;
+
+    /// Records a worker's report on a running job: its phase and progress
+    /// (each kept until a report brings a new one) and new log lines (kept
+    /// up to [`live::LOG_MAX_BYTES`] per job, the oldest dropped first),
+    /// and announces it to every subscriber of [`JobQueue::subscribe_live`]
+    /// in every process sharing the database.
+    async fn report_live(
+        &self,
+        job: Uuid,
+        compose: Option<Uuid>,
+        phase: Option<&Value>,
+        progress: Option<&Value>,
+        lines: &[String],
+    ) -> Result<()>;
+
+    /// The live state of those of `jobs` that have one.
+    async fn live_states(&self, jobs: &[Uuid]) -> Result<Vec<LiveState>>;
+
+    /// Seals a finished job's log: its chunks become one compressed log
+    /// and its live state goes. False when the job has not finished or has
+    /// nothing to seal.
+    async fn seal_log(&self, job: Uuid) -> Result<bool>;
+
+    /// Seals the log of every finished job whose log is not sealed yet
+    /// (canceled jobs, jobs failed by the reaper, a composer that stopped
+    /// between a finish and its seal). Returns how many.
+    async fn seal_finished_logs(&self) -> Result<u64>;
+
+    /// A job's log: sealed once the job ended, growing before.
+    async fn job_log(&self, job: Uuid) -> Result<Option<JobLogText>>;
+
+    /// From now on, from any process sharing the database: every report of
+    /// [`JobQueue::report_live`].
+    fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<LiveEvent>;
+
     /// From now on, from any process sharing the database: every state change
     /// of a compose's job, and every job becoming `queued`. (Other changes of
     /// jobs outside composes are not announced: nobody follows them, and on
@@ -473,15 +515,35 @@ pub(crate) fn announced(e: &JobEvent) -> bool {
     e.state == JobState::Queued || e.compose.is_some()
 }
 
-pub(crate) fn stale_reason(max_retries: u32) -> String {
+/// Why a running job is taken from its worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TakenBack<'a> {
+    /// Its heartbeats stopped.
+    Silent,
+    /// The worker gave it back, for this reason.
+    HandedBack(&'a str),
+}
+
+impl TakenBack<'_> {
+    fn what(&self) -> String {
+        match self {
+            TakenBack::Silent => "stopped heart-beating".to_owned(),
+            TakenBack::HandedBack(why) => format!("handed it back ({why})"),
+        }
+    }
+}
+
+pub(crate) fn stale_reason(max_retries: u32, why: TakenBack) -> String {
     format!(
-        "worker stopped heart-beating; the job was already requeued {max_retries} time(s), the limit"
+        "worker {}; the job was already requeued {max_retries} time(s), the limit",
+        why.what()
     )
 }
 
-pub(crate) fn requeue_reason(worker: Option<&str>, attempt: i32) -> String {
+pub(crate) fn requeue_reason(worker: Option<&str>, attempt: i32, why: TakenBack) -> String {
     format!(
-        "requeued (attempt {attempt}): worker {} stopped heart-beating",
-        worker.unwrap_or("?")
+        "requeued (attempt {attempt}): worker {} {}",
+        worker.unwrap_or("?"),
+        why.what()
     )
 }

@@ -14,15 +14,18 @@ use uuid::Uuid;
 
 use crate::batch::Batcher;
 use crate::graph::{self, StoredDependency};
+use crate::live;
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
     BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent,
-    JobQueue, JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError,
-    ReapReport, Result, RowCounts,
+    JobLogText, JobQueue, JobState, Lease, LeaseStatus, LiveEvent, LiveState, NewJob,
+    NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack,
 };
 
 const CHANNEL: &str = "kiln_jobs";
+/// Where [`JobQueue::report_live`] announces reports.
+const LIVE_CHANNEL: &str = "kiln_live";
 
 const JOB_COLUMNS: &str =
     "id, compose_id, job_type, arch, channel, args, priority, state, result, \
@@ -39,6 +42,7 @@ const MAX_BATCH: usize = 128;
 pub struct PgQueue {
     pool: PgPool,
     events: broadcast::Sender<JobEvent>,
+    live: broadcast::Sender<LiveEvent>,
     waiters: Arc<Waiters>,
     listener: tokio::task::JoinHandle<()>,
     /// Lone jobs without dependencies, the common `enqueue`.
@@ -67,10 +71,17 @@ impl PgQueue {
     pub async fn with_pool(pool: PgPool) -> Result<PgQueue> {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen_all([CHANNEL, LIVE_CHANNEL]).await?;
         let (events, _) = broadcast::channel(4096);
+        let (live, _) = broadcast::channel(4096);
         let waiters = Arc::new(Waiters::default());
-        let listener = tokio::spawn(listen(listener, events.clone(), waiters.clone()));
+        let listener = tokio::spawn(listen(
+            listener,
+            events.clone(),
+            live.clone(),
+            waiters.clone(),
+            pool.clone(),
+        ));
         // The batched statements find every row through an index. Planned
         // while the table is small (a fresh database, or before autovacuum's
         // next ANALYZE), they would keep a sequential scan in their cached
@@ -121,6 +132,7 @@ impl PgQueue {
         Ok(PgQueue {
             pool,
             events,
+            live,
             waiters,
             listener,
             enqueues,
@@ -193,6 +205,51 @@ impl PgQueue {
         Ok(())
     }
 
+    /// Takes a running job (`row`: its id, job_type, worker and retries,
+    /// locked) from its worker: queued again, or failed at the retry limit.
+    async fn take_back(
+        conn: &mut PgConnection,
+        row: &PgRow,
+        max_retries: u32,
+        why: TakenBack<'_>,
+    ) -> Result<JobState> {
+        let id: Uuid = row.try_get("id")?;
+        let retries: i32 = row.try_get("retries")?;
+        let worker: Option<String> = row.try_get("worker")?;
+        if retries < max_retries as i32 {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', retries = retries + 1, token = NULL, worker = NULL, \
+                 started_at = NULL, heartbeat_at = NULL, queued_at = now(), reason = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(requeue_reason(worker.as_deref(), retries + 1, why))
+            .execute(&mut *conn)
+            .await?;
+            return Ok(JobState::Queued);
+        }
+        let reason = stale_reason(max_retries, why);
+        sqlx::query(
+            "UPDATE jobs SET state = 'failed', token = NULL, finished_at = now(), reason = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&reason)
+        .execute(&mut *conn)
+        .await?;
+        let job_type: String = row.try_get("job_type")?;
+        Self::fail_dependants(conn, id, &job_type, JobState::Failed, Some(&reason)).await?;
+        Ok(JobState::Failed)
+    }
+
+    /// A job's log chunks in order.
+    async fn chunks(conn: &mut PgConnection, job: Uuid) -> Result<Vec<Vec<String>>> {
+        let rows: Vec<sqlx::types::Json<Vec<String>>> =
+            sqlx::query_scalar("SELECT lines FROM job_log_chunks WHERE job_id = $1 ORDER BY chunk")
+                .bind(job)
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(rows.into_iter().map(|j| j.0).collect())
+    }
+
     /// Fails every unfinished job downstream of `id` with a reason naming it.
     async fn fail_dependants(
         conn: &mut PgConnection,
@@ -225,10 +282,20 @@ impl Drop for PgQueue {
 async fn listen(
     mut listener: PgListener,
     events: broadcast::Sender<JobEvent>,
+    live: broadcast::Sender<LiveEvent>,
     waiters: Arc<Waiters>,
+    pool: PgPool,
 ) {
     loop {
         match listener.try_recv().await {
+            Ok(Some(n)) if n.channel() == LIVE_CHANNEL => {
+                match serde_json::from_str::<LiveEvent>(n.payload()) {
+                    Ok(ev) => {
+                        let _ = live.send(with_lines(&pool, ev).await);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "unreadable live event"),
+                }
+            }
             Ok(Some(n)) => match serde_json::from_str::<JobEvent>(n.payload()) {
                 Ok(ev) => {
                     if ev.state == JobState::Queued {
@@ -251,6 +318,25 @@ async fn listen(
             }
         }
     }
+}
+
+/// A live event announced without its lines, with them read from its chunk
+/// (gone already when the log outgrew its bound: then without).
+async fn with_lines(pool: &PgPool, mut ev: LiveEvent) -> LiveEvent {
+    let Some(chunk) = ev.chunk.take() else {
+        return ev;
+    };
+    let lines: std::result::Result<Option<sqlx::types::Json<Vec<String>>>, _> =
+        sqlx::query_scalar("SELECT lines FROM job_log_chunks WHERE job_id = $1 AND chunk = $2")
+            .bind(ev.job)
+            .bind(chunk)
+            .fetch_optional(pool)
+            .await;
+    match lines {
+        Ok(lines) => ev.lines = lines.map(|l| l.0).unwrap_or_default(),
+        Err(e) => tracing::warn!(error = %e, job = %ev.job, "reading a live event's lines"),
+    }
+    ev
 }
 
 /// Dependencies as stored: each once, in id order.
@@ -748,35 +834,200 @@ impl JobQueue for PgQueue {
         let mut report = ReapReport::default();
         for r in stale {
             let id: Uuid = r.try_get("id")?;
-            let retries: i32 = r.try_get("retries")?;
-            let worker: Option<String> = r.try_get("worker")?;
-            if retries < max_retries as i32 {
-                sqlx::query(
-                    "UPDATE jobs SET state = 'queued', retries = retries + 1, token = NULL, worker = NULL, \
-                     started_at = NULL, heartbeat_at = NULL, queued_at = now(), reason = $2 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(requeue_reason(worker.as_deref(), retries + 1))
-                .execute(&mut *tx)
-                .await?;
-                report.requeued.push(id);
-            } else {
-                let reason = stale_reason(max_retries);
-                sqlx::query(
-                    "UPDATE jobs SET state = 'failed', token = NULL, finished_at = now(), reason = $2 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&reason)
-                .execute(&mut *tx)
-                .await?;
-                let job_type: String = r.try_get("job_type")?;
-                Self::fail_dependants(&mut tx, id, &job_type, JobState::Failed, Some(&reason))
-                    .await?;
-                report.failed.push(id);
+            match Self::take_back(&mut tx, &r, max_retries, TakenBack::Silent).await? {
+                JobState::Queued => report.requeued.push(id),
+                _ => report.failed.push(id),
             }
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    async fn hand_back(&self, token: Uuid, reason: &str, max_retries: u32) -> Result<JobState> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, job_type, worker, retries FROM jobs WHERE token = $1 AND state = 'running' FOR UPDATE",
+        )
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            drop(tx);
+            return Err(lease_error(&self.pool, token).await?);
+        };
+        let state =
+            Self::take_back(&mut tx, &row, max_retries, TakenBack::HandedBack(reason)).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn report_live(
+        &self,
+        job: Uuid,
+        compose: Option<Uuid>,
+        phase: Option<&Value>,
+        progress: Option<&Value>,
+        lines: &[String],
+    ) -> Result<()> {
+        let bytes = live::chunk_bytes(lines);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO job_live AS l (job_id, compose_id, phase, progress, log_bytes, next_chunk, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (job_id) DO UPDATE SET \
+             phase = COALESCE(EXCLUDED.phase, l.phase), progress = COALESCE(EXCLUDED.progress, l.progress), \
+             log_bytes = l.log_bytes + $5, next_chunk = l.next_chunk + $6, updated_at = now() \
+             RETURNING next_chunk, log_bytes",
+        )
+        .bind(job)
+        .bind(compose)
+        .bind(phase)
+        .bind(progress)
+        .bind(bytes)
+        .bind(i64::from(!lines.is_empty()))
+        .fetch_one(&mut *tx)
+        .await?;
+        let chunk = row.try_get::<i64, _>("next_chunk")? - 1;
+        if !lines.is_empty() {
+            sqlx::query("INSERT INTO job_log_chunks (job_id, chunk, lines, n, bytes) VALUES ($1, $2, $3, $4, $5)")
+                .bind(job)
+                .bind(chunk)
+                .bind(sqlx::types::Json(lines))
+                .bind(lines.len() as i64)
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await?;
+            if row.try_get::<i64, _>("log_bytes")? > live::LOG_MAX_BYTES {
+                // The oldest chunks beyond the bound go (never the newest).
+                sqlx::query(
+                    "WITH gone AS (DELETE FROM job_log_chunks WHERE job_id = $1 AND chunk < $3 AND chunk IN ( \
+                         SELECT chunk FROM (SELECT chunk, sum(bytes) OVER (ORDER BY chunk DESC) AS kept \
+                         FROM job_log_chunks WHERE job_id = $1) t WHERE kept > $2) RETURNING n, bytes) \
+                     UPDATE job_live SET log_bytes = log_bytes - (SELECT coalesce(sum(bytes), 0) FROM gone), \
+                         dropped = dropped + (SELECT coalesce(sum(n), 0) FROM gone) WHERE job_id = $1",
+                )
+                .bind(job)
+                .bind(live::LOG_MAX_BYTES)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let event = LiveEvent {
+            job,
+            compose,
+            lines: lines.to_vec(),
+            chunk: None,
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(LIVE_CHANNEL)
+            .bind(event.payload(chunk)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_states(&self, jobs: &[Uuid]) -> Result<Vec<LiveState>> {
+        let rows = sqlx::query(
+            "SELECT job_id, phase, progress, updated_at FROM job_live WHERE job_id = ANY($1)",
+        )
+        .bind(jobs)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveState {
+                    job: r.try_get("job_id")?,
+                    phase: r.try_get("phase")?,
+                    progress: r.try_get("progress")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn seal_log(&self, job: Uuid) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let dropped: Option<i64> = sqlx::query_scalar(
+            "SELECT l.dropped FROM job_live l JOIN jobs j ON j.id = l.job_id \
+             WHERE l.job_id = $1 AND j.state IN ('success', 'failed', 'canceled') FOR UPDATE OF l",
+        )
+        .bind(job)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(dropped) = dropped else {
+            return Ok(false);
+        };
+        let chunks = Self::chunks(&mut tx, job).await?;
+        let (text, lines) = live::join_chunks(&chunks);
+        sqlx::query(
+            "INSERT INTO job_logs (job_id, body, lines, dropped) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job_id) DO UPDATE SET body = EXCLUDED.body, lines = EXCLUDED.lines, dropped = EXCLUDED.dropped",
+        )
+        .bind(job)
+        .bind(live::compress(&text)?)
+        .bind(lines)
+        .bind(dropped)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM job_log_chunks WHERE job_id = $1")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM job_live WHERE job_id = $1")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn seal_finished_logs(&self) -> Result<u64> {
+        let jobs: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT l.job_id FROM job_live l JOIN jobs j ON j.id = l.job_id \
+             WHERE j.state IN ('success', 'failed', 'canceled')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sealed = 0;
+        for job in jobs {
+            sealed += u64::from(self.seal_log(job).await?);
+        }
+        Ok(sealed)
+    }
+
+    async fn job_log(&self, job: Uuid) -> Result<Option<JobLogText>> {
+        // Twice at most: a log sealed between the two reads is found sealed.
+        for _ in 0..2 {
+            let sealed = sqlx::query("SELECT body, lines, dropped FROM job_logs WHERE job_id = $1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(r) = sealed {
+                return Ok(Some(JobLogText {
+                    text: live::decompress(&r.try_get::<Vec<u8>, _>("body")?)?,
+                    lines: r.try_get("lines")?,
+                    dropped: r.try_get("dropped")?,
+                    sealed: true,
+                }));
+            }
+            let mut tx = self.pool.begin().await?;
+            let dropped: Option<i64> =
+                sqlx::query_scalar("SELECT dropped FROM job_live WHERE job_id = $1")
+                    .bind(job)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(dropped) = dropped {
+                let (text, lines) = live::join_chunks(&Self::chunks(&mut tx, job).await?);
+                return Ok(Some(JobLogText {
+                    text,
+                    lines,
+                    dropped,
+                    sealed: false,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     async fn expire(&self, max_age: Duration) -> Result<u64> {
@@ -1081,5 +1332,9 @@ impl JobQueue for PgQueue {
 
     fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
+    }
+
+    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
+        self.live.subscribe()
     }
 }

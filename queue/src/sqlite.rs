@@ -21,12 +21,13 @@ use tokio::sync::{broadcast, Mutex};
 use uuid::Uuid;
 
 use crate::graph::{self, StoredDependency};
+use crate::live;
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
     BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent,
-    JobQueue, JobState, Lease, LeaseStatus, NewJob, NodeBootRecord, Outcome, QueueError,
-    ReapReport, Result, RowCounts,
+    JobLogText, JobQueue, JobState, Lease, LeaseStatus, LiveEvent, LiveState, NewJob,
+    NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack,
 };
 
 const JOB_COLUMNS: &str =
@@ -41,6 +42,7 @@ pub struct SqliteQueue {
     writer: Arc<Mutex<SqliteConnection>>,
     readers: SqlitePool,
     events: broadcast::Sender<JobEvent>,
+    live: broadcast::Sender<LiveEvent>,
     waiters: Arc<Waiters>,
 }
 
@@ -216,11 +218,13 @@ impl SqliteQueue {
             .connect_with(opts.read_only(true))
             .await?;
         let (events, _) = broadcast::channel(4096);
+        let (live, _) = broadcast::channel(4096);
         let waiters = Arc::new(Waiters::default());
         Ok(SqliteQueue {
             writer: Arc::new(Mutex::new(writer)),
             readers,
             events,
+            live,
             waiters,
         })
     }
@@ -376,6 +380,60 @@ impl SqliteQueue {
             events.push(event_from_row(r)?);
         }
         Ok(())
+    }
+
+    /// Takes a running job (`row`: its id, job_type, worker and retries)
+    /// from its worker: queued again, or failed at the retry limit.
+    async fn take_back(
+        conn: &mut SqliteConnection,
+        row: &SqliteRow,
+        max_retries: u32,
+        why: TakenBack<'_>,
+        events: &mut Vec<JobEvent>,
+    ) -> Result<JobState> {
+        let id: String = row.try_get("id")?;
+        let retries: i32 = row.try_get("retries")?;
+        let worker: Option<String> = row.try_get("worker")?;
+        let now = now_us();
+        if retries < max_retries as i32 {
+            let row = sqlx::query(&format!(
+                "UPDATE jobs SET state = 'queued', retries = retries + 1, token = NULL, worker = NULL, \
+                 started_at = NULL, heartbeat_at = NULL, queued_at = ?2, reason = ?3 WHERE id = ?1 \
+                 RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind(&id)
+            .bind(now)
+            .bind(requeue_reason(worker.as_deref(), retries + 1, why))
+            .fetch_one(&mut *conn)
+            .await?;
+            events.push(event_from_row(&row)?);
+            return Ok(JobState::Queued);
+        }
+        let reason = stale_reason(max_retries, why);
+        let updated = sqlx::query(&format!(
+            "UPDATE jobs SET state = 'failed', token = NULL, finished_at = ?2, reason = ?3 WHERE id = ?1 \
+             RETURNING {EVENT_COLUMNS}"
+        ))
+        .bind(&id)
+        .bind(now)
+        .bind(&reason)
+        .fetch_one(&mut *conn)
+        .await?;
+        events.push(event_from_row(&updated)?);
+        let job_type: String = row.try_get("job_type")?;
+        let id = uuid(&id)?;
+        Self::fail_dependants(conn, id, &job_type, JobState::Failed, Some(&reason), events).await?;
+        Ok(JobState::Failed)
+    }
+
+    /// A job's log chunks in order.
+    async fn chunks(conn: &mut SqliteConnection, job: Uuid) -> Result<Vec<Vec<String>>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT lines FROM job_log_chunks WHERE job_id = ?1 ORDER BY chunk")
+                .bind(job.to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+        rows.iter().map(|l| live::parse_lines(l)).collect()
     }
 
     async fn lease_error(conn: &mut SqliteConnection, token: Uuid) -> Result<QueueError> {
@@ -626,60 +684,230 @@ impl JobQueue for SqliteQueue {
         {
             let mut conn = self.writer.lock().await;
             let mut tx = conn.begin().await?;
-            let now = now_us();
             let stale = sqlx::query(
                 "SELECT id, job_type, worker, retries FROM jobs WHERE state = 'running' AND heartbeat_at < ?1 ORDER BY seq",
             )
-            .bind(now - micros(timeout))
+            .bind(now_us() - micros(timeout))
             .fetch_all(&mut *tx)
             .await?;
             for r in stale {
-                let id: String = r.try_get("id")?;
-                let retries: i32 = r.try_get("retries")?;
-                let worker: Option<String> = r.try_get("worker")?;
-                let job_type: String = r.try_get("job_type")?;
-                if retries < max_retries as i32 {
-                    let row = sqlx::query(&format!(
-                        "UPDATE jobs SET state = 'queued', retries = retries + 1, token = NULL, worker = NULL, \
-                         started_at = NULL, heartbeat_at = NULL, queued_at = ?2, reason = ?3 WHERE id = ?1 \
-                         RETURNING {EVENT_COLUMNS}"
-                    ))
-                    .bind(&id)
-                    .bind(now)
-                    .bind(requeue_reason(worker.as_deref(), retries + 1))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    events.push(event_from_row(&row)?);
-                    report.requeued.push(uuid(&id)?);
-                } else {
-                    let reason = stale_reason(max_retries);
-                    let row = sqlx::query(&format!(
-                        "UPDATE jobs SET state = 'failed', token = NULL, finished_at = ?2, reason = ?3 WHERE id = ?1 \
-                         RETURNING {EVENT_COLUMNS}"
-                    ))
-                    .bind(&id)
-                    .bind(now)
-                    .bind(&reason)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    events.push(event_from_row(&row)?);
-                    let uid = uuid(&id)?;
-                    Self::fail_dependants(
-                        &mut tx,
-                        uid,
-                        &job_type,
-                        JobState::Failed,
-                        Some(&reason),
-                        &mut events,
-                    )
-                    .await?;
-                    report.failed.push(uid);
+                let id = uuid(r.try_get("id")?)?;
+                let why = TakenBack::Silent;
+                match Self::take_back(&mut tx, &r, max_retries, why, &mut events).await? {
+                    JobState::Queued => report.requeued.push(id),
+                    _ => report.failed.push(id),
                 }
             }
             tx.commit().await?;
         }
         self.publish(events);
         Ok(report)
+    }
+
+    async fn hand_back(&self, token: Uuid, reason: &str, max_retries: u32) -> Result<JobState> {
+        let mut events = Vec::new();
+        let state = {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let row = sqlx::query(
+                "SELECT id, job_type, worker, retries FROM jobs WHERE token = ?1 AND state = 'running'",
+            )
+            .bind(token.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(Self::lease_error(&mut tx, token).await?);
+            };
+            let why = TakenBack::HandedBack(reason);
+            let state = Self::take_back(&mut tx, &row, max_retries, why, &mut events).await?;
+            tx.commit().await?;
+            state
+        };
+        self.publish(events);
+        Ok(state)
+    }
+
+    async fn report_live(
+        &self,
+        job: Uuid,
+        compose: Option<Uuid>,
+        phase: Option<&Value>,
+        progress: Option<&Value>,
+        lines: &[String],
+    ) -> Result<()> {
+        let bytes = live::chunk_bytes(lines);
+        let text = |v: Option<&Value>| v.map(Value::to_string);
+        {
+            let mut conn = self.writer.lock().await;
+            let mut tx = conn.begin().await?;
+            let row = sqlx::query(
+                "INSERT INTO job_live AS l (job_id, compose_id, phase, progress, log_bytes, next_chunk, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job_id) DO UPDATE SET \
+                 phase = COALESCE(excluded.phase, l.phase), progress = COALESCE(excluded.progress, l.progress), \
+                 log_bytes = l.log_bytes + ?5, next_chunk = l.next_chunk + ?6, updated_at = ?7 \
+                 RETURNING next_chunk, log_bytes",
+            )
+            .bind(job.to_string())
+            .bind(compose.map(|c| c.to_string()))
+            .bind(text(phase))
+            .bind(text(progress))
+            .bind(bytes)
+            .bind(i64::from(!lines.is_empty()))
+            .bind(now_us())
+            .fetch_one(&mut *tx)
+            .await?;
+            let chunk = row.try_get::<i64, _>("next_chunk")? - 1;
+            if !lines.is_empty() {
+                sqlx::query(
+                    "INSERT INTO job_log_chunks (job_id, chunk, lines, n, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .bind(job.to_string())
+                .bind(chunk)
+                .bind(list(lines))
+                .bind(lines.len() as i64)
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await?;
+                if row.try_get::<i64, _>("log_bytes")? > live::LOG_MAX_BYTES {
+                    // The oldest chunks beyond the bound go (never the newest).
+                    let gone = sqlx::query(
+                        "DELETE FROM job_log_chunks WHERE job_id = ?1 AND chunk < ?3 AND chunk IN ( \
+                             SELECT chunk FROM (SELECT chunk, sum(bytes) OVER (ORDER BY chunk DESC) AS kept \
+                             FROM job_log_chunks WHERE job_id = ?1) WHERE kept > ?2) RETURNING n, bytes",
+                    )
+                    .bind(job.to_string())
+                    .bind(live::LOG_MAX_BYTES)
+                    .bind(chunk)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let (mut n, mut b) = (0i64, 0i64);
+                    for r in &gone {
+                        n += r.try_get::<i64, _>("n")?;
+                        b += r.try_get::<i64, _>("bytes")?;
+                    }
+                    sqlx::query(
+                        "UPDATE job_live SET log_bytes = log_bytes - ?2, dropped = dropped + ?3 WHERE job_id = ?1",
+                    )
+                    .bind(job.to_string())
+                    .bind(b)
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        let _ = self.live.send(LiveEvent {
+            job,
+            compose,
+            lines: lines.to_vec(),
+            chunk: None,
+        });
+        Ok(())
+    }
+
+    async fn live_states(&self, jobs: &[Uuid]) -> Result<Vec<LiveState>> {
+        let ids: Vec<String> = jobs.iter().map(Uuid::to_string).collect();
+        let rows = sqlx::query(
+            "SELECT job_id, phase, progress, updated_at FROM job_live \
+             WHERE job_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(list(&ids))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let phase: Option<String> = r.try_get("phase")?;
+                let progress: Option<String> = r.try_get("progress")?;
+                Ok(LiveState {
+                    job: uuid(r.try_get("job_id")?)?,
+                    phase: phase.as_deref().map(json).transpose()?,
+                    progress: progress.as_deref().map(json).transpose()?,
+                    updated_at: time(r.try_get("updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn seal_log(&self, job: Uuid) -> Result<bool> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
+        let dropped: Option<i64> = sqlx::query_scalar(
+            "SELECT l.dropped FROM job_live l JOIN jobs j ON j.id = l.job_id \
+             WHERE l.job_id = ?1 AND j.state IN ('success', 'failed', 'canceled')",
+        )
+        .bind(job.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(dropped) = dropped else {
+            return Ok(false);
+        };
+        let (text, lines) = live::join_chunks(&Self::chunks(&mut tx, job).await?);
+        sqlx::query(
+            "INSERT INTO job_logs (job_id, body, lines, dropped) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (job_id) DO UPDATE SET body = excluded.body, lines = excluded.lines, dropped = excluded.dropped",
+        )
+        .bind(job.to_string())
+        .bind(live::compress(&text)?)
+        .bind(lines)
+        .bind(dropped)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["job_log_chunks", "job_live"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = ?1"))
+                .bind(job.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn seal_finished_logs(&self) -> Result<u64> {
+        let jobs: Vec<String> = sqlx::query_scalar(
+            "SELECT l.job_id FROM job_live l JOIN jobs j ON j.id = l.job_id \
+             WHERE j.state IN ('success', 'failed', 'canceled')",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let mut sealed = 0;
+        for job in jobs {
+            sealed += u64::from(self.seal_log(uuid(&job)?).await?);
+        }
+        Ok(sealed)
+    }
+
+    async fn job_log(&self, job: Uuid) -> Result<Option<JobLogText>> {
+        // One read transaction: the log is either sealed or still in chunks.
+        let mut conn = self.readers.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let sealed = sqlx::query("SELECT body, lines, dropped FROM job_logs WHERE job_id = ?1")
+            .bind(job.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(r) = sealed {
+            return Ok(Some(JobLogText {
+                text: live::decompress(&r.try_get::<Vec<u8>, _>("body")?)?,
+                lines: r.try_get("lines")?,
+                dropped: r.try_get("dropped")?,
+                sealed: true,
+            }));
+        }
+        let dropped: Option<i64> =
+            sqlx::query_scalar("SELECT dropped FROM job_live WHERE job_id = ?1")
+                .bind(job.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(dropped) = dropped else {
+            return Ok(None);
+        };
+        let (text, lines) = live::join_chunks(&Self::chunks(&mut tx, job).await?);
+        Ok(Some(JobLogText {
+            text,
+            lines,
+            dropped,
+            sealed: false,
+        }))
     }
 
     async fn expire(&self, max_age: Duration) -> Result<u64> {
@@ -989,5 +1217,9 @@ impl JobQueue for SqliteQueue {
 
     fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
+    }
+
+    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
+        self.live.subscribe()
     }
 }

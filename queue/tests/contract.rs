@@ -76,6 +76,8 @@ on_both_backends!(
     a_dequeue_given_up_leaves_no_job_leased,
     boot_changes_are_kept_per_channel_and_found_by_node,
     nodes_boot_what_was_seen_last,
+    live_reports_are_kept_bounded_and_sealed,
+    a_job_handed_back_is_queued_at_once_and_counted,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -1067,4 +1069,204 @@ async fn nodes_boot_what_was_seen_last(q: Arc<dyn JobQueue>) {
         "b sees only the node it saw"
     );
     assert!(q.node_boots("c").await.unwrap().is_empty());
+}
+
+/// Receives the next live event, or panics after a few seconds.
+async fn next_live(
+    rx: &mut tokio::sync::broadcast::Receiver<kiln_queue::LiveEvent>,
+) -> kiln_queue::LiveEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no live event within 10 s")
+        .unwrap()
+}
+
+async fn live_reports_are_kept_bounded_and_sealed(q: Arc<dyn JobQueue>) {
+    let c = compose("default");
+    let a = job("build");
+    q.create_compose(&c, std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let l = q
+        .dequeue(&DequeueFilter::types(&["build"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rx = q.subscribe_live();
+    let lines = |n: usize, tag: &str| (0..n).map(|i| format!("{tag} {i}")).collect::<Vec<_>>();
+    q.report_live(
+        a.id,
+        Some(c.id),
+        Some(&json!("building")),
+        Some(&json!({"done": 1, "total": 4})),
+        &lines(2, "first"),
+    )
+    .await
+    .unwrap();
+    let ev = next_live(&mut rx).await;
+    assert_eq!(
+        (ev.job, ev.compose, ev.lines.clone()),
+        (a.id, Some(c.id), lines(2, "first"))
+    );
+    // A report without a phase keeps the phase; one without lines adds none.
+    q.report_live(
+        a.id,
+        Some(c.id),
+        None,
+        Some(&json!({"done": 2, "total": 4})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(next_live(&mut rx).await.lines.is_empty());
+    let live = q.live_states(&[a.id, Uuid::new_v4()]).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].phase, Some(json!("building")));
+    assert_eq!(live[0].progress, Some(json!({"done": 2, "total": 4})));
+    let log = q.job_log(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (log.text.as_str(), log.lines, log.dropped, log.sealed),
+        ("first 0\nfirst 1\n", 2, 0, false)
+    );
+
+    // Lines beyond the bound: the oldest chunks go, counted; a report too
+    // large for one announcement still reaches subscribers with its lines.
+    let long = |tag: &str| {
+        (0..1000)
+            .map(|i| format!("{tag} {i} {}", "x".repeat(1100)))
+            .collect::<Vec<_>>()
+    };
+    for tag in ["a", "b", "c", "d", "e"] {
+        q.report_live(a.id, Some(c.id), None, None, &long(tag))
+            .await
+            .unwrap();
+        assert_eq!(next_live(&mut rx).await.lines, long(tag));
+    }
+    let log = q.job_log(a.id).await.unwrap().unwrap();
+    assert!(
+        log.text.len() as i64 <= kiln_queue::live::LOG_MAX_BYTES,
+        "{} bytes kept",
+        log.text.len()
+    );
+    assert_eq!(log.dropped, 2 + 1000 * (5 - log.lines / 1000));
+    assert!(log.text.ends_with(&format!("e 999 {}\n", "x".repeat(1100))));
+    assert!(!log.text.contains("first 0"));
+
+    // Not sealed while the job runs; sealed once it finished, once.
+    assert!(!q.seal_log(a.id).await.unwrap());
+    q.finish(l.token, Outcome::Success(json!({})))
+        .await
+        .unwrap();
+    assert!(q.seal_log(a.id).await.unwrap());
+    assert!(!q.seal_log(a.id).await.unwrap());
+    let sealed = q.job_log(a.id).await.unwrap().unwrap();
+    assert!(sealed.sealed);
+    assert_eq!(
+        (sealed.text, sealed.lines, sealed.dropped),
+        (log.text, log.lines, log.dropped)
+    );
+    assert!(q.live_states(&[a.id]).await.unwrap().is_empty());
+    // A job that reported nothing has no log; a deleted compose takes its logs.
+    assert!(q.job_log(Uuid::new_v4()).await.unwrap().is_none());
+    assert_eq!(
+        q.delete_compose(c.id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(q.job_log(a.id).await.unwrap().is_none());
+}
+
+async fn a_job_handed_back_is_queued_at_once_and_counted(q: Arc<dyn JobQueue>) {
+    let a = job("build");
+    let b = job("upload").depends_on(&[a.id]);
+    q.create_compose(&compose("default"), &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let f = DequeueFilter::types(&["build"]);
+    let l = q.dequeue(&f, "w1", WAIT).await.unwrap().unwrap();
+    assert_eq!(
+        q.hand_back(l.token, "told to stop", 1).await.unwrap(),
+        JobState::Queued
+    );
+    let j = q.job(a.id).await.unwrap().unwrap();
+    assert_eq!((j.state, j.retries, j.worker), (JobState::Queued, 1, None));
+    assert_eq!(
+        j.reason.as_deref(),
+        Some("requeued (attempt 1): worker w1 handed it back (told to stop)")
+    );
+    // The old lease is gone.
+    assert_eq!(q.heartbeat(l.token).await.unwrap(), LeaseStatus::Lost);
+    assert!(matches!(
+        q.hand_back(l.token, "again", 1).await,
+        Err(QueueError::LeaseLost)
+    ));
+    // At the retry limit a hand-back fails the job and its dependants.
+    let l = q.dequeue(&f, "w2", WAIT).await.unwrap().unwrap();
+    assert_eq!(l.job.id, a.id);
+    assert_eq!(
+        q.hand_back(l.token, "told to stop", 1).await.unwrap(),
+        JobState::Failed
+    );
+    let j = q.job(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        j.reason.as_deref(),
+        Some("worker handed it back (told to stop); the job was already requeued 1 time(s), the limit")
+    );
+    assert_eq!(state(&q, b.id).await, JobState::Failed);
+    // A canceled job's lease says so.
+    let c = job("build");
+    q.enqueue(std::slice::from_ref(&c)).await.unwrap();
+    let l = q.dequeue(&f, "w3", WAIT).await.unwrap().unwrap();
+    q.cancel_job(c.id).await.unwrap();
+    assert!(
+        matches!(q.hand_back(l.token, "x", 1).await, Err(QueueError::Canceled(id)) if id == c.id)
+    );
+}
+
+/// Live reports made through one composer's connection reach another's
+/// subscribers (NOTIFY), lines and all, also those too large to announce;
+/// the other composer seals the logs the first left unsealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_live_reports_reach_every_composer() {
+    let url = PgCluster::shared().unwrap().create_database().unwrap();
+    let a = kiln_queue::connect(&url).await.unwrap();
+    let b = kiln_queue::connect(&url).await.unwrap();
+    let c = compose("default");
+    let j = job("build");
+    a.create_compose(&c, std::slice::from_ref(&j))
+        .await
+        .unwrap();
+    let l = a
+        .dequeue(&DequeueFilter::types(&["build"]), "w", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rx = b.subscribe_live();
+    let small = vec!["stage org.osbuild.mkdir".to_owned()];
+    let large: Vec<String> = (0..20)
+        .map(|i| format!("{i} {}", "y".repeat(1000)))
+        .collect();
+    a.report_live(j.id, Some(c.id), Some(&json!("building")), None, &small)
+        .await
+        .unwrap();
+    a.report_live(j.id, Some(c.id), None, None, &large)
+        .await
+        .unwrap();
+    let first = next_live(&mut rx).await;
+    assert_eq!(
+        (first.job, first.compose, first.lines),
+        (j.id, Some(c.id), small.clone())
+    );
+    let second = next_live(&mut rx).await;
+    assert_eq!((second.lines, second.chunk), (large.clone(), None));
+    assert_eq!(
+        b.live_states(&[j.id]).await.unwrap()[0].phase,
+        Some(json!("building"))
+    );
+    a.finish(l.token, Outcome::Success(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(b.seal_finished_logs().await.unwrap(), 1);
+    let log = a.job_log(j.id).await.unwrap().unwrap();
+    assert!(log.sealed);
+    assert_eq!(log.lines, 21);
 }

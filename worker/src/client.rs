@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use kiln_api::worker::{
-    FinishJob, HeartbeatResponse, JobAssignment, JobProgressUpdate, LeaseState, RequestJob,
-    WORKER_API_PREFIX,
+    FinishJob, FinishResponse, HeartbeatResponse, JobAssignment, JobProgressUpdate, LeaseState,
+    ReleaseJob, RequestJob, WORKER_API_PREFIX,
 };
 use reqwest::StatusCode;
 
@@ -137,6 +137,34 @@ impl Client {
                 }
             }
             StatusCode::NOT_FOUND => Err(ClientError::LeaseLost),
+            _ => Err(Self::refused(resp).await),
+        }
+    }
+
+    /// Gives a job back without a result; returns its state now (`queued`,
+    /// or `failed` at the composer's retry limit).
+    pub async fn release(&self, token: uuid::Uuid, reason: &str) -> Result<String, ClientError> {
+        let body = ReleaseJob {
+            reason: reason.to_owned(),
+        };
+        let resp = self
+            .post(
+                &format!("/jobs/{token}/release"),
+                &body,
+                Duration::from_secs(30),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {
+                let r: FinishResponse =
+                    resp.json().await.map_err(|source| ClientError::Transport {
+                        url: self.base.clone(),
+                        source,
+                    })?;
+                Ok(r.state)
+            }
+            StatusCode::NOT_FOUND => Err(ClientError::LeaseLost),
+            StatusCode::CONFLICT => Err(ClientError::Canceled),
             _ => Err(Self::refused(resp).await),
         }
     }

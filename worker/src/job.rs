@@ -31,9 +31,11 @@ pub(crate) enum Ended {
     Finish(FinishJob),
     /// The composer canceled it: nothing to report.
     Canceled,
-    /// Given up without a result (abort, or the lease was taken back); the
-    /// composer requeues it once its heartbeats stop.
-    HandedBack(String),
+    /// The composer took the lease back: nothing to report.
+    TakenBack,
+    /// Stopped at once without a result (the worker was told to): given
+    /// back to the composer, which queues it again.
+    Aborted,
 }
 
 enum MonitorMsg {
@@ -277,7 +279,7 @@ async fn build(
                     }
                     Err(ClientError::LeaseLost) => {
                         stop_executor(&mut child, pgid).await;
-                        return Ended::HandedBack("the composer took the job back".into());
+                        return Ended::TakenBack;
                     }
                     Err(e) => tracing::warn!(job = %job.id, error = %e, "reporting progress"),
                 }
@@ -285,7 +287,7 @@ async fn build(
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() == Shutdown::Abort {
                     stop_executor(&mut child, pgid).await;
-                    return Ended::HandedBack("the worker was told to stop at once".into());
+                    return Ended::Aborted;
                 }
             },
             status = child.wait() => break status,
@@ -556,13 +558,13 @@ async fn upload(
                 match client.progress(job.token, &update).await {
                     Ok(()) => {}
                     Err(ClientError::Canceled) => return Ended::Canceled,
-                    Err(ClientError::LeaseLost) => return Ended::HandedBack("the composer took the job back".into()),
+                    Err(ClientError::LeaseLost) => return Ended::TakenBack,
                     Err(e) => tracing::warn!(job = %job.id, error = %e, "reporting progress"),
                 }
             },
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() == Shutdown::Abort {
-                    return Ended::HandedBack("the worker was told to stop at once".into());
+                    return Ended::Aborted;
                 }
             },
         }

@@ -5,8 +5,8 @@
 //!
 //! Signals: the first SIGTERM (or SIGINT) stops taking jobs and lets the
 //! running ones finish; a second one stops them at once, releasing the
-//! executor's mounts, and hands them back (the composer requeues them once
-//! their heartbeats stop).
+//! executor's mounts, and gives them back (`POST /jobs/{token}/release`:
+//! the composer queues them again at once, counted as a requeue).
 
 mod boot;
 pub mod client;
@@ -153,7 +153,19 @@ async fn slot(
                 tracing::info!(job = %job.id, success = ok, reason = ?reason, "job finished");
             }
             job::Ended::Canceled => tracing::info!(job = %job.id, "job canceled"),
-            job::Ended::HandedBack(why) => tracing::warn!(job = %job.id, %why, "job handed back"),
+            job::Ended::TakenBack => {
+                tracing::warn!(job = %job.id, "the composer took the job back")
+            }
+            job::Ended::Aborted => {
+                // At once, so another worker takes it now rather than after
+                // the composer's heartbeat timeout.
+                match client.release(job.token, "told to stop at once").await {
+                    Ok(state) => tracing::warn!(job = %job.id, %state, "job given back"),
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, error = %e, "giving the job back; the composer takes it back once its heartbeats stop")
+                    }
+                }
+            }
         }
     }
 }

@@ -94,6 +94,81 @@ async fn a_worker_killed_mid_build_loses_nothing_and_another_completes_the_job()
     );
 }
 
+/// A worker told to stop at once (a second SIGTERM) gives its job back:
+/// it is queued again at once, counted as a requeue and saying why, long
+/// before the composer's heartbeat timeout; the lines its build logged are
+/// kept with the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_told_to_stop_at_once_gives_its_job_back_at_once() {
+    let kiln = Kiln::start(|c| {
+        // Far beyond the test: only the worker's release can requeue it.
+        c.queue.heartbeat_timeout_secs = 3600;
+        c.queue.max_retries = 2;
+    })
+    .await;
+    let local = kiln.dir.path().join("images");
+    let (mut first, id) = build_started(
+        &kiln,
+        &local_target(&local),
+        json!({"type": "local", "upload_options": {}}),
+    )
+    .await;
+    let build = build_job(&kiln, &id).await;
+    assert_eq!(
+        build.state,
+        kiln_queue::JobState::Running,
+        "{}",
+        kiln.status(&id).await
+    );
+    first.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.terminate();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = build_job(&kiln, &id).await;
+        if job.state != kiln_queue::JobState::Running || Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job.state, kiln_queue::JobState::Queued, "{}", first.log());
+    assert_eq!(job.retries, 1);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("requeued (attempt 1): worker w1.kiln.test handed it back (told to stop at once)")
+    );
+    let status = first.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the worker's exit: {status}\n{}",
+        first.log()
+    );
+    assert!(
+        first.executors().is_empty(),
+        "the executor outlived the abort"
+    );
+    // What the build logged before it stopped is kept, still open: the job
+    // runs again.
+    let logs: Value = kiln
+        .http
+        .get(format!("{}/composes/{id}/logs", kiln.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let builds: Vec<&Value> = logs["image_builds"][0]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["type"] == json!("build"))
+        .collect();
+    let log = &builds[0]["log"];
+    assert!(log["lines"].as_i64() > Some(0), "{logs}");
+    assert_eq!(log["complete"], json!(false));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_mid_build_stops_the_executor_within_5_seconds() {
     let kiln = Kiln::start(|_| {}).await;

@@ -1,5 +1,7 @@
 //! Composes: submit, list, inspect, cancel, delete.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,9 +13,9 @@ use kiln_api::jobs::{Build, Depsolve, JobKind, Manifest};
 use kiln_api::sbom::{ComposeSboms, ImageSbom};
 use kiln_api::status::{
     ComposeDeleteStatus, ComposeJobs, ComposeList, ComposeLogs, ComposeManifests, ComposeMetadata,
-    ComposeStatus, ImageBuildLog, JobLog, PackageMetadata,
+    ComposeStatus, ImageBuildLog, JobLog, PackageMetadata, StoredJobLog,
 };
-use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobState};
+use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobLogText, JobState};
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -21,7 +23,7 @@ use super::extract::{Caller, Compose, ComposePath, JsonBody, Need, Paging};
 use super::with_status;
 use crate::jobs;
 use crate::plan;
-use crate::status::{compose_href, compose_status, image_of, job_info};
+use crate::status::{self, compose_href, image_of, job_info};
 use crate::AppState;
 
 /// The compose, if it exists in the caller's channel.
@@ -110,7 +112,7 @@ pub async fn list_composes(
     let mut items = Vec::with_capacity(composes.len());
     for c in &composes {
         let jobs = state.queue.compose_jobs(c.id).await?;
-        items.push(compose_status(c, &jobs, &state.live));
+        items.push(status::current(state.queue.as_ref(), c, &jobs).await?);
     }
     Ok(Json(ComposeList {
         kind: "ComposeList".into(),
@@ -131,7 +133,9 @@ pub async fn get_compose(
     id: ComposePath,
 ) -> Result<Json<ComposeStatus>, ApiError> {
     let (compose, jobs) = load(&state, &caller, id).await?;
-    Ok(Json(compose_status(&compose, &jobs, &state.live)))
+    Ok(Json(
+        status::current(state.queue.as_ref(), &compose, &jobs).await?,
+    ))
 }
 
 /// Delete a finished compose and its jobs. An unfinished compose must be canceled first.
@@ -177,20 +181,29 @@ pub async fn cancel_compose(
     let n = state.queue.cancel_compose(compose.id).await?;
     tracing::info!(compose = %compose.id, jobs = n.unwrap_or(0), "compose canceled");
     let jobs = state.queue.compose_jobs(compose.id).await?;
-    Ok(Json(compose_status(&compose, &jobs, &state.live)))
+    Ok(Json(
+        status::current(state.queue.as_ref(), &compose, &jobs).await?,
+    ))
 }
 
-fn job_summary(j: &Job) -> JobLog {
+fn job_summary(j: &Job, log: Option<JobLogText>) -> JobLog {
     JobLog {
         id: j.id,
         job_type: j.job_type.clone(),
         state: j.state.as_str().into(),
         reason: j.reason.clone(),
         result: j.result.clone(),
+        log: log.map(|l| StoredJobLog {
+            text: l.text,
+            lines: l.lines,
+            dropped: l.dropped,
+            complete: l.sealed,
+        }),
     }
 }
 
-/// The logs of a compose: per image, each job's state, reason and result.
+/// The logs of a compose: per image, each job's state, reason and result,
+/// and the lines its worker reported (kept after the build).
 #[utoipa::path(get, path = "/composes/{id}/logs", tag = "compose", operation_id = "getComposeLogs",
     params(("id" = String, Path, description = "Compose id")),
     responses((status = 200, body = ComposeLogs), (status = 400, body = Error), (status = 404, body = Error)))]
@@ -200,6 +213,12 @@ pub async fn get_logs(
     id: ComposePath,
 ) -> Result<Json<ComposeLogs>, ApiError> {
     let (compose, jobs) = load(&state, &caller, id).await?;
+    let mut logs = HashMap::new();
+    for j in &jobs {
+        if let Some(l) = state.queue.job_log(j.id).await? {
+            logs.insert(j.id, l);
+        }
+    }
     let images = jobs.iter().map(|j| image_of(j) + 1).max().unwrap_or(0);
     let image_builds = (0..images)
         .map(|image| ImageBuildLog {
@@ -207,7 +226,7 @@ pub async fn get_logs(
             jobs: jobs
                 .iter()
                 .filter(|j| image_of(j) == image)
-                .map(job_summary)
+                .map(|j| job_summary(j, logs.remove(&j.id)))
                 .collect(),
         })
         .collect();

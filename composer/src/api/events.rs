@@ -24,7 +24,7 @@ use super::composes::load;
 use super::error::ApiError;
 use super::extract::{Caller, ComposePath};
 use crate::live::LiveEvent;
-use crate::status::{compose_status, is_finished};
+use crate::status::{current, is_finished};
 use crate::AppState;
 
 fn sse_event(ev: &ComposeEvent) -> Event {
@@ -75,9 +75,23 @@ pub async fn get_events(
         // is still reported, from the database, before the status.
         let mut known: HashMap<Uuid, JobState> = jobs.iter().map(|j| (j.id, j.state)).collect();
         let mut finished = is_finished(&jobs);
-        let status_now =
-            |jobs: &[Job]| Ok(status_event(&compose_status(&compose, jobs, &state.live)));
-        if tx.send(status_now(&jobs)).await.is_err() || finished {
+        let queue = state.queue.clone();
+        let status_now = |jobs: Vec<Job>| {
+            let (queue, compose) = (queue.clone(), compose.clone());
+            async move {
+                match current(queue.as_ref(), &compose, &jobs).await {
+                    Ok(s) => Some(Ok(status_event(&s))),
+                    Err(e) => {
+                        tracing::error!(error = %e, compose = %compose.id, "event stream: reading live state");
+                        None
+                    }
+                }
+            }
+        };
+        let Some(first) = status_now(jobs).await else {
+            return;
+        };
+        if tx.send(first).await.is_err() || finished {
             return;
         }
         while !finished {
@@ -96,14 +110,15 @@ pub async fn get_events(
                     Err(RecvError::Closed) => return,
                 },
                 ev = live_rx.recv() => match ev {
-                    Ok(LiveEvent::Log { compose: Some(c), log }) if c == compose.id => {
-                        if tx.send(Ok(sse_event(&ComposeEvent::Log(log)))).await.is_err() {
+                    // Log lines go out as they are; the status below carries
+                    // the progress the same report brought.
+                    Ok(LiveEvent { compose: Some(c), log }) if c == compose.id => {
+                        if !log.lines.is_empty()
+                            && tx.send(Ok(sse_event(&ComposeEvent::Log(log)))).await.is_err()
+                        {
                             return;
                         }
-                        continue;
                     }
-                    // Progress: the status below carries it.
-                    Ok(LiveEvent::Progress { compose: Some(c), .. }) if c == compose.id => {}
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return,
                 },
@@ -123,7 +138,10 @@ pub async fn get_events(
                 }
             }
             finished = is_finished(&jobs);
-            if tx.send(status_now(&jobs)).await.is_err() {
+            let Some(status) = status_now(jobs).await else {
+                return;
+            };
+            if tx.send(status).await.is_err() {
                 return;
             }
         }

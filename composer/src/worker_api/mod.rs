@@ -24,7 +24,7 @@ use kiln_api::jobs::{Boot, BootResult, Build, JobKind, JobResult, JobType, ANY_A
 use kiln_api::status::UploadDetails;
 use kiln_api::worker::{
     FinishJob, FinishResponse, HeartbeatResponse, JobAssignment, JobProgressUpdate, LeaseState,
-    RequestJob, WORKER_API_PREFIX,
+    ReleaseJob, RequestJob, WORKER_API_PREFIX,
 };
 use kiln_queue::{DequeueFilter, Job, LeaseStatus, Outcome, QueueError};
 use uuid::Uuid;
@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{token}/heartbeat", post(heartbeat))
         .route("/jobs/{token}/progress", post(progress))
         .route("/jobs/{token}/finish", post(finish))
+        .route("/jobs/{token}/release", post(release))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest(WORKER_API_PREFIX, api)
@@ -186,9 +187,6 @@ async fn request_job(
         }
     };
     tracing::info!(job = %lease.job.id, job_type = %lease.job.job_type, worker = %worker.0, "job handed to a worker");
-    state
-        .live
-        .leased(lease.token, lease.job.id, lease.job.compose_id);
     Ok(Json(JobAssignment {
         token: lease.token,
         id: lease.job.id,
@@ -196,6 +194,49 @@ async fn request_job(
         job,
     })
     .into_response())
+}
+
+/// `POST /jobs/{token}/release`: the worker gives its job back without a
+/// result; it is queued again at once (or failed at the retry limit).
+async fn release(
+    State(state): State<AppState>,
+    Extension(worker): Extension<WorkerIdentity>,
+    LeaseToken(token): LeaseToken,
+    JsonBody(request): JsonBody<ReleaseJob>,
+) -> Result<Json<FinishResponse>, ApiError> {
+    request.validate()?;
+    let job = own_lease(&state, &worker, token).await?;
+    let max_retries = state.config.queue.max_retries;
+    let released = state
+        .queue
+        .hand_back(token, request.reason.trim(), max_retries)
+        .await;
+    let new_state = match released {
+        Ok(s) => s,
+        Err(QueueError::LeaseLost) => return Err(lease_lost()),
+        Err(QueueError::Canceled(id)) => {
+            seal_log(&state, id).await;
+            return Err(ApiError::new(
+                ErrorKind::JobCanceled,
+                format!("job {id} was canceled"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    seal_log(&state, job.id).await;
+    tracing::warn!(job = %job.id, worker = %worker.0, state = new_state.as_str(), reason = %request.reason.trim(), "a worker gave its job back");
+    Ok(Json(FinishResponse {
+        id: job.id,
+        state: new_state.as_str().to_owned(),
+    }))
+}
+
+/// Seals a job's log once it has ended (a job that goes on has nothing to
+/// seal); a failure leaves it to the housekeeping's next round.
+async fn seal_log(state: &AppState, job: Uuid) {
+    if let Err(e) = state.queue.seal_log(job).await {
+        tracing::warn!(%job, error = %e, "sealing a job's log; the housekeeping will");
+    }
 }
 
 /// What `worker` may dequeue of what it asks for: its request narrowed to
@@ -264,18 +305,38 @@ async fn progress(
     JsonBody(update): JsonBody<JobProgressUpdate>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     update.validate()?;
-    own_lease(&state, &worker, token).await?;
+    let job = own_lease(&state, &worker, token).await?;
     let status = match state.queue.heartbeat(token).await? {
         LeaseStatus::Alive => LeaseState::Alive,
         LeaseStatus::Canceled => LeaseState::Canceled,
         LeaseStatus::Lost => return Err(lease_lost()),
     };
-    // Leases another composer handed out renew here, but show no progress.
-    if let Some((job, compose)) = state.live.lease(token) {
-        state
-            .live
-            .update(job, compose, update.phase, update.progress, update.log);
-    }
+    // Into the database: every composer shows it (status, events, logs).
+    let value = |v: Option<serde_json::Value>| v.filter(|v| !v.is_null());
+    let phase = value(
+        update
+            .phase
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(ApiError::internal)?,
+    );
+    let progress = value(
+        update
+            .progress
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(ApiError::internal)?,
+    );
+    state
+        .queue
+        .report_live(
+            job.id,
+            job.compose_id,
+            phase.as_ref(),
+            progress.as_ref(),
+            &update.log,
+        )
+        .await?;
     Ok(Json(HeartbeatResponse { status }))
 }
 
@@ -310,7 +371,7 @@ async fn finish(
         }
     };
     let finished = state.queue.finish(token, outcome).await;
-    state.live.ended(token);
+    seal_log(&state, job.id).await;
     let job = match finished {
         Ok(job) => job,
         Err(QueueError::LeaseLost) => return Err(lease_lost()),

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::StreamExt;
 use kiln_composer::{AppState, ComposerConfig};
 use kiln_queue::JobQueue;
 use kiln_testsupport::PgCluster;
@@ -188,4 +190,42 @@ pub(crate) fn stop(mut child: std::process::Child) -> (std::process::ExitStatus,
         out.read_to_string(&mut log).unwrap();
     }
     (status, log)
+}
+
+/// Reads an event stream until `end`; returns what came up to it.
+pub(crate) async fn read_until(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buf: &mut String,
+    end: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !buf.contains(end) {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("event in time");
+        buf.push_str(&String::from_utf8_lossy(
+            &chunk.expect("stream open").unwrap(),
+        ));
+    }
+    let i = buf.find(end).unwrap() + end.len();
+    let head = buf[..i].to_owned();
+    buf.drain(..i);
+    head
+}
+
+/// Reads an event stream to its end.
+pub(crate) async fn read_to_end(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buf: &mut String,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("stream ended in time")
+        {
+            Some(chunk) => buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            None => return std::mem::take(buf),
+        }
+    }
 }

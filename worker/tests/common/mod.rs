@@ -244,6 +244,12 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGTERM (once: stop taking jobs; twice: stop them at once).
+    pub(crate) fn terminate(&self) {
+        // SAFETY: kill(2) on the worker's own pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
     pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
