@@ -44,6 +44,27 @@ pub struct ComposerConfig {
     /// serves loopback only, and every request belongs to the one tenant
     /// `default_channel`.
     pub auth: AuthConfig,
+    /// Prometheus metrics on a listener of their own.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `GET /metrics` (Prometheus text format) on its own
+/// listener. Loopback by default: the metrics carry tenant labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Off: no metrics listener.
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8702)),
+        }
+    }
 }
 
 /// `[auth]`: bearer tokens (JWTs) of an OpenID provider, and who may
@@ -299,6 +320,7 @@ impl Default for ComposerConfig {
             repositories: RepositoriesConfig::default(),
             log_format: LogFormat::Text,
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

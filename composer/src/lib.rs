@@ -16,6 +16,7 @@ pub mod config;
 pub mod grants;
 pub mod jobs;
 pub mod live;
+pub mod metrics;
 pub mod plan;
 pub mod repos;
 pub mod runner;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub repos: Arc<repos::RepoCache>,
     /// Progress and logs of running builds, as their workers report them.
     pub live: Arc<live::Live>,
+    /// Prometheus metrics (`[metrics]`).
+    pub metrics: Arc<metrics::Metrics>,
     /// Verifies the compose API's bearer tokens; none without `[auth]`
     /// (or with `auth.mode = "none"`).
     pub auth: Option<Arc<auth::Verifier>>,
@@ -70,12 +73,17 @@ impl AppState {
         let limits = config.repositories.limits();
         let budget = config.repositories.cache_budget_bytes;
         let live = Arc::new(live::Live::new(queue.as_ref()));
+        let metrics = Arc::new(
+            metrics::Metrics::new(Duration::from_secs(config.queue.heartbeat_timeout_secs))
+                .map_err(|e| anyhow::anyhow!("metrics: {e}"))?,
+        );
         Ok(AppState {
             queue,
             catalog: Arc::new(catalog),
             config: Arc::new(config),
             repos: Arc::new(repos::RepoCache::new(limits, policy, budget)),
             live,
+            metrics,
             auth,
         })
     }

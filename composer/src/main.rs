@@ -94,7 +94,28 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
+    let metrics = if config.metrics.enabled {
+        let at = config.metrics.listen;
+        let metrics_listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("listening for metrics scrapes on {at}"))?;
+        if !at.ip().is_loopback() {
+            tracing::warn!(listen = %at, "metrics (with tenant labels) are served beyond loopback");
+        }
+        tracing::info!(listen = %at, "metrics ready: GET /metrics");
+        let app = kiln_composer::metrics::router(state.clone());
+        Some(tokio::spawn(async move {
+            axum::serve(metrics_listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }))
+    } else {
+        None
+    };
     kiln_composer::serve(state, listener, shutdown_signal()).await?;
+    if let Some(m) = metrics {
+        m.await.context("the metrics task")??;
+    }
     if let Some(w) = workers {
         w.await.context("the worker API task")??;
     }

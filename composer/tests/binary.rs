@@ -14,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_kiln-composer");
 fn with_no_configuration_it_runs_on_one_machine() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .arg("--print-config")
         .current_dir(dir.path())
         .env_remove("KILN_COMPOSER_CONFIG")
@@ -49,6 +51,8 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
     .unwrap();
     // The file is found in the working directory; the environment wins over it.
     let out = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .arg("--print-config")
         .current_dir(dir.path())
         .env("KILN_COMPOSER_LISTEN", format!("127.0.0.1:{port}"))
@@ -62,6 +66,8 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
 
     // A key the composer does not know is an error that names it.
     let out = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .arg("--print-config")
         .current_dir(dir.path())
         .env("KILN_COMPOSER_LISTN", "x")
@@ -75,6 +81,8 @@ fn file_then_environment_then_serves_and_stops_on_sigterm() {
     );
 
     let child = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .env("KILN_COMPOSER_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
@@ -109,6 +117,7 @@ fn without_auth_it_refuses_a_network_address() {
     let port = kiln_testsupport::free_port().unwrap();
     let run = |extra: &[(&str, &str)]| {
         let mut cmd = Command::new(BIN);
+        cmd.env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0");
         cmd.current_dir(dir.path())
             .env_remove("KILN_COMPOSER_CONFIG")
             .env("KILN_COMPOSER_LISTEN", format!("0.0.0.0:{port}"))

@@ -105,6 +105,8 @@ async fn a_bomb_and_an_oversized_index_are_refused_within_a_memory_bound() {
     )
     .unwrap();
     let child = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .env_remove("KILN_COMPOSER_CONFIG")
         .stdout(Stdio::null())

@@ -772,3 +772,178 @@ async fn every_composer_shows_what_a_worker_reports_to_one() {
         .unwrap()
         .is_empty());
 }
+
+/// A sample's value from a scrape, summed over the series whose labels
+/// include `labels`; a histogram counts its observations.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(h) => h
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map_or(0.0, |b| b.count),
+            Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> prometheus_parse::Scrape {
+    let r = http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The composer's Prometheus metrics, scraped from their own listener and
+/// parsed as Prometheus text: osbuild-composer's names in the
+/// `image_builder` namespace, moving as composes are made and their jobs
+/// handed out and finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_composes_and_jobs() {
+    let c = start(Backend::Postgres).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let app = kiln_composer::metrics::router(c.composer.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let m = scrape(&http, &url).await;
+    assert_eq!(
+        sample(&m, "image_builder_composer_total_compose_requests", &[]),
+        0.0
+    );
+
+    let (id, depsolve) = c.compose().await;
+    c.compose().await;
+    let (status, _) = c
+        .composer
+        .get(&format!("/composes/{}", Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+    let m = scrape(&http, &url).await;
+    let api = "/api/image-builder-composer/v2";
+    assert_eq!(
+        sample(&m, "image_builder_composer_total_compose_requests", &[]),
+        2.0
+    );
+    let posted = [
+        ("method", "POST"),
+        ("path", &*format!("{api}/compose")),
+        ("code", "201"),
+        ("subsystem", "composer"),
+        ("tenant", "default"),
+    ];
+    assert_eq!(
+        sample(&m, "image_builder_composer_request_count", &posted),
+        2.0
+    );
+    // Ids are not labels: every compose's status is one path.
+    let missing = [("path", &*format!("{api}/composes/-")), ("code", "404")];
+    assert_eq!(
+        sample(&m, "image_builder_composer_request_count", &missing),
+        1.0
+    );
+    let timed = [("path", &*format!("{api}/compose")), ("tenant", "default")];
+    assert_eq!(
+        sample(&m, "image_builder_composer_http_duration_seconds", &timed),
+        2.0
+    );
+    assert!(sample(&m, "image_builder_composer_total_requests", &[]) >= 5.0);
+    let of = |t: &'static str| [("type", t), ("tenant", "default")];
+    assert_eq!(
+        sample(&m, "image_builder_worker_pending_jobs", &of("depsolve")),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "image_builder_worker_pending_jobs", &of("build")),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "image_builder_worker_running_jobs", &of("depsolve")),
+        0.0
+    );
+
+    // A worker takes one depsolve and fails it.
+    let w = c.certified("worker1");
+    let (status, job) = w.take(&["depsolve"], 5).await.unwrap();
+    assert_eq!(status, 200, "{job}");
+    let m = scrape(&http, &url).await;
+    assert_eq!(
+        sample(&m, "image_builder_worker_pending_jobs", &of("depsolve")),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "image_builder_worker_running_jobs", &of("depsolve")),
+        1.0
+    );
+    let waited = [
+        ("type", "depsolve"),
+        ("tenant", "default"),
+        ("arch", "x86_64"),
+    ];
+    assert_eq!(
+        sample(
+            &m,
+            "image_builder_worker_job_wait_duration_seconds",
+            &waited
+        ),
+        1.0
+    );
+    let active = [("worker", "worker1"), ("arch", "x86_64")];
+    assert_eq!(
+        sample(&m, "image_builder_worker_active_workers", &active),
+        1.0
+    );
+    let token = job["token"].as_str().unwrap();
+    let (status, _) = w
+        .post(
+            &format!("/jobs/{token}/finish"),
+            &json!({"success": false, "reason": "no such package"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let m = scrape(&http, &url).await;
+    let failed = [
+        ("type", "depsolve"),
+        ("status", "failure"),
+        ("tenant", "default"),
+        ("arch", "x86_64"),
+    ];
+    assert_eq!(sample(&m, "image_builder_worker_total_jobs", &failed), 1.0);
+    assert_eq!(
+        sample(&m, "image_builder_worker_job_duration_seconds", &failed),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "image_builder_worker_running_jobs", &of("depsolve")),
+        0.0
+    );
+    // The failed depsolve failed its compose's other jobs.
+    assert_eq!(
+        sample(&m, "image_builder_worker_pending_jobs", &of("build")),
+        1.0
+    );
+    let finished = [
+        ("path", "/api/worker/v1/jobs/-/finish"),
+        ("code", "200"),
+        ("subsystem", "worker"),
+    ];
+    assert_eq!(
+        sample(&m, "image_builder_worker_request_count", &finished),
+        1.0
+    );
+    assert_eq!(c.job_state(depsolve).await, JobState::Failed, "{id}");
+    // Not on the compose API's listener.
+    let root = c.composer.base.trim_end_matches(api);
+    let r = http.get(format!("{root}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

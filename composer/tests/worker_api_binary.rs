@@ -33,6 +33,8 @@ fn without_certificates_there_is_no_worker_listener() {
     let port = kiln_testsupport::free_port().unwrap();
     let worker_port = kiln_testsupport::free_port().unwrap();
     let mut child = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .env_remove("KILN_COMPOSER_CONFIG")
         .env("KILN_COMPOSER_LISTEN", format!("127.0.0.1:{port}"))
@@ -85,6 +87,8 @@ fn with_certificates_from_the_environment_workers_are_served() {
 
     // Half a configuration stops the start, naming the missing key.
     let out = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .env_remove("KILN_COMPOSER_CONFIG")
         .envs(env.iter().filter(|(k, _)| !k.ends_with("__CERT")).cloned())
@@ -95,6 +99,8 @@ fn with_certificates_from_the_environment_workers_are_served() {
     assert!(stderr.contains("worker_api.cert"), "{stderr}");
 
     let mut child = Command::new(BIN)
+        // Metrics on a port of their own: tests run side by side.
+        .env("KILN_COMPOSER_METRICS__LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .env_remove("KILN_COMPOSER_CONFIG")
         .envs(env.iter().cloned())

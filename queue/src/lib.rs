@@ -138,6 +138,9 @@ pub struct Job {
     /// How many times the job was taken back from a silent worker.
     pub retries: i32,
     pub created_at: DateTime<Utc>,
+    /// When it last became ready for a worker (none while it waits for
+    /// dependencies).
+    pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -232,6 +235,15 @@ pub struct JobEvent {
     pub job_type: String,
     pub arch: String,
     pub channel: String,
+}
+
+/// How many unfinished jobs of a type and channel are in a state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCount {
+    pub job_type: String,
+    pub channel: String,
+    pub state: JobState,
+    pub count: i64,
 }
 
 /// Counts of stored rows, for checks that nothing was written.
@@ -407,6 +419,9 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// What the nodes `channel` has seen boot, by xname.
     async fn node_boots(&self, channel: &str) -> Result<Vec<NodeBootRecord>>;
+
+    /// How many jobs are waiting, queued and running, by type and channel.
+    async fn unfinished_counts(&self) -> Result<Vec<JobCount>>;
 
     /// Gives a leased job back at once (its worker stops without a result):
     /// queued again, counted as a requeue like a job whose heartbeats

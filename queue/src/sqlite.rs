@@ -25,14 +25,14 @@ use crate::live;
 use crate::wait::{wait_for_job, Waiters};
 use crate::{
     dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
-    BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobEvent,
-    JobLogText, JobQueue, JobState, Lease, LeaseStatus, LiveEvent, LiveState, NewJob,
+    BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobCount,
+    JobEvent, JobLogText, JobQueue, JobState, Lease, LeaseStatus, LiveEvent, LiveState, NewJob,
     NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack,
 };
 
 const JOB_COLUMNS: &str =
     "id, compose_id, job_type, arch, channel, args, priority, state, result, \
-    reason, worker, retries, created_at, started_at, finished_at, \
+    reason, worker, retries, created_at, queued_at, started_at, finished_at, \
     (SELECT json_group_array(depends_on) FROM job_deps d WHERE d.job_id = jobs.id) AS deps";
 
 /// Columns that make a [`JobEvent`].
@@ -171,6 +171,10 @@ fn job_from_row(r: &SqliteRow) -> Result<Job> {
         worker: r.try_get("worker")?,
         retries: r.try_get("retries")?,
         created_at: time(r.try_get("created_at")?)?,
+        queued_at: r
+            .try_get::<Option<i64>, _>("queued_at")?
+            .map(time)
+            .transpose()?,
         started_at: r
             .try_get::<Option<i64>, _>("started_at")?
             .map(time)
@@ -702,6 +706,25 @@ impl JobQueue for SqliteQueue {
         }
         self.publish(events);
         Ok(report)
+    }
+
+    async fn unfinished_counts(&self) -> Result<Vec<JobCount>> {
+        let rows = sqlx::query(
+            "SELECT job_type, channel, state, count(*) AS n FROM jobs \
+             WHERE state IN ('waiting', 'queued', 'running') GROUP BY job_type, channel, state",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobCount {
+                    job_type: r.try_get("job_type")?,
+                    channel: r.try_get("channel")?,
+                    state: r.try_get::<String, _>("state")?.parse()?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
     }
 
     async fn hand_back(&self, token: Uuid, reason: &str, max_retries: u32) -> Result<JobState> {

@@ -141,8 +141,11 @@ pub async fn authenticate(
                 .map_err(|e| ApiError::unauthenticated(&e))?
         }
     };
+    let tenant = crate::metrics::RequestTenant(identity.tenant.clone());
     req.extensions_mut().insert(identity);
-    Ok(next.run(req).await)
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(tenant);
+    Ok(resp)
 }
 
 /// The token of `Authorization: Bearer <token>`.

@@ -63,6 +63,10 @@ pub fn router(state: AppState) -> Router {
         .nest(WORKER_API_PREFIX, api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::worker_api_layer,
+        ))
         .with_state(state)
 }
 
@@ -164,6 +168,9 @@ async fn request_job(
     JsonBody(request): JsonBody<RequestJob>,
 ) -> Result<Response, ApiError> {
     request.validate()?;
+    state
+        .metrics
+        .worker_asks(&worker.0, &request.arch, &request.channels);
     let wait = Duration::from_secs(request.wait_secs);
     let Some(filter) = bound(&state.config.worker_api.bindings, &worker.0, request) else {
         // Nothing this worker may take: an idle poll, so it does not spin.
@@ -187,6 +194,7 @@ async fn request_job(
         }
     };
     tracing::info!(job = %lease.job.id, job_type = %lease.job.job_type, worker = %worker.0, "job handed to a worker");
+    state.metrics.dequeued(&lease.job);
     Ok(Json(JobAssignment {
         token: lease.token,
         id: lease.job.id,
@@ -384,6 +392,7 @@ async fn finish(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(job = %job.id, state = job.state.as_str(), worker = %worker.0, "worker finished a job");
+    state.metrics.finished(&job);
     Ok(Json(FinishResponse {
         id: job.id,
         state: job.state.as_str().to_owned(),
@@ -625,6 +634,7 @@ mod tests {
             worker: Some("w1".into()),
             retries: 0,
             created_at: chrono::Utc::now(),
+            queued_at: None,
             started_at: None,
             finished_at: None,
         }
