@@ -160,6 +160,18 @@ impl PgCluster {
         run(&mut ctl)
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`: connections are cut,
+    /// the data is kept, the same options apply).
+    pub fn restart(&self) -> Result<()> {
+        let mut ctl = pg_command(&self.bindir, "pg_ctl", self.as_postgres);
+        ctl.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        run(&mut ctl)
+    }
+
     fn spawn_watchdog(&self) -> Result<()> {
         let ctl = self.bindir.join("pg_ctl");
         let data = self.dir.join("data");

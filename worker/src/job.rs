@@ -293,6 +293,34 @@ async fn build(
             status = child.wait() => break status,
         }
     };
+    // What the executor wrote last (the lines that say why a build failed)
+    // is reported before the result, so the stored log keeps it: the
+    // channel closes once its stderr and monitor pipes are read to the end.
+    let drained = async {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                MonitorMsg::Log(l) => logs.push(l),
+                MonitorMsg::Progress(p) => progress = Some(p),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(job = %job.id, "the executor's output did not end with it");
+    }
+    for lines in logs.chunks(kiln_api::worker::MAX_LOG_LINES) {
+        let update = JobProgressUpdate {
+            phase: Some(BuildPhase::Building),
+            progress: progress.clone(),
+            log: lines.to_vec(),
+        };
+        if let Err(e) = client.progress(job.token, &update).await {
+            tracing::warn!(job = %job.id, error = %e, "reporting the build's last lines");
+            break;
+        }
+    }
     let stdout = stdout_task.await.unwrap_or_default();
     // Not a result at all (a crash, another program): the exit status says why.
     let result: Option<BuildOutput> = serde_json::from_str(&stdout).ok();
