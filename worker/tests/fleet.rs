@@ -592,9 +592,10 @@ allowed_domains = ["*.fleet.test"]
     }
     // Composer 0's counters restarted with it.
     assert!(builds >= 1.0 && builds <= composes as f64, "{builds}");
+    let per_minute = composes as f64 / finished.as_secs_f64() * 60.0;
     eprintln!(
         "fleet: {composes} composes, {COMPOSERS} composers, {WORKERS} workers ({killed:?} killed): \
-         submitted in {submitted:.1?}, all ended in {finished:.1?}; {requeued} requeues; \
-         {across} event streams followed another composer's build"
+         submitted in {submitted:.1?}, all ended in {finished:.1?} ({per_minute:.0} composes/min); \
+         {requeued} requeues; {across} event streams followed another composer's build"
     );
 }
