@@ -29,6 +29,9 @@ pub enum BuildOutput {
         metadata: BTreeMap<String, Value>,
         #[serde(default)]
         log: StageLogs,
+        /// kiln: the store's size after the build (and its eviction).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store_bytes: Option<u64>,
     },
     /// The build failed.
     #[serde(rename = "error")]
@@ -37,6 +40,9 @@ pub enum BuildOutput {
         error: BuildError,
         #[serde(default)]
         log: StageLogs,
+        /// kiln: the store's size after the build (and its eviction).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store_bytes: Option<u64>,
     },
     /// The manifest (or the command line) was refused before anything ran.
     #[serde(rename = "https://osbuild.org/validation-error")]
@@ -48,6 +54,17 @@ pub enum BuildOutput {
 }
 
 impl BuildOutput {
+    /// The store's size after the build, as kiln's executor reports it
+    /// (osbuild does not).
+    pub fn store_bytes(&self) -> Option<u64> {
+        match self {
+            BuildOutput::Result { store_bytes, .. } | BuildOutput::Error { store_bytes, .. } => {
+                *store_bytes
+            }
+            BuildOutput::Invalid { .. } => None,
+        }
+    }
+
     /// A result, then, says success only when its type and flag agree.
     pub fn succeeded(&self) -> bool {
         matches!(self, BuildOutput::Result { success: true, .. })
@@ -359,6 +376,7 @@ mod tests {
                     error: Some("exit 1".into()),
                 }],
             )]),
+            store_bytes: None,
         };
         let v = serde_json::to_value(&failed).unwrap();
         assert_eq!(

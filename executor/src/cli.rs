@@ -270,7 +270,12 @@ pub fn main(argv: Vec<String>) -> ExitCode {
             eprintln!("kiln-osbuild: evicting from the store: {e}");
         }
     }
-    let result = result_json(&report);
+    let mut result = result_json(&report);
+    if let BuildOutput::Result { store_bytes, .. } | BuildOutput::Error { store_bytes, .. } =
+        &mut result
+    {
+        *store_bytes = Some(store::disk_usage(store.root()));
+    }
     if cli.json {
         print_json(&result);
     } else if let Some(f) = &report.failure {
@@ -338,12 +343,14 @@ fn result_json(report: &build::Report) -> BuildOutput {
                 details: details.map(Box::new),
             },
             log: log.clone(),
+            store_bytes: None,
         };
     match &report.failure {
         None => BuildOutput::Result {
             success: true,
             metadata: report.metadata.clone(),
             log,
+            store_bytes: None,
         },
         Some(build::Failure::Stage { stage, .. }) => error(
             "org.osbuild.error.stage",

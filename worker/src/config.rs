@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     pub boot: Option<kiln_boot::BootConfig>,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The program that runs a build's manifest.
@@ -103,6 +105,7 @@ impl Default for WorkerConfig {
             targets: BTreeMap::new(),
             boot: None,
             log_format: LogFormat::Text,
+            metrics_listen: None,
         }
     }
 }

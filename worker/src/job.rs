@@ -3,6 +3,7 @@
 //! composer as progress and log lines, then upload the exported files to
 //! every target of the image and report how each upload went.
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, ClientError};
 use crate::config::{Executor, WorkerConfig};
+use crate::metrics::METRICS;
 use crate::Shutdown;
 
 /// How a job ended for this worker.
@@ -47,6 +49,7 @@ enum MonitorMsg {
 fn read_monitor(reader: std::io::PipeReader, tx: mpsc::UnboundedSender<MonitorMsg>) {
     use std::io::Read;
     let mut reader = reader;
+    let mut stages = HashMap::new();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -57,20 +60,45 @@ fn read_monitor(reader: std::io::PipeReader, tx: mpsc::UnboundedSender<MonitorMs
         buf.extend_from_slice(&chunk[..n]);
         while let Some(end) = buf.iter().skip(1).position(|&b| b == 0x1e).map(|p| p + 1) {
             let record: Vec<u8> = buf.drain(..end).collect();
-            handle_record(&record, &tx);
+            handle_record(&record, &tx, &mut stages);
         }
     }
     if !buf.is_empty() {
-        handle_record(&buf, &tx);
+        handle_record(&buf, &tx, &mut stages);
     }
 }
 
-fn handle_record(record: &[u8], tx: &mpsc::UnboundedSender<MonitorMsg>) {
+/// `stages`: when each running stage (by id) was first heard of; a
+/// stage's result then gives its duration.
+fn handle_record(
+    record: &[u8],
+    tx: &mpsc::UnboundedSender<MonitorMsg>,
+    stages: &mut HashMap<String, f64>,
+) {
     let text = String::from_utf8_lossy(record);
     let Ok(r) = serde_json::from_str::<MonitorRecord>(text.trim_start_matches('\x1e').trim())
     else {
         return;
     };
+    match (
+        &r.result,
+        r.context.pipeline.as_ref().and_then(|p| p.stage.as_ref()),
+    ) {
+        (None, Some(stage)) => {
+            stages.entry(stage.id.clone()).or_insert(r.timestamp);
+        }
+        (Some(result), _) => {
+            let id = result.get("id").and_then(|v| v.as_str()).unwrap_or("");
+            let name = result.get("name").and_then(|v| v.as_str()).unwrap_or("");
+            if let Some(start) = stages.remove(id) {
+                METRICS
+                    .stage_duration
+                    .with_label_values(&[name])
+                    .observe((r.timestamp - start).max(0.0));
+            }
+        }
+        (None, None) => {}
+    }
     if !r.message.is_empty() {
         let _ = tx.send(MonitorMsg::Log(r.message));
     }
@@ -234,6 +262,7 @@ async fn build(
         }
     };
     drop(monitor_w);
+    let build_started = std::time::Instant::now();
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     tracing::info!(job = %job.id, executor = %program.display(), "build started");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -326,6 +355,20 @@ async fn build(
     let result: Option<BuildOutput> = serde_json::from_str(&stdout).ok();
     let code = status.ok().and_then(|s| s.code());
     let succeeded = result.as_ref().is_some_and(BuildOutput::succeeded);
+    let outcome = if code == Some(0) && succeeded {
+        "success"
+    } else {
+        "failure"
+    };
+    METRICS
+        .build_duration
+        .with_label_values(&[&args.image_type, outcome])
+        .observe(build_started.elapsed().as_secs_f64());
+    // The store belongs to the build's user namespace: the executor
+    // measures it.
+    if let Some(bytes) = result.as_ref().and_then(BuildOutput::store_bytes) {
+        METRICS.store_bytes.set(bytes as f64);
+    }
     let result = match result {
         Some(r) if code == Some(0) && succeeded => r,
         r => {
@@ -523,6 +566,7 @@ async fn upload(
             };
             let mut uploaded = Vec::new();
             let mut failure = None;
+            let upload_started = std::time::Instant::now();
             for (path, art) in files.iter().zip(&artifacts) {
                 let name = if matches!(t, UploadTarget::Local(_)) {
                     format!("{owner}-{}-{}", args.image, art.name)
@@ -538,6 +582,10 @@ async fn upload(
                 {
                     Ok(obj) => {
                         done.store(base + art.size, Ordering::SeqCst);
+                        METRICS
+                            .upload_bytes
+                            .with_label_values(&[kind])
+                            .inc_by(obj.size as f64);
                         uploaded.push(UploadedFile {
                             name: art.name.clone(),
                             url: obj.url,
@@ -551,6 +599,15 @@ async fn upload(
                     }
                 }
             }
+            let status = if failure.is_none() {
+                "success"
+            } else {
+                "failure"
+            };
+            METRICS
+                .upload_duration
+                .with_label_values(&[kind, status])
+                .observe(upload_started.elapsed().as_secs_f64());
             match failure {
                 None => statuses.push(UploadStatus::stored(
                     kind,

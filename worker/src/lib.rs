@@ -12,6 +12,7 @@ mod boot;
 pub mod client;
 pub mod config;
 mod job;
+pub mod metrics;
 mod sbom;
 
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -78,6 +78,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(at) = config.metrics_listen {
+        let listener = match runtime.block_on(tokio::net::TcpListener::bind(at)) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("kiln-worker: listening for metrics scrapes on {at}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(listen = %at, "metrics ready: GET /metrics");
+        runtime.spawn(async move {
+            if let Err(e) = kiln_worker::metrics::serve(listener).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     match runtime.block_on(kiln_worker::run(config, cli.max_jobs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
