@@ -1326,7 +1326,10 @@ async fn request_ids_round_trip(q: Arc<dyn JobQueue>) {
     assert_eq!(l.job.request_id, rid("req-graph.1:a"));
     let held = q.leased(l.token).await.unwrap().unwrap();
     assert_eq!(held.request_id, rid("req-graph.1:a"));
-    let done = q.finish(l.token, Outcome::Success(json!({}))).await.unwrap();
+    let done = q
+        .finish(l.token, Outcome::Success(json!({})))
+        .await
+        .unwrap();
     assert_eq!(done.request_id, rid("req-graph.1:a"));
     assert_eq!(
         q.job(b.id).await.unwrap().unwrap().request_id,
