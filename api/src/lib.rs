@@ -21,6 +21,7 @@ pub mod glob;
 pub mod jobs;
 pub mod nodes;
 pub mod osbuild;
+pub mod request_id;
 pub mod sbom;
 pub mod status;
 pub mod validate;

@@ -352,4 +352,7 @@ pub struct JobInfo {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The request id (`X-Request-Id`) of the API call that made the job.
+    #[schema(value_type = Option<String>)]
+    pub request_id: Option<crate::request_id::RequestId>,
 }

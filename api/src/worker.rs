@@ -88,6 +88,10 @@ pub struct JobAssignment {
     pub id: Uuid,
     /// The compose the job belongs to; none for a lone job.
     pub compose_id: Option<Uuid>,
+    /// The request id of the API call that made the job, for the worker's
+    /// and the executor's logs; none for jobs made otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<crate::request_id::RequestId>,
     /// The job's kind (`type`), its arguments (`args`) and what the jobs
     /// it depends on made.
     #[serde(flatten)]
@@ -372,6 +376,7 @@ mod tests {
             token: Uuid::nil(),
             id: Uuid::nil(),
             compose_id: None,
+            request_id: None,
             job: AssignedJob::Build {
                 args: BuildArgs {
                     image: 0,
@@ -385,6 +390,22 @@ mod tests {
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["type"], "build");
         assert_eq!(v["compose_id"], Value::Null);
+        // No request id: no field, and an assignment without one reads back.
+        assert!(v.get("request_id").is_none(), "{v}");
+        let with_id = JobAssignment {
+            request_id: crate::request_id::RequestId::parse("req-1"),
+            ..a.clone()
+        };
+        let w = serde_json::to_value(&with_id).unwrap();
+        assert_eq!(w["request_id"], "req-1");
+        assert_eq!(
+            serde_json::from_value::<JobAssignment>(w.clone()).unwrap(),
+            with_id
+        );
+        // An id that is not one is refused where it is read.
+        let mut bad = w;
+        bad["request_id"] = Value::from("a b");
+        assert!(serde_json::from_value::<JobAssignment>(bad).is_err());
         assert_eq!(
             serde_json::to_value(HeartbeatResponse {
                 status: LeaseState::Canceled

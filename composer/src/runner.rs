@@ -13,6 +13,7 @@ use kiln_api::compose::ComposeRequest;
 use kiln_api::jobs::{
     DepsolveArgs, DepsolveResult, JobKind, JobResult, ManifestArgs, ManifestResult,
 };
+use kiln_api::request_id::RequestId;
 use kiln_api::validate::Family;
 use kiln_api::worker::AssignedJob;
 use kiln_depsolve::Request;
@@ -21,6 +22,7 @@ use kiln_manifests::generate::{self, ImageRequest};
 use kiln_manifests::packages::{install_stage_ids, package_files};
 use kiln_queue::{DequeueFilter, Job, LeaseStatus, QueueError};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::jobs;
 use crate::AppState;
@@ -46,10 +48,14 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
             {
                 Ok(Some(lease)) => {
                     let state = state.clone();
-                    tokio::spawn(async move {
-                        run(&state, lease).await;
-                        drop(permit);
-                    });
+                    let span = job_span(&lease.job);
+                    tokio::spawn(
+                        async move {
+                            run(&state, lease).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -59,6 +65,18 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// The span a composer job runs in: every log line of the job names it,
+/// its compose and the request id of the API call that made it.
+fn job_span(job: &Job) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        job = %job.id,
+        kind = %job.job_type,
+        compose = %job.compose_id.map(|c| c.to_string()).unwrap_or_default(),
+        request_id = %job.request_id.as_deref().and_then(RequestId::parse).map(|r| r.to_string()).unwrap_or_default(),
+    )
 }
 
 fn hostname() -> String {
@@ -73,16 +91,19 @@ async fn run(state: &AppState, lease: kiln_queue::Lease) {
     let beat = {
         let queue = state.queue.clone();
         let every = Duration::from_secs((state.config.queue.heartbeat_timeout_secs / 3).max(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match queue.heartbeat(lease.token).await {
-                    Ok(LeaseStatus::Alive) => {}
-                    Ok(_) => return,
-                    Err(e) => tracing::warn!(error = %e, "heartbeat"),
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match queue.heartbeat(lease.token).await {
+                        Ok(LeaseStatus::Alive) => {}
+                        Ok(_) => return,
+                        Err(e) => tracing::warn!(error = %e, "heartbeat"),
+                    }
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
     let work = async {
         match jobs::assignment(state.queue.as_ref(), &job).await {

@@ -40,6 +40,10 @@ pub fn job_info(job: &Job) -> JobInfo {
         created_at: job.created_at,
         started_at: job.started_at,
         finished_at: job.finished_at,
+        request_id: job
+            .request_id
+            .as_deref()
+            .and_then(kiln_api::request_id::RequestId::parse),
     }
 }
 

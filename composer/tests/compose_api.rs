@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{pxe_request, read_to_end, read_until, start, start_with, Backend};
 use kiln_queue::{DequeueFilter, JobState, Outcome};
-use serde_json::json;
+use serde_json::{json, Value};
 
 on_both_backends!(
     compose_is_listed_has_a_job_graph_and_cancels_with_an_sse_event,
@@ -18,6 +18,7 @@ on_both_backends!(
     finished_composes_expire,
     unfinished_composes_are_canceled_when_too_old,
     failed_job_shows_its_reason_in_the_status,
+    every_request_has_a_request_id_and_its_jobs_carry_it,
 );
 
 async fn compose_is_listed_has_a_job_graph_and_cancels_with_an_sse_event(b: Backend) {
@@ -368,4 +369,203 @@ async fn an_event_stream_ends_when_its_client_goes_away() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Every answer of the compose API carries `X-Request-Id`: the caller's
+/// when it is a sane token, a fresh UUID when it is missing or is not one
+/// (never echoed), on errors too; and every job a request makes (`POST
+/// /compose`, `POST /blueprints/{name}/compose`, `POST /boot/changes`)
+/// carries the id, shown in `GET /composes/{id}/jobs`.
+async fn every_request_has_a_request_id_and_its_jobs_carry_it(b: Backend) {
+    let c = start_with(b, |config| {
+        config.auth.boot_grants = vec![kiln_composer::config::BootGrant {
+            tenant: config.default_channel.clone(),
+            image_names: vec!["compute".into()],
+            groups: vec!["compute".into()],
+            xnames: vec![],
+            macs: vec![],
+            nids: vec![],
+        }];
+    })
+    .await;
+    let send = |method: reqwest::Method, path: &str, id: Option<&str>, body: Option<Value>| {
+        let mut r = c.http.request(method, c.url(path));
+        if let Some(id) = id {
+            r = r.header("X-Request-Id", id);
+        }
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let ids: Vec<String> = r
+                .headers()
+                .get_all("x-request-id")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(ids.len(), 1, "one X-Request-Id: {ids:?}");
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, ids[0].clone(), body)
+        }
+    };
+    let is_uuid = |s: &str| uuid::Uuid::parse_str(s).is_ok();
+    use reqwest::Method;
+
+    // The caller's id comes back, and the compose's jobs carry it.
+    let (status, rid, body) = send(
+        Method::POST,
+        "/compose",
+        Some("client-req.42:a_b-c"),
+        Some(pxe_request()),
+    )
+    .await;
+    assert_eq!(
+        (status, rid.as_str()),
+        (201, "client-req.42:a_b-c"),
+        "{body}"
+    );
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (status, rid, graph) = send(Method::GET, &format!("/composes/{id}/jobs"), None, None).await;
+    assert_eq!(status, 200);
+    assert!(is_uuid(&rid), "a fresh id: {rid}");
+    let jobs = graph["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    for j in jobs {
+        assert_eq!(j["request_id"], "client-req.42:a_b-c", "{j}");
+        let stored = c
+            .queue
+            .job(j["id"].as_str().unwrap().parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.request_id.as_deref(), Some("client-req.42:a_b-c"));
+    }
+
+    // No header: a fresh UUID, and the jobs carry that one.
+    let (status, fresh, body) = send(Method::POST, "/compose", None, Some(pxe_request())).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(is_uuid(&fresh), "{fresh}");
+    let (_, _, graph) = send(
+        Method::GET,
+        &format!("/composes/{}/jobs", body["id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    for j in graph["jobs"].as_array().unwrap() {
+        assert_eq!(j["request_id"], fresh.as_str(), "{j}");
+    }
+
+    // Ids that are not sane tokens are replaced, never echoed.
+    let long = "x".repeat(129);
+    for bad in [
+        "has space",
+        "a\"quote",
+        "semi;colon",
+        "",
+        long.as_str(),
+        "é",
+    ] {
+        let r = c
+            .http
+            .get(c.url("/composes/"))
+            .header(
+                "X-Request-Id",
+                reqwest::header::HeaderValue::from_bytes(bad.as_bytes()).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(is_uuid(&rid) && rid != bad, "{bad:?} -> {rid}");
+    }
+
+    // Errors carry it too: 404 (no compose, no route), 400 (bad id, bad body), 405.
+    let missing = uuid::Uuid::new_v4();
+    for (method, path, body, want) in [
+        (Method::GET, format!("/composes/{missing}"), None, 404),
+        (Method::GET, "/nothing/here".to_owned(), None, 404),
+        (Method::GET, "/composes/not-a-uuid".to_owned(), None, 400),
+        (
+            Method::POST,
+            "/compose".to_owned(),
+            Some(json!({"distribution": 1})),
+            400,
+        ),
+        (Method::DELETE, "/compose".to_owned(), None, 405),
+    ] {
+        let (status, rid, _) = send(method.clone(), &path, Some("err-req-1"), body.clone()).await;
+        assert_eq!(
+            (status, rid.as_str()),
+            (want, "err-req-1"),
+            "{method} {path}"
+        );
+        let (status, rid, _) = send(method.clone(), &path, None, body).await;
+        assert_eq!(status, want, "{method} {path}");
+        assert!(is_uuid(&rid), "{method} {path}: {rid}");
+    }
+    // Outside the API's prefix as well.
+    let r = c
+        .http
+        .get(
+            c.base
+                .replace("/api/image-builder-composer/v2", "/elsewhere"),
+        )
+        .header("X-Request-Id", "outside-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"], "outside-1");
+
+    // A compose from a stored blueprint, and a boot change.
+    let (status, _, _) = send(
+        Method::POST,
+        "/blueprints",
+        None,
+        Some(json!({"name": "bp", "distro": "debian-12", "packages": [{"name": "chrony"}]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, rid, body) = send(
+        Method::POST,
+        "/blueprints/bp/compose",
+        Some("bp-req-7"),
+        Some(
+            json!({"image_request": {"architecture": "x86_64", "image_type": "tar",
+            "upload_targets": [{"type": "local", "upload_options": {}}]}}),
+        ),
+    )
+    .await;
+    assert_eq!((status, rid.as_str()), (201, "bp-req-7"), "{body}");
+    let (_, _, graph) = send(
+        Method::GET,
+        &format!("/composes/{}/jobs", body["id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    let jobs = graph["jobs"].as_array().unwrap();
+    assert!(!jobs.is_empty());
+    for j in jobs {
+        assert_eq!(j["request_id"], "bp-req-7", "{j}");
+    }
+    let (status, rid, body) = send(
+        Method::POST,
+        "/boot/changes",
+        Some("boot-req-9"),
+        Some(json!({"action": "show", "nodes": {"group": "compute"}})),
+    )
+    .await;
+    assert_eq!((status, rid.as_str()), (201, "boot-req-9"), "{body}");
+    let change = c
+        .queue
+        .job(body["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.request_id.as_deref(), Some("boot-req-9"));
 }

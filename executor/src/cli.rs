@@ -133,6 +133,25 @@ pub fn stage_entry(argv: &[String]) -> Option<ExitCode> {
     None
 }
 
+/// The request id in `KILN_REQUEST_ID`: none when unset, an error when set
+/// to anything that is not a request id (`kiln_api::request_id`).
+fn request_id_from_env() -> Result<Option<kiln_api::request_id::RequestId>, ()> {
+    request_id_from(std::env::var_os(kiln_api::request_id::ENV))
+}
+
+fn request_id_from(
+    value: Option<std::ffi::OsString>,
+) -> Result<Option<kiln_api::request_id::RequestId>, ()> {
+    match value {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .and_then(kiln_api::request_id::RequestId::parse)
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
 /// Runs the command line `argv` (program name first).
 pub fn main(argv: Vec<String>) -> ExitCode {
     if let Some(code) = stage_entry(&argv) {
@@ -213,6 +232,17 @@ pub fn main(argv: Vec<String>) -> ExitCode {
     }
     if !usage.is_empty() {
         return invalid(&usage, cli.json);
+    }
+    // The request id the worker handed down, first on stderr so that the
+    // build's log names the API call it came from. Checked like at the
+    // composer's edge: anything else in the variable is not repeated.
+    match request_id_from_env() {
+        Ok(Some(id)) => eprintln!("kiln-osbuild: request_id={id}"),
+        Ok(None) => {}
+        Err(()) => eprintln!(
+            "kiln-osbuild: ignoring {}: not a request id",
+            kiln_api::request_id::ENV
+        ),
     }
     // Everything from here on runs as root of the build namespace, never
     // as root of the host (see `userns`).
@@ -406,5 +436,23 @@ mod tests {
         for bad in ["", "1X", "A=B", "A B", "Ä"] {
             assert!(parse_env_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_request_id_is_taken_from_the_environment_only_when_it_is_one() {
+        use std::os::unix::ffi::OsStringExt;
+        assert_eq!(request_id_from(None), Ok(None));
+        assert_eq!(
+            request_id_from(Some("req-1.a:b_c".into()))
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "req-1.a:b_c"
+        );
+        for bad in ["", "a b", "a\nrequest_id=forged", "x=y", &"x".repeat(129)] {
+            assert_eq!(request_id_from(Some(bad.into())), Err(()), "{bad:?}");
+        }
+        let not_utf8 = std::ffi::OsString::from_vec(vec![0x66, 0xff]);
+        assert_eq!(request_id_from(Some(not_utf8)), Err(()));
     }
 }

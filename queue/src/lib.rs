@@ -98,6 +98,9 @@ pub struct NewJob {
     /// Jobs that must succeed before this one is queued: earlier jobs of the same
     /// batch, or jobs already stored.
     pub dependencies: Vec<Uuid>,
+    /// The request id of the API call that made the job (its
+    /// `X-Request-Id`), carried to the worker and the executor's logs.
+    pub request_id: Option<String>,
 }
 
 impl NewJob {
@@ -110,7 +113,14 @@ impl NewJob {
             args,
             priority: 0,
             dependencies: Vec::new(),
+            request_id: None,
         }
+    }
+
+    /// The same job, made by the API request `request_id`.
+    pub fn with_request_id(mut self, request_id: Option<String>) -> NewJob {
+        self.request_id = request_id;
+        self
     }
 
     pub fn depends_on(mut self, ids: &[Uuid]) -> NewJob {
@@ -143,6 +153,9 @@ pub struct Job {
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The request id of the API call that made the job, if any.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// A compose: the owner of a job graph, with the request that made it.

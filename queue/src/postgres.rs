@@ -30,7 +30,7 @@ const LIVE_CHANNEL: &str = "kiln_live";
 const JOB_COLUMNS: &str =
     "id, compose_id, job_type, arch, channel, args, priority, state, result, \
     reason, worker, retries, created_at, queued_at, started_at, finished_at, \
-    deps";
+    deps, request_id";
 
 /// Runs of one batched statement in flight at once, per kind of call, each on
 /// a connection of its own. Beyond that, calls gather into bigger batches.
@@ -174,8 +174,8 @@ impl PgQueue {
         for (job, p) in jobs.iter().zip(planned) {
             sqlx::query(
                 "INSERT INTO jobs (id, compose_id, job_type, arch, channel, args, priority, state, \
-                 pending_deps, reason, deps, queued_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 pending_deps, reason, deps, request_id, queued_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  CASE WHEN $8 = 'queued' THEN now() END, CASE WHEN $8 = 'failed' THEN now() END)",
             )
             .bind(job.id)
@@ -189,6 +189,7 @@ impl PgQueue {
             .bind(p.pending)
             .bind(&p.reason)
             .bind(sorted(&job.dependencies))
+            .bind(&job.request_id)
             .execute(&mut *conn)
             .await
             .map_err(|e| duplicate_as(e, || QueueError::DuplicateJob(job.id)))?;
@@ -488,10 +489,11 @@ async fn enqueue_lone(conn: &mut PgConnection, jobs: Vec<NewJob>) -> Vec<Result<
         jobs: &[NewJob],
     ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
         sqlx::query(
-            "INSERT INTO jobs (id, job_type, arch, channel, args, priority, state, queued_at) \
-             SELECT id, job_type, arch, channel, args, priority, 'queued', now() \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[]) \
-                 AS t(id, job_type, arch, channel, args, priority)",
+            "INSERT INTO jobs (id, job_type, arch, channel, args, priority, request_id, state, \
+                 queued_at) \
+             SELECT id, job_type, arch, channel, args, priority, request_id, 'queued', now() \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int[], \
+                 $7::text[]) AS t(id, job_type, arch, channel, args, priority, request_id)",
         )
         .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.job_type.as_str()).collect::<Vec<_>>())
@@ -499,6 +501,11 @@ async fn enqueue_lone(conn: &mut PgConnection, jobs: Vec<NewJob>) -> Vec<Result<
         .bind(jobs.iter().map(|j| j.channel.as_str()).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| &j.args).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(
+            jobs.iter()
+                .map(|j| j.request_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
     }
     match insert(&jobs).execute(&mut *conn).await {
         Ok(_) => return jobs.iter().map(|_| Ok(())).collect(),
@@ -662,6 +669,7 @@ fn job_from_row(r: &PgRow) -> Result<Job> {
         queued_at: r.try_get("queued_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
+        request_id: r.try_get("request_id")?,
     })
 }
 

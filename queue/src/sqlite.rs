@@ -32,7 +32,7 @@ use crate::{
 
 const JOB_COLUMNS: &str =
     "id, compose_id, job_type, arch, channel, args, priority, state, result, \
-    reason, worker, retries, created_at, queued_at, started_at, finished_at, \
+    reason, worker, retries, created_at, queued_at, started_at, finished_at, request_id, \
     (SELECT json_group_array(depends_on) FROM job_deps d WHERE d.job_id = jobs.id) AS deps";
 
 /// Columns that make a [`JobEvent`].
@@ -183,6 +183,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job> {
             .try_get::<Option<i64>, _>("finished_at")?
             .map(time)
             .transpose()?,
+        request_id: r.try_get("request_id")?,
     })
 }
 
@@ -268,8 +269,8 @@ impl SqliteQueue {
         for (job, p) in jobs.iter().zip(planned) {
             sqlx::query(
                 "INSERT INTO jobs (id, compose_id, job_type, arch, channel, args, priority, state, \
-                 pending_deps, reason, created_at, queued_at, finished_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                 pending_deps, reason, created_at, request_id, queued_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
                  CASE WHEN ?8 = 'queued' THEN ?11 END, CASE WHEN ?8 = 'failed' THEN ?11 END)",
             )
             .bind(job.id.to_string())
@@ -283,6 +284,7 @@ impl SqliteQueue {
             .bind(p.pending)
             .bind(&p.reason)
             .bind(now)
+            .bind(&job.request_id)
             .execute(&mut *conn)
             .await
             .map_err(|e| {

@@ -78,6 +78,7 @@ on_both_backends!(
     nodes_boot_what_was_seen_last,
     live_reports_are_kept_bounded_and_sealed,
     a_job_handed_back_is_queued_at_once_and_counted,
+    request_ids_round_trip,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -1269,4 +1270,69 @@ async fn postgres_live_reports_reach_every_composer() {
     let log = a.job_log(j.id).await.unwrap().unwrap();
     assert!(log.sealed);
     assert_eq!(log.lines, 21);
+}
+
+/// A job's request id is stored as given and read back by every call that
+/// returns the job: a compose's graph, lone enqueues (batched on PostgreSQL),
+/// `job`, `compose_jobs`, `dequeue`, `leased` and `finish`. A job made
+/// without one has none.
+async fn request_ids_round_trip(q: Arc<dyn JobQueue>) {
+    let rid = |s: &str| Some(s.to_owned());
+    let a = job("depsolve").with_request_id(rid("req-graph.1:a"));
+    let b = job("manifest")
+        .depends_on(&[a.id])
+        .with_request_id(rid("req-graph.1:a"));
+    let plain = job("manifest");
+    let c = compose("default");
+    q.create_compose(&c, &[a.clone(), b.clone(), plain.clone()])
+        .await
+        .unwrap();
+    let jobs = q.compose_jobs(c.id).await.unwrap();
+    let by_id = |id: Uuid| jobs.iter().find(|j| j.id == id).unwrap().request_id.clone();
+    assert_eq!(by_id(a.id), rid("req-graph.1:a"));
+    assert_eq!(by_id(b.id), rid("req-graph.1:a"));
+    assert_eq!(by_id(plain.id), None);
+
+    // Lone jobs, enqueued together so that PostgreSQL batches them.
+    let lone: Vec<NewJob> = (0..8)
+        .map(|i| {
+            let j = job("boot");
+            if i % 2 == 0 {
+                j.with_request_id(Some(format!("lone-{i}")))
+            } else {
+                j
+            }
+        })
+        .collect();
+    let calls = lone.iter().map(|j| {
+        let q = q.clone();
+        let j = j.clone();
+        tokio::spawn(async move { q.enqueue(&[j]).await })
+    });
+    for r in futures::future::join_all(calls).await {
+        r.unwrap().unwrap();
+    }
+    for j in &lone {
+        let stored = q.job(j.id).await.unwrap().unwrap();
+        assert_eq!(stored.request_id, j.request_id, "{}", j.id);
+    }
+
+    let l = q
+        .dequeue(&DequeueFilter::types(&["depsolve"]), "w1", WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.job.id, a.id);
+    assert_eq!(l.job.request_id, rid("req-graph.1:a"));
+    let held = q.leased(l.token).await.unwrap().unwrap();
+    assert_eq!(held.request_id, rid("req-graph.1:a"));
+    let done = q
+        .finish(l.token, Outcome::Success(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(done.request_id, rid("req-graph.1:a"));
+    assert_eq!(
+        q.job(b.id).await.unwrap().unwrap().request_id,
+        rid("req-graph.1:a")
+    );
 }

@@ -241,6 +241,12 @@ async fn build(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // The request id for the executor's own lines; never one this worker
+    // was started with.
+    match &job.request_id {
+        Some(id) => cmd.env(kiln_api::request_id::ENV, id.as_str()),
+        None => cmd.env_remove(kiln_api::request_id::ENV),
+    };
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use kiln_api::jobs::{Build, JobKind, JobType};
 use kiln_api::worker::{FinishJob, RequestJob};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::client::{Client, ClientError};
 pub use crate::config::{Executor, LogFormat, WorkerConfig};
@@ -133,41 +134,53 @@ async fn slot(
                 continue;
             }
         };
-        let kind = job.job.kind();
-        tracing::info!(job = %job.id, job_type = %kind, compose = ?job.compose_id, "job taken");
-        let ended = if kind == JobKind::Build {
-            job::run(&client, &config, &job, shutdown.clone()).await
-        } else if kind == JobKind::Boot {
-            boot::run(&client, &config, &job).await
-        } else {
-            job::Ended::Finish(FinishJob {
-                success: false,
-                result: None,
-                reason: Some(format!("kiln-worker does not run {kind} jobs")),
-            })
-        };
-        match ended {
-            job::Ended::Finish(finish) => {
-                let ok = finish.success;
-                let reason = finish.reason.clone();
-                report(&client, job.token, finish).await;
-                tracing::info!(job = %job.id, success = ok, reason = ?reason, "job finished");
-            }
-            job::Ended::Canceled => tracing::info!(job = %job.id, "job canceled"),
-            job::Ended::TakenBack => {
-                tracing::warn!(job = %job.id, "the composer took the job back")
-            }
-            job::Ended::Aborted => {
-                // At once, so another worker takes it now rather than after
-                // the composer's heartbeat timeout.
-                match client.release(job.token, "told to stop at once").await {
-                    Ok(state) => tracing::warn!(job = %job.id, %state, "job given back"),
-                    Err(e) => {
-                        tracing::warn!(job = %job.id, error = %e, "giving the job back; the composer takes it back once its heartbeats stop")
+        // Every log line of the job, here and in what it calls, names the
+        // job, its compose and the request id of the API call that made it.
+        let span = tracing::info_span!(
+            "job",
+            job = %job.id,
+            compose = %job.compose_id.map(|c| c.to_string()).unwrap_or_default(),
+            request_id = %job.request_id.as_ref().map(|r| r.as_str()).unwrap_or_default(),
+        );
+        async {
+            let kind = job.job.kind();
+            tracing::info!(job = %job.id, job_type = %kind, compose = ?job.compose_id, "job taken");
+            let ended = if kind == JobKind::Build {
+                job::run(&client, &config, &job, shutdown.clone()).await
+            } else if kind == JobKind::Boot {
+                boot::run(&client, &config, &job).await
+            } else {
+                job::Ended::Finish(FinishJob {
+                    success: false,
+                    result: None,
+                    reason: Some(format!("kiln-worker does not run {kind} jobs")),
+                })
+            };
+            match ended {
+                job::Ended::Finish(finish) => {
+                    let ok = finish.success;
+                    let reason = finish.reason.clone();
+                    report(&client, job.token, finish).await;
+                    tracing::info!(job = %job.id, success = ok, reason = ?reason, "job finished");
+                }
+                job::Ended::Canceled => tracing::info!(job = %job.id, "job canceled"),
+                job::Ended::TakenBack => {
+                    tracing::warn!(job = %job.id, "the composer took the job back")
+                }
+                job::Ended::Aborted => {
+                    // At once, so another worker takes it now rather than after
+                    // the composer's heartbeat timeout.
+                    match client.release(job.token, "told to stop at once").await {
+                        Ok(state) => tracing::warn!(job = %job.id, %state, "job given back"),
+                        Err(e) => {
+                            tracing::warn!(job = %job.id, error = %e, "giving the job back; the composer takes it back once its heartbeats stop")
+                        }
                     }
                 }
             }
         }
+        .instrument(span)
+        .await;
     }
 }
 

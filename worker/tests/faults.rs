@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{gen_certs, local_target, Kiln, Worker};
+use common::{gen_certs, local_target, strip_ansi, Kiln, Worker};
 use kiln_testsupport::host::attachments_under;
 use kiln_testsupport::storage::S3Server;
 use serde_json::{json, Value};
@@ -23,8 +23,20 @@ fn finished(s: &Value) -> bool {
 /// A worker `w1.kiln.test` with these targets, and a compose uploading to
 /// `upload`, once its build runs or has ended.
 async fn build_started(kiln: &Kiln, targets: &str, upload: Value) -> (Worker, String) {
+    build_started_as(kiln, targets, upload, None).await
+}
+
+/// [`build_started`], the compose submitted with `X-Request-Id: request_id`.
+async fn build_started_as(
+    kiln: &Kiln,
+    targets: &str,
+    upload: Value,
+    request_id: Option<&str>,
+) -> (Worker, String) {
     let worker = kiln.worker("w1.kiln.test", targets);
-    let id = kiln.submit(&kiln.request(json!([upload]))).await;
+    let id = kiln
+        .submit_as(&kiln.request(json!([upload])), request_id)
+        .await;
     kiln.wait(&id, Duration::from_secs(300), |s| {
         building(s) || finished(s)
     })
@@ -97,7 +109,9 @@ async fn a_worker_killed_mid_build_loses_nothing_and_another_completes_the_job()
 /// A worker told to stop at once (a second SIGTERM) gives its job back:
 /// it is queued again at once, counted as a requeue and saying why, long
 /// before the composer's heartbeat timeout; the lines its build logged are
-/// kept with the job.
+/// kept with the job. The compose's `X-Request-Id` follows the build: on
+/// every line of the worker's log about the job, and in the executor's
+/// output kept in the build's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_told_to_stop_at_once_gives_its_job_back_at_once() {
     let kiln = Kiln::start(|c| {
@@ -107,10 +121,12 @@ async fn a_worker_told_to_stop_at_once_gives_its_job_back_at_once() {
     })
     .await;
     let local = kiln.dir.path().join("images");
-    let (mut first, id) = build_started(
+    let request_id = "e2e-req.7:stop-at-once";
+    let (mut first, id) = build_started_as(
         &kiln,
         &local_target(&local),
         json!({"type": "local", "upload_options": {}}),
+        Some(request_id),
     )
     .await;
     let build = build_job(&kiln, &id).await;
@@ -167,6 +183,30 @@ async fn a_worker_told_to_stop_at_once_gives_its_job_back_at_once() {
     let log = &builds[0]["log"];
     assert!(log["lines"].as_i64() > Some(0), "{logs}");
     assert_eq!(log["complete"], json!(false));
+
+    // The request id, from the API to the job, the worker and the executor.
+    assert_eq!(build.request_id.as_deref(), Some(request_id));
+    let worker_log = strip_ansi(&first.log());
+    let job_lines: Vec<&str> = worker_log
+        .lines()
+        .filter(|l| l.contains(&build.id.to_string()))
+        .collect();
+    assert!(
+        job_lines.len() >= 2,
+        "the job taken and given back: {worker_log}"
+    );
+    for line in &job_lines {
+        assert!(
+            line.contains(&format!("request_id={request_id}")),
+            "a line of the job without its request id: {line}\n{worker_log}"
+        );
+    }
+    let text = log["text"].as_str().unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l == format!("kiln-osbuild: request_id={request_id}")),
+        "the executor's output names the request: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -16,7 +16,7 @@ use kiln_queue::BlueprintRecord;
 
 use super::composes::submit;
 use super::error::ApiError;
-use super::extract::{BlueprintVersion, Caller, Compose, JsonBody, WriteBlueprints};
+use super::extract::{BlueprintVersion, Caller, Compose, JsonBody, ReqId, WriteBlueprints};
 use super::with_status;
 use crate::AppState;
 
@@ -168,6 +168,7 @@ pub async fn compose_blueprint(
     State(state): State<AppState>,
     caller: Caller<Compose>,
     Path(name): Path<String>,
+    ReqId(request_id): ReqId,
     JsonBody(req): JsonBody<BlueprintComposeRequest>,
 ) -> Result<Response, ApiError> {
     let record = state
@@ -183,5 +184,5 @@ pub async fn compose_blueprint(
         customizations: None,
         blueprint: Some(blueprint),
     };
-    submit(&state, caller, compose).await
+    submit(&state, caller, &request_id, compose).await
 }

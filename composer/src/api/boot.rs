@@ -24,7 +24,7 @@ use kiln_queue::{Job, JobState};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{Caller, Compose, ComposePath, HistoryQuery, JsonBody};
+use super::extract::{Caller, Compose, ComposePath, HistoryQuery, JsonBody, ReqId};
 use super::with_status;
 use crate::AppState;
 
@@ -42,6 +42,7 @@ fn change_href(id: Uuid) -> String {
 pub async fn post_change(
     State(state): State<AppState>,
     caller: Caller<Compose>,
+    ReqId(request_id): ReqId,
     JsonBody(request): JsonBody<BootChangeRequest>,
 ) -> Result<Response, ApiError> {
     let request = match request.compose_id() {
@@ -64,7 +65,9 @@ pub async fn post_change(
         change,
         requested_by: caller.requester(),
     });
-    let job = crate::jobs::new_job(&args, ANY_ARCH, &caller.channel).map_err(ApiError::internal)?;
+    let job = crate::jobs::new_job(&args, ANY_ARCH, &caller.channel)
+        .map_err(ApiError::internal)?
+        .with_request_id(Some(request_id.to_string()));
     let id = job.id;
     state.queue.enqueue(&[job]).await?;
     tracing::info!(change = %id, tenant = %caller.channel, subject = ?caller.subject, "boot change enqueued");

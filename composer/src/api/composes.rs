@@ -10,6 +10,7 @@ use chrono::Utc;
 use kiln_api::compose::{ComposeId, ComposeRequest};
 use kiln_api::error::{Error, ErrorKind};
 use kiln_api::jobs::{Build, Depsolve, JobKind, Manifest};
+use kiln_api::request_id::RequestId;
 use kiln_api::sbom::{ComposeSboms, ImageSbom};
 use kiln_api::status::{
     ComposeDeleteStatus, ComposeJobs, ComposeList, ComposeLogs, ComposeManifests, ComposeMetadata,
@@ -19,7 +20,7 @@ use kiln_queue::{ComposeRecord, DeleteOutcome, Job, JobLogText, JobState};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{Caller, Compose, ComposePath, JsonBody, Need, Paging};
+use super::extract::{Caller, Compose, ComposePath, JsonBody, Need, Paging, ReqId};
 use super::with_status;
 use crate::jobs;
 use crate::plan;
@@ -58,23 +59,29 @@ pub async fn load<N: Need>(
 pub async fn post_compose(
     State(state): State<AppState>,
     caller: Caller<Compose>,
+    ReqId(request_id): ReqId,
     JsonBody(req): JsonBody<ComposeRequest>,
 ) -> Result<Response, ApiError> {
-    submit(&state, caller, req).await
+    submit(&state, caller, &request_id, req).await
 }
 
-/// Validates a compose request and stores it with its job graph.
+/// Validates a compose request and stores it with its job graph, each job
+/// carrying the id of the request that made it.
 pub async fn submit(
     state: &AppState,
     caller: Caller<Compose>,
+    request_id: &RequestId,
     req: ComposeRequest,
 ) -> Result<Response, ApiError> {
-    let jobs = plan::plan(
+    let jobs: Vec<_> = plan::plan(
         &req,
         &state.catalog,
         &state.config.auth.boot_grants,
         &caller.requester(),
-    )?;
+    )?
+    .into_iter()
+    .map(|j| j.with_request_id(Some(request_id.to_string())))
+    .collect();
     plan::check_repositories(&req, state.repos.policy()).await?;
     let compose = ComposeRecord {
         id: Uuid::new_v4(),

@@ -229,6 +229,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
     }
 }
 
+/// The request id of this request ([`super::request_id::assign`] made or
+/// checked it), for the jobs the request makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReqId(pub kiln_api::request_id::RequestId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReqId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Always there behind the router's layer; a handler called
+        // otherwise still gets an id of its own.
+        Ok(ReqId(
+            parts
+                .extensions
+                .get::<kiln_api::request_id::RequestId>()
+                .cloned()
+                .unwrap_or_else(kiln_api::request_id::RequestId::generate),
+        ))
+    }
+}
+
 /// The boot history's query: paging, and `?node=<xname>` for one node's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {

@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod meta;
+pub mod request_id;
 
 use error::ApiError;
 
@@ -199,11 +200,14 @@ pub fn router(state: AppState) -> Router {
         .nest(API_PREFIX, api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_id::span))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::compose_api_layer,
         ))
+        // Outermost: the id is there before the span is made, and on every
+        // response, whoever answered.
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 

@@ -193,12 +193,24 @@ async fn request_job(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     };
-    tracing::info!(job = %lease.job.id, job_type = %lease.job.job_type, worker = %worker.0, "job handed to a worker");
+    let request_id = lease
+        .job
+        .request_id
+        .as_deref()
+        .and_then(kiln_api::request_id::RequestId::parse);
+    tracing::info!(
+        job = %lease.job.id,
+        job_type = %lease.job.job_type,
+        worker = %worker.0,
+        request_id = %request_id.as_ref().map(|r| r.as_str()).unwrap_or_default(),
+        "job handed to a worker"
+    );
     state.metrics.dequeued(&lease.job);
     Ok(Json(JobAssignment {
         token: lease.token,
         id: lease.job.id,
         compose_id: lease.job.compose_id,
+        request_id,
         job,
     })
     .into_response())
@@ -637,6 +649,7 @@ mod tests {
             queued_at: None,
             started_at: None,
             finished_at: None,
+            request_id: None,
         }
     }
 

@@ -143,13 +143,23 @@ impl Kiln {
     }
 
     pub(crate) async fn submit(&self, request: &Value) -> String {
-        let r = self
+        self.submit_as(request, None).await
+    }
+
+    /// Submits with `X-Request-Id: request_id` (when given), which the
+    /// answer must carry back.
+    pub(crate) async fn submit_as(&self, request: &Value, request_id: Option<&str>) -> String {
+        let mut r = self
             .http
             .post(format!("{}/compose", self.api))
-            .json(request)
-            .send()
-            .await
-            .unwrap();
+            .json(request);
+        if let Some(rid) = request_id {
+            r = r.header("X-Request-Id", rid);
+        }
+        let r = r.send().await.unwrap();
+        if let Some(rid) = request_id {
+            assert_eq!(r.headers()["x-request-id"], rid);
+        }
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, 201, "{body}");
@@ -289,4 +299,26 @@ pub(crate) fn local_target(dir: &Path) -> String {
         "[targets.local]\ntype = \"local\"\npath = \"{}\"\n",
         dir.display()
     )
+}
+
+/// `text` without its ANSI escape sequences (the worker's text log colours
+/// field names).
+pub(crate) fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters… final byte (@ to ~).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
