@@ -214,32 +214,32 @@ impl Metrics {
 
     /// A worker asks for jobs of `arch` for `channels` (empty: any).
     pub fn worker_asks(&self, worker: &str, arch: &str, channels: &[String]) {
-        if let Ok(mut w) = self.workers.lock() {
-            let entry = w.entry(worker.to_owned()).or_insert_with(|| SeenWorker {
-                arch: String::new(),
-                tenant: String::new(),
-                in_flight: 0,
-                last: Instant::now(),
-            });
+        self.with_worker(worker, |entry| {
             entry.arch = arch.to_owned();
             entry.tenant = channels.join(",");
-        }
+        });
     }
 
     fn worker_request(&self, worker: &str, started: bool) {
-        if let Ok(mut w) = self.workers.lock() {
-            let entry = w.entry(worker.to_owned()).or_insert_with(|| SeenWorker {
-                arch: String::new(),
-                tenant: String::new(),
-                in_flight: 0,
-                last: Instant::now(),
-            });
+        self.with_worker(worker, |entry| {
             if started {
                 entry.in_flight += 1;
             } else {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
             }
             entry.last = Instant::now();
+        });
+    }
+
+    /// Changes what is known of a worker (first seen now).
+    fn with_worker(&self, worker: &str, change: impl FnOnce(&mut SeenWorker)) {
+        if let Ok(mut w) = self.workers.lock() {
+            change(w.entry(worker.to_owned()).or_insert_with(|| SeenWorker {
+                arch: String::new(),
+                tenant: String::new(),
+                in_flight: 0,
+                last: Instant::now(),
+            }));
         }
     }
 
