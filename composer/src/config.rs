@@ -46,6 +46,9 @@ pub struct ComposerConfig {
     pub auth: AuthConfig,
     /// Prometheus metrics on a listener of their own.
     pub metrics: MetricsConfig,
+    /// How long a compose status read is reused for `GET /composes/{id}`
+    /// (a change of its jobs drops it at once; 0: never reused).
+    pub status_cache_secs: u64,
 }
 
 /// `[metrics]`: `GET /metrics` (Prometheus text format) on its own
@@ -321,6 +324,7 @@ impl Default for ComposerConfig {
             log_format: LogFormat::Text,
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            status_cache_secs: 1,
         }
     }
 }

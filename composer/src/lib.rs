@@ -21,6 +21,7 @@ pub mod plan;
 pub mod repos;
 pub mod runner;
 pub mod status;
+pub mod status_cache;
 pub mod worker_api;
 
 pub use config::{AllowEntry, ComposerConfig};
@@ -37,6 +38,8 @@ pub struct AppState {
     pub live: Arc<live::Live>,
     /// Prometheus metrics (`[metrics]`).
     pub metrics: Arc<metrics::Metrics>,
+    /// Statuses answered lately (`status_cache_secs`).
+    pub statuses: Arc<status_cache::StatusCache>,
     /// Verifies the compose API's bearer tokens; none without `[auth]`
     /// (or with `auth.mode = "none"`).
     pub auth: Option<Arc<auth::Verifier>>,
@@ -73,6 +76,10 @@ impl AppState {
         let limits = config.repositories.limits();
         let budget = config.repositories.cache_budget_bytes;
         let live = Arc::new(live::Live::new(queue.as_ref()));
+        let statuses = status_cache::StatusCache::new(
+            queue.as_ref(),
+            Duration::from_secs(config.status_cache_secs),
+        );
         let metrics = Arc::new(
             metrics::Metrics::new(Duration::from_secs(config.queue.heartbeat_timeout_secs))
                 .map_err(|e| anyhow::anyhow!("metrics: {e}"))?,
@@ -84,6 +91,7 @@ impl AppState {
             repos: Arc::new(repos::RepoCache::new(limits, policy, budget)),
             live,
             metrics,
+            statuses,
             auth,
         })
     }

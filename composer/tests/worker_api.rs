@@ -947,3 +947,61 @@ async fn metrics_follow_composes_and_jobs() {
     let r = http.get(format!("{root}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Statuses are reused (for an hour here) but never past a change: a
+/// compose canceled through composer A reads canceled on composer B, whose
+/// answer of a moment before was kept; a compose deleted through B is gone
+/// from B at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_status_goes_with_any_change_on_any_composer() {
+    let a = start_configured(Backend::Postgres, |c| c.status_cache_secs = 3600).await;
+    let url = a.composer.state.config.database_url.clone().unwrap();
+    let b = common::start_with(Backend::Postgres, |c| {
+        c.database_url = Some(url);
+        c.status_cache_secs = 3600;
+    })
+    .await;
+    let (id, _) = a.compose().await;
+    let (status, s) = b.get(&format!("/composes/{id}")).await;
+    assert_eq!(
+        (status, s["status"].clone()),
+        (200, json!("pending")),
+        "{s}"
+    );
+    assert_eq!(b.state.statuses.len(), 1, "the pending status is kept");
+    let (_, again) = b.get(&format!("/composes/{id}")).await;
+    assert_eq!(again, s);
+
+    let (status, _) = a
+        .composer
+        .post(&format!("/composes/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, s) = b.get(&format!("/composes/{id}")).await;
+        if s["status"] == json!("failure") {
+            assert_eq!(s["canceled"], true, "{s}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "composer B still answers {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another tenant's kept status is not theirs to read.
+    let (status, _) = b
+        .http
+        .get(b.url(&format!("/composes/{id}")))
+        .header("X-Kiln-Channel", "other")
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_ne!(status, 200);
+    let (status, _) = b.delete(&format!("/composes/{id}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = b.get(&format!("/composes/{id}")).await;
+    assert_eq!(status, 404);
+}

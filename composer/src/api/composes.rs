@@ -139,10 +139,20 @@ pub async fn get_compose(
     caller: Caller,
     id: ComposePath,
 ) -> Result<Json<ComposeStatus>, ApiError> {
+    if let Some((channel, status)) = state.statuses.get(id.0) {
+        if channel == caller.channel {
+            return Ok(Json(status));
+        }
+    }
+    let epoch = state.statuses.epoch();
     let (compose, jobs) = load(&state, &caller, id).await?;
-    Ok(Json(
-        status::current(state.queue.as_ref(), &compose, &jobs).await?,
-    ))
+    let status = status::current(state.queue.as_ref(), &compose, &jobs).await?;
+    if !jobs.iter().any(|j| j.state == JobState::Running) {
+        state
+            .statuses
+            .keep(epoch, compose.id, &compose.channel, &status);
+    }
+    Ok(Json(status))
 }
 
 /// Delete a finished compose and its jobs. An unfinished compose must be canceled first.
@@ -156,7 +166,9 @@ pub async fn delete_compose(
     id: ComposePath,
 ) -> Result<Json<ComposeDeleteStatus>, ApiError> {
     let (compose, _) = load(&state, &caller, id).await?;
-    match state.queue.delete_compose(compose.id).await? {
+    let deleted = state.queue.delete_compose(compose.id).await?;
+    state.statuses.forget(compose.id);
+    match deleted {
         DeleteOutcome::Deleted => Ok(Json(ComposeDeleteStatus {
             id: compose.id,
             kind: "ComposeDeleteStatus".into(),
