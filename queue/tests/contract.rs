@@ -966,8 +966,10 @@ async fn a_dequeue_given_up_leaves_no_job_leased(q: Arc<dyn JobQueue>) {
             }
             Err(_) => {
                 given_up += 1;
+                // The hand-back is a task of its own: on a loaded machine
+                // it may take longer than one usual wait.
                 let l = q
-                    .dequeue(&f, "patient", WAIT)
+                    .dequeue(&f, "patient", WAIT * 6)
                     .await
                     .unwrap()
                     .unwrap_or_else(|| panic!("round {round}: the job stayed leased"));
