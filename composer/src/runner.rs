@@ -127,7 +127,11 @@ async fn run(state: &AppState, lease: kiln_queue::Lease) {
     };
     beat.abort();
     let outcome = jobs::outcome(ended);
-    match state.queue.finish(lease.token, outcome).await {
+    let finished = state.queue.finish(lease.token, outcome).await;
+    if let Some(c) = lease.job.compose_id {
+        state.statuses.forget(c);
+    }
+    match finished {
         Ok(j) => {
             tracing::info!(job = %j.id, kind = %j.job_type, state = j.state.as_str(), "composer job done")
         }

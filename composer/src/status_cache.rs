@@ -11,7 +11,10 @@
 //! - entries live at most `status_cache_secs` (default 1 s), which bounds
 //!   what no announcement covers: a compose deleted or expired on another
 //!   composer, and announcements lost while the listener reconnected;
-//! - a delete through this composer drops its entry at once;
+//! - a change made through this composer (cancel, delete, a finish or
+//!   release of its worker API, its own jobs' finishes) drops the entry at
+//!   once, so a client reads its own writes without waiting for the
+//!   announcement to come back;
 //! - at most [`MAX_ENTRIES`]: when full, the cache starts over.
 
 use std::collections::HashMap;

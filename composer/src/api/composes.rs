@@ -198,6 +198,8 @@ pub async fn cancel_compose(
 ) -> Result<Json<ComposeStatus>, ApiError> {
     let (compose, _) = load(&state, &caller, id).await?;
     let n = state.queue.cancel_compose(compose.id).await?;
+    // Read your own writes: not only once the announcement came back.
+    state.statuses.forget(compose.id);
     tracing::info!(compose = %compose.id, jobs = n.unwrap_or(0), "compose canceled");
     let jobs = state.queue.compose_jobs(compose.id).await?;
     Ok(Json(

@@ -231,6 +231,9 @@ async fn release(
         .queue
         .hand_back(token, request.reason.trim(), max_retries)
         .await;
+    if let Some(c) = job.compose_id {
+        state.statuses.forget(c);
+    }
     let new_state = match released {
         Ok(s) => s,
         Err(QueueError::LeaseLost) => return Err(lease_lost()),
@@ -391,6 +394,9 @@ async fn finish(
         }
     };
     let finished = state.queue.finish(token, outcome).await;
+    if let Some(c) = job.compose_id {
+        state.statuses.forget(c);
+    }
     seal_log(&state, job.id).await;
     let job = match finished {
         Ok(job) => job,
