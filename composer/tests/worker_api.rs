@@ -25,6 +25,7 @@ struct Cluster {
 }
 
 use kiln_testsupport::host::gen_certs;
+use kiln_testsupport::metrics::sample;
 
 async fn start(backend: Backend) -> Cluster {
     start_configured(backend, |_| {}).await
@@ -773,26 +774,7 @@ async fn every_composer_shows_what_a_worker_reports_to_one() {
         .is_empty());
 }
 
-/// A sample's value from a scrape, summed over the series whose labels
-/// include `labels`; a histogram counts its observations.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    use prometheus_parse::Value;
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            Value::Histogram(h) => h
-                .iter()
-                .find(|b| b.less_than.is_infinite())
-                .map_or(0.0, |b| b.count),
-            Value::Summary(_) => 0.0,
-        })
-        .sum()
-}
-
-async fn scrape(http: &reqwest::Client, url: &str) -> prometheus_parse::Scrape {
+async fn scrape(http: &reqwest::Client, url: &str) -> kiln_testsupport::metrics::Scrape {
     let r = http.get(url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
@@ -800,7 +782,7 @@ async fn scrape(http: &reqwest::Client, url: &str) -> prometheus_parse::Scrape {
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    kiln_testsupport::metrics::parse(&text)
 }
 
 /// The composer's Prometheus metrics, scraped from their own listener and

@@ -14,6 +14,7 @@ pub mod artifacts;
 pub mod builduser;
 pub mod debrepo;
 pub mod host;
+pub mod metrics;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 #[cfg(feature = "openchami")]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::{gen_certs, local_target, WORKER};
 use futures::StreamExt;
 use kiln_testsupport::rpmrepo::{build_rpms, create_repo, RpmSpec};
-use kiln_testsupport::{builduser, free_port, PgCluster};
+use kiln_testsupport::{builduser, free_port, metrics, PgCluster};
 use reqwest::Client;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -616,18 +616,9 @@ allowed_domains = ["*.fleet.test"]
             .text()
             .await
             .unwrap();
-        let scrape =
-            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-        for s in &scrape.samples {
-            if s.metric == "image_builder_worker_total_jobs"
-                && s.labels.get("type") == Some("build")
-                && s.labels.get("status") == Some("success")
-            {
-                if let prometheus_parse::Value::Counter(v) = s.value {
-                    builds += v;
-                }
-            }
-        }
+        let scrape = metrics::parse(&text);
+        let success = [("type", "build"), ("status", "success")];
+        builds += metrics::sample(&scrape, "image_builder_worker_total_jobs", &success);
     }
     // Composer 0's counters restarted with it.
     assert!(builds >= 1.0 && builds <= composes as f64, "{builds}");
@@ -640,24 +631,8 @@ allowed_domains = ["*.fleet.test"]
         .text()
         .await
         .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match &s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => *v,
-                prometheus_parse::Value::Histogram(h) => h
-                    .iter()
-                    .find(|b| b.less_than.is_infinite())
-                    .map_or(0.0, |b| b.count),
-                prometheus_parse::Value::Summary(_) => 0.0,
-            })
-            .sum()
-    };
+    let scrape = metrics::parse(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| metrics::sample(&scrape, name, labels);
     let built = value(
         "image_builder_worker_build_duration_seconds",
         &[("image_type", "tar"), ("status", "success")],
