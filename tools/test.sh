@@ -126,6 +126,9 @@ fi
 
 # The build cache lives outside the clone so that fresh clones reuse it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
+# cargo-deb, for the packages worker/tests/images.rs builds with
+# tools/build-debs.sh (installed once, into ~/.cargo/bin).
+bash tools/build-debs.sh --tools-only
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 log=$(mktemp)

@@ -1,6 +1,8 @@
 //! What a compose changes in the image: the Cloud API `customizations` object
 //! and the blueprint, two spellings of the same wishes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_with::skip_serializing_none;
@@ -30,6 +32,8 @@ pub struct Customizations {
     pub filesystem: Option<Vec<Filesystem>>,
     /// cloud-init datasource for the booted node. kiln extension.
     pub cloud_init: Option<CloudInit>,
+    /// The container's configuration (`oci` images). kiln extension.
+    pub oci: Option<OciConfig>,
 }
 
 #[skip_serializing_none]
@@ -134,6 +138,36 @@ pub struct CloudInit {
     pub datasource: String,
 }
 
+/// What a container made from an `oci` image runs, and how: the OCI image
+/// configuration's `Entrypoint`, `Cmd`, `Env`, `User`, `ExposedPorts`,
+/// `Labels`, `WorkingDir`, `Volumes` and `StopSignal`. Only for composes
+/// with an `oci` image. kiln extension.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OciConfig {
+    /// The program a container runs, with its first arguments.
+    pub entrypoint: Option<Vec<String>>,
+    /// The arguments after the entrypoint, or without one the command.
+    /// Default: none with an entrypoint, else `["/bin/sh"]`.
+    pub cmd: Option<Vec<String>>,
+    /// `NAME=value` variables; `PATH` is Debian's unless given here.
+    pub env: Option<Vec<String>>,
+    /// The user (and group) it runs as: a name or a numeric id, as
+    /// `user` or `user:group`.
+    pub user: Option<String>,
+    /// Ports it listens on: `8700` (TCP), `8700/tcp`, `53/udp`, `9/sctp`.
+    pub exposed_ports: Option<Vec<String>>,
+    /// Labels of the image, e.g. `org.opencontainers.image.source`.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Absolute directory it starts in.
+    pub working_dir: Option<String>,
+    /// Absolute directories meant to be volumes.
+    pub volumes: Option<Vec<String>>,
+    /// The signal that stops it: `SIGTERM`, `SIGINT`, a number.
+    pub stop_signal: Option<String>,
+}
+
 /// A blueprint, as osbuild-composer's blueprints (and their TOML files) spell it.
 #[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
@@ -203,6 +237,8 @@ pub struct BlueprintCustomizations {
     pub files: Option<Vec<File>>,
     /// cloud-init datasource. kiln extension.
     pub cloud_init: Option<CloudInit>,
+    /// The container's configuration (`oci` images). kiln extension.
+    pub oci: Option<OciConfig>,
 }
 
 #[skip_serializing_none]

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use crate::compose::Repository;
 use crate::customizations::{
-    Blueprint, BlueprintUser, CloudInit, Customizations, Directory, File, Kernel, Locale, Services,
-    Timezone, User,
+    Blueprint, BlueprintUser, CloudInit, Customizations, Directory, File, Kernel, Locale,
+    OciConfig, Services, Timezone, User,
 };
 use crate::error::{ErrorKind, FieldError};
 
@@ -396,6 +396,166 @@ fn check_datasource(field: &str, ds: &str) -> Check {
     Ok(())
 }
 
+/// Most entries each list of `oci` may hold, and most labels.
+const MAX_OCI_ITEMS: usize = 128;
+
+/// A word of a container's command line or environment.
+fn check_words(path: &str, words: &Option<Vec<String>>) -> Check {
+    at_most(path, words, MAX_OCI_ITEMS, "entries")?;
+    for (i, w) in words.iter().flatten().enumerate() {
+        check_text(&format!("{path}[{i}]"), w, 4096)?;
+    }
+    Ok(())
+}
+
+/// An `ExposedPorts` entry: a port from 1 to 65535, with `/tcp`, `/udp`
+/// or `/sctp` or without (TCP).
+fn check_port(field: &str, port: &str) -> Check {
+    let (number, protocol) = port.split_once('/').unwrap_or((port, "tcp"));
+    let valid = !number.is_empty()
+        && number.len() <= 5
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && number
+            .parse::<u32>()
+            .is_ok_and(|n| (1..=65535).contains(&n));
+    if !valid || !matches!(protocol, "tcp" | "udp" | "sctp") {
+        return Err(bad(
+            field,
+            format!("{port:?} is not a port such as 8700, 8700/tcp, 53/udp"),
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute directory of the container; `/` included.
+fn check_container_dir(field: &str, dir: &str) -> Check {
+    if dir == "/" {
+        return Ok(());
+    }
+    check_path(field, dir)
+}
+
+fn check_oci(path: &str, o: &OciConfig) -> Check {
+    check_words(&format!("{path}.entrypoint"), &o.entrypoint)?;
+    if o.entrypoint
+        .as_ref()
+        .is_some_and(|e| e.first().is_none_or(String::is_empty))
+    {
+        return Err(bad(
+            &format!("{path}.entrypoint"),
+            "an entrypoint names a program first",
+        ));
+    }
+    check_words(&format!("{path}.cmd"), &o.cmd)?;
+    check_words(&format!("{path}.env"), &o.env)?;
+    for (i, e) in o.env.iter().flatten().enumerate() {
+        let name = e.split_once('=').map(|(n, _)| n);
+        let valid = name.is_some_and(|n| {
+            n.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if !valid {
+            return Err(bad(
+                &format!("{path}.env[{i}]"),
+                "not NAME=value with a name of letters, digits and _",
+            ));
+        }
+    }
+    if let Some(u) = &o.user {
+        let part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 32
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                && !p.starts_with('-')
+        };
+        let valid = match u.split_once(':') {
+            Some((user, group)) => part(user) && part(group),
+            None => part(u),
+        };
+        if !valid {
+            return Err(bad(
+                &format!("{path}.user"),
+                format!("{u:?} is not a user name or id, or user:group"),
+            ));
+        }
+    }
+    at_most(
+        &format!("{path}.exposed_ports"),
+        &o.exposed_ports,
+        MAX_OCI_ITEMS,
+        "ports",
+    )?;
+    for (i, p) in o.exposed_ports.iter().flatten().enumerate() {
+        check_port(&format!("{path}.exposed_ports[{i}]"), p)?;
+    }
+    if let Some(labels) = &o.labels {
+        if labels.len() > MAX_OCI_ITEMS {
+            return Err(bad(
+                &format!("{path}.labels"),
+                format!("{} labels; at most {MAX_OCI_ITEMS}", labels.len()),
+            ));
+        }
+        for (k, v) in labels {
+            let field = format!("{path}.labels.{k}");
+            if k.is_empty()
+                || k.len() > 256
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+            {
+                return Err(bad(
+                    &format!("{path}.labels"),
+                    format!("label {k:?}: a name is letters, digits and . _ - / (at most 256)"),
+                ));
+            }
+            check_text(&field, v, 4096)?;
+        }
+    }
+    if let Some(w) = &o.working_dir {
+        check_container_dir(&format!("{path}.working_dir"), w)?;
+    }
+    at_most(
+        &format!("{path}.volumes"),
+        &o.volumes,
+        MAX_OCI_ITEMS,
+        "volumes",
+    )?;
+    for (i, v) in o.volumes.iter().flatten().enumerate() {
+        check_path(&format!("{path}.volumes[{i}]"), v)?;
+    }
+    if let Some(s) = &o.stop_signal {
+        let name = s.strip_prefix("SIG").unwrap_or(s);
+        let valid = !name.is_empty()
+            && name.len() <= 16
+            && (name.bytes().all(|b| b.is_ascii_digit())
+                || name.bytes().all(|b| {
+                    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-'
+                }));
+        if !valid {
+            return Err(bad(
+                &format!("{path}.stop_signal"),
+                format!("{s:?} is not a signal such as SIGTERM or 15"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `customizations.oci` (at `path`) for a compose without an
+/// `oci` image: nothing would carry it.
+pub fn check_oci_applies(path: &str, oci: Option<&OciConfig>, has_oci_image: bool) -> Check {
+    if oci.is_some() && !has_oci_image {
+        return Err(bad(
+            path,
+            "a container configuration is for oci images, and this compose builds none",
+        ));
+    }
+    Ok(())
+}
+
 /// What both spellings of a user share: name, groups, SSH key, password hash.
 fn check_account(
     path: &str,
@@ -441,6 +601,7 @@ macro_rules! shared {
             files: &$c.files,
             directories: &$c.directories,
             cloud_init: &$c.cloud_init,
+            oci: &$c.oci,
         }
     };
 }
@@ -508,6 +669,7 @@ struct Shared<'a> {
     files: &'a Option<Vec<File>>,
     directories: &'a Option<Vec<Directory>>,
     cloud_init: &'a Option<CloudInit>,
+    oci: &'a Option<OciConfig>,
 }
 
 impl Shared<'_> {
@@ -526,6 +688,7 @@ impl Shared<'_> {
         if let Some(ci) = self.cloud_init {
             check_datasource(&format!("{path}.cloud_init.datasource"), &ci.datasource)?;
         }
+        check_present(path, "oci", self.oci.as_ref(), check_oci)?;
         Ok(())
     }
 }
@@ -744,6 +907,52 @@ mod tests {
         }
         // Only the directory itself, not a name that begins alike.
         check_path("f", "/devices.txt").unwrap();
+    }
+
+    #[test]
+    fn container_configurations() {
+        let ok: OciConfig = serde_json::from_value(json!({
+            "entrypoint": ["/usr/bin/kiln-composer"], "cmd": ["--config", "/etc/kiln/composer.toml"],
+            "env": ["RUST_LOG=info", "_X="], "user": "kiln-composer:kiln-composer",
+            "exposed_ports": ["8700", "8701/tcp", "53/udp", "9/sctp", "65535"],
+            "labels": {"org.opencontainers.image.title": "kiln composer", "a/b-c_d": ""},
+            "working_dir": "/", "volumes": ["/var/lib/kiln-composer"], "stop_signal": "SIGTERM",
+        }))
+        .unwrap();
+        check_oci("c.oci", &ok).unwrap();
+        for (bad, field) in [
+            (json!({"entrypoint": []}), "c.oci.entrypoint"),
+            (json!({"entrypoint": [""]}), "c.oci.entrypoint"),
+            (json!({"cmd": ["a\nb"]}), "c.oci.cmd[0]"),
+            (json!({"env": ["1X=a"]}), "c.oci.env[0]"),
+            (json!({"env": ["NOVALUE"]}), "c.oci.env[0]"),
+            (json!({"env": ["A-B=c"]}), "c.oci.env[0]"),
+            (json!({"user": "a b"}), "c.oci.user"),
+            (json!({"user": "a:"}), "c.oci.user"),
+            (json!({"user": "-x"}), "c.oci.user"),
+            (json!({"exposed_ports": ["0"]}), "c.oci.exposed_ports[0]"),
+            (
+                json!({"exposed_ports": ["80", "65536"]}),
+                "c.oci.exposed_ports[1]",
+            ),
+            (
+                json!({"exposed_ports": ["80/icmp"]}),
+                "c.oci.exposed_ports[0]",
+            ),
+            (json!({"exposed_ports": ["+80"]}), "c.oci.exposed_ports[0]"),
+            (json!({"labels": {"a b": "c"}}), "c.oci.labels"),
+            (json!({"labels": {"a": "c\u{7}"}}), "c.oci.labels.a"),
+            (json!({"working_dir": "relative"}), "c.oci.working_dir"),
+            (json!({"volumes": ["/proc/x"]}), "c.oci.volumes[0]"),
+            (json!({"stop_signal": "TERM now"}), "c.oci.stop_signal"),
+        ] {
+            let o: OciConfig = serde_json::from_value(bad.clone()).unwrap();
+            let e = check_oci("c.oci", &o).expect_err(&bad.to_string());
+            assert_eq!(e.field, field, "{bad}");
+        }
+        assert!(check_oci_applies("c.oci", Some(&ok), false).is_err());
+        check_oci_applies("c.oci", Some(&ok), true).unwrap();
+        check_oci_applies("c.oci", None, false).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kiln_api::customizations::Blueprint;
-use kiln_api::validate::{validate_blueprint, Family};
+use kiln_api::validate::{check_oci_applies, validate_blueprint, Family};
 use kiln_depsolve::Request;
 use kiln_distro::Catalog;
 use kiln_manifests::customize::ImageCustomizations;
@@ -138,6 +138,15 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     validate_blueprint(&blueprint, "blueprint", distro.family)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_oci_applies(
+        "blueprint.customizations.oci",
+        blueprint
+            .customizations
+            .as_ref()
+            .and_then(|c| c.oci.as_ref()),
+        kiln_manifests::generate::base(&args.image_type) == "oci",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (list, name) in [
         (&blueprint.packages, "packages"),
         (&blueprint.modules, "modules"),

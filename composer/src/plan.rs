@@ -10,7 +10,8 @@ use kiln_api::compose::{ComposeRequest, ImageRequest, UploadTarget};
 use kiln_api::error::{ErrorKind, FieldError};
 use kiln_api::jobs::{BuildArgs, DepsolveArgs, JobArgs, JobError, ManifestArgs};
 use kiln_api::validate::{
-    validate_blueprint, validate_customizations, validate_repository, MAX_REPOSITORIES,
+    check_oci_applies, validate_blueprint, validate_customizations, validate_repository,
+    MAX_REPOSITORIES,
 };
 use kiln_depsolve::RepoPolicy;
 use kiln_distro::{Catalog, Distribution};
@@ -112,11 +113,18 @@ pub fn validate<'a>(
     for (path, image) in req.images() {
         validate_image(distro, &path, image)?;
     }
+    let has_oci_image = req
+        .images()
+        .iter()
+        .any(|(_, image)| kiln_manifests::generate::base(&image.image_type) == "oci");
     if let Some(c) = &req.customizations {
         validate_customizations(c, "customizations", distro.family)?;
+        check_oci_applies("customizations.oci", c.oci.as_ref(), has_oci_image)?;
     }
     if let Some(b) = &req.blueprint {
         validate_blueprint(b, "blueprint", distro.family)?;
+        let oci = b.customizations.as_ref().and_then(|c| c.oci.as_ref());
+        check_oci_applies("blueprint.customizations.oci", oci, has_oci_image)?;
         for (list, name) in [(&b.packages, "packages"), (&b.modules, "modules")] {
             for (i, p) in list.iter().flatten().enumerate() {
                 p.request(&format!("blueprint.{name}[{i}].version"))?;

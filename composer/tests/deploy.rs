@@ -370,9 +370,13 @@ fn the_compose_file_matches_the_quadlets() {
         );
         for (name, svc) in matching {
             let at = format!("{file} vs compose service {name}");
-            if let Some(exec) = quadlet.get("Container", "Exec") {
-                let program = exec.split_whitespace().next().unwrap();
-                assert_eq!(svc["command"][0], program, "{at}: command");
+            // Both run the image's own entrypoint, or the same program.
+            match quadlet.get("Container", "Exec") {
+                Some(exec) => {
+                    let program = exec.split_whitespace().next().unwrap();
+                    assert_eq!(svc["command"][0], program, "{at}: command");
+                }
+                None => assert!(svc.get("command").is_none(), "{at}: command"),
             }
             if let Some(user) = quadlet.get("Container", "User") {
                 assert_eq!(svc["user"], user, "{at}: user");

@@ -41,6 +41,13 @@ fn custom(key: &str, value: Value) -> Value {
     with(&["customizations", key], value)
 }
 
+/// `customizations.oci` of an `oci` compose.
+fn oci_custom(value: Value) -> Value {
+    let mut r = custom("oci", value);
+    r["image_request"]["image_type"] = json!("oci");
+    r
+}
+
 fn image(key: &str, value: Value) -> Value {
     with(&["image_request", key], value)
 }
@@ -429,6 +436,46 @@ fn cases() -> Vec<Case> {
             status: 400,
             code: 9,
             field: Some("customizations.cloud_init.datasource"),
+        },
+        Case {
+            name: "container configuration for a pxe image",
+            body: Json(custom(
+                "oci",
+                json!({"entrypoint": ["/usr/bin/kiln-composer"]}),
+            )),
+            status: 400,
+            code: 9,
+            field: Some("customizations.oci"),
+        },
+        Case {
+            name: "container configuration in a pxe blueprint",
+            body: Json(blueprint(
+                json!({"name": "bp", "customizations": {"oci": {"user": "kiln"}}}),
+            )),
+            status: 400,
+            code: 9,
+            field: Some("blueprint.customizations.oci"),
+        },
+        Case {
+            name: "container port out of range",
+            body: Json(oci_custom(json!({"exposed_ports": ["8700/tcp", "70000"]}))),
+            status: 400,
+            code: 9,
+            field: Some("customizations.oci.exposed_ports[1]"),
+        },
+        Case {
+            name: "container environment without a name",
+            body: Json(oci_custom(json!({"env": ["=x"]}))),
+            status: 400,
+            code: 9,
+            field: Some("customizations.oci.env[0]"),
+        },
+        Case {
+            name: "unknown container configuration key",
+            body: Json(oci_custom(json!({"Entrypoint": ["/bin/x"]}))),
+            status: 400,
+            code: 2,
+            field: Some("customizations.oci.Entrypoint"),
         },
         Case {
             name: "repository without baseurl",

@@ -3,7 +3,7 @@
 
 use kiln_api::customizations::{
     Blueprint, BlueprintCustomizations, CloudInit, Customizations, Directory, File, Group, Kernel,
-    Locale, Services, Timezone,
+    Locale, OciConfig, Services, Timezone,
 };
 use kiln_api::validate::parse_size;
 use serde_json::Value;
@@ -50,6 +50,8 @@ pub struct ImageCustomizations {
     pub cloud_init_datasource: Option<String>,
     /// Minimum sizes of file systems (bytes), by mount point.
     pub filesystems: Vec<(String, u64)>,
+    /// The container's configuration (`oci` images).
+    pub oci: Option<OciConfig>,
 }
 
 fn dir_entry(d: &Directory) -> Entry {
@@ -88,6 +90,7 @@ macro_rules! shared {
             directories: &$c.directories,
             files: &$c.files,
             cloud_init: &$c.cloud_init,
+            oci: &$c.oci,
         }
     };
 }
@@ -103,6 +106,7 @@ struct Shared<'a> {
     directories: &'a Option<Vec<Directory>>,
     files: &'a Option<Vec<File>>,
     cloud_init: &'a Option<CloudInit>,
+    oci: &'a Option<OciConfig>,
 }
 
 impl Shared<'_> {
@@ -128,6 +132,7 @@ impl Shared<'_> {
             directories: self.directories.iter().flatten().map(dir_entry).collect(),
             files: self.files.iter().flatten().map(file_entry).collect(),
             cloud_init_datasource: self.cloud_init.as_ref().map(|c| c.datasource.clone()),
+            oci: self.oci.clone(),
             ..Default::default()
         }
     }

@@ -289,6 +289,60 @@ fn live_cmdline(network: bool, c: &ImageCustomizations) -> String {
     args.join(" ")
 }
 
+/// The PATH of a container unless its request sets one.
+const CONTAINER_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `org.osbuild.oci-archive`'s `config` from the request's `oci`: a shell
+/// when it names no program; no default arguments after an entrypoint;
+/// Debian's PATH unless `env` sets one; ports without a protocol are TCP.
+fn container_config(oci: Option<&kiln_api::customizations::OciConfig>) -> Value {
+    let Some(o) = oci else {
+        return json!({"Cmd": ["/bin/sh"]});
+    };
+    let mut config = Map::new();
+    let cmd = match (&o.cmd, &o.entrypoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => vec!["/bin/sh".to_owned()],
+    };
+    config.insert("Cmd".into(), json!(cmd));
+    if let Some(e) = &o.entrypoint {
+        config.insert("Entrypoint".into(), json!(e));
+    }
+    let mut env = o.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, CONTAINER_PATH.to_owned());
+    }
+    config.insert("Env".into(), json!(env));
+    if let Some(ports) = &o.exposed_ports {
+        let ports: Vec<String> = ports
+            .iter()
+            .map(|p| match p.contains('/') {
+                true => p.clone(),
+                false => format!("{p}/tcp"),
+            })
+            .collect();
+        config.insert("ExposedPorts".into(), json!(ports));
+    }
+    if let Some(u) = &o.user {
+        config.insert("User".into(), json!(u));
+    }
+    if let Some(l) = &o.labels {
+        config.insert("Labels".into(), json!(l));
+    }
+    // osbuild's schema spells the option so.
+    if let Some(s) = &o.stop_signal {
+        config.insert("StopSiganl".into(), json!(s));
+    }
+    if let Some(v) = &o.volumes {
+        config.insert("Volumes".into(), json!(v));
+    }
+    if let Some(w) = &o.working_dir {
+        config.insert("WorkingDir".into(), json!(w));
+    }
+    Value::Object(config)
+}
+
 /// The architecture as OCI image configs name it (Go's names).
 fn oci_arch(arch: &str) -> &str {
     match arch {
@@ -397,7 +451,8 @@ pub fn manifest(req: &ImageRequest) -> Result<Value, ManifestError> {
         ("oci", _) => pipelines.push(json!({"name": "container", "stages": [{
             "type": "org.osbuild.oci-archive",
             "inputs": {"base": tree("os")},
-            "options": {"architecture": oci_arch(req.arch), "filename": req.filename, "config": {"Cmd": ["/bin/sh"]}},
+            "options": {"architecture": oci_arch(req.arch), "filename": req.filename,
+                        "config": container_config(req.customizations.oci.as_ref())},
         }]})),
         ("pxe", Some(kver)) => {
             // Lean: nodes get the kernel and initramfs on their own, so the

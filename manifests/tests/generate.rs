@@ -297,6 +297,72 @@ fn a_blueprint_spelling_gives_the_same_manifest() {
 }
 
 #[test]
+fn a_container_configuration_reaches_the_oci_archive() {
+    let oci = json!({
+        "entrypoint": ["/usr/bin/kiln-composer"],
+        "env": ["RUST_LOG=info"],
+        "user": "kiln-composer",
+        "exposed_ports": ["8700", "8701/tcp", "53/udp"],
+        "labels": {"org.opencontainers.image.title": "kiln composer"},
+        "working_dir": "/var/lib/kiln-composer",
+        "volumes": ["/var/lib/kiln-composer"],
+        "stop_signal": "SIGINT",
+    });
+    let config = |c: &ImageCustomizations| {
+        let m = build(Family::Debian, "oci", "image.oci.tar", &packages(), c);
+        if let Some(errors) = check_manifest(&m) {
+            assert!(errors.is_empty(), "{}", errors.join("\n"));
+        }
+        let container = m["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "container")
+            .unwrap()
+            .clone();
+        container["stages"][0]["options"]["config"].clone()
+    };
+    let from_api: Customizations = serde_json::from_value(json!({"oci": oci})).unwrap();
+    let got = config(&ImageCustomizations::from_customizations(&from_api));
+    assert_eq!(
+        got,
+        json!({
+            // An entrypoint without arguments: no default shell after it.
+            "Cmd": [],
+            "Entrypoint": ["/usr/bin/kiln-composer"],
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUST_LOG=info"],
+            "ExposedPorts": ["8700/tcp", "8701/tcp", "53/udp"],
+            "User": "kiln-composer",
+            "Labels": {"org.opencontainers.image.title": "kiln composer"},
+            "StopSiganl": "SIGINT",
+            "Volumes": ["/var/lib/kiln-composer"],
+            "WorkingDir": "/var/lib/kiln-composer",
+        })
+    );
+    // The blueprint spelling says the same.
+    let blueprint: Blueprint =
+        serde_json::from_value(json!({"name": "c", "customizations": {"oci": oci}})).unwrap();
+    assert_eq!(
+        config(&ImageCustomizations::from_blueprint(&blueprint)),
+        got
+    );
+    // A PATH of the request's own replaces Debian's; a command alone stays.
+    let own: Customizations = serde_json::from_value(
+        json!({"oci": {"cmd": ["/bin/bash", "-l"], "env": ["PATH=/opt/bin"]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        config(&ImageCustomizations::from_customizations(&own)),
+        json!({"Cmd": ["/bin/bash", "-l"], "Env": ["PATH=/opt/bin"]})
+    );
+    // Without one, the shell, as before.
+    assert_eq!(
+        config(&ImageCustomizations::default()),
+        json!({"Cmd": ["/bin/sh"]})
+    );
+}
+
+#[test]
 fn pxe_boots_the_depsolved_kernel_with_a_live_root() {
     let c = ImageCustomizations::from_customizations(&customizations());
     let m = build(

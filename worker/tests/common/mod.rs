@@ -57,8 +57,19 @@ impl Kiln {
         image_types: &[&str],
         tweak: impl FnOnce(&mut ComposerConfig),
     ) -> Kiln {
+        Kiln::start_mirroring(image_types, &[], tweak).await
+    }
+
+    /// A kiln whose mirror holds the packages of `image_types` and those
+    /// `extra` packages need.
+    pub(crate) async fn start_mirroring(
+        image_types: &[&str],
+        extra: &[String],
+        tweak: impl FnOnce(&mut ComposerConfig),
+    ) -> Kiln {
         let image_type = image_types[0];
         let mut packages: Vec<String> = image_types.iter().flat_map(|t| package_set(t)).collect();
+        packages.extend(extra.iter().cloned());
         packages.sort();
         packages.dedup();
         let dir = tempfile::tempdir().unwrap();
