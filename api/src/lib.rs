@@ -17,6 +17,7 @@ pub mod depsolve;
 pub mod distribution;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod glob;
 pub mod jobs;
 pub mod nodes;

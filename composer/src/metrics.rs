@@ -15,8 +15,9 @@
 //!   `…_job_duration_seconds{type,status,tenant,arch}` (finishes this
 //!   composer took) and `…_job_wait_duration_seconds{type,tenant,arch}`
 //!   (jobs this composer handed out);
-//! - `image_builder_worker_active_workers{worker,tenant,arch}`: workers with
-//!   a request in flight here, or one within the heartbeat timeout.
+//! - `image_builder_worker_active_workers{worker,tenant,arch}`: workers any
+//!   composer of the fleet heard from within the heartbeat timeout, or that
+//!   hold a running job (the database's `workers` table).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,14 +58,6 @@ const JOB_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct RequestTenant(pub String);
 
-/// Where a worker was last seen, and what it asked for.
-struct SeenWorker {
-    arch: String,
-    tenant: String,
-    in_flight: u32,
-    last: Instant,
-}
-
 pub struct Metrics {
     registry: Registry,
     total_requests: IntCounter,
@@ -78,8 +71,9 @@ pub struct Metrics {
     job_duration: HistogramVec,
     job_wait: HistogramVec,
     active_workers: GaugeVec,
-    workers: Mutex<HashMap<String, SeenWorker>>,
-    /// How long a worker without a request in flight counts as active.
+    /// When this composer last recorded each worker in the database.
+    recorded: Mutex<HashMap<String, Instant>>,
+    /// How long a worker counts as active after its last request.
     active_window: Duration,
 }
 
@@ -163,7 +157,7 @@ impl Metrics {
                 opts("worker", "active_workers", "Active workers"),
                 &["worker", "tenant", "arch"],
             )?,
-            workers: Mutex::new(HashMap::new()),
+            recorded: Mutex::new(HashMap::new()),
             active_window,
             registry,
         };
@@ -212,35 +206,30 @@ impl Metrics {
         }
     }
 
-    /// A worker asks for jobs of `arch` for `channels` (empty: any).
-    pub fn worker_asks(&self, worker: &str, arch: &str, channels: &[String]) {
-        self.with_worker(worker, |entry| {
-            entry.arch = arch.to_owned();
-            entry.tenant = channels.join(",");
-        });
-    }
-
-    fn worker_request(&self, worker: &str, started: bool) {
-        self.with_worker(worker, |entry| {
-            if started {
-                entry.in_flight += 1;
-            } else {
-                entry.in_flight = entry.in_flight.saturating_sub(1);
+    /// Whether this worker's request should be recorded in the database:
+    /// at most every [`Metrics::record_every`] (a worker's heartbeats and
+    /// log reports are many; its row needs no finer time than that).
+    fn due(&self, worker: &str) -> bool {
+        let Ok(mut recorded) = self.recorded.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        match recorded.get(worker) {
+            Some(at) if now.duration_since(*at) < self.record_every() => false,
+            _ => {
+                recorded.insert(worker.to_owned(), now);
+                true
             }
-            entry.last = Instant::now();
-        });
+        }
     }
 
-    /// Changes what is known of a worker (first seen now).
-    fn with_worker(&self, worker: &str, change: impl FnOnce(&mut SeenWorker)) {
-        if let Ok(mut w) = self.workers.lock() {
-            change(w.entry(worker.to_owned()).or_insert_with(|| SeenWorker {
-                arch: String::new(),
-                tenant: String::new(),
-                in_flight: 0,
-                last: Instant::now(),
-            }));
-        }
+    fn record_every(&self) -> Duration {
+        (self.active_window / 4).min(Duration::from_secs(5))
+    }
+
+    /// How long a worker counts as active after its last request.
+    pub fn active_window(&self) -> Duration {
+        self.active_window
     }
 
     /// The text exposition, with the queue's gauges read now.
@@ -258,14 +247,15 @@ impl Metrics {
                 .with_label_values(&[&c.job_type, &c.channel])
                 .add(c.count as f64);
         }
+        let workers = queue
+            .workers(self.active_window)
+            .await
+            .map_err(|e| e.to_string())?;
         self.active_workers.reset();
-        if let Ok(mut w) = self.workers.lock() {
-            w.retain(|_, s| s.in_flight > 0 || s.last.elapsed() < self.active_window);
-            for (name, s) in w.iter() {
-                self.active_workers
-                    .with_label_values(&[name, &s.tenant, &s.arch])
-                    .set(1.0);
-            }
+        for w in workers {
+            self.active_workers
+                .with_label_values(&[&w.name, &w.channels.join(","), &w.arch])
+                .set(1.0);
         }
         let mut out = Vec::new();
         TextEncoder::new()
@@ -328,17 +318,30 @@ pub async fn worker_api_layer(
     let method = req.method().as_str().to_owned();
     let path = path_label(&req);
     let name = worker.map(|w| w.0 .0.clone());
+    // Before and after: a long poll keeps its worker listed.
     if let Some(n) = &name {
-        m.worker_request(n, true);
+        seen(&state, n, None).await;
     }
     let resp = next.run(req).await;
     if let Some(n) = &name {
-        m.worker_request(n, false);
+        seen(&state, n, None).await;
     }
     m.worker_request_count
         .with_label_values(&[&method, &path, resp.status().as_str(), "worker", ""])
         .inc();
     resp
+}
+
+/// Records in the database that `worker` was heard from (with what it
+/// asks for, which is always recorded), so that every composer of a fleet
+/// lists it; a failure is logged, never the worker's.
+pub async fn seen(state: &AppState, worker: &str, asks: Option<(&str, &[String])>) {
+    if asks.is_none() && !state.metrics.due(worker) {
+        return;
+    }
+    if let Err(e) = state.queue.worker_seen(worker, asks).await {
+        tracing::warn!(worker, error = %e, "could not record the worker as seen");
+    }
 }
 
 /// `GET /metrics` on the metrics listener.

@@ -165,6 +165,7 @@ fn calls(id: &str) -> Vec<Call> {
         call("GET", "/distributions/debian-12".into(), None, "kiln:read"),
         // Last, so the indexes above stay as the tests below use them.
         call("GET", format!("/composes/{id}/sboms"), None, "kiln:read"),
+        call("GET", "/workers".into(), None, "kiln:read"),
     ]
 }
 
@@ -551,6 +552,50 @@ async fn tenants_are_apart(b: Backend) {
         (403, Some("X-Kiln-Channel")),
         "{body}"
     );
+
+    // Workers: each tenant sees those that may build for it, and only its
+    // own jobs on them (others' counted); no other tenant's name.
+    let only_a = vec!["tenant-a".to_owned(), "tenant-c".to_owned()];
+    c.queue
+        .worker_seen("only-a.kiln.test", Some(("x86_64", &only_a)))
+        .await
+        .unwrap();
+    c.queue
+        .worker_seen("any.kiln.test", Some(("x86_64", &[])))
+        .await
+        .unwrap();
+    let lease = c
+        .queue
+        .dequeue(
+            &kiln_queue::DequeueFilter::types(&["depsolve"]),
+            "any.kiln.test",
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .expect("A's depsolve job");
+    assert_eq!(lease.job.channel, "tenant-a");
+    let workers = all.last().unwrap();
+    let (status, _, a) = send(c, workers, Some(&ta), None).await;
+    assert_eq!(status, 200, "{a}");
+    let (status, _, b) = send(c, workers, Some(&tb), None).await;
+    assert_eq!(status, 200, "{b}");
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&a), ["any.kiln.test", "only-a.kiln.test"], "{a}");
+    assert_eq!(names(&b), ["any.kiln.test"], "{b}");
+    assert_eq!(a["items"][0]["jobs"][0]["id"], json!(lease.job.id), "{a}");
+    assert_eq!(a["items"][0]["other_jobs"], 0, "{a}");
+    assert_eq!(a["items"][1]["channels"], json!(["tenant-a"]), "{a}");
+    assert_eq!(b["items"][0]["jobs"], json!([]), "{b}");
+    assert_eq!(b["items"][0]["other_jobs"], 1, "{b}");
+    assert!(!b.to_string().contains("tenant-a"), "{b}");
 }
 
 on_both_backends!(tokens_by_endpoints, tenants_are_apart);

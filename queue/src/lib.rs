@@ -259,6 +259,80 @@ pub struct JobCount {
     pub count: i64,
 }
 
+/// A worker as every composer of a fleet knows it (the `workers` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// The name its client certificate proves.
+    pub name: String,
+    /// The architecture it last asked jobs for ("" before it asked).
+    pub arch: String,
+    /// The channels it last asked jobs of (empty: any).
+    pub channels: Vec<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// The running jobs it holds.
+    pub jobs: Vec<WorkerJob>,
+}
+
+/// A row of the `workers` table: name, arch, channels as JSON, first and
+/// last seen.
+pub(crate) type WorkerRow = (String, String, String, DateTime<Utc>, DateTime<Utc>);
+
+impl WorkerRecord {
+    /// The records of `workers`, each with its jobs of `held` (worker
+    /// name, job).
+    pub(crate) fn assemble(
+        workers: Vec<WorkerRow>,
+        held: Vec<(String, WorkerJob)>,
+    ) -> Result<Vec<WorkerRecord>> {
+        let mut by_worker: std::collections::HashMap<String, Vec<WorkerJob>> = Default::default();
+        for (worker, job) in held {
+            by_worker.entry(worker).or_default().push(job);
+        }
+        let mut records = workers
+            .into_iter()
+            .map(|(name, arch, channels, first_seen, last_seen)| {
+                let channels = serde_json::from_str(&channels).map_err(|e| {
+                    QueueError::Corrupt(format!("worker {name:?}: channels {channels:?}: {e}"))
+                })?;
+                Ok(WorkerRecord {
+                    jobs: by_worker.remove(&name).unwrap_or_default(),
+                    name,
+                    arch,
+                    channels,
+                    first_seen,
+                    last_seen,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // By name in bytes, whatever the database's collation.
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+}
+
+/// What [`JobQueue::worker_seen`] stores of what a worker asked for: its
+/// architecture and its channels as JSON.
+pub(crate) fn asked(asks: Option<(&str, &[String])>) -> (Option<String>, Option<String>) {
+    match asks {
+        Some((arch, channels)) => (
+            Some(arch.to_owned()),
+            Some(serde_json::to_string(channels).unwrap_or_else(|_| "[]".into())),
+        ),
+        None => (None, None),
+    }
+}
+
+/// A running job a worker holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerJob {
+    pub id: Uuid,
+    pub compose_id: Option<Uuid>,
+    pub job_type: String,
+    pub channel: String,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
 /// Counts of stored rows, for checks that nothing was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowCounts {
@@ -435,6 +509,14 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// How many jobs are waiting, queued and running, by type and channel.
     async fn unfinished_counts(&self) -> Result<Vec<JobCount>>;
+
+    /// Records that `worker` was heard from now, by any composer; `asks`
+    /// (architecture, channels) when it asked for jobs.
+    async fn worker_seen(&self, worker: &str, asks: Option<(&str, &[String])>) -> Result<()>;
+
+    /// The workers heard from within `window`, and those holding a running
+    /// job, sorted by name (bytes), each with the running jobs it holds.
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerRecord>>;
 
     /// Gives a leased job back at once (its worker stops without a result):
     /// queued again, counted as a requeue like a job whose heartbeats

@@ -20,7 +20,8 @@ use crate::{
     dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
     BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobCount,
     JobEvent, JobLogText, JobQueue, JobState, Lease, LeaseStatus, LiveEvent, LiveState, NewJob,
-    NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack,
+    NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack, WorkerJob,
+    WorkerRecord,
 };
 
 const CHANNEL: &str = "kiln_jobs";
@@ -869,6 +870,55 @@ impl JobQueue for PgQueue {
                 })
             })
             .collect()
+    }
+
+    async fn worker_seen(&self, worker: &str, asks: Option<(&str, &[String])>) -> Result<()> {
+        let (arch, channels) = crate::asked(asks);
+        sqlx::query(
+            "INSERT INTO workers (name, arch, channels, first_seen, last_seen) \
+             VALUES ($1, COALESCE($2, ''), COALESCE($3, '[]'), now(), now()) \
+             ON CONFLICT (name) DO UPDATE SET last_seen = now(), \
+             arch = COALESCE($2, workers.arch), channels = COALESCE($3, workers.channels)",
+        )
+        .bind(worker)
+        .bind(arch)
+        .bind(channels)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerRecord>> {
+        let workers = sqlx::query_as(
+            "SELECT name, arch, channels, first_seen, last_seen FROM workers \
+             WHERE last_seen >= now() - make_interval(secs => $1) \
+             OR name IN (SELECT worker FROM jobs WHERE state = 'running' AND worker IS NOT NULL)",
+        )
+        .bind(window.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT worker, id, compose_id, job_type, channel, started_at FROM jobs \
+             WHERE state = 'running' AND worker IS NOT NULL ORDER BY started_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let held = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("worker")?,
+                    WorkerJob {
+                        id: r.try_get("id")?,
+                        compose_id: r.try_get("compose_id")?,
+                        job_type: r.try_get("job_type")?,
+                        channel: r.try_get("channel")?,
+                        started_at: r.try_get("started_at")?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        WorkerRecord::assemble(workers, held)
     }
 
     async fn hand_back(&self, token: Uuid, reason: &str, max_retries: u32) -> Result<JobState> {

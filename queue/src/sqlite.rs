@@ -27,7 +27,8 @@ use crate::{
     dependency_reason, node_list, node_pattern, parse_node_list, requeue_reason, stale_reason,
     BlueprintRecord, BootChangeRecord, ComposeRecord, DeleteOutcome, DequeueFilter, Job, JobCount,
     JobEvent, JobLogText, JobQueue, JobState, Lease, LeaseStatus, LiveEvent, LiveState, NewJob,
-    NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack,
+    NodeBootRecord, Outcome, QueueError, ReapReport, Result, RowCounts, TakenBack, WorkerJob,
+    WorkerRecord,
 };
 
 const JOB_COLUMNS: &str =
@@ -727,6 +728,71 @@ impl JobQueue for SqliteQueue {
                 })
             })
             .collect()
+    }
+
+    async fn worker_seen(&self, worker: &str, asks: Option<(&str, &[String])>) -> Result<()> {
+        let (arch, channels) = crate::asked(asks);
+        let mut conn = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO workers (name, arch, channels, first_seen, last_seen) \
+             VALUES (?1, COALESCE(?2, ''), COALESCE(?3, '[]'), ?4, ?4) \
+             ON CONFLICT (name) DO UPDATE SET last_seen = ?4, \
+             arch = COALESCE(?2, workers.arch), channels = COALESCE(?3, workers.channels)",
+        )
+        .bind(worker)
+        .bind(arch)
+        .bind(channels)
+        .bind(now_us())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn workers(&self, window: Duration) -> Result<Vec<WorkerRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, arch, channels, first_seen, last_seen FROM workers \
+             WHERE last_seen >= ?1 \
+             OR name IN (SELECT worker FROM jobs WHERE state = 'running' AND worker IS NOT NULL)",
+        )
+        .bind(now_us().saturating_sub(micros(window)))
+        .fetch_all(&self.readers)
+        .await?;
+        let workers = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("arch")?,
+                    r.try_get("channels")?,
+                    time(r.try_get("first_seen")?)?,
+                    time(r.try_get("last_seen")?)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "SELECT worker, id, compose_id, job_type, channel, started_at FROM jobs \
+             WHERE state = 'running' AND worker IS NOT NULL ORDER BY started_at, id",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let held = rows
+            .iter()
+            .map(|r| {
+                let compose: Option<String> = r.try_get("compose_id")?;
+                let started: Option<i64> = r.try_get("started_at")?;
+                Ok((
+                    r.try_get("worker")?,
+                    WorkerJob {
+                        id: uuid(r.try_get("id")?)?,
+                        compose_id: compose.as_deref().map(uuid).transpose()?,
+                        job_type: r.try_get("job_type")?,
+                        channel: r.try_get("channel")?,
+                        started_at: started.map(time).transpose()?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        WorkerRecord::assemble(workers, held)
     }
 
     async fn hand_back(&self, token: Uuid, reason: &str, max_retries: u32) -> Result<JobState> {

@@ -79,6 +79,7 @@ on_both_backends!(
     live_reports_are_kept_bounded_and_sealed,
     a_job_handed_back_is_queued_at_once_and_counted,
     request_ids_round_trip,
+    workers_are_listed_with_the_jobs_they_hold,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -1337,4 +1338,63 @@ async fn request_ids_round_trip(q: Arc<dyn JobQueue>) {
         q.job(b.id).await.unwrap().unwrap().request_id,
         rid("req-graph.1:a")
     );
+}
+
+/// Every composer's reports of a worker land in one row; the list has the
+/// workers heard from within the window, and silent ones only while they
+/// hold a running job, each with its jobs.
+async fn workers_are_listed_with_the_jobs_they_hold(q: Arc<dyn JobQueue>) {
+    assert!(q.workers(Duration::from_secs(60)).await.unwrap().is_empty());
+    let channels = vec!["tenant-a".to_owned()];
+    q.worker_seen("w1.kiln.test", None).await.unwrap();
+    q.worker_seen("w1.kiln.test", Some(("x86_64", &channels)))
+        .await
+        .unwrap();
+    // A request other than a dequeue keeps what it asked for.
+    q.worker_seen("w1.kiln.test", None).await.unwrap();
+    q.worker_seen("w2.kiln.test", Some(("aarch64", &[])))
+        .await
+        .unwrap();
+    let c = compose("tenant-a");
+    let j = job("build");
+    q.create_compose(&c, std::slice::from_ref(&j))
+        .await
+        .unwrap();
+    let f = DequeueFilter::types(&["build"]);
+    let lease = q.dequeue(&f, "w1.kiln.test", WAIT).await.unwrap().unwrap();
+    let listed = q.workers(Duration::from_secs(60)).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["w1.kiln.test", "w2.kiln.test"]);
+    let w1 = &listed[0];
+    assert_eq!(w1.arch, "x86_64");
+    assert_eq!(w1.channels, channels);
+    assert!(w1.first_seen <= w1.last_seen);
+    assert_eq!(w1.jobs.len(), 1, "{w1:?}");
+    assert_eq!(w1.jobs[0].id, j.id);
+    assert_eq!(w1.jobs[0].compose_id, Some(c.id));
+    assert_eq!(w1.jobs[0].job_type, "build");
+    assert_eq!(w1.jobs[0].channel, "default");
+    assert!(w1.jobs[0].started_at.is_some());
+    assert_eq!(listed[1].arch, "aarch64");
+    assert!(listed[1].channels.is_empty());
+    assert!(listed[1].jobs.is_empty());
+    // Past the window: only the worker holding a job is listed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let listed = q.workers(Duration::from_millis(10)).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["w1.kiln.test"]);
+    q.finish(lease.token, Outcome::Success(json!(null)))
+        .await
+        .unwrap();
+    assert!(q
+        .workers(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_empty());
+    // Heard from again: back in the list, first seen as before.
+    let first = w1.first_seen;
+    q.worker_seen("w1.kiln.test", None).await.unwrap();
+    let listed = q.workers(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(listed[0].first_seen, first);
+    assert_eq!(listed[0].arch, "x86_64");
 }

@@ -206,6 +206,12 @@ async fn follow(http: reqwest::Client, url: String, within: Duration) -> String 
     text
 }
 
+/// One Prometheus scrape of `url`, parsed.
+async fn scrape(http: &reqwest::Client, url: &str) -> metrics::Scrape {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    metrics::parse(&text)
+}
+
 fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -381,6 +387,58 @@ allowed_domains = ["*.fleet.test"]
             (ids, streams, started.elapsed())
         })
     };
+
+    // Every composer lists every worker, whichever composer it talks to,
+    // with the jobs it holds (`GET /workers`), and counts it active.
+    let names_sorted = {
+        let mut n = names.clone();
+        n.sort();
+        n
+    };
+    let fleet_view = loop {
+        assert!(
+            started.elapsed() < WITHIN,
+            "composer 1 never listed the whole fleet building"
+        );
+        let list: Value = http
+            .get(format!("{}/workers", apis[1]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut listed: Vec<String> = list["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET /workers: {list}"))
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect();
+        listed.sort();
+        let holding = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| !w["jobs"].as_array().unwrap().is_empty())
+            .count();
+        if listed == names_sorted && holding > 0 {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for w in fleet_view["items"].as_array().unwrap() {
+        assert_eq!(w["arch"], "x86_64", "{w}");
+        for j in w["jobs"].as_array().unwrap() {
+            assert!(j["compose_id"].is_string(), "{w}");
+            assert!(j["started_at"].is_string(), "{w}");
+        }
+    }
+    let active = metrics::sample(
+        &scrape(&http, &composers[2].metrics).await,
+        "image_builder_worker_active_workers",
+        &[("arch", "x86_64")],
+    );
+    assert_eq!(active, names.len() as f64, "composer 2's active workers");
 
     // The failures, while composes come in and build: first two workers
     // killed in the middle of a build each, then composer 0 killed and
@@ -608,15 +666,7 @@ allowed_domains = ["*.fleet.test"]
     // The fleet's metrics: every build finished on some composer.
     let mut builds = 0.0;
     for c in &composers {
-        let text = http
-            .get(&c.metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let scrape = metrics::parse(&text);
+        let scrape = scrape(&http, &c.metrics).await;
         let success = [("type", "build"), ("status", "success")];
         builds += metrics::sample(&scrape, "image_builder_worker_total_jobs", &success);
     }

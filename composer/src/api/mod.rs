@@ -22,6 +22,7 @@ pub mod events;
 pub mod extract;
 pub mod meta;
 pub mod request_id;
+pub mod workers;
 
 use error::ApiError;
 
@@ -62,6 +63,7 @@ use error::ApiError;
         depsolve::post_search,
         distributions::list_distributions,
         distributions::get_distribution,
+        workers::list_workers,
         meta::get_openapi,
         meta::list_errors,
         meta::get_error,
@@ -98,6 +100,9 @@ use error::ApiError;
         kiln_api::boot::ImageRef,
         kiln_api::status::ComposeStatus,
         kiln_api::status::ComposeList,
+        kiln_api::fleet::WorkerList,
+        kiln_api::fleet::WorkerInfo,
+        kiln_api::fleet::WorkerJobInfo,
         kiln_api::sbom::ComposeSboms,
         kiln_api::sbom::ImageSbom,
         kiln_api::sbom::SbomType,
@@ -113,7 +118,8 @@ use error::ApiError;
     )),
     tags((name = "compose", description = "Image requests and their status"),
          (name = "blueprint", description = "Stored blueprints (kiln extension)"),
-         (name = "boot", description = "What nodes boot: changes through boot grants, history (kiln extension)")),
+         (name = "boot", description = "What nodes boot: changes through boot grants, history (kiln extension)"),
+         (name = "fleet", description = "The workers of the fleet (kiln extension)")),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -186,6 +192,7 @@ pub fn router(state: AppState) -> Router {
             "/distributions/{distro}",
             get(distributions::get_distribution),
         )
+        .route("/workers", get(workers::list_workers))
         // Every route above needs an authenticated caller; the document
         // of the API and its error catalog below are public.
         .route_layer(axum::middleware::from_fn_with_state(

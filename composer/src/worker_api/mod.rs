@@ -168,9 +168,7 @@ async fn request_job(
     JsonBody(request): JsonBody<RequestJob>,
 ) -> Result<Response, ApiError> {
     request.validate()?;
-    state
-        .metrics
-        .worker_asks(&worker.0, &request.arch, &request.channels);
+    crate::metrics::seen(&state, &worker.0, Some((&request.arch, &request.channels))).await;
     let wait = Duration::from_secs(request.wait_secs);
     let Some(filter) = bound(&state.config.worker_api.bindings, &worker.0, request) else {
         // Nothing this worker may take: an idle poll, so it does not spin.
