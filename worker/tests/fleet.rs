@@ -718,4 +718,76 @@ allowed_domains = ["*.fleet.test"]
          {requeued} requeues ({taken_back} of the killed workers' builds); \
          {resubmitted} stored twice by a retried submission; {across} event streams followed another composer's build"
     );
+
+    // The peer, in the same run: the same builds by the executor alone,
+    // WORKERS at a time, each slot with a store of its own as each worker
+    // has (no composer, queue, depsolve, upload or failure).
+    let any = ids[0].parse().unwrap();
+    let manifest: kiln_api::jobs::ManifestResult = queue
+        .compose_jobs(any)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.job_type == "manifest")
+        .and_then(|j| j.result)
+        .map(|r| serde_json::from_value(r).unwrap())
+        .expect("a manifest job's result");
+    let (alone, alone_took) = executor_alone(dir.path(), &manifest, composes);
+    let alone_per_minute = alone as f64 / alone_took.as_secs_f64() * 60.0;
+    eprintln!(
+        "fleet vs the executor alone: {per_minute:.0} vs {alone_per_minute:.0} builds/min \
+         ({alone} builds in {alone_took:.1?}, {WORKERS} at a time): ratio {:.2}",
+        per_minute / alone_per_minute
+    );
+}
+
+/// Runs `manifest` with `kiln-worker osbuild` at least `count` times,
+/// [`WORKERS`] at a time, each slot with its own store and the build's
+/// checkpoints; returns how many builds ran and how long they took.
+fn executor_alone(
+    dir: &Path,
+    manifest: &kiln_api::jobs::ManifestResult,
+    count: usize,
+) -> (usize, Duration) {
+    let peer = dir.join("peer");
+    std::fs::create_dir_all(&peer).unwrap();
+    builduser::give(&peer);
+    let file = peer.join("manifest.json");
+    std::fs::write(&file, manifest.manifest.to_string()).unwrap();
+    builduser::give(&file);
+    let binary = builduser::binary(WORKER);
+    let rounds = count.div_ceil(WORKERS);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for slot in 0..WORKERS {
+            let (peer, file, binary) = (&peer, &file, &binary);
+            scope.spawn(move || {
+                let home = peer.join(format!("slot{slot}"));
+                std::fs::create_dir_all(&home).unwrap();
+                builduser::give(&home);
+                for round in 0..rounds {
+                    let out = home.join(format!("out{round}"));
+                    let mut cmd = Command::new(binary);
+                    cmd.arg("osbuild")
+                        .arg("--store")
+                        .arg(home.join("store"))
+                        .arg("--output-directory")
+                        .arg(&out)
+                        .args(["--export", &manifest.export, "--json"]);
+                    for id in &manifest.checkpoints {
+                        cmd.args(["--checkpoint", id]);
+                    }
+                    let status = builduser::run_as(cmd.arg(file))
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .unwrap();
+                    assert!(status.success(), "the executor alone: {status}");
+                    assert!(out.join(&manifest.export).join(&manifest.filename).exists());
+                    std::fs::remove_dir_all(&out).unwrap();
+                }
+            });
+        }
+    });
+    (rounds * WORKERS, started.elapsed())
 }
