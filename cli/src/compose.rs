@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::compose_request::{self, ImageFlags};
 use crate::composer_api::{Composer, Connection};
 use crate::follow::{self, image_status_word, upload_lines, FollowOptions};
+use crate::term::shown;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -337,11 +338,11 @@ async fn status(composer: &Composer, output: Output, id: &str) -> anyhow::Result
             progress_cell(img)
         );
         if let Some(e) = &img.error {
-            println!("       error: {}", e.reason);
+            println!("       error: {}", shown(&e.reason));
         }
         for u in img.upload_statuses.iter().flatten() {
             for line in upload_lines(u) {
-                println!("       {line}");
+                println!("       {}", shown(&line));
             }
         }
     }
@@ -405,7 +406,7 @@ async fn logs(composer: &Composer, output: Output, id: &str) -> anyhow::Result<E
 fn print_job_log(job: &JobLog) {
     println!("  {} {}: {}", job.job_type, job.id, job.state);
     if let Some(reason) = job.reason.as_deref().filter(|r| !r.is_empty()) {
-        println!("    reason: {reason}");
+        println!("    reason: {}", shown(reason));
     }
     if let Some(l) = &job.log {
         let dropped = if l.dropped > 0 {
@@ -416,7 +417,7 @@ fn print_job_log(job: &JobLog) {
         let growing = if l.complete { "" } else { ", still running" };
         println!("    log ({} lines{dropped}{growing}):", l.lines);
         for line in l.text.lines() {
-            println!("      {line}");
+            println!("      {}", shown(line));
         }
     }
     // A result this CLI cannot read (another kind, an older composer) shows
@@ -427,11 +428,11 @@ fn print_job_log(job: &JobLog) {
         _ => return,
     };
     if let Some(c) = kernel_cmdline {
-        println!("    kernel command line: {c}");
+        println!("    kernel command line: {}", shown(&c));
     }
     for u in &uploads {
         for line in upload_lines(u) {
-            println!("    {line}");
+            println!("    {}", shown(&line));
         }
     }
     for (pipeline, stages) in log.iter().flatten() {
@@ -442,10 +443,10 @@ fn print_job_log(job: &JobLog) {
                 if stage.success { "" } else { " (failed)" }
             );
             for line in stage.output.lines() {
-                println!("      {line}");
+                println!("      {}", shown(line));
             }
             if let Some(e) = stage.error.as_deref().filter(|e| !e.is_empty()) {
-                println!("      error: {e}");
+                println!("      error: {}", shown(e));
             }
         }
     }

@@ -71,11 +71,7 @@ pub(crate) async fn diff(
 /// each with its architecture. The names come from the builds' package
 /// databases: control characters, which could drive a terminal, become `?`.
 fn text(d: &PackageDiff) -> String {
-    let t = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
-    };
+    let t = |s: &str| -> String { crate::term::shown(s).replace('\t', "?") };
     let mut out = String::new();
     for (sign, list) in [('+', &d.added), ('-', &d.removed)] {
         for p in list {

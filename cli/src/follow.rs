@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::compose::Output;
 use crate::composer_api::{ApiError, Composer};
+use crate::term::shown;
 
 /// How many times in a row a broken event stream is opened again.
 const RECONNECTS: u32 = 5;
@@ -272,11 +273,11 @@ fn print_report(status: &ComposeStatus, cmdlines: &[Option<String>]) {
         println!("{}: {}", image_label(i, n), image_status_word(img.status));
         for u in img.upload_statuses.iter().flatten() {
             for line in upload_lines(u) {
-                println!("  {line}");
+                println!("  {}", shown(&line));
             }
         }
         if let Some(Some(c)) = cmdlines.get(i) {
-            println!("  kernel command line: {c}");
+            println!("  kernel command line: {}", shown(c));
         }
     }
 }
@@ -299,7 +300,7 @@ fn report_failure(status: &ComposeStatus) {
             } else {
                 format!("compose {}", status.id)
             };
-            eprintln!("kiln: {whose} {what}: {}", e.reason);
+            eprintln!("kiln: {whose} {what}: {}", shown(&e.reason));
         }
         for u in img.upload_statuses.iter().flatten() {
             if u.status == UploadStatusValue::Failure {
@@ -307,7 +308,11 @@ fn report_failure(status: &ComposeStatus) {
                     Ok(UploadDetails::Failed(f)) => f.reason,
                     _ => "no reason given".into(),
                 };
-                eprintln!("kiln: upload to {} failed: {reason}", u.target_type);
+                eprintln!(
+                    "kiln: upload to {} failed: {}",
+                    u.target_type,
+                    shown(&reason)
+                );
             }
         }
     }
@@ -421,6 +426,7 @@ impl View {
     /// A line of text, printed above the bars or as it is.
     fn say(&self, line: &str, to_stdout: bool) {
         let (View::Bars { to_stderr, .. } | View::Lines { to_stderr, .. }) = self;
+        let line = shown(line);
         let print = || {
             if *to_stderr || !to_stdout {
                 eprintln!("{line}");

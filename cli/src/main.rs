@@ -12,6 +12,7 @@ mod image_diff;
 mod login;
 mod manifest;
 mod sse;
+mod term;
 
 use std::process::ExitCode;
 

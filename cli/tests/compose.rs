@@ -508,6 +508,10 @@ const ARTIFACTS: &str = "file:///var/lib/kiln/artifacts/image";
 /// Plays the worker through a whole pxe build of compose `id` while
 /// `watching` follows it: each step waits until kiln has shown the last one
 /// (`bars`: as a terminal shows them).
+/// A log line that would retitle and clear a terminal, and as kiln shows it.
+const HOSTILE: &str = "dpkg: \u{1b}]0;owned\u{7}\u{1b}[2J hostile";
+const HOSTILE_SHOWN: &str = "dpkg: ?]0;owned??[2J hostile";
+
 async fn play_pxe_build(c: &TestComposer, id: uuid::Uuid, watching: &mut Running, bars: bool) {
     let queue = &c.state.queue;
     let take = |t: &'static str| async move {
@@ -550,7 +554,11 @@ async fn play_pxe_build(c: &TestComposer, id: uuid::Uuid, watching: &mut Running
             Some(id),
             Some(&json!(BuildPhase::Building)),
             Some(&json!(progress)),
-            &["org.osbuild.apt: unpacking linux-image-amd64".into()],
+            &[
+                "org.osbuild.apt: unpacking linux-image-amd64".into(),
+                // A build's output may carry terminal control: shown as `?`.
+                HOSTILE.into(),
+            ],
         )
         .await
         .unwrap();
@@ -627,9 +635,18 @@ async fn start_wait_follows_a_build_to_its_artifacts() {
     let (code, out, err) = waiting.finish().await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.is_empty(), "{err}");
-    // A pipe gets plain lines, no terminal control.
+    // A pipe gets plain lines, no terminal control, not even the build's.
     assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+    assert!(out.contains(HOSTILE_SHOWN), "{out}");
     assert_report(id, &out);
+    // The stored log, the same.
+    let (code, logs, _) = c.run(&["logs", &id.to_string()]).await;
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains(HOSTILE_SHOWN), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}') && !logs.contains('\u{7}'),
+        "{logs:?}"
+    );
 
     // The status table shows the upload too.
     let (_, out, _) = c.run(&["status", &id.to_string()]).await;

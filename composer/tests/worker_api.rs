@@ -211,7 +211,35 @@ async fn a_certified_worker_runs_a_compose_job(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(status, 404);
-    assert_eq!(c.jobs(&compose).await[0]["state"], "running");
+    // Nor give it back, nor report on it.
+    let (status, _) = other
+        .post(
+            &format!("/jobs/{token}/release"),
+            &json!({"reason": "not mine"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = other
+        .post(
+            &format!("/jobs/{token}/progress"),
+            &json!({"log": ["forged line"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let jobs = c.jobs(&compose).await;
+    assert_eq!(jobs[0]["state"], "running");
+    assert_eq!(jobs[0]["retries"], 0, "{}", jobs[0]);
+    assert!(
+        c.composer
+            .queue
+            .live_states(&[depsolve])
+            .await
+            .unwrap()
+            .is_empty(),
+        "another worker's report was kept"
+    );
 
     let (status, beat) = w
         .post(&format!("/jobs/{token}/heartbeat"), &json!({}))

@@ -155,12 +155,17 @@ impl Sandbox<'_> {
     pub fn run(&self, on_line: &mut dyn FnMut(&str)) -> std::io::Result<Outcome> {
         let (reader, writer) = std::io::pipe()?;
         let (mut cmd, handoff) = self.command()?;
+        // A process group of its own: whatever bubblewrap leaves behind
+        // (the sandbox's pid 1, which takes the sandbox with it) can be
+        // stopped with it, so nothing of a stage outlives the stage.
         cmd.stdin(Stdio::null())
             .stdout(writer.try_clone()?)
-            .stderr(writer);
+            .stderr(writer)
+            .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("bwrap: {e} (is bubblewrap installed?)"))
         })?;
+        let group = child.id() as i32;
         // The command holds the write ends; drop them so EOF arrives.
         drop(cmd);
         let Handoff {
@@ -173,7 +178,7 @@ impl Sandbox<'_> {
         if let Err(e) = map_sandbox(&mut info) {
             // bubblewrap's own words, if it said why (it exits on its own
             // when it did; otherwise it is stopped).
-            let _ = child.kill();
+            stop_group(group);
             let _ = child.wait();
             let mut said = String::new();
             let _ = BufReader::new(reader).read_to_string(&mut said);
@@ -208,7 +213,7 @@ impl Sandbox<'_> {
                 on_line(&l);
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
-                let _ = child.kill();
+                stop_group(group);
                 let _ = child.wait();
                 break Outcome::Interrupted;
             }
@@ -220,11 +225,35 @@ impl Sandbox<'_> {
                 Err(_) => continue,
             }
         };
+        // The output ends when its last writer goes. A process bubblewrap
+        // left behind that still holds it (seen when the worker above was
+        // killed mid-stage: the executor then waited on it for ever) is
+        // stopped with bubblewrap's group.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !pump.is_finished() && std::time::Instant::now() < deadline {
+            while let Ok(l) = rx.try_recv() {
+                on_line(&l);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !pump.is_finished() {
+            stop_group(group);
+        }
         let _ = pump.join();
         while let Ok(l) = rx.try_recv() {
             on_line(&l);
         }
         Ok(outcome)
+    }
+}
+
+/// Kills bubblewrap's process group (bubblewrap and the sandbox's pid 1,
+/// whose end takes every process of the sandbox with it).
+fn stop_group(group: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory; a
+    // negative pid names the process group, which is bubblewrap's own.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
     }
 }
 

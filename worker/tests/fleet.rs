@@ -719,6 +719,27 @@ allowed_domains = ["*.fleet.test"]
          {resubmitted} stored twice by a retried submission; {across} event streams followed another composer's build"
     );
 
+    // No build outlives the fleet: the killed workers' executors end too
+    // (they once waited for ever on a stage's leftover bubblewrap).
+    let leftovers = || -> Vec<String> {
+        let needle = dir.path().to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&needle) && (c.contains(" osbuild ") || c.starts_with("bwrap")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        leftovers(),
+        Vec::<String>::new(),
+        "builds outlived the fleet"
+    );
+
     // The peer, in the same run: the same builds by the executor alone,
     // WORKERS at a time, each slot with a store of its own as each worker
     // has (no composer, queue, depsolve, upload or failure).
