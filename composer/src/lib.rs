@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod live;
 pub mod metrics;
 pub mod plan;
+pub mod presence;
 pub mod repos;
 pub mod runner;
 pub mod status;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub live: Arc<live::Live>,
     /// Prometheus metrics (`[metrics]`).
     pub metrics: Arc<metrics::Metrics>,
+    /// Records which workers the fleet heard from (the `workers` table).
+    pub presence: Arc<presence::Presence>,
     /// Statuses answered lately (`status_cache_secs`).
     pub statuses: Arc<status_cache::StatusCache>,
     /// Verifies the compose API's bearer tokens; none without `[auth]`
@@ -80,10 +83,12 @@ impl AppState {
             queue.as_ref(),
             Duration::from_secs(config.status_cache_secs),
         );
+        let heartbeat_timeout = Duration::from_secs(config.queue.heartbeat_timeout_secs);
         let metrics = Arc::new(
-            metrics::Metrics::new(Duration::from_secs(config.queue.heartbeat_timeout_secs))
+            metrics::Metrics::new(heartbeat_timeout)
                 .map_err(|e| anyhow::anyhow!("metrics: {e}"))?,
         );
+        let presence = Arc::new(presence::Presence::new(heartbeat_timeout));
         Ok(AppState {
             queue,
             catalog: Arc::new(catalog),
@@ -91,6 +96,7 @@ impl AppState {
             repos: Arc::new(repos::RepoCache::new(limits, policy, budget)),
             live,
             metrics,
+            presence,
             statuses,
             auth,
         })

@@ -19,8 +19,6 @@
 //!   composer of the fleet heard from within the heartbeat timeout, or that
 //!   hold a running job (the database's `workers` table).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -71,8 +69,6 @@ pub struct Metrics {
     job_duration: HistogramVec,
     job_wait: HistogramVec,
     active_workers: GaugeVec,
-    /// When this composer last recorded each worker in the database.
-    recorded: Mutex<HashMap<String, Instant>>,
     /// How long a worker counts as active after its last request.
     active_window: Duration,
 }
@@ -157,7 +153,6 @@ impl Metrics {
                 opts("worker", "active_workers", "Active workers"),
                 &["worker", "tenant", "arch"],
             )?,
-            recorded: Mutex::new(HashMap::new()),
             active_window,
             registry,
         };
@@ -204,32 +199,6 @@ impl Metrics {
             let secs = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
             self.job_duration.with_label_values(&labels).observe(secs);
         }
-    }
-
-    /// Whether this worker's request should be recorded in the database:
-    /// at most every [`Metrics::record_every`] (a worker's heartbeats and
-    /// log reports are many; its row needs no finer time than that).
-    fn due(&self, worker: &str) -> bool {
-        let Ok(mut recorded) = self.recorded.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        match recorded.get(worker) {
-            Some(at) if now.duration_since(*at) < self.record_every() => false,
-            _ => {
-                recorded.insert(worker.to_owned(), now);
-                true
-            }
-        }
-    }
-
-    fn record_every(&self) -> Duration {
-        (self.active_window / 4).min(Duration::from_secs(5))
-    }
-
-    /// How long a worker counts as active after its last request.
-    pub fn active_window(&self) -> Duration {
-        self.active_window
     }
 
     /// The text exposition, with the queue's gauges read now.
@@ -307,41 +276,16 @@ pub async fn compose_api_layer(
     resp
 }
 
-/// The worker API's layer: counts requests, and sees which workers are active.
-pub async fn worker_api_layer(
-    State(state): State<AppState>,
-    worker: Option<axum::Extension<crate::worker_api::WorkerIdentity>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The worker API's layer: counts requests.
+pub async fn worker_api_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let m = &state.metrics;
     let method = req.method().as_str().to_owned();
     let path = path_label(&req);
-    let name = worker.map(|w| w.0 .0.clone());
-    // Before and after: a long poll keeps its worker listed.
-    if let Some(n) = &name {
-        seen(&state, n, None).await;
-    }
     let resp = next.run(req).await;
-    if let Some(n) = &name {
-        seen(&state, n, None).await;
-    }
     m.worker_request_count
         .with_label_values(&[&method, &path, resp.status().as_str(), "worker", ""])
         .inc();
     resp
-}
-
-/// Records in the database that `worker` was heard from (with what it
-/// asks for, which is always recorded), so that every composer of a fleet
-/// lists it; a failure is logged, never the worker's.
-pub async fn seen(state: &AppState, worker: &str, asks: Option<(&str, &[String])>) {
-    if asks.is_none() && !state.metrics.due(worker) {
-        return;
-    }
-    if let Err(e) = state.queue.worker_seen(worker, asks).await {
-        tracing::warn!(worker, error = %e, "could not record the worker as seen");
-    }
 }
 
 /// `GET /metrics` on the metrics listener.

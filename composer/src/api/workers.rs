@@ -18,7 +18,7 @@ pub async fn list_workers(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<WorkerList>, ApiError> {
-    let workers = state.queue.workers(state.metrics.active_window()).await?;
+    let workers = state.queue.workers(state.presence.window()).await?;
     let items = workers
         .into_iter()
         .filter(|w| w.channels.is_empty() || w.channels.contains(&caller.channel))

@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            crate::presence::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             crate::metrics::worker_api_layer,
         ))
         .with_state(state)
@@ -168,7 +172,7 @@ async fn request_job(
     JsonBody(request): JsonBody<RequestJob>,
 ) -> Result<Response, ApiError> {
     request.validate()?;
-    crate::metrics::seen(&state, &worker.0, Some((&request.arch, &request.channels))).await;
+    crate::presence::seen(&state, &worker.0, Some((&request.arch, &request.channels))).await;
     let wait = Duration::from_secs(request.wait_secs);
     let Some(filter) = bound(&state.config.worker_api.bindings, &worker.0, request) else {
         // Nothing this worker may take: an idle poll, so it does not spin.
